@@ -1,0 +1,111 @@
+//! The policy engine: a pure function from (pod, request context, policy) to the desired pod,
+//! the rules applied, warnings and an optional denial.
+//!
+//! The engine does no I/O, takes no locks and never calls the Kubernetes API, so it is the same
+//! code in the server, in `spark-admission mutate` and in tests, and it is fast.
+//!
+//! How rules combine: the matching rules are found first, against the pod as it arrived. Then,
+//! field by field (a label key, an env var of a container, a resource of a container), the last
+//! matching rule that sets the field decides its value and its mode. `merge` keeps a value the
+//! pod arrived with; `enforce` replaces it. Deciding per field, rather than replaying rules one
+//! after another, is what makes the result idempotent: the desired pod of a desired pod is itself.
+
+mod env;
+mod matching;
+mod metadata;
+mod resources;
+mod scheduling;
+mod spark;
+
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::policy::{Policy, Role, Rule};
+
+pub use spark::{SparkPod, spark_container_index};
+
+/// Annotation listing the rules that matched, comma separated, in policy order.
+pub const APPLIED_RULES_ANNOTATION: &str = "spark-admission.io/applied-rules";
+/// Annotation carrying the hash of the policy that mutated the pod.
+pub const POLICY_HASH_ANNOTATION: &str = "spark-admission.io/policy-hash";
+
+/// What the engine knows about the request besides the pod.
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    /// `request.namespace` (the pod's own `metadata.namespace` is usually unset on CREATE).
+    pub namespace: String,
+}
+
+/// The result of evaluating a Spark pod.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    /// The pod's Spark role.
+    pub role: Role,
+    /// The pod with the policy applied.
+    pub desired: Pod,
+    /// Names of the rules that matched, in policy order.
+    pub applied_rules: Vec<String>,
+    /// Everything the policy could not apply, and every clamp, in words a user can act on.
+    pub warnings: Vec<String>,
+    /// Set when the pod must be rejected; says which container, resource, value and limit.
+    pub denial: Option<String>,
+}
+
+/// Applies `policy` to `pod`. Returns `None` for a pod that is not a Spark pod (no `spark-role`
+/// label of `driver` or `executor`): such a pod is admitted unchanged.
+pub fn evaluate(pod: &Pod, context: &RequestContext, policy: &Policy) -> Option<Evaluation> {
+    let spark = SparkPod::from_pod(pod, &context.namespace)?;
+    let rules: Vec<&Rule> = policy
+        .rules
+        .iter()
+        .filter(|rule| matching::matches(&rule.selector, &spark))
+        .collect();
+
+    let mut desired = pod.clone();
+    let mut warnings = Vec::new();
+    metadata::apply(
+        pod,
+        &mut desired,
+        &spark,
+        &rules,
+        &policy.hash,
+        &mut warnings,
+    );
+    scheduling::apply(pod, &mut desired, &rules, &mut warnings);
+    env::apply(pod, &mut desired, &spark, &rules, &mut warnings);
+    let denial = resources::apply(pod, &mut desired, &spark, &rules, &mut warnings);
+
+    Some(Evaluation {
+        role: spark.role,
+        desired,
+        applied_rules: rules.iter().map(|r| r.name.clone()).collect(),
+        warnings,
+        denial,
+    })
+}
+
+/// The container indices a rule's `containers:` selects in this pod.
+fn selected_containers(
+    rule: &Rule,
+    pod: &Pod,
+    spark: &SparkPod,
+) -> impl Iterator<Item = usize> + use<> {
+    let containers = pod
+        .spec
+        .as_ref()
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default();
+    let indices: Vec<usize> = match &rule.containers {
+        crate::policy::ContainerSelection::Spark => spark.container.into_iter().collect(),
+        crate::policy::ContainerSelection::All => (0..containers.len()).collect(),
+        crate::policy::ContainerSelection::Named(names) => containers
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| names.contains(&c.name))
+            .map(|(i, _)| i)
+            .collect(),
+    };
+    indices.into_iter()
+}
+
+#[cfg(test)]
+mod tests;

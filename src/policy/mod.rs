@@ -1,0 +1,331 @@
+//! The policy: its model, parsing from YAML or JSON, and validation.
+//!
+//! A policy is parsed in two steps. The text becomes a plain document (syntax errors carry a line
+//! and column), then the document is checked field by field and turned into the typed model.
+//! The second step never stops at the first mistake: every problem is collected with its path
+//! (`rules[1].tolerations[0].operator`), what was found and what is allowed, so that a platform
+//! team fixes a policy in one round. A [`Policy`] that exists is valid; the engine relies on it.
+
+mod glob;
+mod labels;
+mod parse;
+mod quantity;
+mod template;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use k8s_openapi::api::core::v1::{EnvVar, NodeAffinity, Toleration};
+
+pub use glob::Glob;
+pub use labels::{check_label_value, check_qualified_name, sanitize_label_value};
+pub use quantity::{Quantity, QuantityError};
+pub use template::{Template, Variable};
+
+/// Errors from loading a policy.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The text is not YAML (or JSON) at all.
+    #[error("policy is not valid YAML: {message} (line {line}, column {column})")]
+    Syntax {
+        /// What the parser found wrong.
+        message: String,
+        /// 1-based line of the problem.
+        line: u64,
+        /// 1-based column of the problem.
+        column: u64,
+    },
+    /// The document parsed but breaks the policy's rules; every problem is listed.
+    #[error("{0}")]
+    Invalid(Problems),
+}
+
+/// Shorthand for results of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One thing wrong with a policy: where, and what is wrong and allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Path of the offending field, such as `rules[1].tolerations[0].operator`.
+    pub path: String,
+    /// What was found and what is allowed.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found in one policy, in document order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.0.len();
+        write!(
+            f,
+            "policy has {count} error{}:",
+            if count == 1 { "" } else { "s" }
+        )?;
+        for problem in &self.0 {
+            write!(f, "\n  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Error {
+    /// The individual problems (one for a syntax error).
+    pub fn problems(&self) -> Vec<Problem> {
+        match self {
+            Error::Syntax { .. } => vec![Problem {
+                path: String::new(),
+                message: self.to_string(),
+            }],
+            Error::Invalid(problems) => problems.0.clone(),
+        }
+    }
+}
+
+/// A validated policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Rules, in the order they are applied.
+    pub rules: Vec<Rule>,
+    /// Quotas, checked on CREATE against live cluster state.
+    pub quotas: Vec<Quota>,
+    /// A short stable hash of the policy text, written on every pod.
+    pub hash: String,
+}
+
+/// Whether a pod's own values or the policy's win.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Values already on the pod win.
+    #[default]
+    Merge,
+    /// The policy's values replace the pod's.
+    Enforce,
+}
+
+/// The two kinds of Spark pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    /// The driver pod.
+    Driver,
+    /// An executor pod.
+    Executor,
+}
+
+impl Role {
+    /// Parses the `spark-role` label value.
+    pub fn from_label(value: &str) -> Option<Self> {
+        match value {
+            "driver" => Some(Self::Driver),
+            "executor" => Some(Self::Executor),
+            _ => None,
+        }
+    }
+
+    /// The label value, `driver` or `executor`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Driver => "driver",
+            Self::Executor => "executor",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which pods a rule or quota applies to. Every non-empty condition must hold.
+#[derive(Debug, Clone, Default)]
+pub struct Selector {
+    /// Namespace globs.
+    pub namespaces: Vec<Glob>,
+    /// Roles; empty means both.
+    pub roles: Vec<Role>,
+    /// Application name globs.
+    pub app_names: Vec<Glob>,
+    /// Labels the pod must carry, exactly.
+    pub pod_labels: BTreeMap<String, String>,
+    /// Service account globs.
+    pub service_accounts: Vec<Glob>,
+}
+
+/// Which containers a rule's `env` and `resources` apply to.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ContainerSelection {
+    /// The Spark container only (found by name, then by `args[0]`, then the first).
+    #[default]
+    Spark,
+    /// Every container, sidecars included (not init containers).
+    All,
+    /// The containers with these names.
+    Named(Vec<String>),
+}
+
+/// What happens when a container asks for more than `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnExceed {
+    /// Reject the pod.
+    #[default]
+    Deny,
+    /// Lower CPU to the max and warn; other resources are still denied.
+    Clamp,
+}
+
+/// Requests and limits, resource name to quantity.
+#[derive(Debug, Clone, Default)]
+pub struct ResourceAmounts {
+    /// `requests`.
+    pub requests: BTreeMap<String, Quantity>,
+    /// `limits`.
+    pub limits: BTreeMap<String, Quantity>,
+}
+
+/// Resource defaults and caps for one role.
+#[derive(Debug, Clone, Default)]
+pub struct ResourcePolicy {
+    /// Filled in where the container has no value.
+    pub default: ResourceAmounts,
+    /// Per container, for both requests and limits.
+    pub max: BTreeMap<String, Quantity>,
+    /// What happens over the max.
+    pub on_exceed: OnExceed,
+}
+
+/// A rule: which pods, and what to apply to them.
+#[derive(Debug, Clone, Default)]
+pub struct Rule {
+    /// Unique name, written into `spark-admission.io/applied-rules`.
+    pub name: String,
+    /// Which pods it applies to.
+    pub selector: Selector,
+    /// Whether pod values or policy values win.
+    pub mode: Mode,
+    /// Labels; values are templates.
+    pub labels: BTreeMap<String, Template>,
+    /// Annotations; values are templates.
+    pub annotations: BTreeMap<String, Template>,
+    /// `spec.nodeSelector` entries.
+    pub node_selector: BTreeMap<String, String>,
+    /// Node affinity to AND into the pod's.
+    pub node_affinity: Option<NodeAffinity>,
+    /// Tolerations to add.
+    pub tolerations: Vec<Toleration>,
+    /// Environment variables for the selected containers.
+    pub env: Vec<EnvVar>,
+    /// Which containers `env` and `resources` apply to.
+    pub containers: ContainerSelection,
+    /// Resource policy for drivers.
+    pub driver_resources: Option<ResourcePolicy>,
+    /// Resource policy for executors.
+    pub executor_resources: Option<ResourcePolicy>,
+    /// `spec.priorityClassName`.
+    pub priority_class_name: Option<String>,
+    /// `spec.schedulerName`.
+    pub scheduler_name: Option<String>,
+}
+
+impl Rule {
+    /// The resource policy for a role, if the rule has one.
+    pub fn resources_for(&self, role: Role) -> Option<&ResourcePolicy> {
+        match role {
+            Role::Driver => self.driver_resources.as_ref(),
+            Role::Executor => self.executor_resources.as_ref(),
+        }
+    }
+}
+
+/// Limits for one scope of a quota.
+#[derive(Debug, Clone, Default)]
+pub struct QuotaLimits {
+    /// Most executor pods alive at once.
+    pub max_executors: Option<u32>,
+    /// Most CPU, summed over live pods.
+    pub max_cpu: Option<Quantity>,
+    /// Most memory, summed over live pods.
+    pub max_memory: Option<Quantity>,
+}
+
+/// A quota on live Spark pods.
+#[derive(Debug, Clone, Default)]
+pub struct Quota {
+    /// Unique name, quoted in denials.
+    pub name: String,
+    /// Which pods count (roles are not allowed here).
+    pub selector: Selector,
+    /// Limits per application (by `spark-app-selector`).
+    pub per_application: Option<QuotaLimits>,
+    /// Limits per namespace, over every live Spark pod in it.
+    pub per_namespace: Option<QuotaLimits>,
+}
+
+impl Policy {
+    /// Parses and validates a policy from YAML or JSON text.
+    pub fn parse(text: &str) -> Result<Self> {
+        parse::parse(text)
+    }
+
+    /// The example policy built into the binary, used when no policy is given.
+    pub fn builtin_example() -> Self {
+        // The example is checked by a test, so this cannot fail in a released binary; an empty
+        // policy is still a safe fallback.
+        Self::parse(BUILTIN_EXAMPLE).unwrap_or_else(|_| Self::empty())
+    }
+
+    /// A policy with no rules and no quotas: every Spark pod only gets the two annotations.
+    pub fn empty() -> Self {
+        Self {
+            rules: Vec::new(),
+            quotas: Vec::new(),
+            hash: policy_hash(""),
+        }
+    }
+
+    /// A one-line summary for logs and the CLI.
+    pub fn summary(&self) -> String {
+        let names: Vec<&str> = self.rules.iter().map(|r| r.name.as_str()).collect();
+        let quotas: Vec<&str> = self.quotas.iter().map(|q| q.name.as_str()).collect();
+        format!(
+            "{} rule{} [{}], {} quota{} [{}], hash {}",
+            names.len(),
+            if names.len() == 1 { "" } else { "s" },
+            names.join(", "),
+            quotas.len(),
+            if quotas.len() == 1 { "" } else { "s" },
+            quotas.join(", "),
+            self.hash
+        )
+    }
+}
+
+/// The example policy text built into the binary (`examples/policies/platform.yaml`).
+pub const BUILTIN_EXAMPLE: &str = include_str!("../../examples/policies/platform.yaml");
+
+/// Reads YAML (or JSON) with YAML 1.2 booleans: only `true`/`false` are booleans, so `y`, `no`
+/// or `on` stay the strings they look like.
+pub fn from_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, serde_saphyr::Error> {
+    let mut options = serde_saphyr::options::Options::default();
+    options.strict_booleans = true;
+    serde_saphyr::from_str_with_options(text, options)
+}
+
+/// A short, stable hash of policy text: the first 12 hex digits of its SHA-256.
+pub fn policy_hash(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(text.as_bytes());
+    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,175 @@
+//! Kubernetes resource quantities (`500m`, `2Gi`, `1.5`, `1e3`), parsed exactly.
+//!
+//! Values are held as an integer count of nano-units so that comparisons are exact: `2432Mi`
+//! and `2550136832` compare equal, `0.5` and `500m` too. Fractions below a nano-unit round up,
+//! as Kubernetes does.
+
+use std::cmp::Ordering;
+use std::fmt;
+
+/// A parsed quantity: the text as written and its exact value in nano-units.
+#[derive(Debug, Clone)]
+pub struct Quantity {
+    text: String,
+    nanos: i128,
+}
+
+/// Why a quantity could not be parsed; the message says what is allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{text:?} is not a Kubernetes quantity (a number with an optional suffix: n u m k M G T P E \
+     Ki Mi Gi Ti Pi Ei, or an exponent such as 1e3)"
+)]
+pub struct QuantityError {
+    text: String,
+}
+
+const NANOS_PER_UNIT: i128 = 1_000_000_000;
+
+impl Quantity {
+    /// Parses a quantity in the Kubernetes syntax.
+    pub fn parse(text: &str) -> Result<Self, QuantityError> {
+        let error = || QuantityError {
+            text: text.to_owned(),
+        };
+        let trimmed = text.trim();
+        if trimmed.is_empty() || trimmed.len() > 64 {
+            return Err(error());
+        }
+        let (sign, unsigned) = match trimmed.as_bytes()[0] {
+            b'-' => (-1, &trimmed[1..]),
+            b'+' => (1, &trimmed[1..]),
+            _ => (1, trimmed),
+        };
+        let number_end = unsigned
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(unsigned.len());
+        let (number, suffix) = unsigned.split_at(number_end);
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        if (whole.is_empty() && fraction.is_empty()) || fraction.contains('.') {
+            return Err(error());
+        }
+        // Numerator over 10^fraction_digits, scaled by the suffix.
+        let digits = format!("{whole}{fraction}");
+        let mantissa: i128 = digits.parse().map_err(|_| error())?;
+        let fraction_digits = u32::try_from(fraction.len()).map_err(|_| error())?;
+        let (multiplier_num, multiplier_den): (i128, i128) = match suffix {
+            "" => (1, 1),
+            "n" => (1, 1_000_000_000),
+            "u" => (1, 1_000_000),
+            "m" => (1, 1_000),
+            "k" => (1_000, 1),
+            "M" => (1_000_000, 1),
+            "G" => (1_000_000_000, 1),
+            "T" => (1_000_000_000_000, 1),
+            "P" => (1_000_000_000_000_000, 1),
+            "E" => (1_000_000_000_000_000_000, 1),
+            "Ki" => (1 << 10, 1),
+            "Mi" => (1 << 20, 1),
+            "Gi" => (1 << 30, 1),
+            "Ti" => (1 << 40, 1),
+            "Pi" => (1 << 50, 1),
+            "Ei" => (1 << 60, 1),
+            exponent if exponent.starts_with(['e', 'E']) => {
+                let power: i32 = exponent[1..].parse().map_err(|_| error())?;
+                if !(-9..=18).contains(&power) {
+                    return Err(error());
+                }
+                if power >= 0 {
+                    (10_i128.pow(power.unsigned_abs()), 1)
+                } else {
+                    (1, 10_i128.pow(power.unsigned_abs()))
+                }
+            }
+            _ => return Err(error()),
+        };
+        let denominator = 10_i128
+            .checked_pow(fraction_digits)
+            .and_then(|d| d.checked_mul(multiplier_den))
+            .ok_or_else(error)?;
+        let numerator = mantissa
+            .checked_mul(multiplier_num)
+            .and_then(|n| n.checked_mul(NANOS_PER_UNIT))
+            .ok_or_else(error)?;
+        // Round up like Kubernetes: 0.1n is 1n.
+        let nanos = (numerator + denominator - 1) / denominator;
+        Ok(Self {
+            text: text.to_owned(),
+            nanos: sign * nanos,
+        })
+    }
+
+    /// The quantity as it was written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The value in nano-units (for CPU: nano-cores; for memory: nano-bytes).
+    pub fn nanos(&self) -> i128 {
+        self.nanos
+    }
+
+    /// The value in whole units, rounded up (cores, bytes).
+    pub fn units_ceil(&self) -> i128 {
+        (self.nanos + NANOS_PER_UNIT - 1).div_euclid(NANOS_PER_UNIT)
+    }
+}
+
+impl PartialEq for Quantity {
+    fn eq(&self, other: &Self) -> bool {
+        self.nanos == other.nanos
+    }
+}
+
+impl Eq for Quantity {}
+
+impl PartialOrd for Quantity {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Quantity {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.nanos.cmp(&other.nanos)
+    }
+}
+
+impl fmt::Display for Quantity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(text: &str) -> Quantity {
+        Quantity::parse(text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn binary_and_decimal_suffixes_compare_exactly() {
+        assert_eq!(q("2432Mi"), q("2550136832"));
+        assert_eq!(q("500m"), q("0.5"));
+        assert_eq!(q("1k"), q("1e3"));
+        assert_eq!(q("1.5Gi"), q("1536Mi"));
+        assert!(q("64Gi") > q("63.9Gi"));
+        assert!(q("8") < q("8001m"));
+        assert_eq!(q("4Ti").units_ceil(), 4 * (1_i128 << 40));
+    }
+
+    #[test]
+    fn sub_nano_fractions_round_up() {
+        assert_eq!(q("0.1n").nanos(), 1);
+    }
+
+    #[test]
+    fn garbage_is_rejected_with_the_allowed_syntax() {
+        for bad in ["", "two", "2 Gi", "2GB", "1.2.3", "Gi", ".", "1e99", "--1"] {
+            let err = Quantity::parse(bad).expect_err(bad);
+            assert!(err.to_string().contains("Ki Mi Gi"), "{err}");
+        }
+    }
+}
