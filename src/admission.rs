@@ -165,7 +165,7 @@ fn mutate(
         response.result = Status::failure(&denial, "Forbidden").with_code(403);
         return response;
     }
-    match crate::patch::diff(&pod, &evaluation.desired) {
+    match crate::patch::diff(pod, evaluation.desired) {
         Ok(patch) if patch.0.is_empty() => response,
         Ok(patch) => match response.clone().with_patch(patch) {
             Ok(patched) => {

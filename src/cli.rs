@@ -239,7 +239,7 @@ fn mutate(args: &MutateArgs) -> anyhow::Result<ExitCode> {
                 eprintln!("denied: {denial}");
                 return Ok(ExitCode::from(3));
             }
-            crate::patch::diff(&pod, &evaluation.desired)?
+            crate::patch::diff(pod.clone(), evaluation.desired.clone())?
         }
     };
 

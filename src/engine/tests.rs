@@ -38,7 +38,7 @@ fn run(pod: &Pod, context: &RequestContext, yaml: &str) -> Evaluation {
     // Every evaluation in these tests must also be idempotent and patch cleanly.
     let again = evaluate(&evaluation.desired, context, &policy(yaml)).expect("still a Spark pod");
     assert_eq!(
-        crate::patch::diff(&evaluation.desired, &again.desired)
+        crate::patch::diff(evaluation.desired.clone(), again.desired)
             .expect("diff")
             .0,
         Vec::new(),
@@ -501,7 +501,7 @@ fn an_env_var_equal_to_the_policy_gives_no_warning() {
     );
     assert!(out.warnings.is_empty(), "{:?}", out.warnings);
     assert_eq!(
-        crate::patch::diff(&pod, &out.desired)
+        crate::patch::diff(pod.clone(), out.desired.clone())
             .expect("diff")
             .0
             .len(),

@@ -1,0 +1,232 @@
+//! The `check` and `mutate` commands as a user runs them: exit codes, stdout and stderr.
+
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_spark-admission");
+const EXECUTOR: &str = "tests/fixtures/spark-4.3/executor-review.json";
+const DRIVER: &str = "tests/fixtures/spark-4.3/driver-review.json";
+const PLATFORM: &str = "examples/policies/platform.yaml";
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("binary runs")
+}
+
+fn run_with_stdin(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write");
+    child.wait_with_output().expect("output")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn policy_file(yaml: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    file.write_all(yaml.as_bytes()).expect("write");
+    file
+}
+
+#[test]
+fn check_accepts_every_example_policy_with_a_summary() {
+    for entry in std::fs::read_dir("examples/policies").expect("examples") {
+        let path = entry.expect("entry").path();
+        let out = run(&["check", path.to_str().expect("utf-8")]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}: {}",
+            path.display(),
+            text(&out.stderr)
+        );
+        let stdout = text(&out.stdout);
+        assert!(stdout.contains("ok") && stdout.contains("hash"), "{stdout}");
+    }
+}
+
+#[test]
+fn check_lists_every_mistake_with_its_path_and_exits_1() {
+    let out = run(&["check", "tests/data/policy-with-mistakes.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    for expected in [
+        "policy has 5 errors",
+        "rules[0].name:",
+        "rules[0].labels.cost-center: \"{namespce}\" uses unknown variable {namespce}",
+        "rules[0].tolerations[0].operator: \"Equals\" is not a toleration operator; allowed: Equal, Exists",
+        "rules[1].nodeSelectr: unknown field \"nodeSelectr\" (did you mean \"nodeSelector\"?)",
+        "rules[1].resources.executor.max.cpu: \"lots\" is not a Kubernetes quantity",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn check_reports_yaml_syntax_errors_with_line_and_column() {
+    let file = policy_file("rules:\n  - name: a\n    labels: {x: \"y\"\n  - name: b\n");
+    let out = run(&["check", file.path().to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("not valid YAML") && stderr.contains("line "),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn mutate_prints_the_mutated_pod_as_yaml_and_reports_rules_on_stderr() {
+    let out = run(&["mutate", "--policy", PLATFORM, EXECUTOR]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let pod: serde_json::Value =
+        spark_admission::policy::from_yaml(&text(&out.stdout)).expect("YAML pod");
+    assert_eq!(pod["metadata"]["labels"]["cost-center"], "spark-jobs");
+    assert_eq!(pod["spec"]["tolerations"][2]["key"], "dedicated");
+    assert!(
+        pod["metadata"]["managedFields"].is_array(),
+        "the rest of the pod is kept"
+    );
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(
+            "rules applied: cost-labels, executor-pool, warehouse-credentials, resource-guardrails"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn mutate_json_output_and_patch_agree() {
+    let pod_out = run(&["mutate", "-p", PLATFORM, "-o", "json", DRIVER]);
+    assert_eq!(pod_out.status.code(), Some(0));
+    let mutated: serde_json::Value = serde_json::from_slice(&pod_out.stdout).expect("JSON pod");
+
+    let patch_out = run(&["mutate", "-p", PLATFORM, "--patch", DRIVER]);
+    assert_eq!(patch_out.status.code(), Some(0));
+    let patch: json_patch::Patch = serde_json::from_slice(&patch_out.stdout).expect("JSON patch");
+    let review: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(DRIVER).expect("fixture")).expect("json");
+    let mut original = review["request"]["object"].clone();
+    json_patch::patch(&mut original, &patch).expect("patch applies to the fixture");
+    assert_eq!(original, mutated);
+}
+
+#[test]
+fn mutate_diff_shows_added_lines() {
+    let out = run(&["mutate", "-p", PLATFORM, "--diff", EXECUTOR]);
+    assert_eq!(out.status.code(), Some(0));
+    let diff = text(&out.stdout);
+    assert!(diff.contains("+    cost-center: spark-jobs"), "{diff}");
+    assert!(diff.contains("@@"), "{diff}");
+    assert!(
+        !diff.contains('\x1b'),
+        "no colour when stdout is not a terminal"
+    );
+}
+
+#[test]
+fn mutate_exits_3_with_the_denial_on_stderr() {
+    let file = policy_file("rules: [{name: caps, resources: {executor: {max: {memory: 1Gi}}}}]");
+    let out = run(&[
+        "mutate",
+        "-p",
+        file.path().to_str().expect("utf-8"),
+        EXECUTOR,
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("denied: container spark-kubernetes-executor")
+            && stderr.contains("max 1Gi"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn mutate_reads_a_yaml_pod_from_stdin_with_the_namespace_flag() {
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  labels: {spark-role: driver, spark-app-name: demo}\nspec:\n  containers:\n  - name: spark-kubernetes-driver\n    image: spark\n";
+    let out = run_with_stdin(
+        &[
+            "mutate",
+            "-p",
+            "examples/policies/minimal.yaml",
+            "-n",
+            "team-a",
+            "-",
+        ],
+        pod,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("cost-center: team-a"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn mutate_leaves_a_non_spark_pod_unchanged() {
+    let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web","labels":{"app":"web"}},"spec":{"containers":[{"name":"web","image":"nginx"}]}}"#;
+    let out = run_with_stdin(&["mutate", "-p", PLATFORM, "-o", "json", "-"], pod);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stderr).contains("not a Spark pod"));
+    let echoed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        echoed,
+        serde_json::from_str::<serde_json::Value>(pod).expect("json")
+    );
+}
+
+#[test]
+fn mutate_says_quotas_are_not_evaluated() {
+    let out = run(&[
+        "mutate",
+        "-p",
+        "examples/policies/quotas.yaml",
+        "--patch",
+        DRIVER,
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stderr).contains("quotas (analytics-apps) need live cluster state"));
+}
+
+#[test]
+fn bad_input_exits_1_and_bad_usage_exits_2() {
+    let out = run_with_stdin(&["mutate", "-p", PLATFORM, "-"], "{not json: [");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let out = run(&[
+        "mutate",
+        "-p",
+        "tests/data/policy-with-mistakes.yaml",
+        EXECUTOR,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = run(&["mutate", "-p", PLATFORM, "/nonexistent/pod.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = run(&["mutate", EXECUTOR]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "missing --policy is a usage error"
+    );
+    let out = run(&["frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+}
