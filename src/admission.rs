@@ -1,10 +1,12 @@
 //! AdmissionReview in, AdmissionReview out. No I/O: the server hands in the body and the
 //! policy in force, and gets back the response body and a summary for metrics and logs.
 
-use k8s_openapi::api::core::v1::Pod;
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use kube::core::response::Status;
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation};
+use serde::{Deserialize, Serialize};
 
 use crate::engine::{self, RequestContext};
 use crate::policy::{Policy, Role};
@@ -32,6 +34,99 @@ pub enum Error {
 
 /// Shorthand for results of this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The AdmissionReview sent back to the apiserver.
+///
+/// kube-rs has a response type, but it writes the patch as an array of numbers (kube-rs issue
+/// 1781); the apiserver wants a base64 string, as Go encodes `[]byte`. This type writes it right.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResponseReview {
+    /// `admission.k8s.io/v1`.
+    pub api_version: String,
+    /// `AdmissionReview`.
+    pub kind: String,
+    /// The answer.
+    pub response: Response,
+}
+
+/// The `response` of an AdmissionReview.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Response {
+    /// The request's uid.
+    pub uid: String,
+    /// Whether the object is admitted.
+    pub allowed: bool,
+    /// Why not, when not allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<ResponseStatus>,
+    /// The JSON Patch, base64 encoded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<String>,
+    /// `JSONPatch` when there is a patch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch_type: Option<String>,
+    /// Recorded in the audit log, prefixed by the apiserver with the webhook's name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub audit_annotations: BTreeMap<String, String>,
+    /// Shown to the user by kubectl and client libraries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// A denial's status (a `metav1.Status`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResponseStatus {
+    /// Always `Failure`.
+    pub status: String,
+    /// Shown to the user.
+    pub message: String,
+    /// `Forbidden`, `Invalid`, `InternalError`.
+    pub reason: String,
+    /// HTTP-like code: 403, 422, 500.
+    pub code: u16,
+}
+
+impl Response {
+    fn allow(uid: &str) -> Self {
+        Self {
+            uid: uid.to_owned(),
+            allowed: true,
+            status: None,
+            patch: None,
+            patch_type: None,
+            audit_annotations: BTreeMap::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    fn deny(&mut self, message: String, reason: &str, code: u16) {
+        self.allowed = false;
+        self.status = Some(ResponseStatus {
+            status: "Failure".to_owned(),
+            message,
+            reason: reason.to_owned(),
+            code,
+        });
+    }
+
+    fn into_review(self) -> ResponseReview {
+        ResponseReview {
+            api_version: "admission.k8s.io/v1".to_owned(),
+            kind: "AdmissionReview".to_owned(),
+            response: self,
+        }
+    }
+
+    /// The decoded patch, if any.
+    pub fn decoded_patch(&self) -> Option<json_patch::Patch> {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(self.patch.as_ref()?)
+            .ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+}
 
 /// How a request was answered, for metrics (`result` label) and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,9 +174,16 @@ pub struct Summary {
     pub denial: Option<String>,
 }
 
-/// Parses a request body, checking kind and version.
+/// Parses a request body carrying pods, checking kind and version.
 pub fn parse_review(body: &[u8]) -> Result<AdmissionRequest<Pod>> {
-    let review: AdmissionReview<Pod> = serde_json::from_slice(body).map_err(Error::Malformed)?;
+    parse_review_of(body)
+}
+
+/// Parses a request body carrying objects of type `K`, checking kind and version.
+pub fn parse_review_of<K: kube::Resource + serde::de::DeserializeOwned>(
+    body: &[u8],
+) -> Result<AdmissionRequest<K>> {
+    let review: AdmissionReview<K> = serde_json::from_slice(body).map_err(Error::Malformed)?;
     if review.types.kind != "AdmissionReview" || review.types.api_version != "admission.k8s.io/v1" {
         return Err(Error::WrongKind {
             kind: review.types.kind,
@@ -102,11 +204,8 @@ fn operation_name(operation: &Operation) -> &'static str {
 
 /// Answers one admission request with the policy. Only CREATE of a Spark pod is mutated;
 /// everything else is allowed unchanged.
-pub fn review(
-    mut request: AdmissionRequest<Pod>,
-    policy: &Policy,
-) -> (AdmissionReview<DynamicObject>, Summary) {
-    let response = AdmissionResponse::from(&request);
+pub fn review(mut request: AdmissionRequest<Pod>, policy: &Policy) -> (ResponseReview, Summary) {
+    let mut response = Response::allow(&request.uid);
     let is_pod = request.kind.group.is_empty()
         && request.kind.kind == "Pod"
         && request.sub_resource.is_none();
@@ -120,20 +219,17 @@ pub fn review(
         dry_run: request.dry_run,
         denial: None,
     };
-    let pod = match request.object.take() {
-        Some(pod) if is_pod && request.operation == Operation::Create => pod,
-        _ => return (response.into_review(), summary),
-    };
-    let response = mutate(pod, response, &mut summary, policy);
+    if let Some(pod) = request
+        .object
+        .take()
+        .filter(|_| is_pod && request.operation == Operation::Create)
+    {
+        mutate(pod, &mut response, &mut summary, policy);
+    }
     (response.into_review(), summary)
 }
 
-fn mutate(
-    mut pod: Pod,
-    mut response: AdmissionResponse,
-    summary: &mut Summary,
-    policy: &Policy,
-) -> AdmissionResponse {
+fn mutate(mut pod: Pod, response: &mut Response, summary: &mut Summary, policy: &Policy) {
     if summary.pod.is_empty() {
         summary.pod = pod.metadata.generate_name.clone().unwrap_or_default();
     }
@@ -144,52 +240,91 @@ fn mutate(
         namespace: summary.namespace.clone(),
     };
     let Some(evaluation) = engine::evaluate(&pod, &context, policy) else {
-        return response;
+        return;
     };
     summary.role = Some(evaluation.role);
-    summary.applied_rules = evaluation.applied_rules.clone();
-    if !evaluation.warnings.is_empty() {
-        response.warnings = Some(evaluation.warnings.clone());
-    }
-    response.audit_annotations.insert(
-        "applied-rules".to_owned(),
-        evaluation.applied_rules.join(","),
-    );
+    summary.applied_rules = evaluation.applied_rules;
+    response.warnings = evaluation.warnings;
+    response
+        .audit_annotations
+        .insert("applied-rules".to_owned(), summary.applied_rules.join(","));
     response
         .audit_annotations
         .insert("policy-hash".to_owned(), policy.hash.clone());
     if let Some(denial) = evaluation.denial {
         summary.outcome = Outcome::Denied;
-        summary.denial = Some(denial.clone());
-        response.allowed = false;
-        response.result = Status::failure(&denial, "Forbidden").with_code(403);
-        return response;
+        response.deny(denial.clone(), "Forbidden", 403);
+        summary.denial = Some(denial);
+        return;
     }
-    match crate::patch::diff(pod, evaluation.desired) {
-        Ok(patch) if patch.0.is_empty() => response,
-        Ok(patch) => match response.clone().with_patch(patch) {
-            Ok(patched) => {
-                summary.outcome = Outcome::Patched;
-                patched
-            }
-            Err(error) => deny_internal(response, summary, &error),
-        },
-        Err(error) => deny_internal(response, summary, &error),
+    let encoded = crate::patch::diff(pod, evaluation.desired).and_then(|patch| {
+        if patch.0.is_empty() {
+            return Ok(None);
+        }
+        let bytes = serde_json::to_vec(&patch).map_err(crate::patch::Error::Serialize)?;
+        Ok(Some(
+            base64::engine::general_purpose::STANDARD.encode(bytes),
+        ))
+    });
+    match encoded {
+        Ok(None) => {}
+        Ok(Some(patch)) => {
+            summary.outcome = Outcome::Patched;
+            response.patch = Some(patch);
+            response.patch_type = Some("JSONPatch".to_owned());
+        }
+        Err(error) => {
+            // A pod the webhook could not patch is refused, not admitted without the policy.
+            summary.outcome = Outcome::Error;
+            response.deny(
+                format!("spark-admission could not build the patch: {error}"),
+                "InternalError",
+                500,
+            );
+        }
     }
 }
 
-/// A pod the webhook could not patch is refused, not admitted silently without the policy.
-fn deny_internal(
-    mut response: AdmissionResponse,
-    summary: &mut Summary,
-    error: &dyn std::error::Error,
-) -> AdmissionResponse {
-    summary.outcome = Outcome::Error;
-    response.allowed = false;
-    response.result = Status::failure(
-        &format!("spark-admission could not build the patch: {error}"),
-        "InternalError",
-    )
-    .with_code(500);
-    response
+/// Label that marks a ConfigMap as holding a spark-admission policy.
+pub const POLICY_CONFIGMAP_LABEL: &str = "spark-admission.io/policy";
+
+/// The validating webhook for policy ConfigMaps: a ConfigMap labelled
+/// `spark-admission.io/policy: "true"` whose `key` is not a valid policy is refused with every
+/// validation error, so `kubectl apply` shows them. Everything else is allowed.
+pub fn validate_policy(
+    mut request: AdmissionRequest<ConfigMap>,
+    key: &str,
+) -> (ResponseReview, Outcome) {
+    let mut response = Response::allow(&request.uid);
+    let relevant = matches!(request.operation, Operation::Create | Operation::Update)
+        && request.kind.group.is_empty()
+        && request.kind.kind == "ConfigMap";
+    let Some(config_map) = request.object.take().filter(|_| relevant) else {
+        return (response.into_review(), Outcome::Unchanged);
+    };
+    let labelled = config_map
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(POLICY_CONFIGMAP_LABEL))
+        .is_some_and(|v| v == "true");
+    if !labelled {
+        return (response.into_review(), Outcome::Unchanged);
+    }
+    let name = config_map.metadata.name.clone().unwrap_or_default();
+    let problem = match config_map.data.as_ref().and_then(|d| d.get(key)) {
+        None => Some(format!(
+            "ConfigMap {name} is labelled {POLICY_CONFIGMAP_LABEL}=true but has no data key {key:?} holding the policy"
+        )),
+        Some(text) => crate::policy::Policy::parse(text)
+            .err()
+            .map(|e| format!("ConfigMap {name} key {key}: {e}")),
+    };
+    match problem {
+        Some(message) => {
+            response.deny(message, "Invalid", 422);
+            (response.into_review(), Outcome::Denied)
+        }
+        None => (response.into_review(), Outcome::Unchanged),
+    }
 }

@@ -4,8 +4,11 @@
 //! policy, 2 bad usage, 3 the pod would be denied.
 
 use std::io::{IsTerminal, Read, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -26,10 +29,115 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the webhook server (HTTPS) and its admin port (HTTP: /healthz, /readyz, /metrics).
+    Serve(Box<ServeArgs>),
+    /// Write a CA and a serving certificate signed by it, and print the caBundle.
+    Certs(CertsArgs),
     /// Validate a policy file; prints every error with its path and exits 1, or a summary.
     Check(CheckArgs),
     /// Apply a policy to one pod (or AdmissionReview) and print the mutated pod.
     Mutate(MutateArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Webhook (HTTPS) address.
+    #[arg(long, env = "SPARK_ADMISSION_LISTEN", default_value = "0.0.0.0:8443")]
+    listen: SocketAddr,
+    /// Admin (plain HTTP) address: /healthz, /readyz, /metrics.
+    #[arg(
+        long,
+        env = "SPARK_ADMISSION_ADMIN_LISTEN",
+        default_value = "0.0.0.0:8080"
+    )]
+    admin_listen: SocketAddr,
+    /// Serving certificate (PEM), re-read when it changes. Without --tls-cert and --tls-key, a
+    /// development CA and certificate for localhost are generated into --certs-dir (kept if
+    /// present).
+    #[arg(long, env = "SPARK_ADMISSION_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Serving private key (PEM), re-read when it changes.
+    #[arg(long, env = "SPARK_ADMISSION_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Where development certificates are kept when no --tls-cert is given.
+    #[arg(long, env = "SPARK_ADMISSION_CERTS_DIR", default_value = "certs")]
+    certs_dir: PathBuf,
+    /// Policy file (YAML or JSON; a mounted ConfigMap works), re-read when it changes. Without
+    /// it, the built-in example policy is used.
+    #[arg(long, env = "SPARK_ADMISSION_POLICY_FILE")]
+    policy_file: Option<PathBuf>,
+    /// ConfigMap data key that holds the policy (for /validate-policy).
+    #[arg(
+        long,
+        env = "SPARK_ADMISSION_POLICY_KEY",
+        default_value = "policy.yaml"
+    )]
+    policy_key: String,
+    /// Log format.
+    #[arg(
+        long,
+        env = "SPARK_ADMISSION_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+    /// Log level or filter (error, warn, info, debug, trace, or a tracing filter).
+    #[arg(long, env = "SPARK_ADMISSION_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    /// Longest time to receive a request body (the apiserver's webhook timeout is 5s at most
+    /// in the deploy manifests).
+    #[arg(long, env = "SPARK_ADMISSION_REQUEST_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    request_timeout: Duration,
+    /// Longest time for a TLS handshake and for request headers.
+    #[arg(long, env = "SPARK_ADMISSION_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    handshake_timeout: Duration,
+    /// How often the certificate and policy files are checked for changes.
+    #[arg(long, env = "SPARK_ADMISSION_RELOAD_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    reload_interval: Duration,
+    /// After SIGTERM, how long to keep serving with readiness false before closing the
+    /// listener (set it to the time endpoints take to update, e.g. 5s, in a cluster).
+    #[arg(long, env = "SPARK_ADMISSION_SHUTDOWN_DELAY", default_value = "0s", value_parser = parse_duration)]
+    shutdown_delay: Duration,
+    /// Longest time in-flight requests may take to finish after the listener closed.
+    #[arg(long, env = "SPARK_ADMISSION_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    drain_timeout: Duration,
+}
+
+#[derive(Debug, clap::Args)]
+struct CertsArgs {
+    /// DNS names (or IP addresses) of the serving certificate, e.g.
+    /// spark-admission.spark-admission.svc.
+    #[arg(long, required = true, num_args = 1..)]
+    dns: Vec<String>,
+    /// Directory for ca.crt, ca.key, tls.crt and tls.key.
+    #[arg(long)]
+    out: PathBuf,
+    /// Validity of the serving certificate, in days.
+    #[arg(long, default_value_t = 365)]
+    days: u32,
+}
+
+/// Parses `500ms`, `3s`, `2m`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration; use e.g. 500ms, 3s, 2m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(value)),
+        "s" | "" => Ok(Duration::from_secs(value)),
+        "m" => Ok(Duration::from_secs(value * 60)),
+        _ => Err(format!("{text:?} has unit {unit:?}; use ms, s or m")),
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -69,6 +177,8 @@ struct MutateArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve(args) => report(serve(*args)),
+        Command::Certs(args) => report(certs(&args)),
         Command::Check(args) => report(check(&args)),
         Command::Mutate(args) => report(mutate(&args)),
     }
@@ -82,6 +192,115 @@ fn report(result: anyhow::Result<ExitCode>) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .with_context(|| format!("--log-level {level:?} is not a level or tracing filter"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let installed = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    installed.map_err(|e| anyhow::anyhow!("failed to set up logging: {e}"))
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_logging(args.log_format, &args.log_level)?;
+    let (tls_cert, tls_key) = match (args.tls_cert.clone(), args.tls_key.clone()) {
+        (Some(cert), Some(key)) => (cert, key),
+        _ => development_certificates(&args.certs_dir)?,
+    };
+    let state = Arc::new(crate::state::State::new(args.policy_key.clone()));
+    if args.policy_file.is_none() {
+        let policy = Policy::builtin_example();
+        tracing::info!(policy = %policy.summary(), "no --policy-file: using the built-in example policy");
+        state.set_policy(policy);
+    }
+    let options = crate::server::Options {
+        listen: args.listen,
+        admin_listen: args.admin_listen,
+        tls_cert,
+        tls_key,
+        policy_file: args.policy_file.clone(),
+        request_timeout: args.request_timeout,
+        handshake_timeout: args.handshake_timeout,
+        reload_interval: args.reload_interval,
+        shutdown_delay: args.shutdown_delay,
+        drain_timeout: args.drain_timeout,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    runtime.block_on(async move {
+        let server = crate::server::Server::bind(options, state).await?;
+        let webhook = server.webhook_addr()?;
+        let admin = server.admin_addr()?;
+        tracing::info!(%webhook, %admin, "listening");
+        if args.tls_cert.is_none() {
+            tracing::info!(
+                "try it: curl --cacert {}/{} -H 'Content-Type: application/json' --data @tests/fixtures/spark-4.3/executor-review.json https://localhost:{}/mutate",
+                args.certs_dir.display(),
+                crate::certs::CA_CERT_FILE,
+                webhook.port()
+            );
+        }
+        server.run(shutdown_signal()).await?;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on SIGTERM (what Kubernetes sends) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let terminate = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut stream) => {
+                stream.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = terminate => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
+
+/// The development pair in `dir`, generated for localhost when missing.
+fn development_certificates(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let cert = dir.join(crate::certs::CERT_FILE);
+    let key = dir.join(crate::certs::KEY_FILE);
+    if cert.exists() && key.exists() {
+        tracing::info!(cert = %cert.display(), "using the development certificate already in place");
+    } else {
+        let names = ["localhost", "127.0.0.1", "::1"].map(String::from);
+        crate::certs::generate(&names, 365)?.write(dir)?;
+        tracing::info!(dir = %dir.display(), "generated a development CA and a certificate for localhost");
+    }
+    Ok((cert, key))
+}
+
+fn certs(args: &CertsArgs) -> anyhow::Result<ExitCode> {
+    let generated = crate::certs::generate(&args.dns, args.days)?;
+    generated.write(&args.out)?;
+    eprintln!(
+        "wrote {dir}/{ca}, {dir}/{ca_key}, {dir}/{cert}, {dir}/{key}; the caBundle for the webhook configuration:",
+        dir = args.out.display(),
+        ca = crate::certs::CA_CERT_FILE,
+        ca_key = crate::certs::CA_KEY_FILE,
+        cert = crate::certs::CERT_FILE,
+        key = crate::certs::KEY_FILE,
+    );
+    println!("{}", generated.ca_bundle());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn read_input(path: &Path) -> anyhow::Result<String> {

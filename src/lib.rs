@@ -3,12 +3,19 @@
 //!
 //! The data flow: [`policy`] (model, parse, validate) → [`engine`] (pure: pod + policy →
 //! desired pod, warnings, denial) → [`patch`] (diff to JSON Patch) → [`admission`] (review in,
-//! review out) → `server` (TLS, routes, shutdown).
+//! review out) → [`server`] (TLS, routes, reload, shutdown), fed by [`source`] (where the policy
+//! comes from) through the shared [`state`].
 
 pub mod admission;
+pub mod certs;
 pub mod cli;
 pub mod engine;
+pub mod files;
+pub mod metrics;
 pub mod patch;
 pub mod policy;
+pub mod server;
+pub mod source;
+pub mod state;
 
 pub use policy::Policy;

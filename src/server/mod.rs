@@ -1,0 +1,349 @@
+//! The server: the TLS webhook listener, the plain-HTTP admin listener, the reload loop for
+//! certificate and policy file, and the graceful drain on shutdown.
+//!
+//! Nothing here is on the policy path: requests are answered by [`routes`] from the shared
+//! [`State`], which background tasks update.
+
+pub mod routes;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::task::TaskTracker;
+
+use crate::metrics::Metrics;
+use crate::source::PolicyUpdate;
+use crate::source::file::FilePolicySource;
+use crate::state::State;
+
+pub use routes::{MAX_BODY_BYTES, admin_router, router};
+pub use tls::CertificateStore;
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A listener could not bind.
+    #[error("failed to listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The certificate pair is unusable at start.
+    #[error("failed to load the serving certificate: {0}")]
+    Certificate(#[from] tls::Error),
+}
+
+/// Shorthand for results of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How to run the server.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Webhook (HTTPS) address.
+    pub listen: SocketAddr,
+    /// Admin (HTTP) address.
+    pub admin_listen: SocketAddr,
+    /// Serving certificate (PEM).
+    pub tls_cert: PathBuf,
+    /// Serving key (PEM).
+    pub tls_key: PathBuf,
+    /// Policy file, re-read on change; `None` uses the policy already in the state.
+    pub policy_file: Option<PathBuf>,
+    /// Longest time to receive a request body.
+    pub request_timeout: Duration,
+    /// Longest time to complete a TLS handshake and read request headers.
+    pub handshake_timeout: Duration,
+    /// How often certificate and policy files are checked for changes.
+    pub reload_interval: Duration,
+    /// After SIGTERM, how long to keep accepting while readiness is false (so load balancers
+    /// stop sending first).
+    pub shutdown_delay: Duration,
+    /// After that, how long in-flight requests may take before the process exits anyway.
+    pub drain_timeout: Duration,
+}
+
+/// A server bound to its ports, not yet serving.
+pub struct Server {
+    options: Options,
+    state: Arc<State>,
+    webhook: TcpListener,
+    admin: TcpListener,
+    certificates: Arc<CertificateStore>,
+    policy_source: Option<FilePolicySource>,
+}
+
+impl Server {
+    /// Loads the certificate, binds both ports and reads the policy file once (an invalid
+    /// policy leaves the server not ready; it keeps watching the file).
+    pub async fn bind(options: Options, state: Arc<State>) -> Result<Self> {
+        let (certificates, not_after) =
+            CertificateStore::load(&options.tls_cert, &options.tls_key)?;
+        state.metrics.certificate_expiry.set(not_after);
+        Metrics::count_result(&state.metrics.certificate_reload, true);
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::Bind { addr, source })
+        };
+        let webhook = bind(options.listen).await?;
+        let admin = bind(options.admin_listen).await?;
+        let mut policy_source = options.policy_file.clone().map(FilePolicySource::new);
+        if let Some(source) = policy_source.as_mut() {
+            log_policy_update(source.poll(&state));
+        }
+        Ok(Self {
+            options,
+            state,
+            webhook,
+            admin,
+            certificates: Arc::new(certificates),
+            policy_source,
+        })
+    }
+
+    /// The bound webhook address (useful with port 0).
+    pub fn webhook_addr(&self) -> std::io::Result<SocketAddr> {
+        self.webhook.local_addr()
+    }
+
+    /// The bound admin address.
+    pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
+        self.admin.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then drains: readiness turns false, the listener
+    /// keeps accepting for `shutdown_delay`, then stops; in-flight requests finish (at most
+    /// `drain_timeout`), idle keep-alive connections are closed, and this returns.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        let Self {
+            options,
+            state,
+            webhook,
+            admin,
+            certificates,
+            policy_source,
+        } = self;
+        let tls_config = certificates.server_config()?;
+        let acceptor = TlsAcceptor::from(tls_config);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+
+        let reload = tokio::spawn(reload_loop(
+            state.clone(),
+            certificates.clone(),
+            policy_source,
+            options.reload_interval,
+            stop_rx.clone(),
+        ));
+        let admin_app = admin_router(state.clone());
+        let mut admin_stop = stop_rx.clone();
+        let admin_task = tokio::spawn(async move {
+            let served = axum::serve(admin, admin_app)
+                .with_graceful_shutdown(async move {
+                    let _ = admin_stop.wait_for(|stop| *stop).await;
+                })
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "admin server failed");
+            }
+        });
+
+        let app = router(state.clone(), options.request_timeout);
+        let connections = TaskTracker::new();
+        let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
+        // Accept until the shutdown signal, then, with readiness false, for `shutdown_delay`
+        // more, so that clients which have not yet noticed keep being served.
+        let stop_accepting = {
+            let state = state.clone();
+            let delay = options.shutdown_delay;
+            async move {
+                shutdown.await;
+                state.begin_shutdown();
+                tracing::info!(
+                    ?delay,
+                    "shutting down: readiness is false, still accepting during the delay"
+                );
+                tokio::time::sleep(delay).await;
+            }
+        };
+        tokio::pin!(stop_accepting);
+        loop {
+            tokio::select! {
+                accepted = webhook.accept() => match accepted {
+                    Ok((tcp, peer)) => {
+                        connections.spawn(serve_connection(
+                            tcp,
+                            peer,
+                            acceptor.clone(),
+                            app.clone(),
+                            drain_rx.clone(),
+                            options.handshake_timeout,
+                        ));
+                    }
+                    Err(error) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                () = &mut stop_accepting => break,
+            }
+        }
+        drop(webhook);
+        connections.close();
+        tracing::info!(
+            connections = connections.len(),
+            "listener closed; draining in-flight requests"
+        );
+        let _ = drain_tx.send(true);
+        if tokio::time::timeout(options.drain_timeout, connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(timeout = ?options.drain_timeout, "drain timed out; exiting with requests in flight");
+        }
+        let _ = stop_tx.send(true);
+        let _ = admin_task.await;
+        let _ = reload.await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// How long a connection opened just before the drain may take to send its first request:
+/// a client that completed the handshake is about to send one, and closing on it would fail a
+/// request that the server had, in effect, already accepted.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(500);
+
+/// One webhook connection: TLS, then HTTP/1.1 or HTTP/2 (by ALPN) until the client closes it or
+/// the drain begins; on drain, the request in flight is answered and the connection closed
+/// (HTTP/2 gets a GOAWAY).
+async fn serve_connection(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    app: axum::Router,
+    mut drain: tokio::sync::watch::Receiver<bool>,
+    handshake_timeout: Duration,
+) {
+    let opened = tokio::time::Instant::now();
+    let _ = tcp.set_nodelay(true);
+    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, %error, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(handshake_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let connection = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(app));
+    tokio::pin!(connection);
+    let finished = tokio::select! {
+        result = connection.as_mut() => Some(result),
+        _ = drain.wait_for(|drain| *drain) => None,
+    };
+    let result = match finished {
+        Some(result) => result,
+        None => {
+            let grace = FIRST_REQUEST_GRACE.saturating_sub(opened.elapsed());
+            let early = tokio::select! {
+                result = connection.as_mut() => Some(result),
+                () = tokio::time::sleep(grace) => None,
+            };
+            match early {
+                Some(result) => result,
+                None => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            }
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%peer, %error, "connection ended with an error");
+    }
+}
+
+fn log_policy_update(update: PolicyUpdate) {
+    match update {
+        PolicyUpdate::Unchanged => {}
+        PolicyUpdate::Loaded(summary) => tracing::info!(policy = %summary, "policy loaded"),
+        PolicyUpdate::Invalid(error) => {
+            tracing::error!(error = %error, "policy is invalid; the policy in force (if any) stays")
+        }
+        PolicyUpdate::Unreadable(error) => {
+            tracing::error!(%error, "policy file unreadable; the policy in force (if any) stays")
+        }
+    }
+}
+
+/// Every `interval`: re-reads the certificate pair and the policy file.
+async fn reload_loop(
+    state: Arc<State>,
+    certificates: Arc<CertificateStore>,
+    mut policy_source: Option<FilePolicySource>,
+    interval: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A rotation may be caught between writing the certificate and the key, so a failed pair
+    // is read again on the next tick before it is called bad; the same failure is reported once.
+    let mut retrying = false;
+    let mut last_reported: Option<String> = None;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+        match certificates.reload_if_changed() {
+            tls::Reload::Unchanged => {}
+            tls::Reload::Reloaded { not_after } => {
+                retrying = false;
+                last_reported = None;
+                state.metrics.certificate_expiry.set(not_after);
+                Metrics::count_result(&state.metrics.certificate_reload, true);
+                tracing::info!(not_after, "serving certificate reloaded");
+            }
+            tls::Reload::Failed(_) if !retrying => {
+                retrying = true;
+                certificates.forget_last_read();
+            }
+            tls::Reload::Failed(error) => {
+                retrying = false;
+                let message = error.to_string();
+                if last_reported.as_ref() != Some(&message) {
+                    Metrics::count_result(&state.metrics.certificate_reload, false);
+                    tracing::error!(%error, "new serving certificate refused; the old one stays");
+                    last_reported = Some(message);
+                }
+            }
+        }
+        if let Some(source) = policy_source.as_mut() {
+            log_policy_update(source.poll(&state));
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! The HTTP applications: the webhook (`/mutate`, `/validate-policy`) and the admin port
+//! (`/healthz`, `/readyz`, `/metrics`). Both are plain `axum::Router`s over the shared state, so
+//! tests drive them with `tower::ServiceExt::oneshot` without sockets.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State as AxumState;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::Serialize;
+
+use crate::admission::{self, Outcome};
+use crate::metrics::{Metrics, RuleLabels};
+use crate::state::State;
+
+/// The largest body accepted: the apiserver sends objects of up to 3 MiB, twice for UPDATE.
+pub const MAX_BODY_BYTES: usize = 7 * 1024 * 1024;
+
+/// What the webhook routes need besides the state.
+#[derive(Clone)]
+pub struct WebhookApp {
+    state: Arc<State>,
+    request_timeout: Duration,
+}
+
+/// The webhook application.
+pub fn router(state: Arc<State>, request_timeout: Duration) -> Router {
+    Router::new()
+        .route("/mutate", post(mutate))
+        .route("/validate-policy", post(validate_policy))
+        .with_state(WebhookApp {
+            state,
+            request_timeout,
+        })
+}
+
+/// The admin application (plain HTTP).
+pub fn admin_router(state: Arc<State>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+#[derive(Serialize)]
+struct ErrorBody {
+    error: String,
+}
+
+fn json_error(status: StatusCode, message: String) -> Response {
+    (status, axum::Json(ErrorBody { error: message })).into_response()
+}
+
+fn json_body(body: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Reads the whole body within the size limit and the request timeout.
+async fn read_body(headers: &HeaderMap, body: Body, timeout: Duration) -> Result<Bytes, Response> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let too_large = || {
+        json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body is larger than the {MAX_BODY_BYTES} byte limit"),
+        )
+    };
+    if declared.is_some_and(|length| length > MAX_BODY_BYTES) {
+        return Err(too_large());
+    }
+    match tokio::time::timeout(timeout, Limited::new(body, MAX_BODY_BYTES).collect()).await {
+        Err(_) => Err(json_error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("body not received within {timeout:?}"),
+        )),
+        Ok(Err(error)) if error.is::<LengthLimitError>() => Err(too_large()),
+        Ok(Err(error)) => Err(json_error(
+            StatusCode::BAD_REQUEST,
+            format!("failed to read body: {error}"),
+        )),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+async fn mutate(AxumState(app): AxumState<WebhookApp>, headers: HeaderMap, body: Body) -> Response {
+    let metrics = &app.state.metrics;
+    let bytes = match read_body(&headers, body, app.request_timeout).await {
+        Ok(bytes) => bytes,
+        Err(response) => {
+            tracing::warn!(status = %response.status(), "rejected /mutate body");
+            metrics.count_request("unknown", "none", Outcome::Error.as_str());
+            return response;
+        }
+    };
+    let started = Instant::now();
+    let Some(policy) = app.state.policy() else {
+        metrics.count_request("unknown", "none", Outcome::Error.as_str());
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no valid policy is loaded yet".to_owned(),
+        );
+    };
+    let request = match admission::parse_review(&bytes) {
+        Ok(request) => request,
+        Err(error) => {
+            tracing::warn!(%error, bytes = bytes.len(), "malformed /mutate request");
+            metrics.count_request("unknown", "none", Outcome::Error.as_str());
+            return json_error(StatusCode::BAD_REQUEST, error.to_string());
+        }
+    };
+    let uid = request.uid.clone();
+    let (review, summary) = admission::review(request, &policy);
+    let body = match serde_json::to_vec(&review) {
+        Ok(body) => body,
+        Err(error) => {
+            metrics.count_request(summary.operation, "none", Outcome::Error.as_str());
+            return json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("failed to encode the response: {error}"),
+            );
+        }
+    };
+    let role = summary.role.map(|r| r.as_str()).unwrap_or("none");
+    metrics.count_request(summary.operation, role, summary.outcome.as_str());
+    for rule in &summary.applied_rules {
+        metrics
+            .rule_applied
+            .get_or_create(&RuleLabels { rule: rule.clone() })
+            .inc();
+    }
+    metrics
+        .request_duration
+        .observe(started.elapsed().as_secs_f64());
+    match summary.outcome {
+        Outcome::Denied => tracing::info!(
+            %uid, namespace = %summary.namespace, pod = %summary.pod, role, dry_run = summary.dry_run,
+            denial = summary.denial.as_deref().unwrap_or_default(), "denied"
+        ),
+        _ => tracing::debug!(
+            %uid, namespace = %summary.namespace, pod = %summary.pod, role, operation = summary.operation,
+            result = summary.outcome.as_str(), rules = %summary.applied_rules.join(","), "reviewed"
+        ),
+    }
+    json_body(body)
+}
+
+async fn validate_policy(
+    AxumState(app): AxumState<WebhookApp>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let bytes = match read_body(&headers, body, app.request_timeout).await {
+        Ok(bytes) => bytes,
+        Err(response) => return response,
+    };
+    let request = match admission::parse_review_of(&bytes) {
+        Ok(request) => request,
+        Err(error) => {
+            tracing::warn!(%error, "malformed /validate-policy request");
+            return json_error(StatusCode::BAD_REQUEST, error.to_string());
+        }
+    };
+    let (review, outcome) = admission::validate_policy(request, &app.state.policy_key);
+    if outcome == Outcome::Denied {
+        tracing::info!("refused an invalid policy ConfigMap");
+    }
+    match serde_json::to_vec(&review) {
+        Ok(body) => json_body(body),
+        Err(error) => json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to encode the response: {error}"),
+        ),
+    }
+}
+
+async fn readyz(AxumState(state): AxumState<Arc<State>>) -> Response {
+    if state.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else if state.policy().is_none() {
+        (StatusCode::SERVICE_UNAVAILABLE, "no valid policy loaded\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    }
+}
+
+async fn metrics(AxumState(state): AxumState<Arc<State>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        Metrics::encode(&state.metrics),
+    )
+        .into_response()
+}
