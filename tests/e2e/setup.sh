@@ -63,13 +63,16 @@ add_deb_src() {
   codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
   [[ -n $codename ]] || die "cannot determine the Debian codename"
   if [[ -f $SRC_LIST || -f $SRC_LIST_ONELINE ]]; then return 0; fi
-  # deb822 files: copy every stanza of Types "deb" whose Suites contain the
-  # plain codename, with Types changed to deb-src.
+  # deb822 files: copy every stanza of Types "deb" whose URIs point at a
+  # Debian archive (".../debian...") and whose Suites contain the plain
+  # codename, with Types changed to deb-src. (Third-party repositories are
+  # skipped: most have no source packages and would break apt-get update.)
   local out=""
   for f in /etc/apt/sources.list.d/*.sources; do
     [[ -f $f ]] || continue
     out+=$(awk -v RS='' -v ORS='\n\n' -v cn="$codename" '
       /(^|\n)Types:[^\n]*(^|[ \t])deb([ \t]|\n|$)/ &&
+      /(^|\n)URIs:[^\n]*\/debian/ &&
       /(^|\n)Suites:[^\n]*[ \t]/ {
         if (match($0, "(^|\n)Suites:[^\n]*")) {
           s = substr($0, RSTART, RLENGTH)
@@ -86,7 +89,7 @@ add_deb_src() {
   # one-line lists
   local lines
   lines=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
-    grep -E "^deb[[:space:]]+(\[[^]]*\][[:space:]]+)?[^[:space:]]+[[:space:]]+$codename[[:space:]]" |
+    grep -E "^deb[[:space:]]+(\[[^]]*\][[:space:]]+)?[^[:space:]]*/debian[^[:space:]]*[[:space:]]+$codename[[:space:]]" |
     sed -E 's/^deb([[:space:]])/deb-src\1/' || true)
   [[ -n $lines ]] || die "no Debian '$codename' apt entry found to derive a deb-src entry from"
   log "adding deb-src entry $SRC_LIST_ONELINE (derived from existing one-line lists)"
@@ -103,8 +106,12 @@ build_apiserver() {
   if [[ -z $src || ! -d $src/vendor ]]; then
     [[ -n $src ]] && rm -rf "$src"
     log "apt-get source kubernetes (into $BUILD_DIR)"
-    (cd "$BUILD_DIR" && apt-get source -qq kubernetes >/dev/null 2>"$BUILD_DIR/apt-source.err") ||
-      { cat "$BUILD_DIR/apt-source.err" >&2; die "apt-get source kubernetes failed"; }
+    if ! (cd "$BUILD_DIR" && apt-get source -qq kubernetes >/dev/null 2>"$BUILD_DIR/apt-source.err"); then
+      # stale package lists (e.g. a security update replaced the source): refresh once
+      APT_UPDATED=0; apt_update
+      (cd "$BUILD_DIR" && apt-get source -qq kubernetes >/dev/null 2>"$BUILD_DIR/apt-source.err") ||
+        { cat "$BUILD_DIR/apt-source.err" >&2; die "apt-get source kubernetes failed"; }
+    fi
     src=$(find "$BUILD_DIR" -maxdepth 1 -mindepth 1 -type d -name 'kubernetes-*' | head -n1)
   fi
   [[ -n $src && -d $src/cmd/kube-apiserver ]] || die "kubernetes source tree not found in $BUILD_DIR"
