@@ -32,7 +32,7 @@ apt_update() {
 }
 
 # ---------------------------------------------------------------- apt packages
-PKGS=(etcd-server golang-go rsync jq openssl curl make dpkg-dev python3-venv ca-certificates)
+PKGS=(etcd-server golang-go golang-github-modern-go-reflect2-dev rsync jq openssl curl make dpkg-dev python3-venv ca-certificates)
 missing=()
 for p in "${PKGS[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
@@ -54,7 +54,9 @@ ETCD=$(command -v etcd || true)
 [[ -n $ETCD ]] || die "etcd binary not found after installing etcd-server"
 
 # -------------------------------------------------------------- kube-apiserver
-apiserver_ok() { [[ -x $APISERVER ]] && "$APISERVER" --version >/dev/null 2>&1; }
+# The stamp marks a binary built with the reflect2 fix below; an older cached binary is rebuilt.
+APISERVER_STAMP="$APISERVER.reflect2-1.0.2"
+apiserver_ok() { [[ -x $APISERVER && -f $APISERVER_STAMP ]] && "$APISERVER" --version >/dev/null 2>&1; }
 
 # Add a deb-src entry derived from the machine's own Debian entries (no host
 # name is written here: it is copied from the existing configuration).
@@ -122,6 +124,16 @@ build_apiserver() {
   # code generators (pkg/generated/openapi is not in the tarball), then builds
   # in GOPATH mode (hack/lib/init.sh sets GO111MODULE=off) with vendor/.
   # The version (v1.20.2) is baked into hack/lib/version.sh by `git archive`.
+  # Kubernetes 1.20 vendors modern-go/reflect2 v1.0.1, whose map iteration crashes the
+  # process (SIGSEGV in mapiterinit) when built with Go 1.18 or later, as bookworm's Go is:
+  # the apiserver dies the first time it records a mutating webhook's patch. reflect2 v1.0.2
+  # fixes it; Debian packages it, so the vendored copy is replaced with Debian's.
+  local reflect2=/usr/share/gocode/src/github.com/modern-go/reflect2
+  [[ -f $reflect2/reflect2.go ]] || die "golang-github-modern-go-reflect2-dev is not installed"
+  rm -rf "$src/vendor/github.com/modern-go/reflect2"
+  mkdir -p "$src/vendor/github.com/modern-go/reflect2"
+  find "$reflect2" -maxdepth 1 -type f -name '*.go' ! -name '*_test.go' -exec cp {} "$src/vendor/github.com/modern-go/reflect2/" \;
+  find "$reflect2" -maxdepth 1 -type f -name '*.s' -exec cp {} "$src/vendor/github.com/modern-go/reflect2/" \;
   (
     cd "$src"
     export GOPATH="$BUILD_DIR/gopath" GOCACHE="$BUILD_DIR/gocache" HOME="$BUILD_DIR/home"
@@ -130,6 +142,7 @@ build_apiserver() {
     cp _output/bin/kube-apiserver "$BUILD_DIR/kube-apiserver.new"
   ) > "$BUILD_DIR/build.log" 2>&1 || { tail -n 60 "$BUILD_DIR/build.log" >&2; die "kube-apiserver build failed (log: $BUILD_DIR/build.log)"; }
   install -m 0755 "$BUILD_DIR/kube-apiserver.new" "$APISERVER"
+  touch "$APISERVER_STAMP"
   rm -f "$BUILD_DIR/kube-apiserver.new"
   echo "$(( $(date +%s) - t0 ))" > "$BUILD_DIR/build-seconds"
   log "kube-apiserver built in $(( $(date +%s) - t0 ))s"

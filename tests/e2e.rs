@@ -1,0 +1,774 @@
+//! End-to-end tests against a real kube-apiserver and etcd, and a real Spark.
+//!
+//! Every test here is `#[ignore]`: `tests/e2e/run.sh` starts the cluster, exports its
+//! coordinates (`KUBECONFIG`, `E2E_*`) and runs them with `--ignored --test-threads=1`. Each test
+//! works in its own namespace, registers its own webhook configuration scoped to that namespace,
+//! starts its own `spark-admission serve` processes, and dumps the namespace's pods on failure.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, WebhookClientConfig,
+};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::scheduling::v1::PriorityClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, LabelSelectorRequirement, ObjectMeta,
+};
+use kube::Client;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_spark-admission");
+const EXECUTOR_REVIEW: &str = include_str!("fixtures/spark-4.3/executor-review.json");
+const DRIVER_REVIEW: &str = include_str!("fixtures/spark-4.3/driver-review.json");
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run tests/e2e/run.sh"))
+}
+
+async fn client() -> Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Client::try_default()
+        .await
+        .expect("KUBECONFIG points at the test cluster")
+}
+
+/// A namespace for one test, labelled so that only this test's webhooks see it. On a failed
+/// test its pods are printed (the namespace is left in place: without a controller-manager it
+/// could never finish terminating anyway).
+struct TestNamespace {
+    name: String,
+}
+
+impl TestNamespace {
+    async fn create(client: &Client, test: &str) -> Self {
+        let name = format!("e2e-{test}-{}", std::process::id() % 100_000);
+        let namespace = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some(BTreeMap::from([("e2e-test".to_owned(), name.clone())])),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .expect("create namespace");
+        Self { name }
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let out = Command::new("kubectl")
+                .args(["get", "pods", "-n", &self.name, "-o", "yaml"])
+                .output();
+            if let Ok(out) = out {
+                eprintln!(
+                    "--- pods in {} ---\n{}",
+                    self.name,
+                    String::from_utf8_lossy(&out.stdout)
+                );
+            }
+        }
+    }
+}
+
+/// A running `spark-admission serve` with its own certificate and policy file.
+struct Webhook {
+    child: Child,
+    port: u16,
+    admin_port: u16,
+    ca_bundle: String,
+    dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Webhook {
+    async fn start(policy: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(BIN)
+            .args(["certs", "--dns", "127.0.0.1", "localhost", "--out"])
+            .arg(dir.path().join("pki"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ca_bundle = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        std::fs::write(dir.path().join("policy.yaml"), policy).unwrap();
+        let (port, admin_port) = (free_port(), free_port());
+        let child = Command::new(BIN)
+            .arg("serve")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+            .arg("--tls-cert")
+            .arg(dir.path().join("pki/tls.crt"))
+            .arg("--tls-key")
+            .arg(dir.path().join("pki/tls.key"))
+            .arg("--policy-file")
+            .arg(dir.path().join("policy.yaml"))
+            .args(["--log-level", "debug"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.path().join("serve.log")).unwrap(),
+            ))
+            .spawn()
+            .unwrap();
+        let webhook = Self {
+            child,
+            port,
+            admin_port,
+            ca_bundle,
+            dir,
+        };
+        let started = Instant::now();
+        while webhook.admin("/readyz").await.as_deref() != Some("ready\n") {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "webhook not ready: {}",
+                webhook.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        webhook
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+    }
+
+    async fn admin(&self, path: &str) -> Option<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.admin_port))
+            .await
+            .ok()?;
+        stream
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await
+            .ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.ok()?;
+        let (head, body) = response.split_once("\r\n\r\n")?;
+        head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+    }
+
+    /// `spark_admission_requests_total` summed over all label sets.
+    async fn requests(&self) -> u64 {
+        let metrics = self.admin("/metrics").await.unwrap_or_default();
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("spark_admission_requests_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- webhook log (port {}) ---\n{}", self.port, self.log());
+        }
+        self.stop();
+    }
+}
+
+/// A MutatingWebhookConfiguration for one webhook process, scoped to one namespace; deleted
+/// when dropped.
+struct Registration {
+    client: Client,
+    name: String,
+}
+
+impl Registration {
+    async fn create(
+        client: &Client,
+        name: &str,
+        webhook: &Webhook,
+        namespace: &TestNamespace,
+        failure_policy: &str,
+        reinvocation: &str,
+    ) -> Self {
+        let configuration = MutatingWebhookConfiguration {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                ..ObjectMeta::default()
+            },
+            webhooks: Some(vec![MutatingWebhook {
+                name: format!("{name}.spark-admission.io"),
+                admission_review_versions: vec!["v1".to_owned()],
+                client_config: WebhookClientConfig {
+                    url: Some(format!("https://127.0.0.1:{}/mutate", webhook.port)),
+                    ca_bundle: Some(ByteString(base64_decode(&webhook.ca_bundle))),
+                    service: None,
+                },
+                failure_policy: Some(failure_policy.to_owned()),
+                reinvocation_policy: Some(reinvocation.to_owned()),
+                side_effects: "None".to_owned(),
+                timeout_seconds: Some(5),
+                object_selector: Some(LabelSelector {
+                    match_expressions: Some(vec![LabelSelectorRequirement {
+                        key: "spark-role".to_owned(),
+                        operator: "In".to_owned(),
+                        values: Some(vec!["driver".to_owned(), "executor".to_owned()]),
+                    }]),
+                    match_labels: None,
+                }),
+                namespace_selector: Some(LabelSelector {
+                    match_labels: Some(BTreeMap::from([(
+                        "e2e-test".to_owned(),
+                        namespace.name.clone(),
+                    )])),
+                    match_expressions: None,
+                }),
+                rules: Some(vec![RuleWithOperations {
+                    api_groups: Some(vec![String::new()]),
+                    api_versions: Some(vec!["v1".to_owned()]),
+                    operations: Some(vec!["CREATE".to_owned()]),
+                    resources: Some(vec!["pods".to_owned()]),
+                    scope: Some("Namespaced".to_owned()),
+                }]),
+                match_policy: None,
+                match_conditions: None,
+            }]),
+        };
+        let api = Api::<MutatingWebhookConfiguration>::all(client.clone());
+        let _ = api.delete(name, &DeleteParams::default()).await;
+        api.create(&PostParams::default(), &configuration)
+            .await
+            .expect("register webhook");
+        // The apiserver picks up webhook configurations through an informer.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        Self {
+            client: client.clone(),
+            name: name.to_owned(),
+        }
+    }
+
+    async fn set_failure_policy(&self, policy: &str) {
+        let api = Api::<MutatingWebhookConfiguration>::all(self.client.clone());
+        let mut current = api.get(&self.name).await.unwrap();
+        if let Some(webhooks) = current.webhooks.as_mut() {
+            webhooks[0].failure_policy = Some(policy.to_owned());
+        }
+        api.replace(&self.name, &PostParams::default(), &current)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let _ = Command::new("kubectl")
+            .args([
+                "delete",
+                "mutatingwebhookconfiguration",
+                &self.name,
+                "--ignore-not-found",
+            ])
+            .output();
+    }
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap()
+}
+
+/// The pod of a fixture review, ready to create in `namespace`.
+fn fixture_pod(review: &str, namespace: &str, name: &str) -> Pod {
+    let review: Value = serde_json::from_str(review).unwrap();
+    let mut pod: Pod = serde_json::from_value(review["request"]["object"].clone()).unwrap();
+    pod.metadata.managed_fields = None;
+    pod.metadata.namespace = Some(namespace.to_owned());
+    pod.metadata.name = Some(name.to_owned());
+    // The apiserver fills these again itself.
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.priority = None;
+        spec.preemption_policy = None;
+    }
+    pod
+}
+
+fn spark_container(pod: &Pod) -> &k8s_openapi::api::core::v1::Container {
+    let spec = pod.spec.as_ref().unwrap();
+    spec.containers
+        .iter()
+        .find(|c| c.name.starts_with("spark-kubernetes-"))
+        .unwrap_or(&spec.containers[0])
+}
+
+fn labels(pod: &Pod) -> BTreeMap<String, String> {
+    pod.metadata.labels.clone().unwrap_or_default()
+}
+
+fn annotation(pod: &Pod, key: &str) -> Option<String> {
+    pod.metadata.annotations.as_ref()?.get(key).cloned()
+}
+
+fn env_count(pod: &Pod, name: &str) -> usize {
+    spark_container(pod)
+        .env
+        .iter()
+        .flatten()
+        .filter(|e| e.name == name)
+        .count()
+}
+
+fn toleration_count(pod: &Pod, key: &str) -> usize {
+    pod.spec
+        .as_ref()
+        .unwrap()
+        .tolerations
+        .iter()
+        .flatten()
+        .filter(|t| t.key.as_deref() == Some(key))
+        .count()
+}
+
+const POLICY: &str = r#"
+rules:
+  - name: cost-labels
+    labels: {cost-center: "{namespace}", spark-app: "{app_name}"}
+  - name: pool
+    match: {roles: [executor]}
+    nodeSelector: {pool: spark, disk: ssd}
+    affinity:
+      nodeAffinity:
+        requiredDuringSchedulingIgnoredDuringExecution:
+          nodeSelectorTerms:
+            - matchExpressions: [{key: node.kubernetes.io/instance-type, operator: In, values: [m5.2xlarge]}]
+    tolerations:
+      - {key: dedicated, operator: Equal, value: spark, effect: NoSchedule}
+  - name: credentials
+    env:
+      - name: DB_PASS
+        valueFrom: {secretKeyRef: {name: snowsec, key: db_pass}}
+  - name: defaults
+    resources:
+      executor: {default: {limits: {cpu: "3"}}}
+      driver: {default: {limits: {cpu: "2"}}}
+"#;
+
+fn assert_policy_applied(pod: &Pod, namespace: &str) {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let labels = labels(pod);
+    assert_eq!(
+        labels.get("cost-center"),
+        Some(&namespace.to_owned()),
+        "{name}"
+    );
+    assert!(labels.contains_key("spark-app"), "{name}");
+    assert!(
+        annotation(pod, "spark-admission.io/policy-hash").is_some(),
+        "{name}"
+    );
+    assert_eq!(env_count(pod, "DB_PASS"), 1, "{name}");
+    let spec = pod.spec.as_ref().unwrap();
+    if labels.get("spark-role").map(String::as_str) == Some("executor") {
+        assert_eq!(
+            annotation(pod, "spark-admission.io/applied-rules").as_deref(),
+            Some("cost-labels,pool,credentials,defaults")
+        );
+        let selector = spec.node_selector.clone().unwrap_or_default();
+        assert_eq!(
+            selector.get("pool").map(String::as_str),
+            Some("spark"),
+            "{name}"
+        );
+        assert_eq!(
+            selector.get("disk").map(String::as_str),
+            Some("ssd"),
+            "{name}"
+        );
+        let terms = &spec
+            .affinity
+            .as_ref()
+            .unwrap()
+            .node_affinity
+            .as_ref()
+            .unwrap()
+            .required_during_scheduling_ignored_during_execution
+            .as_ref()
+            .unwrap()
+            .node_selector_terms;
+        assert_eq!(terms.len(), 1, "{name}");
+        assert_eq!(toleration_count(pod, "dedicated"), 1, "{name}");
+        let limits = spark_container(pod)
+            .resources
+            .as_ref()
+            .unwrap()
+            .limits
+            .clone()
+            .unwrap_or_default();
+        assert_eq!(limits.get("cpu").map(|q| q.0.as_str()), Some("3"), "{name}");
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the e2e cluster: tests/e2e/run.sh"]
+async fn fixture_pods_are_stored_with_the_policy_and_other_pods_never_reach_the_webhook() {
+    let client = client().await;
+    let namespace = TestNamespace::create(&client, "fixtures").await;
+    let webhook = Webhook::start(POLICY).await;
+    let _registration = Registration::create(
+        &client,
+        "e2e-fixtures",
+        &webhook,
+        &namespace,
+        "Fail",
+        "IfNeeded",
+    )
+    .await;
+    let pods = Api::<Pod>::namespaced(client.clone(), &namespace.name);
+
+    for (review, name) in [(EXECUTOR_REVIEW, "exec-1"), (DRIVER_REVIEW, "driver")] {
+        pods.create(
+            &PostParams::default(),
+            &fixture_pod(review, &namespace.name, name),
+        )
+        .await
+        .expect("create");
+        let stored = pods.get(name).await.unwrap();
+        assert_policy_applied(&stored, &namespace.name);
+    }
+    let before = webhook.requests().await;
+    let plain: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "web", "labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "web", "image": "nginx"}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &plain)
+        .await
+        .expect("create plain pod");
+    let stored = pods.get("web").await.unwrap();
+    assert_eq!(
+        annotation(&stored, "spark-admission.io/applied-rules"),
+        None
+    );
+    assert_eq!(labels(&stored).len(), 1);
+    assert_eq!(
+        webhook.requests().await,
+        before,
+        "a non-Spark pod never reaches the webhook"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the e2e cluster: tests/e2e/run.sh"]
+async fn spark_submit_executors_carry_the_whole_policy_and_the_driver_keeps_running() {
+    let client = client().await;
+    let namespace = TestNamespace::create(&client, "spark").await;
+    let webhook = Webhook::start(POLICY).await;
+    let _registration = Registration::create(
+        &client,
+        "e2e-spark",
+        &webhook,
+        &namespace,
+        "Fail",
+        "IfNeeded",
+    )
+    .await;
+    let venv = PathBuf::from(
+        std::env::var("E2E_VENV").unwrap_or_else(|_| "/var/cache/spark-admission-e2e/venv".into()),
+    );
+    let log_path = std::env::temp_dir().join(format!("{}-spark-submit.log", namespace.name));
+    let path = format!(
+        "{}:{}",
+        venv.join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut spark = Command::new("setsid")
+        .arg(venv.join("bin/spark-submit"))
+        .args(["--master", &format!("k8s://{}", env("E2E_APISERVER_URL"))])
+        .args(["--deploy-mode", "client", "--name", "nightly-etl"])
+        .args([
+            "--conf",
+            &format!(
+                "spark.kubernetes.authenticate.oauthToken={}",
+                env("E2E_ADMIN_TOKEN")
+            ),
+        ])
+        .args(["--conf", "spark.kubernetes.trust.certificates=true"])
+        .args([
+            "--conf",
+            &format!("spark.kubernetes.namespace={}", namespace.name),
+        ])
+        .args(["--conf", "spark.executor.instances=3"])
+        .args([
+            "--conf",
+            "spark.kubernetes.container.image=apache/spark:4.0.0",
+        ])
+        .args([
+            "--conf",
+            "spark.driver.host=127.0.0.1",
+            "--conf",
+            "spark.driver.bindAddress=127.0.0.1",
+        ])
+        .args([
+            "--conf",
+            "spark.ui.enabled=false",
+            "--conf",
+            "spark.scheduler.minRegisteredResourcesRatio=0",
+        ])
+        .args([
+            "--conf",
+            "spark.kubernetes.executor.deleteOnTermination=false",
+        ])
+        .arg("tests/e2e/spark_job.py")
+        .env("PATH", path)
+        .env("SPARK_LOCAL_IP", "127.0.0.1")
+        .env("PYSPARK_PYTHON", venv.join("bin/python"))
+        .env("PYSPARK_DRIVER_PYTHON", venv.join("bin/python"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(std::fs::File::create(&log_path).unwrap()))
+        .stderr(Stdio::from(std::fs::File::create(&log_path).unwrap()))
+        .spawn()
+        .expect("spark-submit starts");
+    let pods = Api::<Pod>::namespaced(client.clone(), &namespace.name);
+    let started = Instant::now();
+    let executors = loop {
+        let list = pods
+            .list(&ListParams::default().labels("spark-role=executor"))
+            .await
+            .unwrap();
+        if list.items.len() >= 3 {
+            break list.items;
+        }
+        if started.elapsed() > Duration::from_secs(120) || spark.try_wait().unwrap().is_some() {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", spark.id())])
+                .status();
+            panic!(
+                "3 executor pods not created ({} found); spark-submit log:\n{}",
+                list.items.len(),
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let still_running = spark.try_wait().unwrap().is_none();
+    let _ = Command::new("kill")
+        .args(["-TERM", "--", &format!("-{}", spark.id())])
+        .status();
+    let _ = spark.wait();
+    assert!(
+        still_running,
+        "the driver process must keep running: {}",
+        std::fs::read_to_string(&log_path).unwrap_or_default()
+    );
+    for pod in &executors {
+        assert_eq!(
+            labels(pod).get("spark-app").map(String::as_str),
+            Some("nightly-etl")
+        );
+        assert_policy_applied(pod, &namespace.name);
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the e2e cluster: tests/e2e/run.sh"]
+async fn priority_class_from_the_policy_is_accepted_with_the_right_priority() {
+    let client = client().await;
+    let namespace = TestNamespace::create(&client, "priority").await;
+    let class_name = format!("{}-batch", namespace.name);
+    let class = PriorityClass {
+        metadata: ObjectMeta {
+            name: Some(class_name.clone()),
+            ..ObjectMeta::default()
+        },
+        value: 4242,
+        ..PriorityClass::default()
+    };
+    Api::<PriorityClass>::all(client.clone())
+        .create(&PostParams::default(), &class)
+        .await
+        .expect("priority class");
+    let webhook = Webhook::start(&format!(
+        "rules: [{{name: batch, priorityClassName: {class_name}}}]"
+    ))
+    .await;
+    let _registration = Registration::create(
+        &client,
+        "e2e-priority",
+        &webhook,
+        &namespace,
+        "Fail",
+        "IfNeeded",
+    )
+    .await;
+    let pods = Api::<Pod>::namespaced(client.clone(), &namespace.name);
+    // As the apiserver sends it to webhooks, the pod already has priority 0 from the Priority
+    // plugin (the fixture shows it); the webhook must make room for the class's value.
+    pods.create(
+        &PostParams::default(),
+        &fixture_pod(EXECUTOR_REVIEW, &namespace.name, "exec-1"),
+    )
+    .await
+    .expect("the apiserver accepts the pod");
+    let stored = pods.get("exec-1").await.unwrap();
+    let spec = stored.spec.as_ref().unwrap();
+    assert_eq!(
+        spec.priority_class_name.as_deref(),
+        Some(class_name.as_str())
+    );
+    assert_eq!(spec.priority, Some(4242));
+}
+
+#[tokio::test]
+#[ignore = "needs the e2e cluster: tests/e2e/run.sh"]
+async fn a_policy_max_makes_the_apiserver_refuse_the_pod_with_the_webhooks_message() {
+    let client = client().await;
+    let namespace = TestNamespace::create(&client, "deny").await;
+    let webhook =
+        Webhook::start("rules: [{name: caps, resources: {executor: {max: {memory: 2Gi}}}}]").await;
+    let _registration = Registration::create(
+        &client, "e2e-deny", &webhook, &namespace, "Fail", "IfNeeded",
+    )
+    .await;
+    let pods = Api::<Pod>::namespaced(client.clone(), &namespace.name);
+    let error = pods
+        .create(
+            &PostParams::default(),
+            &fixture_pod(EXECUTOR_REVIEW, &namespace.name, "exec-1"),
+        )
+        .await
+        .expect_err("denied");
+    let message = error.to_string();
+    assert!(
+        message.contains("denied the request") && message.contains("container spark-kubernetes-executor requests memory 2432Mi, over the max 2Gi set by rule caps"),
+        "{message}"
+    );
+    assert!(pods.get_opt("exec-1").await.unwrap().is_none());
+}
+
+#[tokio::test]
+#[ignore = "needs the e2e cluster: tests/e2e/run.sh"]
+async fn with_the_webhook_down_fail_refuses_spark_pods_and_ignore_admits_them_unpatched() {
+    let client = client().await;
+    let namespace = TestNamespace::create(&client, "failure").await;
+    let mut webhook = Webhook::start(POLICY).await;
+    let registration = Registration::create(
+        &client,
+        "e2e-failure",
+        &webhook,
+        &namespace,
+        "Fail",
+        "IfNeeded",
+    )
+    .await;
+    webhook.stop();
+    let pods = Api::<Pod>::namespaced(client.clone(), &namespace.name);
+    let error = pods
+        .create(
+            &PostParams::default(),
+            &fixture_pod(EXECUTOR_REVIEW, &namespace.name, "exec-1"),
+        )
+        .await
+        .expect_err("refused while the webhook is down");
+    let message = error.to_string();
+    assert!(
+        message.contains("failed calling webhook")
+            && message.contains("e2e-failure.spark-admission.io"),
+        "{message}"
+    );
+    let plain: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "web"}, "spec": {"containers": [{"name": "web", "image": "nginx"}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &plain)
+        .await
+        .expect("other pods are created normally");
+
+    registration.set_failure_policy("Ignore").await;
+    pods.create(
+        &PostParams::default(),
+        &fixture_pod(EXECUTOR_REVIEW, &namespace.name, "exec-2"),
+    )
+    .await
+    .expect("admitted with failurePolicy Ignore");
+    let stored = pods.get("exec-2").await.unwrap();
+    assert_eq!(
+        annotation(&stored, "spark-admission.io/applied-rules"),
+        None,
+        "unpatched"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the e2e cluster: tests/e2e/run.sh"]
+async fn reinvocation_after_a_second_webhook_stores_the_pod_once_without_duplicates() {
+    let client = client().await;
+    let namespace = TestNamespace::create(&client, "reinvoke").await;
+    let ours = Webhook::start(POLICY).await;
+    // A second mutating webhook that runs after ours (configurations are called in name order)
+    // and changes the pod, so the apiserver reinvokes ours.
+    let second = Webhook::start(
+        "rules: [{name: second, labels: {second: 'yes'}, env: [{name: FROM_SECOND, value: '1'}], tolerations: [{key: second, operator: Exists}]}]",
+    )
+    .await;
+    let _a =
+        Registration::create(&client, "e2e-a-ours", &ours, &namespace, "Fail", "IfNeeded").await;
+    let _b = Registration::create(
+        &client,
+        "e2e-b-second",
+        &second,
+        &namespace,
+        "Fail",
+        "Never",
+    )
+    .await;
+    let pods = Api::<Pod>::namespaced(client.clone(), &namespace.name);
+    pods.create(
+        &PostParams::default(),
+        &fixture_pod(EXECUTOR_REVIEW, &namespace.name, "exec-1"),
+    )
+    .await
+    .expect("create");
+    let stored = pods.get("exec-1").await.unwrap();
+    assert_policy_applied(&stored, &namespace.name);
+    assert_eq!(
+        labels(&stored).get("second").map(String::as_str),
+        Some("yes")
+    );
+    assert_eq!(env_count(&stored, "FROM_SECOND"), 1);
+    assert_eq!(toleration_count(&stored, "dedicated"), 1);
+    assert_eq!(toleration_count(&stored, "second"), 1);
+    assert_eq!(
+        ours.requests().await,
+        2,
+        "ours was called, then reinvoked once"
+    );
+    assert_eq!(second.requests().await, 1);
+    let all = pods.list(&ListParams::default()).await.unwrap();
+    assert_eq!(all.items.len(), 1, "stored once");
+}
