@@ -70,9 +70,18 @@ struct ServeArgs {
     certs_dir: PathBuf,
     /// Policy file (YAML or JSON; a mounted ConfigMap works), re-read when it changes. Without
     /// it, the built-in example policy is used.
-    #[arg(long, env = "SPARK_ADMISSION_POLICY_FILE")]
+    #[arg(
+        long,
+        env = "SPARK_ADMISSION_POLICY_FILE",
+        conflicts_with = "policy_configmap"
+    )]
     policy_file: Option<PathBuf>,
-    /// ConfigMap data key that holds the policy (for /validate-policy).
+    /// Policy ConfigMap as NAMESPACE/NAME, watched through the Kubernetes API (in-cluster
+    /// credentials, else KUBECONFIG). Needs get/list/watch on that ConfigMap and create on
+    /// events.
+    #[arg(long, env = "SPARK_ADMISSION_POLICY_CONFIGMAP", value_parser = parse_configmap)]
+    policy_configmap: Option<(String, String)>,
+    /// ConfigMap data key that holds the policy (for --policy-configmap and /validate-policy).
     #[arg(
         long,
         env = "SPARK_ADMISSION_POLICY_KEY",
@@ -121,6 +130,18 @@ struct CertsArgs {
     /// Validity of the serving certificate, in days.
     #[arg(long, default_value_t = 365)]
     days: u32,
+}
+
+/// Parses `NAMESPACE/NAME`.
+fn parse_configmap(text: &str) -> Result<(String, String), String> {
+    match text.split_once('/') {
+        Some((namespace, name))
+            if !namespace.is_empty() && !name.is_empty() && !name.contains('/') =>
+        {
+            Ok((namespace.to_owned(), name.to_owned()))
+        }
+        _ => Err(format!("{text:?} is not NAMESPACE/NAME")),
+    }
 }
 
 /// Parses `500ms`, `3s`, `2m`.
@@ -214,7 +235,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         _ => development_certificates(&args.certs_dir)?,
     };
     let state = Arc::new(crate::state::State::new(args.policy_key.clone()));
-    if args.policy_file.is_none() {
+    if args.policy_file.is_none() && args.policy_configmap.is_none() {
         let policy = Policy::builtin_example();
         tracing::info!(policy = %policy.summary(), "no --policy-file: using the built-in example policy");
         state.set_policy(policy);
@@ -225,6 +246,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tls_cert,
         tls_key,
         policy_file: args.policy_file.clone(),
+        policy_configmap: args.policy_configmap.clone().map(|(namespace, name)| {
+            crate::source::configmap::ConfigMapRef {
+                namespace,
+                name,
+                key: args.policy_key.clone(),
+            }
+        }),
         request_timeout: args.request_timeout,
         handshake_timeout: args.handshake_timeout,
         reload_interval: args.reload_interval,

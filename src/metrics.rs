@@ -205,7 +205,7 @@ mod tests {
         let text = metrics.encode();
         for name in [
             "spark_admission_requests_total{operation=\"CREATE\",role=\"executor\",result=\"patched\"} 1",
-            "spark_admission_request_duration_seconds_bucket{le=\"5e-5\"}",
+            "spark_admission_request_duration_seconds_bucket{le=\"5e-05\"}",
             "spark_admission_policy_info{hash=\"def\"} 1",
             "spark_admission_certificate_expiry_timestamp_seconds",
             "spark_admission_tracked_pods",

@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, WebhookClientConfig,
+    MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ValidatingWebhook,
+    ValidatingWebhookConfiguration, WebhookClientConfig,
 };
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, LabelSelectorRequirement, ObjectMeta,
@@ -102,6 +103,12 @@ fn free_port() -> u16 {
 
 impl Webhook {
     async fn start(policy: &str) -> Self {
+        Self::start_with(policy, &[], &[]).await
+    }
+
+    /// Starts with extra arguments and environment; `--policy-file` is left out when the
+    /// arguments name another policy source.
+    async fn start_with(policy: &str, extra_args: &[&str], extra_env: &[(&str, String)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let out = Command::new(BIN)
             .args(["certs", "--dns", "127.0.0.1", "localhost", "--out"])
@@ -116,7 +123,8 @@ impl Webhook {
         let ca_bundle = String::from_utf8(out.stdout).unwrap().trim().to_owned();
         std::fs::write(dir.path().join("policy.yaml"), policy).unwrap();
         let (port, admin_port) = (free_port(), free_port());
-        let child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .arg("serve")
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
@@ -124,9 +132,17 @@ impl Webhook {
             .arg(dir.path().join("pki/tls.crt"))
             .arg("--tls-key")
             .arg(dir.path().join("pki/tls.key"))
-            .arg("--policy-file")
-            .arg(dir.path().join("policy.yaml"))
             .args(["--log-level", "debug"])
+            .args(extra_args);
+        if !extra_args.contains(&"--policy-configmap") {
+            command
+                .arg("--policy-file")
+                .arg(dir.path().join("policy.yaml"));
+        }
+        for (key, value) in extra_env {
+            command.env(key, value);
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::from(
                 std::fs::File::create(dir.path().join("serve.log")).unwrap(),
@@ -771,4 +787,314 @@ async fn reinvocation_after_a_second_webhook_stores_the_pod_once_without_duplica
     assert_eq!(second.requests().await, 1);
     let all = pods.list(&ListParams::default()).await.unwrap();
     assert_eq!(all.items.len(), 1, "stored once");
+}
+
+/// Creates `namespace` unless it exists.
+async fn ensure_namespace(client: &Client, name: &str) {
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    match Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(response)) if response.code == 409 => {}
+        Err(error) => panic!("create namespace {name}: {error}"),
+    }
+}
+
+fn kubectl(args: &[&str]) -> String {
+    let out = Command::new("kubectl")
+        .args(args)
+        .output()
+        .expect("kubectl runs");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn policy_configmap(version: &str, policy: &str) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("spark-admission-policy".to_owned()),
+            namespace: Some("spark-admission".to_owned()),
+            labels: Some(BTreeMap::from([(
+                "spark-admission.io/policy".to_owned(),
+                "true".to_owned(),
+            )])),
+            annotations: Some(BTreeMap::from([(
+                "e2e/version".to_owned(),
+                version.to_owned(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([(
+            "policy.yaml".to_owned(),
+            policy.to_owned(),
+        )])),
+        ..ConfigMap::default()
+    }
+}
+
+async fn put_policy(client: &Client, version: &str, policy: &str) -> Result<(), kube::Error> {
+    let api = Api::<ConfigMap>::namespaced(client.clone(), "spark-admission");
+    let mut config_map = policy_configmap(version, policy);
+    match api.get_opt("spark-admission-policy").await? {
+        Some(current) => {
+            config_map.metadata.resource_version = current.metadata.resource_version;
+            api.replace(
+                "spark-admission-policy",
+                &PostParams::default(),
+                &config_map,
+            )
+            .await
+            .map(|_| ())
+        }
+        None => api
+            .create(&PostParams::default(), &config_map)
+            .await
+            .map(|_| ()),
+    }
+}
+
+fn versioned_policy(version: &str) -> String {
+    format!("rules: [{{name: versioned, labels: {{policy-version: {version}}}}}]")
+}
+
+/// Creates pods until one comes out with `policy-version: version`; returns how long it took.
+async fn wait_for_policy(
+    pods: &Api<Pod>,
+    version: &str,
+    counter: &mut u32,
+    limit: Duration,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        *counter += 1;
+        let name = format!("exec-{counter}");
+        pods.create(
+            &PostParams::default(),
+            &fixture_pod(EXECUTOR_REVIEW, pods_namespace(pods), &name),
+        )
+        .await
+        .expect("create pod");
+        let stored = pods.get(&name).await.unwrap();
+        if labels(&stored).get("policy-version").map(String::as_str) == Some(version) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "policy {version} not in force after {limit:?}; pod has {:?}",
+            labels(&stored)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn pods_namespace(pods: &Api<Pod>) -> &str {
+    pods.namespace().unwrap_or("default")
+}
+
+struct ValidatingRegistration {
+    name: String,
+}
+
+impl ValidatingRegistration {
+    async fn create(client: &Client, name: &str, webhook: &Webhook) -> Self {
+        let configuration = ValidatingWebhookConfiguration {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                ..ObjectMeta::default()
+            },
+            webhooks: Some(vec![ValidatingWebhook {
+                name: format!("{name}.spark-admission.io"),
+                admission_review_versions: vec!["v1".to_owned()],
+                client_config: WebhookClientConfig {
+                    url: Some(format!(
+                        "https://127.0.0.1:{}/validate-policy",
+                        webhook.port
+                    )),
+                    ca_bundle: Some(ByteString(base64_decode(&webhook.ca_bundle))),
+                    service: None,
+                },
+                failure_policy: Some("Fail".to_owned()),
+                side_effects: "None".to_owned(),
+                timeout_seconds: Some(5),
+                object_selector: Some(LabelSelector {
+                    match_labels: Some(BTreeMap::from([(
+                        "spark-admission.io/policy".to_owned(),
+                        "true".to_owned(),
+                    )])),
+                    match_expressions: None,
+                }),
+                rules: Some(vec![RuleWithOperations {
+                    api_groups: Some(vec![String::new()]),
+                    api_versions: Some(vec!["v1".to_owned()]),
+                    operations: Some(vec!["CREATE".to_owned(), "UPDATE".to_owned()]),
+                    resources: Some(vec!["configmaps".to_owned()]),
+                    scope: Some("Namespaced".to_owned()),
+                }]),
+                ..ValidatingWebhook::default()
+            }]),
+        };
+        let api = Api::<ValidatingWebhookConfiguration>::all(client.clone());
+        let _ = api.delete(name, &DeleteParams::default()).await;
+        api.create(&PostParams::default(), &configuration)
+            .await
+            .expect("register validating webhook");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        Self {
+            name: name.to_owned(),
+        }
+    }
+}
+
+impl Drop for ValidatingRegistration {
+    fn drop(&mut self) {
+        let _ = Command::new("kubectl")
+            .args([
+                "delete",
+                "validatingwebhookconfiguration",
+                &self.name,
+                "--ignore-not-found",
+            ])
+            .output();
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the e2e cluster: tests/e2e/run.sh"]
+async fn policy_configmap_edits_apply_live_invalid_ones_are_refused_or_ignored_and_the_watch_survives_a_restart()
+ {
+    let client = client().await;
+    ensure_namespace(&client, "spark-admission").await;
+    // The webhook runs as its own user, bound to exactly the RBAC rules in deploy/.
+    kubectl(&["apply", "-f", "deploy/base/rbac.yaml"]);
+    put_policy(&client, "v1", &versioned_policy("one"))
+        .await
+        .expect("initial policy");
+    let kubeconfig_dir = tempfile::tempdir().unwrap();
+    let webhook_kubeconfig = kubeconfig_dir.path().join("webhook.kubeconfig");
+    let minified = kubectl(&[
+        "config",
+        "view",
+        "--raw",
+        "--minify",
+        "--flatten",
+        "--context",
+        "e2e-webhook-sa",
+    ]);
+    std::fs::write(&webhook_kubeconfig, minified).unwrap();
+    let webhook = Webhook::start_with(
+        "",
+        &[
+            "--policy-configmap",
+            "spark-admission/spark-admission-policy",
+        ],
+        &[("KUBECONFIG", webhook_kubeconfig.display().to_string())],
+    )
+    .await;
+    let namespace = TestNamespace::create(&client, "configmap").await;
+    let _mutating = Registration::create(
+        &client,
+        "e2e-configmap",
+        &webhook,
+        &namespace,
+        "Fail",
+        "IfNeeded",
+    )
+    .await;
+    let validating = ValidatingRegistration::create(&client, "e2e-validate-policy", &webhook).await;
+    let pods = Api::<Pod>::namespaced(client.clone(), &namespace.name);
+    let mut counter = 0;
+    wait_for_policy(&pods, "one", &mut counter, Duration::from_secs(5)).await;
+
+    // A valid edit is in force for pods created within 2 s.
+    put_policy(&client, "v2", &versioned_policy("two"))
+        .await
+        .expect("valid edit");
+    let took = wait_for_policy(&pods, "two", &mut counter, Duration::from_secs(2)).await;
+    eprintln!("policy edit in force after {took:?}");
+
+    // An invalid edit is refused at apply time with every error.
+    let invalid = "rules: [{name: Bad_Name, nodeSelectr: {pool: spark}}]";
+    let error = put_policy(&client, "bad", invalid)
+        .await
+        .expect_err("refused by /validate-policy");
+    let message = error.to_string();
+    assert!(
+        message.contains("rules[0].name") && message.contains("rules[0].nodeSelectr"),
+        "{message}"
+    );
+
+    // Without the validating webhook it is stored, ignored, and reported as an Event.
+    drop(validating);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    put_policy(&client, "bad", invalid)
+        .await
+        .expect("stored without the validating webhook");
+    let events =
+        Api::<k8s_openapi::api::core::v1::Event>::namespaced(client.clone(), "spark-admission");
+    let started = Instant::now();
+    loop {
+        let list = events
+            .list(&ListParams::default().fields("involvedObject.name=spark-admission-policy"))
+            .await
+            .unwrap();
+        if let Some(event) = list
+            .items
+            .iter()
+            .find(|e| e.reason.as_deref() == Some("InvalidPolicy"))
+        {
+            let note = event.message.clone().unwrap_or_default();
+            assert!(note.contains("rules[0].nodeSelectr"), "{note}");
+            assert_eq!(event.type_.as_deref(), Some("Warning"));
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no InvalidPolicy event; webhook log:\n{}",
+            webhook.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_for_policy(&pods, "two", &mut counter, Duration::from_secs(1)).await;
+    let metrics = webhook.admin("/metrics").await.unwrap_or_default();
+    assert!(
+        metrics.contains("spark_admission_policy_reload_total{result=\"error\"} 1"),
+        "{metrics}"
+    );
+
+    // The watch survives an apiserver restart.
+    let restarted = Command::new("tests/e2e/cluster.sh")
+        .args(["restart-apiserver", &env("E2E_DIR")])
+        .output()
+        .unwrap();
+    assert!(
+        restarted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restarted.stderr)
+    );
+    let started = Instant::now();
+    while put_policy(&client, "v3", &versioned_policy("three"))
+        .await
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "apiserver did not come back"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let took = wait_for_policy(&pods, "three", &mut counter, Duration::from_secs(30)).await;
+    eprintln!("after the apiserver restart, policy edit in force after {took:?}");
+    assert!(webhook.admin("/readyz").await.is_some(), "still ready");
 }

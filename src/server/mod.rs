@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::metrics::Metrics;
 use crate::source::PolicyUpdate;
+use crate::source::configmap::ConfigMapRef;
 use crate::source::file::FilePolicySource;
 use crate::state::State;
 
@@ -42,6 +43,9 @@ pub enum Error {
     /// The certificate pair is unusable at start.
     #[error("failed to load the serving certificate: {0}")]
     Certificate(#[from] tls::Error),
+    /// No Kubernetes client could be made for the ConfigMap watch.
+    #[error("failed to create a Kubernetes client (in-cluster or KUBECONFIG): {0}")]
+    Kubernetes(#[source] kube::Error),
 }
 
 /// Shorthand for results of this module.
@@ -60,6 +64,8 @@ pub struct Options {
     pub tls_key: PathBuf,
     /// Policy file, re-read on change; `None` uses the policy already in the state.
     pub policy_file: Option<PathBuf>,
+    /// Policy ConfigMap, watched through the API (instead of a file).
+    pub policy_configmap: Option<ConfigMapRef>,
     /// Longest time to receive a request body.
     pub request_timeout: Duration,
     /// Longest time to complete a TLS handshake and read request headers.
@@ -81,6 +87,7 @@ pub struct Server {
     admin: TcpListener,
     certificates: Arc<CertificateStore>,
     policy_source: Option<FilePolicySource>,
+    kube_client: Option<kube::Client>,
 }
 
 impl Server {
@@ -102,6 +109,14 @@ impl Server {
         if let Some(source) = policy_source.as_mut() {
             log_policy_update(source.poll(&state));
         }
+        let kube_client = match options.policy_configmap {
+            Some(_) => Some(
+                kube::Client::try_default()
+                    .await
+                    .map_err(Error::Kubernetes)?,
+            ),
+            None => None,
+        };
         Ok(Self {
             options,
             state,
@@ -109,6 +124,7 @@ impl Server {
             admin,
             certificates: Arc::new(certificates),
             policy_source,
+            kube_client,
         })
     }
 
@@ -136,6 +152,7 @@ impl Server {
             admin,
             certificates,
             policy_source,
+            kube_client,
         } = self;
         let tls_config = certificates.server_config()?;
         let acceptor = TlsAcceptor::from(tls_config);
@@ -148,6 +165,18 @@ impl Server {
             options.reload_interval,
             stop_rx.clone(),
         ));
+        let configmap_watch = match (kube_client, options.policy_configmap.clone()) {
+            (Some(client), Some(source)) => {
+                tracing::info!(configmap = %source, "watching the policy ConfigMap");
+                Some(tokio::spawn(crate::source::configmap::watch(
+                    client,
+                    source,
+                    state.clone(),
+                    stop_rx.clone(),
+                )))
+            }
+            _ => None,
+        };
         let admin_app = admin_router(state.clone());
         let mut admin_stop = stop_rx.clone();
         let admin_task = tokio::spawn(async move {
@@ -218,6 +247,9 @@ impl Server {
         let _ = stop_tx.send(true);
         let _ = admin_task.await;
         let _ = reload.await;
+        if let Some(watch) = configmap_watch {
+            let _ = watch.await;
+        }
         tracing::info!("stopped");
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! Where the policy comes from. Every source hands a validated [`Policy`](crate::Policy) to the
 //! shared [`State`](crate::state::State); an invalid version never replaces the one in force.
 
+pub mod configmap;
 pub mod file;
 
 /// What one look at a source found.
