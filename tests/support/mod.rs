@@ -144,6 +144,7 @@ impl TestServerBuilder {
             tls_cert: tls_dir.join(certs::CERT_FILE),
             tls_key: tls_dir.join(certs::KEY_FILE),
             policy_file,
+            policy_configmap: None,
             request_timeout: Duration::from_secs(3),
             handshake_timeout: Duration::from_secs(5),
             reload_interval: Duration::from_millis(100),
