@@ -138,6 +138,14 @@ impl Metrics {
             "Live Spark pods held by the quota pod watch",
             tracked_pods.clone(),
         );
+        // Both results exist from the start, so `increase()` sees the first error too.
+        for family in [&policy_reload, &certificate_reload] {
+            for result in ["ok", "error"] {
+                family.get_or_create(&ResultLabels {
+                    result: result.to_owned(),
+                });
+            }
+        }
         Self {
             registry,
             requests,

@@ -230,3 +230,15 @@ fn bad_input_exits_1_and_bad_usage_exits_2() {
     let out = run(&["frobnicate"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn the_deployed_policy_is_the_checked_example_policy() {
+    let deployed = std::fs::read_to_string("deploy/base/policy.yaml").expect("deploy policy");
+    let example = std::fs::read_to_string(PLATFORM).expect("example policy");
+    assert!(
+        deployed.ends_with(&example),
+        "deploy/base/policy.yaml must be a copy of {PLATFORM} below its header"
+    );
+    let out = run(&["check", "deploy/base/policy.yaml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
