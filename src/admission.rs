@@ -50,6 +50,14 @@ pub struct ResponseReview {
     pub response: Response,
 }
 
+impl ResponseReview {
+    /// `allowed: true` for `uid`, with no patch: what a webhook that changes nothing answers
+    /// (the load benchmark's baseline, `examples/baseline_server.rs`).
+    pub fn allowed(uid: &str) -> Self {
+        Response::allow(uid).into_review()
+    }
+}
+
 /// The `response` of an AdmissionReview.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -145,6 +145,19 @@ impl Server {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
+        let app = router(self.state.clone(), self.options.request_timeout);
+        self.run_with_app(app, shutdown).await
+    }
+
+    /// [`Server::run`] with another webhook application on the same TLS listener, HTTP stack,
+    /// drain, reload loop and admin port. The load benchmark serves its `allowed: true`
+    /// baseline through this (`examples/baseline_server.rs`), so the two differ only in the
+    /// application.
+    pub async fn run_with_app(
+        self,
+        app: axum::Router,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
         let Self {
             options,
             state,
@@ -190,7 +203,6 @@ impl Server {
             }
         });
 
-        let app = router(state.clone(), options.request_timeout);
         let connections = TaskTracker::new();
         let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
         // Accept until the shutdown signal, then, with readiness false, for `shutdown_delay`

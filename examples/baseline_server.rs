@@ -1,0 +1,100 @@
+//! The load benchmark's baseline: the same TLS listener, HTTP stack, drain and admin port as
+//! `spark-admission serve` (through `Server::run_with_app`), with a `POST /mutate` that reads
+//! the body, parses the AdmissionReview and answers `allowed: true` with no patch. What
+//! spark-admission costs beyond this is the cost of the policy.
+//!
+//! ```sh
+//! cargo run --release --example baseline_server -- --listen 127.0.0.1:9443 \
+//!     --admin-listen 127.0.0.1:9080 --tls-cert certs/tls.crt --tls-key certs/tls.key
+//! ```
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use clap::Parser;
+use spark_admission::admission::{self, ResponseReview};
+use spark_admission::server::{MAX_BODY_BYTES, Options, Server};
+use spark_admission::state::State;
+
+// The same allocator as the binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long, default_value = "127.0.0.1:9443")]
+    listen: SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:9080")]
+    admin_listen: SocketAddr,
+    #[arg(long)]
+    tls_cert: PathBuf,
+    #[arg(long)]
+    tls_key: PathBuf,
+}
+
+async fn mutate(body: Bytes) -> Response {
+    match admission::parse_review(&body) {
+        Ok(request) => {
+            let body = serde_json::to_vec(&ResponseReview::allowed(&request.uid))
+                .expect("a response serialises");
+            ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+        Err(error) => (StatusCode::BAD_REQUEST, error.to_string()).into_response(),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let args = Args::parse();
+    let state = Arc::new(State::new("policy.yaml"));
+    // Ready at once: the admin port's /readyz answers 200 like a server with a policy.
+    state.set_policy(spark_admission::Policy::builtin_example());
+    let options = Options {
+        listen: args.listen,
+        admin_listen: args.admin_listen,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        policy_file: None,
+        policy_configmap: None,
+        request_timeout: Duration::from_secs(3),
+        handshake_timeout: Duration::from_secs(5),
+        reload_interval: Duration::from_secs(1),
+        shutdown_delay: Duration::ZERO,
+        drain_timeout: Duration::from_secs(10),
+    };
+    let app = Router::new()
+        .route("/mutate", post(mutate))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let server = Server::bind(options, state).await?;
+        eprintln!(
+            "baseline listening on {} (admin {})",
+            server.webhook_addr()?,
+            server.admin_addr()?
+        );
+        server
+            .run_with_app(app, async {
+                use tokio::signal::unix::{SignalKind, signal};
+                let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            })
+            .await?;
+        anyhow::Ok(())
+    })
+}
