@@ -459,7 +459,7 @@ fn mutate(args: &MutateArgs) -> anyhow::Result<ExitCode> {
         );
         None
     };
-    let patch = match &evaluation {
+    let patch = match evaluation {
         None => {
             if input.operation == "CREATE" {
                 eprintln!(
@@ -486,7 +486,7 @@ fn mutate(args: &MutateArgs) -> anyhow::Result<ExitCode> {
                 eprintln!("denied: {denial}");
                 return Ok(ExitCode::from(3));
             }
-            crate::patch::diff(pod.clone(), evaluation.desired.clone())?
+            crate::patch::diff(pod, evaluation.desired)?
         }
     };
 

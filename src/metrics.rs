@@ -141,7 +141,7 @@ impl Metrics {
         // Both results exist from the start, so `increase()` sees the first error too.
         for family in [&policy_reload, &certificate_reload] {
             for result in ["ok", "error"] {
-                family.get_or_create(&ResultLabels {
+                let _ = family.get_or_create_owned(&ResultLabels {
                     result: result.to_owned(),
                 });
             }
