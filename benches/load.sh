@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Load benchmark: spark-admission beside the allowed:true baseline (examples/baseline_server.rs,
+# the same TLS listener and HTTP stack), each figure measured on both in the same run, one right
+# after the other, with examples/loadgen.rs calling them the way the kube-apiserver does.
+#
+#   benches/load.sh                 # ~1 minute; prints a markdown table, keeps JSON in $OUT
+#   LOAD_SCALE=0.2 benches/load.sh  # fewer requests (a quick look)
+#
+# Everything goes to 127.0.0.1 on free ports; the servers started here are stopped by pid on
+# exit. Figures: start to ready, idle RSS, burst (1,000 reviews at concurrency 100, pool 25)
+# with its peak RSS, keep-alive (executor, driver), new connection per request, open loop at
+# 1,000 reviews/s, and a 3 MiB review with the RSS after it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SCALE=${LOAD_SCALE:-1}
+OUT=${OUT:-$(mktemp -d /tmp/spark-admission-load.XXXXXX)}
+n() { python3 -c "print(max(1, int($1 * $SCALE)))"; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+cargo build --release --quiet --bin spark-admission --example baseline_server --example loadgen
+BIN=target/release/spark-admission
+BASELINE=target/release/examples/baseline_server
+LOADGEN=target/release/examples/loadgen
+"$BIN" certs --dns localhost 127.0.0.1 --out "$OUT/pki" >/dev/null
+
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+rss_kb() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
+
+# start NAME COMMAND...: starts a server, waits for /readyz (at most 10 s), records its pid,
+# ports and the milliseconds from spawn to ready.
+declare -A PID PORT READY_MS
+start() {
+    local name=$1; shift
+    local port admin
+    port=$(free_port); admin=$(free_port)
+    local t0
+    t0=$(date +%s%N)
+    "$@" --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
+        --tls-cert "$OUT/pki/tls.crt" --tls-key "$OUT/pki/tls.key" >"$OUT/$name.log" 2>&1 &
+    local pid=$!
+    PIDS+=("$pid")
+    for _ in $(seq 2000); do
+        if [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$admin/readyz") == 200 ]]; then
+            READY_MS[$name]=$(( ($(date +%s%N) - t0) / 1000000 ))
+            PID[$name]=$pid; PORT[$name]=$port
+            return
+        fi
+        kill -0 "$pid" 2>/dev/null || { cat "$OUT/$name.log"; exit 1; }
+        sleep 0.005
+    done
+    echo "$name not ready in 10 s" >&2; cat "$OUT/$name.log" >&2; exit 1
+}
+
+start spark "$BIN" serve --policy-file examples/policies/platform.yaml --log-level warn
+start baseline "$BASELINE"
+sleep 1
+for s in spark baseline; do
+    echo "{\"label\":\"$s\",\"figure\":\"start\",\"ready_ms\":${READY_MS[$s]},\"idle_rss_kb\":$(rss_kb "${PID[$s]}" VmRSS)}" >>"$OUT/results.jsonl"
+done
+
+# load FIGURE LOADGEN-ARGS...: runs the load on spark-admission, then on the baseline.
+load() {
+    local figure=$1; shift
+    for s in spark baseline; do
+        "$LOADGEN" --target "https://127.0.0.1:${PORT[$s]}/mutate" --ca "$OUT/pki/ca.crt" \
+            --server-pid "${PID[$s]}" --label "$s" "$@" \
+            | python3 -c "import json,sys; r=json.load(sys.stdin); r['figure']='$figure'; print(json.dumps(r))" \
+            >>"$OUT/results.jsonl"
+    done
+}
+
+# The burst first, so VmHWM is the burst's peak.
+load burst --mode churn --body executor --requests 1000 --concurrency 100 --pool 25
+load keepalive-executor --mode keepalive --body executor --requests "$(n 20000)" --concurrency 25
+load keepalive-driver --mode keepalive --body driver --requests "$(n 20000)" --concurrency 25
+load newconn --mode newconn --body executor --requests "$(n 3000)" --concurrency 25
+load openloop --mode openloop --body executor --rate 1000 --requests "$(n 10000)"
+sleep 1
+for s in spark baseline; do
+    echo "{\"label\":\"$s\",\"figure\":\"before-3mib\",\"rss_kb\":$(rss_kb "${PID[$s]}" VmRSS)}" >>"$OUT/results.jsonl"
+done
+load 3mib --mode keepalive --body 3mib --requests "$(n 20)" --concurrency 1 --warmup 0
+sleep 2
+for s in spark baseline; do
+    echo "{\"label\":\"$s\",\"figure\":\"after-3mib\",\"rss_kb\":$(rss_kb "${PID[$s]}" VmRSS)}" >>"$OUT/results.jsonl"
+done
+
+python3 benches/report.py "$OUT/results.jsonl"
+echo
+echo "raw results: $OUT/results.jsonl; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Turns benches/load.sh's results.jsonl into a markdown table: spark-admission, the
+allowed:true baseline from the same run, their ratio, and the target."""
+
+import json
+import sys
+
+rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+by = {(r["label"], r["figure"]): r for r in rows}
+
+
+def get(label, figure, key):
+    return by.get((label, figure), {}).get(key)
+
+
+def fmt(value, unit):
+    if value is None:
+        return "?"
+    if unit == "ms":
+        return f"{value:.2f} ms"
+    if unit == "us":
+        return f"{value:.0f} µs"
+    if unit == "MB":
+        return f"{value / 1024:.1f} MB"
+    if unit == "/s":
+        return f"{value:,.0f}/s"
+    return f"{value:g}"
+
+
+def ratio(a, b):
+    if a is None or b in (None, 0):
+        return ""
+    return f"{a / b:.2f}x"
+
+
+lines = [
+    "| figure | spark-admission | baseline | ratio | target |",
+    "| --- | --- | --- | --- | --- |",
+]
+
+
+def row(name, figure, key, unit, target="", scale=1.0):
+    a, b = get("spark", figure, key), get("baseline", figure, key)
+    a = None if a is None else a * scale
+    b = None if b is None else b * scale
+    lines.append(f"| {name} | {fmt(a, unit)} | {fmt(b, unit)} | {ratio(a, b)} | {target} |")
+
+
+row("start to ready", "start", "ready_ms", "ms", "< 200 ms")
+row("idle RSS", "start", "idle_rss_kb", "MB", "< 20 MB")
+row("burst 1,000 @ c100 pool 25: errors", "burst", "errors", "", "0")
+row("burst: p50", "burst", "p50_ms", "ms")
+row("burst: p99", "burst", "p99_ms", "ms", "< 100 ms")
+row("burst: new connections", "burst", "new_connections", "")
+row("burst: peak RSS (VmHWM)", "burst", "server_hwm_kb", "MB", "< 40 MB")
+for body in ["executor", "driver"]:
+    f = f"keepalive-{body}"
+    row(f"keep-alive {body} c25: throughput", f, "rps", "/s", ">= 0.8x" if body == "executor" else "")
+    row(f"keep-alive {body}: server CPU per review", f, "server_cpu_us_per_review", "us",
+        "<= 1.3x" if body == "executor" else "")
+    row(f"keep-alive {body}: p50", f, "p50_ms", "ms")
+    row(f"keep-alive {body}: p99", f, "p99_ms", "ms")
+row("new connection per request c25: throughput", "newconn", "rps", "/s", ">= 1,500/s")
+row("new connection: server CPU per review", "newconn", "server_cpu_us_per_review", "us")
+row("new connection: p99", "newconn", "p99_ms", "ms")
+row("open loop 1,000/s: achieved", "openloop", "rps", "/s")
+row("open loop: p50", "openloop", "p50_ms", "ms")
+row("open loop: p99", "openloop", "p99_ms", "ms", "< 2 ms")
+row("open loop: p99.9", "openloop", "p999_ms", "ms", "< 5 ms")
+row("open loop: max", "openloop", "max_ms", "ms")
+row("open loop: server CPU per review", "openloop", "server_cpu_us_per_review", "us")
+row("3 MiB review: p50", "3mib", "p50_ms", "ms")
+row("3 MiB review: server CPU per review", "3mib", "server_cpu_us_per_review", "us")
+row("RSS before the 3 MiB reviews", "before-3mib", "rss_kb", "MB")
+row("RSS 2 s after the 3 MiB reviews", "after-3mib", "rss_kb", "MB", "within 10% of idle")
+errors = sum(r.get("errors", 0) or 0 for r in rows)
+print("\n".join(lines))
+print(f"\nerrors over every run: {errors}")
