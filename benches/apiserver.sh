@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# End-to-end figure: executor pod creations per second and their p50/p99 through the real test
+# kube-apiserver (tests/e2e/cluster.sh: etcd + kube-apiserver on loopback), without a webhook,
+# with spark-admission registered, and with the allowed:true baseline webhook
+# (examples/baseline_server.rs) registered, in one run, alternating rounds so that a busy
+# moment of the machine does not land on one side only.
+#
+#   benches/apiserver.sh              # ~1 minute after tests/e2e/setup.sh's first run
+#   PODS=300 CONCURRENCY=10 ROUNDS=2 benches/apiserver.sh
+#
+# Stops the cluster and the webhooks it started (by pid) on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PODS=${PODS:-300}
+CONCURRENCY=${CONCURRENCY:-10}
+ROUNDS=${ROUNDS:-2}
+
+tests/e2e/setup.sh >/dev/null
+cargo build --release --quiet --bin spark-admission --example pod_churn --example baseline_server
+BIN=target/release/spark-admission
+BASELINE=target/release/examples/baseline_server
+CHURN=target/release/examples/pod_churn
+
+DIR=$(mktemp -d /tmp/spark-admission-apiserver-bench.XXXXXX)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+    tests/e2e/cluster.sh stop "$DIR/cluster" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+tests/e2e/cluster.sh start "$DIR/cluster" >/dev/null
+# shellcheck disable=SC1091
+source "$DIR/cluster/env"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+CA_BUNDLE=$("$BIN" certs --dns 127.0.0.1 localhost --out "$DIR/pki" | tail -n 1 | tr -d '[:space:]')
+declare -A PORT ADMIN
+# serve NAME COMMAND...: starts a webhook on free ports and waits until it is ready.
+serve() {
+    local name=$1; shift
+    PORT[$name]=$(free_port); ADMIN[$name]=$(free_port)
+    "$@" --listen "127.0.0.1:${PORT[$name]}" --admin-listen "127.0.0.1:${ADMIN[$name]}" \
+        --tls-cert "$DIR/pki/tls.crt" --tls-key "$DIR/pki/tls.key" >"$DIR/$name.log" 2>&1 &
+    PIDS+=($!)
+    for _ in $(seq 200); do
+        [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${ADMIN[$name]}/readyz") == 200 ]] && return
+        sleep 0.05
+    done
+    echo "$name not ready" >&2; cat "$DIR/$name.log" >&2; exit 1
+}
+serve with "$BIN" serve --policy-file examples/policies/platform.yaml --log-level warn
+# The allowed:true baseline: what any webhook costs the apiserver (the call, JSON both ways).
+serve baseline "$BASELINE"
+
+# Each webhook is scoped to namespaces labelled bench-webhook=<its name>; pods elsewhere never
+# reach it.
+for name in with baseline; do
+    cat >"$DIR/webhook-$name.yaml" <<YAML
+apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata:
+  name: spark-admission-bench-$name
+webhooks:
+  - name: $name.bench.spark-admission.io
+    admissionReviewVersions: ["v1"]
+    clientConfig:
+      url: https://127.0.0.1:${PORT[$name]}/mutate
+      caBundle: $CA_BUNDLE
+    failurePolicy: Fail
+    reinvocationPolicy: IfNeeded
+    sideEffects: None
+    timeoutSeconds: 5
+    objectSelector:
+      matchExpressions: [{key: spark-role, operator: In, values: [driver, executor]}]
+    namespaceSelector:
+      matchLabels: {bench-webhook: "$name"}
+    rules:
+      - apiGroups: [""]
+        apiVersions: ["v1"]
+        operations: ["CREATE"]
+        resources: ["pods"]
+        scope: Namespaced
+YAML
+    kubectl apply -f "$DIR/webhook-$name.yaml" >/dev/null
+done
+sleep 2   # the apiserver picks webhook configurations up through an informer
+
+requests() {
+    curl -s "http://127.0.0.1:${ADMIN[with]}/metrics" \
+        | awk '/^spark_admission_requests_total\{/ { s += $2 } END { print s + 0 }'
+}
+
+: >"$DIR/results.jsonl"
+for round in $(seq "$ROUNDS"); do
+    for side in without with baseline; do
+        ns="bench-$side-$round"
+        kubectl create namespace "$ns" >/dev/null
+        if [[ $side != without ]]; then kubectl label namespace "$ns" "bench-webhook=$side" >/dev/null; fi
+        before=$(requests)
+        "$CHURN" --namespace "$ns" --pods "$PODS" --concurrency "$CONCURRENCY" \
+            --prefix "exec-$round" --label "$side" >>"$DIR/results.jsonl"
+        echo "  ($side, round $round: spark-admission answered $(( $(requests) - before )) reviews)" >&2
+    done
+done
+
+python3 - "$DIR/results.jsonl" "$PODS" "$CONCURRENCY" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+def med(side, key):
+    return statistics.median(r[key] for r in rows if r["label"] == side)
+print(f"\n{sys.argv[2]} executor pods per round, concurrency {sys.argv[3]}, "
+      f"{len(rows) // 3} rounds (medians over rounds)\n")
+print("| figure | with spark-admission | with the allowed:true baseline webhook | without webhook "
+      "| spark-admission / without | spark-admission / baseline webhook |")
+print("| --- | --- | --- | --- | --- | --- |")
+for key, name, unit in [("creates_per_s", "pod creations per second", "/s"),
+                        ("p50_ms", "create p50", " ms"), ("p90_ms", "create p90", " ms"),
+                        ("p99_ms", "create p99", " ms")]:
+    a, c, b = med("with", key), med("baseline", key), med("without", key)
+    print(f"| {name} | {a:.1f}{unit} | {c:.1f}{unit} | {b:.1f}{unit} | {a / b:.2f}x | {a / c:.2f}x |")
+print(f"\nerrors: {sum(r['errors'] for r in rows)}")
+PY
+echo "raw results: $DIR/results.jsonl; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
