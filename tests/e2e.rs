@@ -320,6 +320,16 @@ fn base64_decode(text: &str) -> Vec<u8> {
         .unwrap()
 }
 
+/// Creates the pod of a fixture review as `name` in the namespace of `pods`.
+async fn create_fixture(pods: &Api<Pod>, review: &str, name: &str) -> kube::Result<Pod> {
+    let namespace = pods.namespace().unwrap_or("default").to_owned();
+    pods.create(
+        &PostParams::default(),
+        &fixture_pod(review, &namespace, name),
+    )
+    .await
+}
+
 /// The pod of a fixture review, ready to create in `namespace`.
 fn fixture_pod(review: &str, namespace: &str, name: &str) -> Pod {
     let review: Value = serde_json::from_str(review).unwrap();
@@ -468,12 +478,7 @@ async fn fixture_pods_are_stored_with_the_policy_and_other_pods_never_reach_the_
     let pods = Api::<Pod>::namespaced(client.clone(), &namespace.name);
 
     for (review, name) in [(EXECUTOR_REVIEW, "exec-1"), (DRIVER_REVIEW, "driver")] {
-        pods.create(
-            &PostParams::default(),
-            &fixture_pod(review, &namespace.name, name),
-        )
-        .await
-        .expect("create");
+        create_fixture(&pods, review, name).await.expect("create");
         let stored = pods.get(name).await.unwrap();
         assert_policy_applied(&stored, &namespace.name);
     }
@@ -645,12 +650,9 @@ async fn priority_class_from_the_policy_is_accepted_with_the_right_priority() {
     let pods = Api::<Pod>::namespaced(client.clone(), &namespace.name);
     // As the apiserver sends it to webhooks, the pod already has priority 0 from the Priority
     // plugin (the fixture shows it); the webhook must make room for the class's value.
-    pods.create(
-        &PostParams::default(),
-        &fixture_pod(EXECUTOR_REVIEW, &namespace.name, "exec-1"),
-    )
-    .await
-    .expect("the apiserver accepts the pod");
+    create_fixture(&pods, EXECUTOR_REVIEW, "exec-1")
+        .await
+        .expect("the apiserver accepts the pod");
     let stored = pods.get("exec-1").await.unwrap();
     let spec = stored.spec.as_ref().unwrap();
     assert_eq!(
@@ -672,11 +674,7 @@ async fn a_policy_max_makes_the_apiserver_refuse_the_pod_with_the_webhooks_messa
     )
     .await;
     let pods = Api::<Pod>::namespaced(client.clone(), &namespace.name);
-    let error = pods
-        .create(
-            &PostParams::default(),
-            &fixture_pod(EXECUTOR_REVIEW, &namespace.name, "exec-1"),
-        )
+    let error = create_fixture(&pods, EXECUTOR_REVIEW, "exec-1")
         .await
         .expect_err("denied");
     let message = error.to_string();
@@ -704,11 +702,7 @@ async fn with_the_webhook_down_fail_refuses_spark_pods_and_ignore_admits_them_un
     .await;
     webhook.stop();
     let pods = Api::<Pod>::namespaced(client.clone(), &namespace.name);
-    let error = pods
-        .create(
-            &PostParams::default(),
-            &fixture_pod(EXECUTOR_REVIEW, &namespace.name, "exec-1"),
-        )
+    let error = create_fixture(&pods, EXECUTOR_REVIEW, "exec-1")
         .await
         .expect_err("refused while the webhook is down");
     let message = error.to_string();
@@ -726,12 +720,9 @@ async fn with_the_webhook_down_fail_refuses_spark_pods_and_ignore_admits_them_un
         .expect("other pods are created normally");
 
     registration.set_failure_policy("Ignore").await;
-    pods.create(
-        &PostParams::default(),
-        &fixture_pod(EXECUTOR_REVIEW, &namespace.name, "exec-2"),
-    )
-    .await
-    .expect("admitted with failurePolicy Ignore");
+    create_fixture(&pods, EXECUTOR_REVIEW, "exec-2")
+        .await
+        .expect("admitted with failurePolicy Ignore");
     let stored = pods.get("exec-2").await.unwrap();
     assert_eq!(
         annotation(&stored, "spark-admission.io/applied-rules"),
@@ -764,12 +755,9 @@ async fn reinvocation_after_a_second_webhook_stores_the_pod_once_without_duplica
     )
     .await;
     let pods = Api::<Pod>::namespaced(client.clone(), &namespace.name);
-    pods.create(
-        &PostParams::default(),
-        &fixture_pod(EXECUTOR_REVIEW, &namespace.name, "exec-1"),
-    )
-    .await
-    .expect("create");
+    create_fixture(&pods, EXECUTOR_REVIEW, "exec-1")
+        .await
+        .expect("create");
     let stored = pods.get("exec-1").await.unwrap();
     assert_policy_applied(&stored, &namespace.name);
     assert_eq!(
@@ -880,12 +868,9 @@ async fn wait_for_policy(
     loop {
         *counter += 1;
         let name = format!("exec-{counter}");
-        pods.create(
-            &PostParams::default(),
-            &fixture_pod(EXECUTOR_REVIEW, pods_namespace(pods), &name),
-        )
-        .await
-        .expect("create pod");
+        create_fixture(pods, EXECUTOR_REVIEW, &name)
+            .await
+            .expect("create pod");
         let stored = pods.get(&name).await.unwrap();
         if labels(&stored).get("policy-version").map(String::as_str) == Some(version) {
             return started.elapsed();
@@ -897,10 +882,6 @@ async fn wait_for_policy(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-fn pods_namespace(pods: &Api<Pod>) -> &str {
-    pods.namespace().unwrap_or("default")
 }
 
 struct ValidatingRegistration {
