@@ -21,11 +21,6 @@ impl FileWatch {
         Self { paths, last: None }
     }
 
-    /// The watched paths.
-    pub fn paths(&self) -> &[PathBuf] {
-        &self.paths
-    }
-
     /// Reads every file; returns their contents when any differs from the last call.
     pub fn changed(&mut self) -> io::Result<Option<Vec<Vec<u8>>>> {
         let contents = self

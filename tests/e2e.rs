@@ -30,6 +30,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_spark-admission");
 const EXECUTOR_REVIEW: &str = include_str!("fixtures/spark-4.3/executor-review.json");
 const DRIVER_REVIEW: &str = include_str!("fixtures/spark-4.3/driver-review.json");
 
+mod support;
+
+use support::free_port;
+
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run tests/e2e/run.sh"))
 }
@@ -91,14 +95,6 @@ struct Webhook {
     admin_port: u16,
     ca_bundle: String,
     dir: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Webhook {

@@ -14,14 +14,6 @@ use support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_spark-admission");
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Process {
     child: Child,
     webhook: std::net::SocketAddr,

@@ -108,11 +108,6 @@ impl Quantity {
     pub fn nanos(&self) -> i128 {
         self.nanos
     }
-
-    /// The value in whole units, rounded up (cores, bytes).
-    pub fn units_ceil(&self) -> i128 {
-        (self.nanos + NANOS_PER_UNIT - 1).div_euclid(NANOS_PER_UNIT)
-    }
 }
 
 impl PartialEq for Quantity {
@@ -157,7 +152,7 @@ mod tests {
         assert_eq!(q("1.5Gi"), q("1536Mi"));
         assert!(q("64Gi") > q("63.9Gi"));
         assert!(q("8") < q("8001m"));
-        assert_eq!(q("4Ti").units_ceil(), 4 * (1_i128 << 40));
+        assert_eq!(q("4Ti").nanos(), 4 * (1_i128 << 40) * 1_000_000_000);
     }
 
     #[test]

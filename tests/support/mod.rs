@@ -175,6 +175,15 @@ impl TestServerBuilder {
     }
 }
 
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A GET on the admin port over plain HTTP.
 pub async fn admin_get(addr: SocketAddr, path: &str) -> (StatusCode, String) {
     let stream = TcpStream::connect(addr).await.unwrap();
