@@ -4,7 +4,10 @@
 use std::collections::BTreeMap;
 
 use base64::Engine;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodSpec, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    ManagedFieldsEntry, ObjectMeta, OwnerReference, Time,
+};
 use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation};
 use serde::{Deserialize, Serialize};
 
@@ -183,8 +186,30 @@ pub struct Summary {
 }
 
 /// Parses a request body carrying pods, checking kind and version.
+///
+/// `metadata.managedFields` is skipped, not parsed: the apiserver sends it on every CREATE, it is
+/// most of the parse time of a Spark pod (a tree of maps as large as the pod spec), and nothing
+/// here reads or patches it. The returned pods have `managed_fields: None`.
 pub fn parse_review(body: &[u8]) -> Result<AdmissionRequest<Pod>> {
-    parse_review_of(body)
+    let request: AdmissionRequest<PodWithoutManagedFields> = parse_review_of(body)?;
+    Ok(AdmissionRequest {
+        types: request.types,
+        uid: request.uid,
+        kind: request.kind,
+        resource: request.resource,
+        sub_resource: request.sub_resource,
+        request_kind: request.request_kind,
+        request_resource: request.request_resource,
+        request_sub_resource: request.request_sub_resource,
+        name: request.name,
+        namespace: request.namespace,
+        operation: request.operation,
+        user_info: request.user_info,
+        object: request.object.map(|pod| pod.0),
+        old_object: request.old_object.map(|pod| pod.0),
+        dry_run: request.dry_run,
+        options: request.options,
+    })
 }
 
 /// Parses a request body carrying objects of type `K`, checking kind and version.
@@ -199,6 +224,68 @@ pub fn parse_review_of<K: kube::Resource + serde::de::DeserializeOwned>(
         });
     }
     review.try_into().map_err(|_| Error::MissingRequest)
+}
+
+/// A pod deserialised without its `metadata.managedFields` (see [`parse_review`]).
+struct PodWithoutManagedFields(Pod);
+
+impl<'de> Deserialize<'de> for PodWithoutManagedFields {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        PodFields::deserialize(deserializer).map(Self)
+    }
+}
+
+impl k8s_openapi::Resource for PodWithoutManagedFields {
+    const API_VERSION: &'static str = <Pod as k8s_openapi::Resource>::API_VERSION;
+    const GROUP: &'static str = <Pod as k8s_openapi::Resource>::GROUP;
+    const KIND: &'static str = <Pod as k8s_openapi::Resource>::KIND;
+    const VERSION: &'static str = <Pod as k8s_openapi::Resource>::VERSION;
+    const URL_PATH_SEGMENT: &'static str = <Pod as k8s_openapi::Resource>::URL_PATH_SEGMENT;
+    type Scope = <Pod as k8s_openapi::Resource>::Scope;
+}
+
+impl k8s_openapi::Metadata for PodWithoutManagedFields {
+    type Ty = ObjectMeta;
+    fn metadata(&self) -> &ObjectMeta {
+        &self.0.metadata
+    }
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.0.metadata
+    }
+}
+
+/// `Pod`'s fields, with the metadata read by [`MetadataFields`]. Unknown keys (`apiVersion`,
+/// `kind`, fields of newer Kubernetes versions) are ignored, as k8s-openapi does.
+#[derive(Deserialize)]
+#[serde(remote = "Pod")]
+struct PodFields {
+    #[serde(with = "MetadataFields", default)]
+    metadata: ObjectMeta,
+    spec: Option<PodSpec>,
+    status: Option<PodStatus>,
+}
+
+/// `ObjectMeta`'s fields with `managedFields` skipped: serde passes over an unknown key
+/// without building anything.
+#[derive(Deserialize)]
+#[serde(remote = "ObjectMeta", rename_all = "camelCase")]
+struct MetadataFields {
+    annotations: Option<BTreeMap<String, String>>,
+    creation_timestamp: Option<Time>,
+    deletion_grace_period_seconds: Option<i64>,
+    deletion_timestamp: Option<Time>,
+    finalizers: Option<Vec<String>>,
+    generate_name: Option<String>,
+    generation: Option<i64>,
+    labels: Option<BTreeMap<String, String>>,
+    #[serde(skip)]
+    managed_fields: Option<Vec<ManagedFieldsEntry>>,
+    name: Option<String>,
+    namespace: Option<String>,
+    owner_references: Option<Vec<OwnerReference>>,
+    resource_version: Option<String>,
+    self_link: Option<String>,
+    uid: Option<String>,
 }
 
 fn operation_name(operation: &Operation) -> &'static str {
@@ -334,5 +421,68 @@ pub fn validate_policy(
             (response.into_review(), Outcome::Denied)
         }
         None => (response.into_review(), Outcome::Unchanged),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used, clippy::unwrap_used)]
+
+    use super::*;
+
+    const EXECUTOR_REVIEW: &[u8] =
+        include_bytes!("../tests/fixtures/spark-4.3/executor-review.json");
+
+    #[test]
+    fn parse_review_reads_everything_but_managed_fields() {
+        let full: AdmissionRequest<Pod> = parse_review_of(EXECUTOR_REVIEW).unwrap();
+        let lean = parse_review(EXECUTOR_REVIEW).unwrap();
+        let full_pod = full.object.clone().unwrap();
+        assert!(
+            full_pod.metadata.managed_fields.is_some(),
+            "the fixture carries managedFields, so the test compares something"
+        );
+        let mut expected = full_pod;
+        expected.metadata.managed_fields = None;
+        assert_eq!(lean.object, Some(expected));
+        assert_eq!(lean.uid, full.uid);
+        assert_eq!(lean.kind, full.kind);
+        assert_eq!(lean.namespace, full.namespace);
+        assert_eq!(lean.operation, full.operation);
+        assert_eq!(lean.user_info, full.user_info);
+        assert_eq!(lean.dry_run, full.dry_run);
+        assert_eq!(lean.types, full.types);
+    }
+
+    #[test]
+    fn parse_review_checks_what_it_skips_is_still_json() {
+        let mut review: serde_json::Value = serde_json::from_slice(EXECUTOR_REVIEW).unwrap();
+        // A managedFields of the wrong shape is not read, so it is not an error...
+        review["request"]["object"]["metadata"]["managedFields"] = serde_json::json!("junk");
+        let body = serde_json::to_vec(&review).unwrap();
+        assert!(parse_review(&body).is_ok());
+        // ...but the body must still be JSON all the way through.
+        let text = String::from_utf8(body)
+            .unwrap()
+            .replace("\"junk\"", "[{\"a\": }]");
+        assert!(matches!(
+            parse_review(text.as_bytes()),
+            Err(Error::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn parse_review_reads_old_object_and_checks_the_kind() {
+        let mut review: serde_json::Value = serde_json::from_slice(EXECUTOR_REVIEW).unwrap();
+        review["request"]["oldObject"] = review["request"]["object"].clone();
+        let parsed = parse_review(&serde_json::to_vec(&review).unwrap()).unwrap();
+        assert!(parsed.object.is_some());
+        assert_eq!(parsed.old_object, parsed.object);
+
+        review["kind"] = serde_json::json!("AdmissionResponse");
+        assert!(matches!(
+            parse_review(&serde_json::to_vec(&review).unwrap()),
+            Err(Error::WrongKind { .. })
+        ));
     }
 }
