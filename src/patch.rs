@@ -7,8 +7,11 @@
 //! Turning a whole pod into JSON twice costs several times more than the policy itself: Spark's
 //! container carries dozens of env vars. So the two pods are turned into JSON field by field,
 //! and only the fields that differ are written (on both sides); list elements the engine left
-//! equal (containers, env vars) become the same placeholder on both sides, so array positions,
-//! and with them the paths, stay exact. The diff of what remains is the patch.
+//! equal (containers, env vars, tolerations) become the same placeholder on both sides, so array
+//! positions, and with them the paths, stay exact; string maps (labels, annotations,
+//! nodeSelector) keep only their differing keys. The diff of what remains is the patch.
+
+use std::collections::BTreeMap;
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
@@ -110,6 +113,53 @@ impl Sides {
         }
     }
 
+    /// A string map (labels, annotations, nodeSelector). When both sides have one, only the keys
+    /// whose values differ are written, so a large annotation the policy left alone is compared,
+    /// never copied; the operations are the same as for the whole maps.
+    fn map(
+        &mut self,
+        key: &str,
+        before: Option<BTreeMap<String, String>>,
+        after: Option<BTreeMap<String, String>>,
+    ) -> Result<()> {
+        let (before, after) = match (before, after) {
+            (Some(before), Some(after)) => (before, after),
+            (before, after) => return self.field(key, before, after),
+        };
+        if before == after {
+            return Ok(());
+        }
+        let mut before_keys = Map::new();
+        for (name, value) in &before {
+            if after.get(name) != Some(value) {
+                before_keys.insert(name.clone(), Value::String(value.clone()));
+            }
+        }
+        let mut after_keys = Map::new();
+        for (name, value) in after {
+            if before.get(&name) != Some(&value) {
+                after_keys.insert(name, Value::String(value));
+            }
+        }
+        self.before
+            .insert(key.to_owned(), Value::Object(before_keys));
+        self.after.insert(key.to_owned(), Value::Object(after_keys));
+        Ok(())
+    }
+
+    /// An optional list: element by element (see [`Sides::list`]) when both sides have one.
+    fn optional_list<T: serde::Serialize + PartialEq>(
+        &mut self,
+        key: &str,
+        before: Option<Vec<T>>,
+        after: Option<Vec<T>>,
+    ) -> Result<()> {
+        match (before, after) {
+            (Some(before), Some(after)) => self.list(key, before, after, plain_json),
+            (before, after) => self.field(key, before, after),
+        }
+    }
+
     /// A list field with equal elements replaced by placeholders (see [`lists`]).
     fn list<T: PartialEq>(
         &mut self,
@@ -133,8 +183,8 @@ fn metadata_sides(mut before: ObjectMeta, mut after: ObjectMeta) -> Result<Sides
     let annotations = (before.annotations.take(), after.annotations.take());
     let mut sides = Sides::default();
     sides.rest(&before, &after)?;
-    sides.field("labels", labels.0, labels.1)?;
-    sides.field("annotations", annotations.0, annotations.1)?;
+    sides.map("labels", labels.0, labels.1)?;
+    sides.map("annotations", annotations.0, annotations.1)?;
     Ok(sides)
 }
 
@@ -160,9 +210,9 @@ fn spec_sides(mut before: PodSpec, mut after: PodSpec) -> Result<Sides> {
     let scheduler = (before.scheduler_name.take(), after.scheduler_name.take());
     let mut sides = Sides::default();
     sides.rest(&before, &after)?;
-    sides.field("nodeSelector", node_selector.0, node_selector.1)?;
+    sides.map("nodeSelector", node_selector.0, node_selector.1)?;
     sides.field("affinity", affinity.0, affinity.1)?;
-    sides.field("tolerations", tolerations.0, tolerations.1)?;
+    sides.optional_list("tolerations", tolerations.0, tolerations.1)?;
     sides.field("priorityClassName", priority_class.0, priority_class.1)?;
     sides.field("priority", priority.0, priority.1)?;
     sides.field("preemptionPolicy", preemption.0, preemption.1)?;
@@ -321,10 +371,7 @@ fn container_json(before: Option<Container>, after: Option<Container>) -> Result
     let mut sides = Sides::default();
     sides.rest(&before, &after)?;
     sides.field("resources", resources.0, resources.1)?;
-    match env {
-        (Some(before), Some(after)) => sides.list("env", before, after, plain_json)?,
-        (before, after) => sides.field("env", before, after)?,
-    }
+    sides.optional_list("env", env.0, env.1)?;
     Ok((Value::Object(sides.before), Value::Object(sides.after)))
 }
 
@@ -385,6 +432,63 @@ mod tests {
             json_patch::patch(&mut applied, &ours).expect("applies");
             assert_eq!(applied, after);
         }
+    }
+
+    /// Maps diffed by their differing keys and tolerations element by element give the very
+    /// operations a diff of the whole pods gives: replaced, removed and added keys, a removed
+    /// map, and a toleration replaced in the middle of the list and another appended.
+    #[test]
+    fn maps_and_tolerations_give_the_whole_pod_diff() {
+        let mut original = executor();
+        original.metadata.labels = Some(
+            [("keep", "1"), ("change", "a"), ("drop", "x")]
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .into(),
+        );
+        original.metadata.annotations = Some([("big".to_owned(), "p".repeat(10_000))].into());
+        let spec = original.spec.as_mut().expect("spec");
+        spec.node_selector = Some([("pool".to_owned(), "a".to_owned())].into());
+        let mut desired = original.clone();
+        let labels = desired.metadata.labels.as_mut().expect("labels");
+        labels.insert("change".into(), "b".into());
+        labels.remove("drop");
+        labels.insert("new/key".into(), "n".into());
+        let spec = desired.spec.as_mut().expect("spec");
+        spec.node_selector = None;
+        let tolerations = spec.tolerations.get_or_insert_with(Vec::new);
+        assert!(
+            tolerations.len() >= 2,
+            "the fixture has the default tolerations"
+        );
+        tolerations[0].toleration_seconds = Some(7);
+        tolerations.push(k8s_openapi::api::core::v1::Toleration {
+            key: Some("dedicated".into()),
+            ..Default::default()
+        });
+
+        let patch = diff(original.clone(), desired.clone()).expect("diff");
+        let whole = json_patch::diff(
+            &serde_json::to_value(&original).expect("json"),
+            &serde_json::to_value(&desired).expect("json"),
+        );
+        let sorted = |patch: &json_patch::Patch| {
+            let mut operations: Vec<String> = patch
+                .0
+                .iter()
+                .map(|op| serde_json::to_string(op).expect("json"))
+                .collect();
+            operations.sort();
+            operations
+        };
+        assert_eq!(sorted(&patch), sorted(&whole));
+        assert!(
+            !serde_json::to_string(&patch).expect("json").contains("ppp"),
+            "the untouched annotation is not in the patch"
+        );
+        assert_eq!(
+            apply(&original, &patch),
+            serde_json::to_value(&desired).expect("json")
+        );
     }
 
     #[test]
