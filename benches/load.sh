@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Load benchmark: spark-admission beside the allowed:true baseline (examples/baseline_server.rs,
-# the same TLS listener and HTTP stack), each figure measured on both in the same run, one right
-# after the other, with examples/loadgen.rs calling them the way the kube-apiserver does.
+# Load benchmark: spark-admission beside two allowed:true baselines (examples/baseline_server.rs,
+# the same TLS listener and HTTP stack): `baseline` parses the whole AdmissionReview<Pod> as a
+# kube-rs webhook does, `lean` with spark-admission's own parse (managedFields skipped). Each
+# figure is measured on all three in the same run, one right after the other, with
+# examples/loadgen.rs calling them the way the kube-apiserver does.
 #
 #   benches/load.sh                 # ~1 minute; prints a markdown table, keeps JSON in $OUT
 #   LOAD_SCALE=0.2 benches/load.sh  # fewer requests (a quick look)
@@ -59,16 +61,17 @@ start() {
 }
 
 start spark "$BIN" serve --policy-file examples/policies/platform.yaml --log-level warn
-start baseline "$BASELINE"
+start baseline "$BASELINE" --parse full
+start lean "$BASELINE" --parse lean
 sleep 1
-for s in spark baseline; do
+for s in spark baseline lean; do
     echo "{\"label\":\"$s\",\"figure\":\"start\",\"ready_ms\":${READY_MS[$s]},\"idle_rss_kb\":$(rss_kb "${PID[$s]}" VmRSS)}" >>"$OUT/results.jsonl"
 done
 
-# load FIGURE LOADGEN-ARGS...: runs the load on spark-admission, then on the baseline.
+# load FIGURE LOADGEN-ARGS...: runs the load on spark-admission, then on each baseline.
 load() {
     local figure=$1; shift
-    for s in spark baseline; do
+    for s in spark baseline lean; do
         "$LOADGEN" --target "https://127.0.0.1:${PORT[$s]}/mutate" --ca "$OUT/pki/ca.crt" \
             --server-pid "${PID[$s]}" --label "$s" "$@" \
             | python3 -c "import json,sys; r=json.load(sys.stdin); r['figure']='$figure'; print(json.dumps(r))" \
@@ -83,12 +86,12 @@ load keepalive-driver --mode keepalive --body driver --requests "$(n 20000)" --c
 load newconn --mode newconn --body executor --requests "$(n 3000)" --concurrency 25
 load openloop --mode openloop --body executor --rate 1000 --requests "$(n 10000)"
 sleep 1
-for s in spark baseline; do
+for s in spark baseline lean; do
     echo "{\"label\":\"$s\",\"figure\":\"before-3mib\",\"rss_kb\":$(rss_kb "${PID[$s]}" VmRSS)}" >>"$OUT/results.jsonl"
 done
 load 3mib --mode keepalive --body 3mib --requests "$(n 20)" --concurrency 1 --warmup 0
 sleep 2
-for s in spark baseline; do
+for s in spark baseline lean; do
     echo "{\"label\":\"$s\",\"figure\":\"after-3mib\",\"rss_kb\":$(rss_kb "${PID[$s]}" VmRSS)}" >>"$OUT/results.jsonl"
 done
 

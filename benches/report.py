@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""Turns benches/load.sh's results.jsonl into a markdown table: spark-admission, the
-allowed:true baseline from the same run, their ratio, and the target."""
+"""Turns benches/load.sh's results.jsonl into a markdown table: spark-admission, the two
+allowed:true baselines from the same run (`baseline`: parses the whole AdmissionReview<Pod> as
+a kube-rs webhook does; `lean`: spark-admission's own parse, managedFields skipped), the ratios
+to each, and the target."""
 
 import json
 import sys
@@ -34,16 +36,26 @@ def ratio(a, b):
 
 
 lines = [
-    "| figure | spark-admission | baseline | ratio | target |",
-    "| --- | --- | --- | --- | --- |",
+    "| figure | spark-admission | baseline (kube-rs parse) | ratio | lean baseline "
+    "(same parse as spark-admission) | ratio | target |",
+    "| --- | --- | --- | --- | --- | --- | --- |",
 ]
 
 
-def row(name, figure, key, unit, target="", scale=1.0):
-    a, b = get("spark", figure, key), get("baseline", figure, key)
-    a = None if a is None else a * scale
-    b = None if b is None else b * scale
-    lines.append(f"| {name} | {fmt(a, unit)} | {fmt(b, unit)} | {ratio(a, b)} | {target} |")
+def row(name, figure, key, unit, target=""):
+    a, b, c = (get(label, figure, key) for label in ("spark", "baseline", "lean"))
+    lines.append(f"| {name} | {fmt(a, unit)} | {fmt(b, unit)} | {ratio(a, b)} "
+                 f"| {fmt(c, unit)} | {ratio(a, c)} | {target} |")
+
+
+def growth_row(name, before_figure, after_figure, target=""):
+    """RSS after the 3 MiB reviews against RSS just before them, for each server."""
+    cells = []
+    for label in ("spark", "baseline", "lean"):
+        before = get(label, before_figure, "rss_kb")
+        after = get(label, after_figure, "rss_kb")
+        cells.append("?" if not before or after is None else f"{(after / before - 1) * 100:+.0f}%")
+    lines.append(f"| {name} | {cells[0]} | {cells[1]} | | {cells[2]} | | {target} |")
 
 
 row("start to ready", "start", "ready_ms", "ms", "< 200 ms")
@@ -72,7 +84,9 @@ row("open loop: server CPU per review", "openloop", "server_cpu_us_per_review", 
 row("3 MiB review: p50", "3mib", "p50_ms", "ms")
 row("3 MiB review: server CPU per review", "3mib", "server_cpu_us_per_review", "us")
 row("RSS before the 3 MiB reviews", "before-3mib", "rss_kb", "MB")
-row("RSS 2 s after the 3 MiB reviews", "after-3mib", "rss_kb", "MB", "within 10% of idle")
+row("RSS 2 s after the 3 MiB reviews", "after-3mib", "rss_kb", "MB")
+growth_row("RSS after the 3 MiB reviews against just before them", "before-3mib", "after-3mib",
+           "within 10% of idle")
 errors = sum(r.get("errors", 0) or 0 for r in rows)
 print("\n".join(lines))
 print(f"\nerrors over every run: {errors}")
