@@ -5,13 +5,14 @@
 # figure is measured on all three in the same run, one right after the other, with
 # examples/loadgen.rs calling them the way the kube-apiserver does.
 #
-#   benches/load.sh                 # ~1 minute; prints a markdown table, keeps JSON in $OUT
+#   benches/load.sh                 # ~2 minutes; prints a markdown table, keeps JSON in $OUT
 #   LOAD_SCALE=0.2 benches/load.sh  # fewer requests (a quick look)
 #
 # Everything goes to 127.0.0.1 on free ports; the servers started here are stopped by pid on
 # exit. Figures: start to ready, idle RSS, burst (1,000 reviews at concurrency 100, pool 25)
 # with its peak RSS, keep-alive (executor, driver), new connection per request, open loop at
-# 1,000 reviews/s, and a 3 MiB review with the RSS after it.
+# 1,000 reviews/s, and 3 MiB reviews with the RSS 2 s after them and again after 3,000 normal
+# reviews.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -93,6 +94,12 @@ load 3mib --mode keepalive --body 3mib --requests "$(n 20)" --concurrency 1 --wa
 sleep 2
 for s in spark baseline lean; do
     echo "{\"label\":\"$s\",\"figure\":\"after-3mib\",\"rss_kb\":$(rss_kb "${PID[$s]}" VmRSS)}" >>"$OUT/results.jsonl"
+done
+# What happens when normal traffic resumes: the allocator reuses or returns what it kept.
+load after-3mib-traffic --mode keepalive --body executor --requests 3000 --concurrency 25
+sleep 2
+for s in spark baseline lean; do
+    echo "{\"label\":\"$s\",\"figure\":\"after-3mib-then-traffic\",\"rss_kb\":$(rss_kb "${PID[$s]}" VmRSS)}" >>"$OUT/results.jsonl"
 done
 
 python3 benches/report.py "$OUT/results.jsonl"

@@ -85,8 +85,11 @@ row("3 MiB review: p50", "3mib", "p50_ms", "ms")
 row("3 MiB review: server CPU per review", "3mib", "server_cpu_us_per_review", "us")
 row("RSS before the 3 MiB reviews", "before-3mib", "rss_kb", "MB")
 row("RSS 2 s after the 3 MiB reviews", "after-3mib", "rss_kb", "MB")
-growth_row("RSS after the 3 MiB reviews against just before them", "before-3mib", "after-3mib",
-           "within 10% of idle")
+growth_row("RSS 2 s after the 3 MiB reviews, against just before them", "before-3mib",
+           "after-3mib", "within 10% of idle")
+row("RSS after 3,000 more executor reviews (2 s later)", "after-3mib-then-traffic", "rss_kb", "MB")
+growth_row("RSS after 3,000 more executor reviews, against just before the 3 MiB reviews",
+           "before-3mib", "after-3mib-then-traffic", "within 10% of idle")
 errors = sum(r.get("errors", 0) or 0 for r in rows)
 print("\n".join(lines))
 print(f"\nerrors over every run: {errors}")

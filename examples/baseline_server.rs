@@ -6,7 +6,8 @@
 //! `--parse full` (the default) parses the review the way a webhook built on kube-rs does,
 //! `AdmissionReview<Pod>` whole; `--parse lean` uses spark-admission's own parse, which skips
 //! `metadata.managedFields`. Against the first, the ratio is spark-admission against a typical
-//! do-nothing webhook; against the second, it is the cost of the policy alone.
+//! do-nothing webhook; against the second, it is the cost of the policy alone. `--patch FILE`
+//! answers with a fixed patch, for the apiserver benchmark.
 //!
 //! ```sh
 //! cargo run --release --example baseline_server -- --listen 127.0.0.1:9443 \
@@ -26,6 +27,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use base64::Engine;
 use clap::Parser;
 use k8s_openapi::api::core::v1::Pod;
 use spark_admission::admission::{self, ResponseReview};
@@ -48,6 +50,11 @@ struct Args {
     tls_key: PathBuf,
     #[arg(long, value_enum, default_value = "full")]
     parse: Parse,
+    /// Answer every review with this JSON Patch (a file as `spark-admission mutate --patch`
+    /// prints it) instead of no patch: what the apiserver's handling of a patch costs, apart
+    /// from computing it.
+    #[arg(long)]
+    patch: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -58,15 +65,19 @@ enum Parse {
     Lean,
 }
 
-async fn mutate(parse: Parse, body: Bytes) -> Response {
+async fn mutate(parse: Parse, patch: Option<Arc<str>>, body: Bytes) -> Response {
     let parsed = match parse {
         Parse::Full => admission::parse_review_of::<Pod>(&body),
         Parse::Lean => admission::parse_review(&body),
     };
     match parsed {
         Ok(request) => {
-            let body = serde_json::to_vec(&ResponseReview::allowed(&request.uid))
-                .expect("a response serialises");
+            let mut review = ResponseReview::allowed(&request.uid);
+            if let Some(patch) = patch {
+                review.response.patch = Some(patch.to_string());
+                review.response.patch_type = Some("JSONPatch".to_owned());
+            }
+            let body = serde_json::to_vec(&review).expect("a response serialises");
             ([(header::CONTENT_TYPE, "application/json")], body).into_response()
         }
         Err(error) => (StatusCode::BAD_REQUEST, error.to_string()).into_response(),
@@ -76,6 +87,18 @@ async fn mutate(parse: Parse, body: Bytes) -> Response {
 fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
+    let patch: Option<Arc<str>> = match &args.patch {
+        Some(path) => {
+            let text = std::fs::read(path)?;
+            let _: json_patch::Patch = serde_json::from_slice(&text)?;
+            Some(
+                base64::engine::general_purpose::STANDARD
+                    .encode(text)
+                    .into(),
+            )
+        }
+        None => None,
+    };
     let state = Arc::new(State::new("policy.yaml"));
     // Ready at once: the admin port's /readyz answers 200 like a server with a policy.
     state.set_policy(spark_admission::Policy::builtin_example());
@@ -93,7 +116,10 @@ fn main() -> anyhow::Result<()> {
         drain_timeout: Duration::from_secs(10),
     };
     let app = Router::new()
-        .route("/mutate", post(move |body| mutate(args.parse, body)))
+        .route(
+            "/mutate",
+            post(move |body| mutate(args.parse, patch.clone(), body)),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
