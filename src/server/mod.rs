@@ -363,7 +363,31 @@ async fn reload_loop(
             _ = ticker.tick() => {}
             _ = stop.wait_for(|stop| *stop) => return,
         }
-        match certificates.reload_if_changed() {
+        // Reading files blocks; it runs on the blocking pool so that a slow disk never stalls
+        // the workers answering reviews.
+        let tick = {
+            let (state, certificates) = (state.clone(), certificates.clone());
+            let mut source = policy_source.take();
+            tokio::task::spawn_blocking(move || {
+                let certificate = certificates.reload_if_changed();
+                let policy = source.as_mut().map(|source| source.poll(&state));
+                (certificate, policy, source)
+            })
+        };
+        let (certificate, policy, source) = match tick.await {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                // Only a panic gets here, and it took the policy file source with it: say so
+                // loudly rather than stop re-reading silently.
+                tracing::error!(%error, "reloading files failed; the policy file is no longer re-read");
+                continue;
+            }
+        };
+        policy_source = source;
+        if let Some(update) = policy {
+            log_policy_update(update);
+        }
+        match certificate {
             tls::Reload::Unchanged => {}
             tls::Reload::Reloaded { not_after } => {
                 retrying = false;
@@ -385,9 +409,6 @@ async fn reload_loop(
                     last_reported = Some(message);
                 }
             }
-        }
-        if let Some(source) = policy_source.as_mut() {
-            log_policy_update(source.poll(&state));
         }
     }
 }
