@@ -248,7 +248,23 @@ proptest! {
         expected.metadata.managed_fields = managed_fields;
         prop_assert_eq!(applied, serde_json::to_value(&expected).expect("json"));
 
-        // (2) Reinvocation sees the desired pod and must change nothing.
+        // (2) The server's path gives the same answer: the review as the apiserver sends it,
+        // parsed without managedFields, reviewed, the patch base64-encoded in the response.
+        let mut review: Value = serde_json::from_str(EXECUTOR_REVIEW).expect("json");
+        review["request"]["object"] = sent.clone();
+        review["request"]["namespace"] = json!(shape.namespace);
+        let request = spark_admission::admission::parse_review(
+            &serde_json::to_vec(&review).expect("json"),
+        )
+        .expect("review parses");
+        let (answer, _) = spark_admission::admission::review(request, &policy);
+        prop_assert_eq!(answer.response.allowed, first.denial.is_none());
+        if first.denial.is_none() {
+            let sent_patch = answer.response.decoded_patch().unwrap_or_default();
+            prop_assert_eq!(&sent_patch, &patch);
+        }
+
+        // (3) Reinvocation sees the desired pod and must change nothing.
         let second = evaluate(&first.desired, &context, &policy).expect("still Spark");
         let again = spark_admission::patch::diff(first.desired.clone(), second.desired.clone()).expect("diff");
         prop_assert!(again.0.is_empty(), "second pass patched: {:?}", again);
