@@ -35,6 +35,12 @@ cleanup() {
 trap cleanup EXIT
 
 rss_kb() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
+# rss_snapshot FIGURE: records every server's current RSS under FIGURE.
+rss_snapshot() {
+    for s in "${SERVERS[@]}"; do
+        echo "{\"label\":\"$s\",\"figure\":\"$1\",\"rss_kb\":$(rss_kb "${PID[$s]}" VmRSS)}" >>"$OUT/results.jsonl"
+    done
+}
 
 # start NAME COMMAND...: starts a server, waits for /readyz (at most 10 s), records its pid,
 # ports and the milliseconds from spawn to ready.
@@ -64,15 +70,16 @@ start() {
 start spark "$BIN" serve --policy-file examples/policies/platform.yaml --log-level warn
 start baseline "$BASELINE" --parse full
 start lean "$BASELINE" --parse lean
+SERVERS=(spark baseline lean)
 sleep 1
-for s in spark baseline lean; do
+for s in "${SERVERS[@]}"; do
     echo "{\"label\":\"$s\",\"figure\":\"start\",\"ready_ms\":${READY_MS[$s]},\"idle_rss_kb\":$(rss_kb "${PID[$s]}" VmRSS)}" >>"$OUT/results.jsonl"
 done
 
 # load FIGURE LOADGEN-ARGS...: runs the load on spark-admission, then on each baseline.
 load() {
     local figure=$1; shift
-    for s in spark baseline lean; do
+    for s in "${SERVERS[@]}"; do
         "$LOADGEN" --target "https://127.0.0.1:${PORT[$s]}/mutate" --ca "$OUT/pki/ca.crt" \
             --server-pid "${PID[$s]}" --label "$s" "$@" \
             | python3 -c "import json,sys; r=json.load(sys.stdin); r['figure']='$figure'; print(json.dumps(r))" \
@@ -91,20 +98,14 @@ done
 load newconn --mode newconn --body executor --requests "$(n 3000)" --concurrency 25
 load openloop --mode openloop --body executor --rate 1000 --requests "$(n 10000)"
 sleep 1
-for s in spark baseline lean; do
-    echo "{\"label\":\"$s\",\"figure\":\"before-3mib\",\"rss_kb\":$(rss_kb "${PID[$s]}" VmRSS)}" >>"$OUT/results.jsonl"
-done
+rss_snapshot before-3mib
 load 3mib --mode keepalive --body 3mib --requests "$(n 20)" --concurrency 1 --warmup 0
 sleep 2
-for s in spark baseline lean; do
-    echo "{\"label\":\"$s\",\"figure\":\"after-3mib\",\"rss_kb\":$(rss_kb "${PID[$s]}" VmRSS)}" >>"$OUT/results.jsonl"
-done
+rss_snapshot after-3mib
 # What happens when normal traffic resumes: the allocator reuses or returns what it kept.
 load after-3mib-traffic --mode keepalive --body executor --requests 3000 --concurrency 25
 sleep 2
-for s in spark baseline lean; do
-    echo "{\"label\":\"$s\",\"figure\":\"after-3mib-then-traffic\",\"rss_kb\":$(rss_kb "${PID[$s]}" VmRSS)}" >>"$OUT/results.jsonl"
-done
+rss_snapshot after-3mib-then-traffic
 
 python3 benches/report.py "$OUT/results.jsonl"
 echo

@@ -328,8 +328,8 @@ fn mutate(mut pod: Pod, response: &mut Response, summary: &mut Summary, policy: 
     if summary.pod.is_empty() {
         summary.pod = pod.metadata.generate_name.clone().unwrap_or_default();
     }
-    // managedFields can be most of the pod; the policy never touches it, so it is left out of
-    // the diff (the patch paths do not depend on it).
+    // `parse_review` never reads managedFields; a request parsed whole may carry them. The policy
+    // never touches them, so they are left out of the diff (the patch paths do not depend on it).
     pod.metadata.managed_fields = None;
     let context = RequestContext {
         namespace: summary.namespace.clone(),
