@@ -32,7 +32,7 @@ apt_update() {
 }
 
 # ---------------------------------------------------------------- apt packages
-PKGS=(etcd-server golang-go golang-github-modern-go-reflect2-dev rsync jq openssl curl make dpkg-dev python3-venv ca-certificates)
+PKGS=(etcd-server golang-go golang-github-modern-go-reflect2-dev rsync jq openssl curl make dpkg-dev python3-venv ca-certificates haproxy)
 missing=()
 for p in "${PKGS[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
@@ -54,8 +54,8 @@ ETCD=$(command -v etcd || true)
 [[ -n $ETCD ]] || die "etcd binary not found after installing etcd-server"
 
 # -------------------------------------------------------------- kube-apiserver
-# The stamp marks a binary built with the reflect2 fix below; an older cached binary is rebuilt.
-APISERVER_STAMP="$APISERVER.reflect2-1.0.2"
+# The stamp marks a binary built with both fixes below; an older cached binary is rebuilt.
+APISERVER_STAMP="$APISERVER.reflect2-1.0.2.serviceport-tcp"
 apiserver_ok() { [[ -x $APISERVER && -f $APISERVER_STAMP ]] && "$APISERVER" --version >/dev/null 2>&1; }
 
 # Add a deb-src entry derived from the machine's own Debian entries (no host
@@ -134,6 +134,22 @@ build_apiserver() {
   mkdir -p "$src/vendor/github.com/modern-go/reflect2"
   find "$reflect2" -maxdepth 1 -type f -name '*.go' ! -name '*_test.go' -exec cp {} "$src/vendor/github.com/modern-go/reflect2/" \;
   find "$reflect2" -maxdepth 1 -type f -name '*.s' -exec cp {} "$src/vendor/github.com/modern-go/reflect2/" \;
+  # Spark's cluster mode creates a driver Service whose ports carry no `protocol`. Kubernetes
+  # 1.20's server-side apply then fails to build the Service's managed fields (protocol is part
+  # of the ports list's merge key and has no OpenAPI default), and the apiserver answers 500.
+  # Kubernetes 1.21 (PR 98576) gave ServicePort.Protocol the `+default="TCP"` marker that
+  # ContainerPort.Protocol already carries; the build regenerates the OpenAPI from it.
+  local types="$src/staging/src/k8s.io/api/core/v1/types.go"
+  awk '
+    /^type ServicePort struct/ { in_port = 1 }
+    in_port && /^}/ { in_port = 0 }
+    in_port && /^\tProtocol Protocol `json:"protocol,omitempty"/ && previous !~ /\+default="TCP"/ {
+      print "\t// +default=\"TCP\""
+    }
+    { print; previous = $0 }
+  ' "$types" > "$types.new" && mv "$types.new" "$types"
+  awk '/^type ServicePort struct/,/^}/' "$types" | grep -q '+default="TCP"' ||
+    die "could not add the +default marker to ServicePort.Protocol in $types"
   (
     cd "$src"
     export GOPATH="$BUILD_DIR/gopath" GOCACHE="$BUILD_DIR/gocache" HOME="$BUILD_DIR/home"
