@@ -183,6 +183,10 @@ pub struct Summary {
     pub dry_run: bool,
     /// The denial message, if denied.
     pub denial: Option<String>,
+    /// The pod's claim on the quotas that match it, when it is admitted so far: the caller
+    /// decides it against live state ([`crate::quota::Tracker`]) before answering, and refuses
+    /// with [`refuse_for_quota`] if it must.
+    pub quota_claim: Option<crate::quota::Claim>,
 }
 
 /// Parses a request body carrying pods, checking kind and version.
@@ -266,10 +270,10 @@ struct PodFields {
 }
 
 /// `ObjectMeta`'s fields with `managedFields` skipped: serde passes over an unknown key
-/// without building anything.
+/// without building anything. Also used by the quota pod watch (`#[serde(with = ...)]`).
 #[derive(Deserialize)]
 #[serde(remote = "ObjectMeta", rename_all = "camelCase")]
-struct MetadataFields {
+pub(crate) struct MetadataFields {
     annotations: Option<BTreeMap<String, String>>,
     creation_timestamp: Option<Time>,
     deletion_grace_period_seconds: Option<i64>,
@@ -313,6 +317,7 @@ pub fn review(mut request: AdmissionRequest<Pod>, policy: &Policy) -> (ResponseR
         namespace: request.namespace.clone().unwrap_or_default(),
         dry_run: request.dry_run,
         denial: None,
+        quota_claim: None,
     };
     if let Some(pod) = request
         .object
@@ -352,6 +357,12 @@ fn mutate(mut pod: Pod, response: &mut Response, summary: &mut Summary, policy: 
         summary.denial = Some(denial);
         return;
     }
+    if !policy.quotas.is_empty() {
+        summary.quota_claim =
+            engine::SparkPod::from_pod(&pod, &summary.namespace).and_then(|spark| {
+                crate::quota::Claim::new(policy, &spark, &evaluation.desired, &response.uid)
+            });
+    }
     let encoded = crate::patch::diff(pod, evaluation.desired).and_then(|patch| {
         if patch.0.is_empty() {
             return Ok(None);
@@ -378,6 +389,26 @@ fn mutate(mut pod: Pod, response: &mut Response, summary: &mut Summary, policy: 
             );
         }
     }
+}
+
+/// Turns an answer into the refusal of a pod that would take quotas over their limits: every
+/// limit's message, joined, as the denial the user sees.
+pub fn refuse_for_quota(
+    review: &mut ResponseReview,
+    summary: &mut Summary,
+    violations: &[crate::quota::Violation],
+) {
+    let message = violations
+        .iter()
+        .map(|v| v.message.as_str())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let response = &mut review.response;
+    response.patch = None;
+    response.patch_type = None;
+    response.deny(message.clone(), "Forbidden", 403);
+    summary.outcome = Outcome::Denied;
+    summary.denial = Some(message);
 }
 
 /// Label that marks a ConfigMap as holding a spark-admission policy.

@@ -37,6 +37,9 @@ enum Command {
     Check(CheckArgs),
     /// Apply a policy to one pod (or AdmissionReview) and print the mutated pod.
     Mutate(MutateArgs),
+    /// Show, per quota, each namespace's and each application's usage against its limits,
+    /// from the cluster's Spark pods (through KUBECONFIG) or a pod list.
+    Usage(UsageArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -116,6 +119,22 @@ struct ServeArgs {
     /// Longest time in-flight requests may take to finish after the listener closed.
     #[arg(long, env = "SPARK_ADMISSION_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     drain_timeout: Duration,
+    /// Quotas: how long a pod this replica admitted counts before the pod watch shows it (a
+    /// pod a later admission step refused stops counting after this).
+    #[arg(long, env = "SPARK_ADMISSION_QUOTA_RESERVATION_TTL", default_value = "30s", value_parser = parse_duration)]
+    quota_reservation_ttl: Duration,
+    /// Quotas: when an application is within this many pods of a per-application limit, its
+    /// pods are counted with a consistent LIST before deciding, so the limit is exact across
+    /// replicas.
+    #[arg(
+        long,
+        env = "SPARK_ADMISSION_QUOTA_CONFIRM_MARGIN",
+        default_value_t = 10
+    )]
+    quota_confirm_margin: u32,
+    /// Quotas: longest wait for that LIST; past it, this replica's own count decides.
+    #[arg(long, env = "SPARK_ADMISSION_QUOTA_CONFIRM_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    quota_confirm_timeout: Duration,
 }
 
 #[derive(Debug, clap::Args)]
@@ -192,6 +211,30 @@ struct MutateArgs {
     /// Print a readable diff from the pod to the mutated pod, instead of the pod.
     #[arg(long)]
     diff: bool,
+    /// The cluster's Spark pods to evaluate quotas against, as a pod list (JSON or YAML, e.g.
+    /// `kubectl get pods -A -l spark-role -o json > pods.json`). Without it, quotas are not
+    /// evaluated.
+    #[arg(long)]
+    pods: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum UsageFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+struct UsageArgs {
+    /// The policy file (YAML or JSON) whose quotas to report.
+    #[arg(long, short = 'p')]
+    policy: PathBuf,
+    /// Read the pods from this pod list (JSON or YAML) instead of the cluster.
+    #[arg(long)]
+    pods: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    output: UsageFormat,
 }
 
 /// Parses the command line and runs the command.
@@ -202,6 +245,7 @@ pub fn main() -> ExitCode {
         Command::Certs(args) => report(certs(&args)),
         Command::Check(args) => report(check(&args)),
         Command::Mutate(args) => report(mutate(&args)),
+        Command::Usage(args) => report(usage(&args)),
     }
 }
 
@@ -234,7 +278,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         (Some(cert), Some(key)) => (cert, key),
         _ => development_certificates(&args.certs_dir)?,
     };
-    let state = Arc::new(crate::state::State::new(args.policy_key.clone()));
+    let state = Arc::new(crate::state::State::with_quota_options(
+        args.policy_key.clone(),
+        crate::quota::Options {
+            reservation_ttl: args.quota_reservation_ttl,
+            confirm_margin: args.quota_confirm_margin,
+            confirm_timeout: args.quota_confirm_timeout,
+        },
+    ));
     if args.policy_file.is_none() && args.policy_configmap.is_none() {
         let policy = Policy::builtin_example();
         tracing::info!(policy = %policy.summary(), "no --policy-file: using the built-in example policy");
@@ -433,13 +484,19 @@ fn mutate(args: &MutateArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     };
     let input = read_pod_input(args)?;
-    if !policy.quotas.is_empty() {
-        let names: Vec<&str> = policy.quotas.iter().map(|q| q.name.as_str()).collect();
-        eprintln!(
-            "note: quotas ({}) need live cluster state and are not evaluated here",
-            names.join(", ")
-        );
-    }
+    let quota_pods = match &args.pods {
+        Some(path) => Some(read_pod_list(path)?),
+        None => {
+            if !policy.quotas.is_empty() {
+                let names: Vec<&str> = policy.quotas.iter().map(|q| q.name.as_str()).collect();
+                eprintln!(
+                    "note: quotas ({}) need the cluster's Spark pods and are not evaluated; give them with --pods",
+                    names.join(", ")
+                );
+            }
+            None
+        }
+    };
     let mut pod: Pod =
         serde_json::from_value(input.pod.clone()).context("input is not a valid pod")?;
     pod.metadata.managed_fields = None;
@@ -486,6 +543,35 @@ fn mutate(args: &MutateArgs) -> anyhow::Result<ExitCode> {
                 eprintln!("denied: {denial}");
                 return Ok(ExitCode::from(3));
             }
+            if let Some(ledger) = quota_pods {
+                let spark = engine::SparkPod::from_pod(&pod, &input.namespace);
+                let claim = spark.and_then(|spark| {
+                    crate::quota::Claim::new(&policy, &spark, &evaluation.desired, "mutate")
+                });
+                match claim {
+                    None => eprintln!("quotas: none applies to this pod"),
+                    Some(claim) => {
+                        let names: Vec<&str> = claim
+                            .quotas
+                            .iter()
+                            .filter_map(|&i| policy.quotas.get(i))
+                            .map(|q| q.name.as_str())
+                            .collect();
+                        let decision = crate::quota::Tracker::offline(ledger).admit_locally(
+                            &policy.quotas,
+                            &claim,
+                            true,
+                        );
+                        if !decision.admitted() {
+                            for violation in &decision.violations {
+                                eprintln!("denied: {violation}");
+                            }
+                            return Ok(ExitCode::from(3));
+                        }
+                        eprintln!("quotas: within {} with these pods", names.join(", "));
+                    }
+                }
+            }
             crate::patch::diff(pod, evaluation.desired)?
         }
     };
@@ -513,6 +599,113 @@ fn mutate(args: &MutateArgs) -> anyhow::Result<ExitCode> {
         OutputFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&mutated)?)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A ledger of the live Spark pods in a pod list (a `List`/`PodList` with `items`, a JSON
+/// array, or a single pod), as the server's watch would hold them.
+fn read_pod_list(path: &Path) -> anyhow::Result<crate::quota::Ledger> {
+    let document = parse_document(&read_input(path)?)
+        .with_context(|| format!("{} is not a pod list", path.display()))?;
+    let items = match document {
+        Value::Array(items) => items,
+        Value::Object(mut object) => match object.remove("items") {
+            Some(Value::Array(items)) => items,
+            Some(_) => bail!("{}: items is not a list", path.display()),
+            None => vec![Value::Object(object)],
+        },
+        _ => bail!("{} is not a pod list", path.display()),
+    };
+    let mut pods = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        let pod: crate::quota::watch::LeanPod = serde_json::from_value(item)
+            .with_context(|| format!("{}: items[{index}] is not a pod", path.display()))?;
+        pods.push(pod);
+    }
+    Ok(crate::quota::watch::ledger_of(&pods))
+}
+
+fn usage(args: &UsageArgs) -> anyhow::Result<ExitCode> {
+    let Some(policy) = load_policy(&args.policy)? else {
+        return Ok(ExitCode::from(1));
+    };
+    if policy.quotas.is_empty() {
+        eprintln!("{}: the policy has no quotas", args.policy.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let ledger = match &args.pods {
+        Some(path) => read_pod_list(path)?,
+        None => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("failed to start the async runtime")?;
+            runtime.block_on(crate::quota::watch::list_cluster())?
+        }
+    };
+    let rows = crate::quota::report::usage(&policy, &ledger, true);
+    let mut out = std::io::stdout().lock();
+    match args.output {
+        UsageFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?,
+        UsageFormat::Table => write!(out, "{}", usage_table(&rows))?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One row per quota and scope; each limit as `used/limit (percent)`.
+fn usage_table(rows: &[crate::quota::report::ScopeUsage]) -> String {
+    const RESOURCES: [&str; 4] = ["applications", "executors", "cpu", "memory"];
+    let mut table = vec![vec![
+        "QUOTA".to_owned(),
+        "NAMESPACE".to_owned(),
+        "APPLICATION".to_owned(),
+        "APPLICATIONS".to_owned(),
+        "EXECUTORS".to_owned(),
+        "CPU".to_owned(),
+        "MEMORY".to_owned(),
+    ]];
+    for row in rows {
+        let application = match (&row.application, &row.application_name) {
+            (Some(id), Some(name)) => format!("{id} ({name})"),
+            (Some(id), None) => id.clone(),
+            (None, _) => "-".to_owned(),
+        };
+        let mut line = vec![row.quota.clone(), row.namespace.clone(), application];
+        for resource in RESOURCES {
+            line.push(
+                row.measures
+                    .iter()
+                    .find(|m| m.resource == resource)
+                    .map_or_else(
+                        || "-".to_owned(),
+                        |m| format!("{}/{} ({:.0}%)", m.used, m.limit, m.ratio * 100.0),
+                    ),
+            );
+        }
+        table.push(line);
+    }
+    let widths: Vec<usize> = (0..table[0].len())
+        .map(|column| {
+            table
+                .iter()
+                .map(|line| line[column].len())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut text = String::new();
+    for line in &table {
+        let cells: Vec<String> = line
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        text.push_str(cells.join("  ").trim_end());
+        text.push('\n');
+    }
+    if rows.is_empty() {
+        text.push_str("(no Spark pods in the namespaces the quotas select)\n");
+    }
+    text
 }
 
 fn to_yaml(value: &Value) -> anyhow::Result<String> {

@@ -14,6 +14,7 @@ pub mod files;
 pub mod metrics;
 pub mod patch;
 pub mod policy;
+pub mod quota;
 pub mod server;
 pub mod source;
 pub mod state;

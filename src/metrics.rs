@@ -9,6 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 /// Labels of `spark_admission_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -33,6 +34,19 @@ pub struct RuleLabels {
 pub struct QuotaLabels {
     /// Quota name.
     pub quota: String,
+    /// `application` or `namespace`.
+    pub scope: &'static str,
+}
+
+/// Labels of `spark_admission_quota_usage_ratio`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QuotaUsageLabels {
+    /// Quota name.
+    pub quota: String,
+    /// Namespace.
+    pub namespace: String,
+    /// `cpu`, `memory` or `applications`.
+    pub resource: &'static str,
 }
 
 /// Labels of the reload counters.
@@ -58,8 +72,12 @@ pub struct Metrics {
     pub request_duration: Histogram,
     /// `spark_admission_rule_applied_total{rule}`.
     pub rule_applied: Family<RuleLabels, Counter>,
-    /// `spark_admission_quota_denied_total{quota}`.
+    /// `spark_admission_quota_denied_total{quota,scope}`.
     pub quota_denied: Family<QuotaLabels, Counter>,
+    /// `spark_admission_quota_usage_ratio{quota,namespace,resource}`.
+    pub quota_usage_ratio: Family<QuotaUsageLabels, Gauge<f64, AtomicU64>>,
+    /// `spark_admission_quota_confirm_total{result}`: consistent LISTs near a limit.
+    pub quota_confirm: Family<ResultLabels, Counter>,
     /// `spark_admission_policy_reload_total{result}`.
     pub policy_reload: Family<ResultLabels, Counter>,
     /// `spark_admission_policy_info{hash}`: 1 for the policy in force.
@@ -105,8 +123,20 @@ impl Metrics {
         let quota_denied = Family::<QuotaLabels, Counter>::default();
         registry.register(
             "spark_admission_quota_denied",
-            "Pods denied by a quota, by quota",
+            "Pods denied by a quota, by quota and scope (application, namespace)",
             quota_denied.clone(),
+        );
+        let quota_usage_ratio = Family::<QuotaUsageLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "spark_admission_quota_usage_ratio",
+            "Use of a quota's per-namespace limit (1 = at the limit), by quota, namespace and resource",
+            quota_usage_ratio.clone(),
+        );
+        let quota_confirm = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "spark_admission_quota_confirm",
+            "Consistent LISTs of an application's pods near a per-application limit, by result (ok, error)",
+            quota_confirm.clone(),
         );
         let policy_reload = Family::<ResultLabels, Counter>::default();
         registry.register(
@@ -139,7 +169,7 @@ impl Metrics {
             tracked_pods.clone(),
         );
         // Both results exist from the start, so `increase()` sees the first error too.
-        for family in [&policy_reload, &certificate_reload] {
+        for family in [&policy_reload, &certificate_reload, &quota_confirm] {
             for result in ["ok", "error"] {
                 let _ = family.get_or_create_owned(&ResultLabels {
                     result: result.to_owned(),
@@ -152,6 +182,8 @@ impl Metrics {
             request_duration,
             rule_applied,
             quota_denied,
+            quota_usage_ratio,
+            quota_confirm,
             policy_reload,
             policy_info,
             certificate_expiry,
@@ -168,6 +200,16 @@ impl Metrics {
                 operation,
                 role,
                 result,
+            })
+            .inc();
+    }
+
+    /// Counts a pod refused by `quota` in `scope`.
+    pub fn count_quota_denial(&self, quota: &str, scope: &'static str) {
+        self.quota_denied
+            .get_or_create(&QuotaLabels {
+                quota: quota.to_owned(),
+                scope,
             })
             .inc();
     }

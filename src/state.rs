@@ -1,31 +1,63 @@
 //! What the server shares between requests and background tasks: the policy in force, the
-//! metrics, and readiness.
+//! quota tracker, the metrics, and readiness.
 //!
-//! Requests only read: they take the current policy (an `Arc`, cheap to clone) and never wait
-//! on I/O. Sources replace the policy atomically for the next request.
+//! Requests only read the policy: they take the current one (an `Arc`, cheap to clone) and
+//! never wait on I/O for it. Sources replace the policy atomically for the next request.
+//!
+//! A policy with quotas needs the pod watch to have listed every Spark pod before its quotas
+//! mean anything. So such a policy is staged: the watch starts, and the policy goes into force
+//! the moment the watch has synced. Until then the previous policy keeps serving (at start-up
+//! there is none, so the server is not ready). Pods arriving meanwhile are therefore decided
+//! exactly as before the change, never against a half-listed cluster.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, QuotaUsageLabels};
 use crate::policy::Policy;
+use crate::quota::{self, Tracker};
+
+/// Where a new policy went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Installed {
+    /// In force for the next request.
+    InForce,
+    /// Waiting for the pod watch to sync; the previous policy serves until then.
+    Staged,
+}
 
 /// Shared server state.
 pub struct State {
     policy: RwLock<Option<Arc<Policy>>>,
+    staged: Mutex<Option<Policy>>,
+    /// Live Spark pods and reservations, for quotas.
+    pub quotas: Tracker,
+    // `Some(generation)` while the pod watch should run; a new generation each time quotas
+    // come back after a policy without them, so the watch always restarts with a fresh ledger.
+    quota_watch_wanted: tokio::sync::watch::Sender<Option<u64>>,
     /// The metrics.
     pub metrics: Metrics,
+    quota_watch_generation: AtomicU64,
     shutting_down: AtomicBool,
     /// ConfigMap key holding the policy, for `/validate-policy`.
     pub policy_key: String,
 }
 
 impl State {
-    /// State with no policy yet (not ready).
+    /// State with no policy yet (not ready) and default quota options.
     pub fn new(policy_key: impl Into<String>) -> Self {
+        Self::with_quota_options(policy_key, quota::Options::default())
+    }
+
+    /// State with no policy yet, deciding quotas with `options`.
+    pub fn with_quota_options(policy_key: impl Into<String>, options: quota::Options) -> Self {
         Self {
             policy: RwLock::new(None),
+            staged: Mutex::new(None),
+            quotas: Tracker::new(options),
+            quota_watch_wanted: tokio::sync::watch::Sender::new(None),
             metrics: Metrics::new(),
+            quota_watch_generation: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
             policy_key: policy_key.into(),
         }
@@ -40,8 +72,91 @@ impl State {
         }
     }
 
-    /// Puts `policy` in force for every request from now on.
-    pub fn set_policy(&self, policy: Policy) {
+    /// Puts `policy` in force for every request from now on, or, when it has quotas and the pod
+    /// watch has not synced, stages it until the watch has.
+    pub fn set_policy(&self, policy: Policy) -> Installed {
+        let mut staged = self.lock_staged();
+        if policy.quotas.is_empty() {
+            *staged = None;
+            // Forget the pods now, not when the watch task notices: a policy with quotas that
+            // follows at once must wait for a new listing, not use a ledger about to be dropped.
+            self.quota_watch_wanted.send_replace(None);
+            self.quotas.reset();
+            self.update_tracked_pods();
+            self.put_in_force(policy);
+            return Installed::InForce;
+        }
+        self.quota_watch_wanted
+            .send_if_modified(|wanted| match wanted {
+                Some(_) => false,
+                None => {
+                    *wanted = Some(self.quota_watch_generation.fetch_add(1, Ordering::Relaxed));
+                    true
+                }
+            });
+        if self.quotas.is_synced() {
+            *staged = None;
+            self.put_in_force(policy);
+            Installed::InForce
+        } else {
+            *staged = Some(policy);
+            Installed::Staged
+        }
+    }
+
+    /// The pod watch listed every Spark pod: a staged policy goes into force.
+    pub fn quota_watch_synced(&self) {
+        let staged = self.lock_staged().take();
+        if let Some(policy) = staged {
+            tracing::info!(policy = %policy.summary(), "the pod watch has synced: policy in force");
+            self.put_in_force(policy);
+        }
+    }
+
+    /// A policy waiting for the pod watch, if any.
+    pub fn staged_policy_hash(&self) -> Option<String> {
+        self.lock_staged().as_ref().map(|p| p.hash.clone())
+    }
+
+    /// Follows whether the pod watch should run (the policy in force or staged has quotas):
+    /// `Some(generation)` while it should.
+    pub fn quota_watch_wanted(&self) -> tokio::sync::watch::Receiver<Option<u64>> {
+        self.quota_watch_wanted.subscribe()
+    }
+
+    /// Sets `spark_admission_tracked_pods` from the ledger.
+    pub fn update_tracked_pods(&self) {
+        let count = self.quotas.with_ledger(|ledger| ledger.tracked_pods());
+        self.metrics
+            .tracked_pods
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Sets `spark_admission_quota_usage_ratio` from the ledger and the policy in force (done
+    /// when metrics are scraped, so it is always current and costs nothing between scrapes).
+    pub fn update_quota_usage(&self) {
+        let family = &self.metrics.quota_usage_ratio;
+        family.clear();
+        let Some(policy) = self.policy().filter(|p| !p.quotas.is_empty()) else {
+            return;
+        };
+        let rows = self
+            .quotas
+            .with_ledger(|ledger| quota::report::usage(&policy, ledger, false));
+        for row in rows {
+            for measure in row.measures {
+                family
+                    .get_or_create(&QuotaUsageLabels {
+                        quota: row.quota.clone(),
+                        namespace: row.namespace.clone(),
+                        resource: measure.resource,
+                    })
+                    .set(measure.ratio);
+            }
+        }
+    }
+
+    fn put_in_force(&self, policy: Policy) {
         self.metrics.set_policy(&policy.hash);
         let policy = Some(Arc::new(policy));
         match self.policy.write() {
@@ -50,7 +165,14 @@ impl State {
         }
     }
 
-    /// Ready: a policy is loaded and the server is not shutting down.
+    fn lock_staged(&self) -> std::sync::MutexGuard<'_, Option<Policy>> {
+        match self.staged.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Ready: a policy is in force and the server is not shutting down.
     pub fn is_ready(&self) -> bool {
         !self.shutting_down.load(Ordering::Acquire) && self.policy().is_some()
     }
@@ -58,5 +180,81 @@ impl State {
     /// Marks the server as shutting down; readiness turns false.
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    const RULES_ONLY: &str = "rules: [{name: one}]";
+    const WITH_QUOTAS: &str =
+        "rules: [{name: two}]\nquotas: [{name: q, perApplication: {maxExecutors: 3}}]";
+
+    #[test]
+    fn a_policy_with_quotas_waits_for_the_pod_watch_and_the_previous_one_serves_meanwhile() {
+        let state = State::new("policy.yaml");
+        let first = Policy::parse(RULES_ONLY).unwrap();
+        assert_eq!(state.set_policy(first.clone()), Installed::InForce);
+        assert_eq!(
+            *state.quota_watch_wanted().borrow(),
+            None,
+            "no quotas: no watch"
+        );
+
+        let second = Policy::parse(WITH_QUOTAS).unwrap();
+        assert_eq!(state.set_policy(second.clone()), Installed::Staged);
+        let generation = *state.quota_watch_wanted().borrow();
+        assert!(generation.is_some(), "the watch is asked to start");
+        assert_eq!(
+            state.policy().unwrap().hash,
+            first.hash,
+            "the old policy serves"
+        );
+        assert_eq!(state.staged_policy_hash(), Some(second.hash.clone()));
+        assert!(state.is_ready());
+
+        state.quotas.synced_with(Default::default());
+        state.quota_watch_synced();
+        assert_eq!(state.policy().unwrap().hash, second.hash);
+        assert_eq!(state.staged_policy_hash(), None);
+
+        // With the watch synced, another policy with quotas is in force at once...
+        let third = Policy::parse(&format!("{WITH_QUOTAS}\n# edited")).unwrap();
+        assert_eq!(state.set_policy(third), Installed::InForce);
+        assert_eq!(
+            *state.quota_watch_wanted().borrow(),
+            generation,
+            "same watch"
+        );
+        // ...and one without quotas stops the watch and forgets its pods, so quotas coming
+        // back wait for a new listing.
+        assert_eq!(state.set_policy(first), Installed::InForce);
+        assert_eq!(*state.quota_watch_wanted().borrow(), None);
+        assert!(!state.quotas.is_synced());
+        assert_eq!(
+            state.set_policy(Policy::parse(WITH_QUOTAS).unwrap()),
+            Installed::Staged
+        );
+        assert_ne!(
+            *state.quota_watch_wanted().borrow(),
+            generation,
+            "a new watch"
+        );
+    }
+
+    #[test]
+    fn at_start_a_policy_with_quotas_leaves_the_server_not_ready_until_the_watch_syncs() {
+        let state = State::new("policy.yaml");
+        assert_eq!(
+            state.set_policy(Policy::parse(WITH_QUOTAS).unwrap()),
+            Installed::Staged
+        );
+        assert!(!state.is_ready());
+        state.quotas.synced_with(Default::default());
+        state.quota_watch_synced();
+        assert!(state.is_ready());
     }
 }

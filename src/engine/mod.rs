@@ -21,7 +21,8 @@ use k8s_openapi::api::core::v1::Pod;
 
 use crate::policy::{Policy, Role, Rule};
 
-pub use spark::{SparkPod, spark_container_index};
+pub use matching::matches;
+pub use spark::{APP_ID_LABEL, ROLE_LABEL, SparkPod, app_name_of, spark_container_index};
 
 /// Annotation listing the rules that matched, comma separated, in policy order.
 pub const APPLIED_RULES_ANNOTATION: &str = "spark-admission.io/applied-rules";

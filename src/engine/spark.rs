@@ -6,10 +6,20 @@ use k8s_openapi::api::core::v1::Pod;
 
 use crate::policy::{Role, Variable};
 
-const ROLE_LABEL: &str = "spark-role";
+/// The label that makes a pod a Spark pod: `driver` or `executor`.
+pub const ROLE_LABEL: &str = "spark-role";
 const APP_NAME_LABEL: &str = "spark-app-name";
 const OPERATOR_APP_NAME_LABEL: &str = "sparkoperator.k8s.io/app-name";
-const APP_ID_LABEL: &str = "spark-app-selector";
+/// The label carrying the application id (Spark and the Spark Operator always set it).
+pub const APP_ID_LABEL: &str = "spark-app-selector";
+
+/// The application name: label `spark-app-name`, else `sparkoperator.k8s.io/app-name`.
+pub fn app_name_of(labels: &BTreeMap<String, String>) -> Option<&str> {
+    labels
+        .get(APP_NAME_LABEL)
+        .or_else(|| labels.get(OPERATOR_APP_NAME_LABEL))
+        .map(String::as_str)
+}
 
 /// The facts about a Spark pod that the policy can see.
 #[derive(Debug, Clone)]
@@ -49,10 +59,7 @@ impl SparkPod {
         Some(Self {
             role,
             namespace: namespace.to_owned(),
-            app_name: labels
-                .get(APP_NAME_LABEL)
-                .or_else(|| labels.get(OPERATOR_APP_NAME_LABEL))
-                .cloned(),
+            app_name: app_name_of(&labels).map(str::to_owned),
             app_id: labels.get(APP_ID_LABEL).cloned(),
             service_account,
             container: spark_container_index(pod, role),

@@ -252,8 +252,10 @@ impl Rule {
 /// Limits for one scope of a quota.
 #[derive(Debug, Clone, Default)]
 pub struct QuotaLimits {
-    /// Most executor pods alive at once.
+    /// Most executor pods alive at once (per application only).
     pub max_executors: Option<u32>,
+    /// Most applications with live pods (per namespace only).
+    pub max_applications: Option<u32>,
     /// Most CPU, summed over live pods.
     pub max_cpu: Option<Quantity>,
     /// Most memory, summed over live pods.

@@ -1010,12 +1010,15 @@ impl Checker {
         let allowed: &[&str] = if per_application {
             &["maxExecutors", "maxCpu", "maxMemory"]
         } else {
-            &["maxCpu", "maxMemory"]
+            &["maxApplications", "maxCpu", "maxMemory"]
         };
         let map = self.object(value, path, allowed)?;
         let mut limits = QuotaLimits::default();
         if let Some(max) = map.get("maxExecutors") {
             limits.max_executors = self.typed::<u32>(max, &key_path(path, "maxExecutors"));
+        }
+        if let Some(max) = map.get("maxApplications") {
+            limits.max_applications = self.typed::<u32>(max, &key_path(path, "maxApplications"));
         }
         if let Some(max) = map.get("maxCpu") {
             limits.max_cpu = self.quantity(max, &key_path(path, "maxCpu"));

@@ -87,7 +87,7 @@ pub struct Server {
     admin: TcpListener,
     certificates: Arc<CertificateStore>,
     policy_source: Option<FilePolicySource>,
-    kube_client: Option<kube::Client>,
+    kube_client: std::result::Result<kube::Client, String>,
 }
 
 impl Server {
@@ -109,13 +109,14 @@ impl Server {
         if let Some(source) = policy_source.as_mut() {
             log_policy_update(source.poll(&state));
         }
-        let kube_client = match options.policy_configmap {
-            Some(_) => Some(
-                kube::Client::try_default()
-                    .await
-                    .map_err(Error::Kubernetes)?,
-            ),
-            None => None,
+        // The ConfigMap source cannot work without a client; quotas need one only when the
+        // policy has some, which may come later, so a missing client is reported then.
+        let kube_client = match kube::Client::try_default().await {
+            Ok(client) => Ok(client),
+            Err(error) if options.policy_configmap.is_some() => {
+                return Err(Error::Kubernetes(error));
+            }
+            Err(error) => Err(error.to_string()),
         };
         Ok(Self {
             options,
@@ -178,7 +179,22 @@ impl Server {
             options.reload_interval,
             stop_rx.clone(),
         ));
-        let configmap_watch = match (kube_client, options.policy_configmap.clone()) {
+        let quota_watch = match &kube_client {
+            Ok(client) => {
+                state.quotas.set_client(client.clone());
+                tokio::spawn(crate::quota::watch::run(
+                    client.clone(),
+                    state.clone(),
+                    stop_rx.clone(),
+                ))
+            }
+            Err(error) => tokio::spawn(report_quotas_without_client(
+                state.clone(),
+                error.clone(),
+                stop_rx.clone(),
+            )),
+        };
+        let configmap_watch = match (kube_client.ok(), options.policy_configmap.clone()) {
             (Some(client), Some(source)) => {
                 tracing::info!(configmap = %source, "watching the policy ConfigMap");
                 Some(tokio::spawn(crate::source::configmap::watch(
@@ -262,6 +278,7 @@ impl Server {
         if let Some(watch) = configmap_watch {
             let _ = watch.await;
         }
+        let _ = quota_watch.await;
         tracing::info!("stopped");
         Ok(())
     }
@@ -331,10 +348,34 @@ async fn serve_connection(
     }
 }
 
+/// Without a Kubernetes client there is no pod watch: a policy with quotas can never go into
+/// force, and the log says why each time one arrives.
+async fn report_quotas_without_client(
+    state: Arc<State>,
+    error: String,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut wanted = state.quota_watch_wanted();
+    loop {
+        tokio::select! {
+            changed = wanted.wait_for(Option::is_some) => if changed.is_err() { return },
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+        tracing::error!(%error, "the policy has quotas, which count Spark pods through the Kubernetes API, but no client could be made (in-cluster config or KUBECONFIG); it is not put in force");
+        tokio::select! {
+            changed = wanted.wait_for(Option::is_none) => if changed.is_err() { return },
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
 fn log_policy_update(update: PolicyUpdate) {
     match update {
         PolicyUpdate::Unchanged => {}
         PolicyUpdate::Loaded(summary) => tracing::info!(policy = %summary, "policy loaded"),
+        PolicyUpdate::Staged(summary) => {
+            tracing::info!(policy = %summary, "policy loaded; it has quotas and goes into force once the pod watch has listed every Spark pod")
+        }
         PolicyUpdate::Invalid(error) => {
             tracing::error!(error = %error, "policy is invalid; the policy in force (if any) stays")
         }

@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::admission::{self, Outcome};
 use crate::metrics::{Metrics, RuleLabels};
+use crate::quota::Confirmation;
 use crate::state::State;
 
 /// The largest body accepted: the apiserver sends objects of up to 3 MiB, twice for UPDATE.
@@ -117,7 +118,28 @@ async fn mutate(AxumState(app): AxumState<WebhookApp>, headers: HeaderMap, body:
         }
     };
     let uid = request.uid.clone();
-    let (review, summary) = admission::review(request, &policy);
+    let (mut review, mut summary) = admission::review(request, &policy);
+    if let Some(claim) = summary.quota_claim.take() {
+        let decision = app
+            .state
+            .quotas
+            .admit(&policy.quotas, &claim, summary.dry_run)
+            .await;
+        match &decision.confirmation {
+            Confirmation::NotNeeded => {}
+            Confirmation::Listed => Metrics::count_result(&metrics.quota_confirm, true),
+            Confirmation::Failed(error) => {
+                Metrics::count_result(&metrics.quota_confirm, false);
+                tracing::warn!(%uid, %error, "could not confirm the application's pods with a LIST; decided on this replica's view");
+            }
+        }
+        if !decision.admitted() {
+            for violation in &decision.violations {
+                metrics.count_quota_denial(&violation.quota, violation.scope.as_str());
+            }
+            admission::refuse_for_quota(&mut review, &mut summary, &decision.violations);
+        }
+    }
     let body = match serde_json::to_vec(&review) {
         Ok(body) => body,
         Err(error) => {
@@ -184,6 +206,12 @@ async fn validate_policy(
 async fn readyz(AxumState(state): AxumState<Arc<State>>) -> Response {
     if state.is_ready() {
         (StatusCode::OK, "ready\n").into_response()
+    } else if state.policy().is_none() && state.staged_policy_hash().is_some() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the policy has quotas: waiting for the pod watch to list every Spark pod\n",
+        )
+            .into_response()
     } else if state.policy().is_none() {
         (StatusCode::SERVICE_UNAVAILABLE, "no valid policy loaded\n").into_response()
     } else {
@@ -192,6 +220,7 @@ async fn readyz(AxumState(state): AxumState<Arc<State>>) -> Response {
 }
 
 async fn metrics(AxumState(state): AxumState<Arc<State>>) -> Response {
+    state.update_quota_usage();
     (
         [(
             header::CONTENT_TYPE,

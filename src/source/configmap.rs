@@ -18,7 +18,7 @@ use kube::{Client, Resource};
 
 use crate::metrics::Metrics;
 use crate::policy::{Policy, policy_hash};
-use crate::state::State;
+use crate::state::{Installed, State};
 
 /// Most of an Event's note that Kubernetes keeps (1 kB).
 const EVENT_NOTE_LIMIT: usize = 1000;
@@ -106,9 +106,17 @@ async fn apply(
     match result {
         Ok(policy) => {
             let summary = policy.summary();
-            state.set_policy(policy);
+            let installed = state.set_policy(policy);
             Metrics::count_result(&state.metrics.policy_reload, true);
-            tracing::info!(configmap = %source, policy = %summary, "policy loaded");
+            match installed {
+                Installed::InForce => {
+                    tracing::info!(configmap = %source, policy = %summary, "policy loaded")
+                }
+                Installed::Staged => tracing::info!(
+                    configmap = %source, policy = %summary,
+                    "policy loaded; it has quotas and goes into force once the pod watch has listed every Spark pod"
+                ),
+            }
         }
         Err(message) => {
             Metrics::count_result(&state.metrics.policy_reload, false);

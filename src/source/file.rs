@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use crate::files::FileWatch;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
-use crate::state::State;
+use crate::state::{Installed, State};
 
 use super::PolicyUpdate;
 
@@ -47,9 +47,12 @@ impl FilePolicySource {
         match Policy::parse(&text) {
             Ok(policy) => {
                 let summary = policy.summary();
-                state.set_policy(policy);
+                let installed = state.set_policy(policy);
                 Metrics::count_result(&state.metrics.policy_reload, true);
-                PolicyUpdate::Loaded(summary)
+                match installed {
+                    Installed::InForce => PolicyUpdate::Loaded(summary),
+                    Installed::Staged => PolicyUpdate::Staged(summary),
+                }
             }
             Err(error) => {
                 Metrics::count_result(&state.metrics.policy_reload, false);

@@ -11,6 +11,8 @@ pub enum PolicyUpdate {
     Unchanged,
     /// A new valid policy is in force; its summary.
     Loaded(String),
+    /// A new valid policy with quotas waits for the pod watch to sync; its summary.
+    Staged(String),
     /// The source changed to an invalid policy; the one in force stays.
     Invalid(crate::policy::Error),
     /// The source could not be read; the policy in force stays.

@@ -1,0 +1,197 @@
+//! Quotas on live Spark pods, per application and per namespace (SPEC §5), decided at
+//! admission from state held in memory.
+//!
+//! The pieces, in the order a decision uses them:
+//! - [`charge`]: what one pod costs, as the scheduler and ResourceQuota charge it;
+//! - [`ledger`]: the live Spark pods the watch showed plus the pods this replica admitted and the
+//!   watch has not shown yet (reservations), with running totals per namespace and per
+//!   application, so a decision never scans pods;
+//! - [`check`]: the pure decision, totals + one pod + one quota → the limits it would exceed,
+//!   each with a message a Spark user can act on;
+//! - [`tracker`]: the ledger shared by requests and the watch; check-and-reserve under one lock,
+//!   and a consistent LIST of the application's pods near a per-application limit, so those
+//!   limits stay exact across replicas;
+//! - [`watch`]: the kube-rs pod watch that feeds the ledger;
+//! - [`report`]: usage against each limit, for metrics and `spark-admission usage`.
+//!
+//! Nothing here decides what a pod looks like (the engine does). The only I/O on the request
+//! path is the tracker's LIST near a per-application limit.
+
+pub mod charge;
+pub mod check;
+pub mod ledger;
+pub mod report;
+pub mod tracker;
+pub mod watch;
+
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::engine::{SparkPod, matches};
+use crate::policy::{Policy, Role};
+
+pub use charge::Charge;
+pub use check::{Scope, Violation};
+pub use ledger::{Entry, Ledger, PodKey, TrackedPod};
+pub use tracker::{Confirmation, Decision, Options, Tracker};
+
+/// Errors confirming an application's pods with the API.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The LIST failed.
+    #[error("failed to list the pods of application {app} in namespace {namespace}: {source}")]
+    List {
+        /// Namespace.
+        namespace: String,
+        /// Application id.
+        app: String,
+        /// The cause.
+        #[source]
+        source: kube::Error,
+    },
+    /// The LIST took too long.
+    #[error(
+        "listing the pods of application {app} in namespace {namespace} took longer than {timeout:?}"
+    )]
+    Timeout {
+        /// Namespace.
+        namespace: String,
+        /// Application id.
+        app: String,
+        /// The limit.
+        timeout: std::time::Duration,
+    },
+}
+
+/// Shorthand for results of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What admitting one pod would add, and which quotas it answers to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// Namespace and name.
+    pub key: PodKey,
+    /// `spark-app-selector`.
+    pub app: Option<String>,
+    /// The application's name, for messages.
+    pub app_name: Option<String>,
+    /// Driver or executor.
+    pub role: Role,
+    /// CPU and memory of the pod as it will be stored.
+    pub charge: Charge,
+    /// Indices of the policy's quotas that match the pod.
+    pub quotas: Vec<usize>,
+}
+
+impl Claim {
+    /// The claim of a Spark pod: `spark` is what the pod arrived with (quotas match on it, as
+    /// rules do), `desired` the pod with the policy applied (its defaults and clamps are what
+    /// gets stored, so they are what is charged). `None` when no quota matches.
+    ///
+    /// Spark names every pod it creates, and a pod's namespace and name identify it across a
+    /// reinvoked admission. A pod with only `generateName` gets its name after admission, so
+    /// it is keyed by `request_uid`: a reinvocation of such a pod counts it twice until the
+    /// reservation expires.
+    pub fn new(
+        policy: &Policy,
+        spark: &SparkPod,
+        desired: &Pod,
+        request_uid: &str,
+    ) -> Option<Self> {
+        let quotas: Vec<usize> = policy
+            .quotas
+            .iter()
+            .enumerate()
+            .filter(|(_, quota)| matches(&quota.selector, spark))
+            .map(|(index, _)| index)
+            .collect();
+        if quotas.is_empty() {
+            return None;
+        }
+        let name = match desired.metadata.name.as_deref().filter(|n| !n.is_empty()) {
+            Some(name) => name.to_owned(),
+            // Braces and spaces cannot appear in a pod name, so this never equals a real one.
+            None => format!(
+                "{}{{request {request_uid}}}",
+                desired
+                    .metadata
+                    .generate_name
+                    .as_deref()
+                    .unwrap_or_default()
+            ),
+        };
+        Some(Self {
+            key: PodKey {
+                namespace: spark.namespace.clone(),
+                name,
+            },
+            app: spark.app_id.clone(),
+            app_name: spark.app_name.clone(),
+            role: spark.role,
+            charge: Charge::of_pod(desired),
+            quotas,
+        })
+    }
+
+    /// What the ledger holds for the pod once admitted.
+    pub fn entry(&self) -> Entry {
+        Entry {
+            app: self.app.clone(),
+            app_name: self.app_name.clone(),
+            role: self.role,
+            charge: self.charge,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_claim_matches_quotas_on_the_pod_as_it_arrived_and_charges_it_as_it_will_be_stored() {
+        let policy = Policy::parse(
+            r#"
+rules:
+  - name: defaults
+    resources: {executor: {default: {requests: {cpu: "3"}}}}
+quotas:
+  - {name: elsewhere, match: {namespaces: [other]}, perNamespace: {maxCpu: "1"}}
+  - {name: here, match: {namespaces: [analytics]}, perApplication: {maxExecutors: 5}}
+"#,
+        )
+        .unwrap();
+        let mut pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "exec-1", "labels": {"spark-role": "executor", "spark-app-selector": "spark-9", "spark-app-name": "etl"}},
+            "spec": {"containers": [{"name": "spark-kubernetes-executor", "image": "x"}]},
+        }))
+        .unwrap();
+        let spark = SparkPod::from_pod(&pod, "analytics").unwrap();
+        let evaluation = crate::engine::evaluate(
+            &pod,
+            &crate::engine::RequestContext {
+                namespace: "analytics".to_owned(),
+            },
+            &policy,
+        )
+        .unwrap();
+        let claim = Claim::new(&policy, &spark, &evaluation.desired, "uid-1").unwrap();
+        assert_eq!(claim.quotas, vec![1]);
+        assert_eq!(claim.key.name, "exec-1");
+        assert_eq!(claim.app.as_deref(), Some("spark-9"));
+        assert_eq!(claim.app_name.as_deref(), Some("etl"));
+        assert_eq!(
+            claim.charge.cpu, 3_000_000_000,
+            "the policy's default is charged"
+        );
+
+        pod.metadata.name = None;
+        pod.metadata.generate_name = Some("exec-".to_owned());
+        let unnamed = Claim::new(&policy, &spark, &pod, "uid-2").unwrap();
+        assert_eq!(unnamed.key.name, "exec-{request uid-2}");
+
+        let elsewhere = SparkPod::from_pod(&pod, "default").unwrap();
+        assert!(Claim::new(&policy, &elsewhere, &pod, "uid-3").is_none());
+    }
+}

@@ -1,0 +1,522 @@
+//! The ledger shared between requests and the pod watch, and the admission of one pod against
+//! it.
+//!
+//! Admitting is check-and-reserve under one lock, so concurrent creations on one replica can
+//! never both take the last free slot. Across replicas each holds its own watch, which lags
+//! behind pods the others admitted; so when a pod would bring its application within a margin
+//! of a per-application limit (or the watch is not in step), the application's pods are read
+//! with a consistent LIST first, and the decision is made on that LIST merged with what this
+//! replica knows. Spark creates executors one `create` after another, each answered after the
+//! pod is stored, so that LIST sees every earlier executor whichever replica admitted it: the
+//! per-application limits are exact. This LIST is the only I/O on the request path, and only
+//! near a limit.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use kube::api::{Api, ListParams};
+
+use crate::policy::{Quota, check_label_value};
+
+use super::check::{Violation, check, near_application_limit};
+use super::ledger::{AppTotals, Entry, Ledger, Member, PodKey, TrackedPod, Usage};
+use super::watch::{LeanPod, SPARK_POD_SELECTOR, tracked};
+use super::{Claim, Error};
+
+/// How the tracker decides.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How long an admitted pod counts if the watch never shows it (a later admission step
+    /// refused it). Longer than the whole admission chain can take.
+    pub reservation_ttl: Duration,
+    /// How many pods like the one admitted may separate an application from a limit before
+    /// its count is confirmed with a consistent LIST.
+    pub confirm_margin: u32,
+    /// Longest wait for that LIST; past it, the decision uses this replica's own view.
+    pub confirm_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            reservation_ttl: Duration::from_secs(30),
+            confirm_margin: 10,
+            confirm_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What a consistent read of the application's pods gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Confirmation {
+    /// Far from every per-application limit: the replica's own view decided.
+    NotNeeded,
+    /// The application's pods were listed and merged with the replica's view.
+    Listed,
+    /// The LIST failed; the replica's own view decided.
+    Failed(String),
+}
+
+/// The quota decision for one pod.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// Every limit the pod would take over; empty when admitted.
+    pub violations: Vec<Violation>,
+    /// Whether a consistent LIST was part of it.
+    pub confirmation: Confirmation,
+}
+
+impl Decision {
+    /// Whether the pod is admitted.
+    pub fn admitted(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+/// The live pods of one application, from a consistent LIST.
+#[derive(Debug, Clone, Default)]
+pub struct Listed {
+    /// The list's `metadata.resourceVersion` as a number.
+    pub resource_version: Option<u64>,
+    /// Live pods by name.
+    pub pods: Vec<(String, Entry)>,
+}
+
+/// The ledger, whether it is in step with the cluster, and how to confirm.
+pub struct Tracker {
+    ledger: Mutex<Ledger>,
+    synced: AtomicBool,
+    in_step: AtomicBool,
+    client: OnceLock<kube::Client>,
+    options: Options,
+}
+
+impl Tracker {
+    /// An empty, unsynced tracker.
+    pub fn new(options: Options) -> Self {
+        Self {
+            ledger: Mutex::new(Ledger::new()),
+            synced: AtomicBool::new(false),
+            in_step: AtomicBool::new(false),
+            client: OnceLock::new(),
+            options,
+        }
+    }
+
+    /// A tracker over a fixed set of pods (`spark-admission mutate --pods`, `usage`): synced,
+    /// never confirmed.
+    pub fn offline(ledger: Ledger) -> Self {
+        let tracker = Self::new(Options::default());
+        *tracker.lock() = ledger;
+        tracker.synced.store(true, Ordering::Release);
+        tracker.in_step.store(true, Ordering::Release);
+        tracker
+    }
+
+    /// Gives the tracker a client for confirming LISTs (set once, by the server).
+    pub fn set_client(&self, client: kube::Client) {
+        let _ = self.client.set(client);
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// Runs `f` on the ledger under its lock.
+    pub fn with_ledger<T>(&self, f: impl FnOnce(&mut Ledger) -> T) -> T {
+        f(&mut self.lock())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Ledger> {
+        // Nothing panics while holding the lock; should it, the totals are still whole numbers
+        // and the next relist rebuilds them.
+        match self.ledger.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Whether the watch has listed every Spark pod at least once since it (re)started.
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// The watch listed everything: the ledger holds exactly `pods` and the tracker is synced.
+    pub fn synced_with(&self, pods: std::collections::HashMap<PodKey, TrackedPod>) {
+        self.lock().replace_all(pods);
+        self.in_step.store(true, Ordering::Release);
+        self.synced.store(true, Ordering::Release);
+    }
+
+    /// The watch showed `key` live.
+    pub fn apply(&self, key: PodKey, pod: TrackedPod) {
+        self.lock().apply(key, pod);
+        self.in_step.store(true, Ordering::Release);
+    }
+
+    /// The watch showed `key` gone.
+    pub fn remove(&self, key: &PodKey) {
+        self.lock().remove(key);
+        self.in_step.store(true, Ordering::Release);
+    }
+
+    /// The watch failed and may have missed events until it shows the next one: until then,
+    /// every per-application decision is confirmed with a LIST.
+    pub fn fell_behind(&self) {
+        self.in_step.store(false, Ordering::Release);
+    }
+
+    /// The policy no longer has quotas: forget everything.
+    pub fn reset(&self) {
+        self.synced.store(false, Ordering::Release);
+        self.in_step.store(false, Ordering::Release);
+        self.lock().clear();
+    }
+
+    /// Decides `claim` against the `quotas` of the policy in force (the claim holds the indices
+    /// of those that match) and, when admitted and not a dry run, reserves the pod.
+    pub async fn admit(&self, quotas: &[Quota], claim: &Claim, dry_run: bool) -> Decision {
+        let matching: Vec<&Quota> = claim.quotas.iter().filter_map(|&i| quotas.get(i)).collect();
+        let confirm_with = {
+            let mut ledger = self.lock();
+            let usage = self.usage_now(&mut ledger, claim);
+            match self.confirmation_needed(&matching, claim, &usage) {
+                None => {
+                    return self.decide(
+                        &mut ledger,
+                        &matching,
+                        claim,
+                        usage,
+                        dry_run,
+                        Confirmation::NotNeeded,
+                    );
+                }
+                Some((client, app)) => (client, app),
+            }
+        };
+        let (client, app) = confirm_with;
+        let listed = tokio::time::timeout(
+            self.options.confirm_timeout,
+            list_application(client, &claim.key.namespace, &app),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::Timeout {
+                namespace: claim.key.namespace.clone(),
+                app: app.clone(),
+                timeout: self.options.confirm_timeout,
+            })
+        });
+        let mut ledger = self.lock();
+        let mut usage = self.usage_now(&mut ledger, claim);
+        let confirmation = match listed {
+            Ok(listed) => {
+                let members = ledger.app_members(&claim.key.namespace, &app);
+                usage.app = Some(merge(&listed, &members, &claim.key.name));
+                Confirmation::Listed
+            }
+            Err(error) => Confirmation::Failed(error.to_string()),
+        };
+        self.decide(&mut ledger, &matching, claim, usage, dry_run, confirmation)
+    }
+
+    /// The same decision without I/O: this replica's view only (`mutate --pods`, tests).
+    pub fn admit_locally(&self, quotas: &[Quota], claim: &Claim, dry_run: bool) -> Decision {
+        let matching: Vec<&Quota> = claim.quotas.iter().filter_map(|&i| quotas.get(i)).collect();
+        let mut ledger = self.lock();
+        let usage = self.usage_now(&mut ledger, claim);
+        self.decide(
+            &mut ledger,
+            &matching,
+            claim,
+            usage,
+            dry_run,
+            Confirmation::NotNeeded,
+        )
+    }
+
+    fn usage_now(&self, ledger: &mut Ledger, claim: &Claim) -> Usage {
+        ledger.expire(Instant::now());
+        ledger.usage(&claim.key.namespace, claim.app.as_deref(), &claim.key)
+    }
+
+    /// The client and application to LIST, when the decision must be confirmed.
+    fn confirmation_needed(
+        &self,
+        quotas: &[&Quota],
+        claim: &Claim,
+        usage: &Usage,
+    ) -> Option<(&kube::Client, String)> {
+        let client = self.client.get()?;
+        // The label value goes into a label selector: an invalid one (the apiserver validates
+        // labels only after admission) could change the selector's meaning.
+        let app = claim
+            .app
+            .as_ref()
+            .filter(|a| check_label_value(a).is_ok())?;
+        let has_app_limits = quotas.iter().any(|q| q.per_application.is_some());
+        let near = quotas
+            .iter()
+            .any(|q| near_application_limit(q, claim, usage, self.options.confirm_margin));
+        let lagging = !self.in_step.load(Ordering::Acquire);
+        (has_app_limits && (near || lagging)).then(|| (client, app.clone()))
+    }
+
+    fn decide(
+        &self,
+        ledger: &mut Ledger,
+        quotas: &[&Quota],
+        claim: &Claim,
+        usage: Usage,
+        dry_run: bool,
+        confirmation: Confirmation,
+    ) -> Decision {
+        let violations: Vec<Violation> = quotas
+            .iter()
+            .flat_map(|q| check(q, claim, &usage))
+            .collect();
+        if violations.is_empty() && !dry_run {
+            ledger.reserve(
+                claim.key.clone(),
+                claim.entry(),
+                Instant::now() + self.options.reservation_ttl,
+            );
+        }
+        Decision {
+            violations,
+            confirmation,
+        }
+    }
+}
+
+/// The application's totals from a consistent LIST merged with this replica's view, leaving
+/// out the pod being decided (`own`):
+/// - every listed pod counts;
+/// - a pod this replica admitted and the LIST does not show yet counts (it is still in flight);
+/// - a pod the watch shows and the LIST does not counts only if the watch saw it after the
+///   LIST was taken (created since); otherwise it was deleted before the LIST.
+pub fn merge(listed: &Listed, members: &[Member<'_>], own: &str) -> AppTotals {
+    let mut totals = AppTotals::default();
+    let mut count = |entry: &Entry| {
+        totals.present = true;
+        totals.charge = totals.charge.plus(entry.charge);
+        if entry.role == crate::policy::Role::Executor {
+            totals.executors += 1;
+        }
+    };
+    let mut seen = HashSet::new();
+    for (name, entry) in &listed.pods {
+        if name != own && seen.insert(name.as_str()) {
+            count(entry);
+        }
+    }
+    for member in members {
+        match *member {
+            Member::Reserved(name, entry) if name != own && !seen.contains(name) => count(entry),
+            Member::Tracked(name, entry, version) if name != own && !seen.contains(name) => {
+                let newer = match (version, listed.resource_version) {
+                    (Some(seen_at), Some(listed_at)) => seen_at > listed_at,
+                    // Versions that are not numbers cannot be ordered: count it, to be safe.
+                    _ => true,
+                };
+                if newer {
+                    count(entry);
+                }
+            }
+            _ => {}
+        }
+    }
+    totals
+}
+
+/// A consistent (quorum) LIST of one application's Spark pods.
+async fn list_application(
+    client: &kube::Client,
+    namespace: &str,
+    app: &str,
+) -> Result<Listed, Error> {
+    let api: Api<LeanPod> = Api::namespaced(client.clone(), namespace);
+    // No resourceVersion: the apiserver reads from etcd, not from its cache.
+    let params = ListParams::default().labels(&format!(
+        "{SPARK_POD_SELECTOR},{}={app}",
+        crate::engine::APP_ID_LABEL
+    ));
+    let list = api.list(&params).await.map_err(|source| Error::List {
+        namespace: namespace.to_owned(),
+        app: app.to_owned(),
+        source,
+    })?;
+    let resource_version = list
+        .metadata
+        .resource_version
+        .as_deref()
+        .and_then(|v| v.parse().ok());
+    let pods = list
+        .items
+        .iter()
+        .filter_map(|pod| tracked(pod).map(|(key, pod)| (key.name, pod.entry)))
+        .collect();
+    Ok(Listed {
+        resource_version,
+        pods,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::policy::{Policy, Role};
+    use crate::quota::charge::Charge;
+
+    fn entry(role: Role) -> Entry {
+        Entry {
+            app: Some("spark-1".to_owned()),
+            app_name: None,
+            role,
+            charge: Charge { cpu: 1, memory: 1 },
+        }
+    }
+
+    fn claim(name: &str) -> Claim {
+        Claim {
+            key: PodKey {
+                namespace: "analytics".to_owned(),
+                name: name.to_owned(),
+            },
+            app: Some("spark-1".to_owned()),
+            app_name: Some("nightly".to_owned()),
+            role: Role::Executor,
+            charge: Charge {
+                cpu: 1_000_000_000,
+                memory: 1 << 30,
+            },
+            quotas: vec![0],
+        }
+    }
+
+    #[test]
+    fn one_hundred_concurrent_admissions_under_max_executors_50_admit_exactly_50() {
+        let policy =
+            Policy::parse("quotas: [{name: q, perApplication: {maxExecutors: 50}}]").unwrap();
+        let tracker = Arc::new(Tracker::offline(Ledger::new()));
+        let quotas = Arc::new(policy.quotas);
+        let barrier = Arc::new(std::sync::Barrier::new(100));
+        let threads: Vec<_> = (0..100)
+            .map(|i| {
+                let (tracker, quotas, barrier) = (tracker.clone(), quotas.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    tracker
+                        .admit_locally(&quotas, &claim(&format!("exec-{i}")), false)
+                        .admitted()
+                })
+            })
+            .collect();
+        let admitted = threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .filter(|&admitted| admitted)
+            .count();
+        assert_eq!(admitted, 50);
+        assert_eq!(tracker.with_ledger(|l| l.reservations()), 50);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn one_hundred_concurrent_async_admissions_admit_exactly_50() {
+        let policy =
+            Policy::parse("quotas: [{name: q, perApplication: {maxExecutors: 50}}]").unwrap();
+        let tracker = Arc::new(Tracker::new(Options::default()));
+        tracker.synced_with(Default::default());
+        let quotas = Arc::new(policy.quotas);
+        let tasks: Vec<_> = (0..100)
+            .map(|i| {
+                let (tracker, quotas) = (tracker.clone(), quotas.clone());
+                tokio::spawn(async move {
+                    tracker
+                        .admit(&quotas, &claim(&format!("exec-{i}")), false)
+                        .await
+                        .admitted()
+                })
+            })
+            .collect();
+        let mut admitted = 0;
+        for task in tasks {
+            admitted += usize::from(task.await.unwrap());
+        }
+        assert_eq!(admitted, 50);
+    }
+
+    #[test]
+    fn a_dry_run_reserves_nothing_and_a_repeated_admission_counts_once() {
+        let policy =
+            Policy::parse("quotas: [{name: q, perApplication: {maxExecutors: 1}}]").unwrap();
+        let tracker = Tracker::offline(Ledger::new());
+        assert!(
+            tracker
+                .admit_locally(&policy.quotas, &claim("exec-1"), true)
+                .admitted()
+        );
+        assert_eq!(tracker.with_ledger(|l| l.reservations()), 0);
+        assert!(
+            tracker
+                .admit_locally(&policy.quotas, &claim("exec-1"), false)
+                .admitted()
+        );
+        // The apiserver reinvokes the webhook for the same pod: same name, new request.
+        assert!(
+            tracker
+                .admit_locally(&policy.quotas, &claim("exec-1"), false)
+                .admitted(),
+            "the pod is not counted against itself"
+        );
+        let refused = tracker.admit_locally(&policy.quotas, &claim("exec-2"), false);
+        assert!(!refused.admitted());
+        assert!(
+            refused.violations[0]
+                .message
+                .contains("would have 2 executors, the limit is 1")
+        );
+    }
+
+    #[test]
+    fn the_merge_counts_the_list_in_flight_pods_and_pods_created_after_the_list() {
+        let (driver, executor) = (entry(Role::Driver), entry(Role::Executor));
+        let listed = Listed {
+            resource_version: Some(100),
+            pods: vec![
+                ("driver".to_owned(), driver.clone()),
+                ("exec-1".to_owned(), executor.clone()),
+                ("exec-own".to_owned(), executor.clone()),
+            ],
+        };
+        let members = [
+            // Also in the list: counted once.
+            Member::Tracked("exec-1", &executor, Some(90)),
+            // Deleted before the list (the watch has not caught up): not counted.
+            Member::Tracked("exec-deleted", &executor, Some(95)),
+            // Created after the list: counted.
+            Member::Tracked("exec-new", &executor, Some(105)),
+            // Admitted here, not stored yet: counted.
+            Member::Reserved("exec-in-flight", &executor),
+            // Admitted here and stored: counted once.
+            Member::Reserved("exec-1", &executor),
+            // The pod being decided: never counted against itself.
+            Member::Reserved("exec-own", &executor),
+        ];
+        let totals = merge(&listed, &members, "exec-own");
+        assert_eq!(totals.executors, 3, "exec-1, exec-new, exec-in-flight");
+        assert_eq!(totals.charge.cpu, 4, "with the driver");
+        assert!(totals.present);
+        assert_eq!(
+            merge(&Listed::default(), &[], "exec-own"),
+            AppTotals::default()
+        );
+    }
+}

@@ -1,0 +1,306 @@
+//! The pod watch that feeds the ledger: a kube-rs watcher on every namespace's pods labelled
+//! `spark-role` (driver or executor), each stripped on arrival to what quotas count.
+//!
+//! It runs only while the policy in force (or the one waiting to be put in force) has quotas.
+//! Its first complete listing marks the tracker synced, which is when a policy with quotas
+//! goes into force (see [`State::set_policy`](crate::state::State::set_policy)). A restarted
+//! watch lists everything again, and the ledger is replaced atomically when that listing is
+//! complete; until then, and after any watch error until the next event, the ledger is
+//! treated as behind and per-application decisions are confirmed with a LIST.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity as KubeQuantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, ListParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event, watcher};
+use serde::Deserialize;
+
+use crate::engine::{APP_ID_LABEL, app_name_of};
+use crate::policy::Role;
+use crate::state::State;
+
+use super::charge::Charge;
+use super::ledger::{Entry, Ledger, PodKey, TrackedPod};
+
+/// The label selector of the watch and of confirming LISTs.
+pub const SPARK_POD_SELECTOR: &str = "spark-role in (driver,executor)";
+
+/// A pod with only the fields quotas read; everything else in the JSON is skipped while it is
+/// parsed, so a watch over thousands of pods allocates little.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LeanPod {
+    #[serde(default, with = "crate::admission::MetadataFields")]
+    metadata: ObjectMeta,
+    #[serde(default)]
+    spec: Option<LeanSpec>,
+    #[serde(default)]
+    status: Option<LeanStatus>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LeanSpec {
+    #[serde(default)]
+    containers: Vec<LeanContainer>,
+    #[serde(default)]
+    init_containers: Vec<LeanContainer>,
+    #[serde(default)]
+    resources: Option<ResourceRequirements>,
+    #[serde(default)]
+    overhead: Option<BTreeMap<String, KubeQuantity>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LeanContainer {
+    #[serde(default)]
+    resources: Option<ResourceRequirements>,
+    #[serde(default)]
+    restart_policy: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+struct LeanStatus {
+    #[serde(default)]
+    phase: Option<String>,
+}
+
+impl k8s_openapi::Resource for LeanPod {
+    const API_VERSION: &'static str = "v1";
+    const GROUP: &'static str = "";
+    const KIND: &'static str = "Pod";
+    const VERSION: &'static str = "v1";
+    const URL_PATH_SEGMENT: &'static str = "pods";
+    type Scope = k8s_openapi::NamespaceResourceScope;
+}
+
+impl k8s_openapi::Metadata for LeanPod {
+    type Ty = ObjectMeta;
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+impl LeanPod {
+    fn key(&self) -> Option<PodKey> {
+        Some(PodKey {
+            namespace: self.metadata.namespace.clone()?,
+            name: self.metadata.name.clone()?,
+        })
+    }
+}
+
+/// What the ledger keeps of a pod, or `None` when it does not count: not a Spark pod,
+/// Succeeded or Failed, or being deleted.
+pub fn tracked(pod: &LeanPod) -> Option<(PodKey, TrackedPod)> {
+    let key = pod.key()?;
+    let labels = pod.metadata.labels.as_ref()?;
+    let role = Role::from_label(labels.get(crate::engine::ROLE_LABEL)?)?;
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    if matches!(phase, Some("Succeeded" | "Failed")) || pod.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    let spec = pod.spec.clone().unwrap_or_default();
+    let charge = Charge::of_parts(
+        spec.containers.iter().map(|c| c.resources.as_ref()),
+        spec.init_containers.iter().map(|c| {
+            (
+                c.resources.as_ref(),
+                c.restart_policy.as_deref() == Some("Always"),
+            )
+        }),
+        spec.resources.as_ref(),
+        spec.overhead.as_ref(),
+    );
+    let entry = Entry {
+        app: labels.get(APP_ID_LABEL).cloned(),
+        app_name: app_name_of(labels).map(str::to_owned),
+        role,
+        charge,
+    };
+    let resource_version = pod
+        .metadata
+        .resource_version
+        .as_deref()
+        .and_then(|v| v.parse().ok());
+    Some((
+        key,
+        TrackedPod {
+            entry,
+            resource_version,
+        },
+    ))
+}
+
+/// A ledger holding the live Spark pods among `pods`.
+pub fn ledger_of(pods: &[LeanPod]) -> Ledger {
+    let mut ledger = Ledger::new();
+    for (key, pod) in pods.iter().filter_map(tracked) {
+        ledger.apply(key, pod);
+    }
+    ledger
+}
+
+/// Every live Spark pod of the cluster KUBECONFIG (or the in-cluster config) points at, listed
+/// in pages.
+pub async fn list_cluster() -> Result<Ledger, kube::Error> {
+    let client = kube::Client::try_default().await?;
+    let api: Api<LeanPod> = Api::all(client);
+    let mut params = ListParams::default().labels(SPARK_POD_SELECTOR).limit(500);
+    let mut pods = Vec::new();
+    loop {
+        let page = api.list(&params).await?;
+        pods.extend(page.items);
+        match page.metadata.continue_.filter(|token| !token.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => break,
+        }
+    }
+    Ok(ledger_of(&pods))
+}
+
+/// Runs the watch whenever the state wants it (its policy has quotas), until `stop`.
+pub async fn run(
+    client: kube::Client,
+    state: Arc<State>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut wanted = state.quota_watch_wanted();
+    loop {
+        let generation = tokio::select! {
+            changed = wanted.wait_for(Option::is_some) => match changed {
+                Ok(generation) => *generation,
+                Err(_) => return,
+            },
+            _ = stop.wait_for(|stop| *stop) => return,
+        };
+        tracing::info!("the policy has quotas: watching Spark pods in every namespace");
+        let api: Api<LeanPod> = Api::all(client.clone());
+        let config = watcher::Config::default().labels(SPARK_POD_SELECTOR);
+        let mut events = watcher(api, config).default_backoff().boxed();
+        let mut listing: Option<HashMap<PodKey, TrackedPod>> = None;
+        loop {
+            let event = tokio::select! {
+                event = events.next() => event,
+                // The state already forgot the pods (`State::set_policy`).
+                _ = wanted.wait_for(|wanted| *wanted != generation) => {
+                    tracing::info!("the policy has no quotas any more: the pod watch stops");
+                    break;
+                }
+                _ = stop.wait_for(|stop| *stop) => return,
+            };
+            match event {
+                None => return,
+                Some(Err(error)) => {
+                    state.quotas.fell_behind();
+                    tracing::warn!(%error, "the pod watch failed; retrying with backoff, per-application quotas are confirmed with a LIST meanwhile");
+                }
+                Some(Ok(Event::Init)) => listing = Some(HashMap::new()),
+                Some(Ok(Event::InitApply(pod))) => {
+                    if let (Some(listing), Some((key, pod))) = (listing.as_mut(), tracked(&pod)) {
+                        listing.insert(key, pod);
+                    }
+                }
+                Some(Ok(Event::InitDone)) => {
+                    let pods = listing.take().unwrap_or_default();
+                    let count = pods.len();
+                    state.quotas.synced_with(pods);
+                    state.update_tracked_pods();
+                    tracing::info!(pods = count, "the pod watch listed every live Spark pod");
+                    state.quota_watch_synced();
+                }
+                Some(Ok(Event::Apply(pod))) => {
+                    match tracked(&pod) {
+                        Some((key, tracked)) => state.quotas.apply(key, tracked),
+                        None => {
+                            if let Some(key) = pod.key() {
+                                state.quotas.remove(&key);
+                            }
+                        }
+                    }
+                    state.update_tracked_pods();
+                }
+                Some(Ok(Event::Delete(pod))) => {
+                    if let Some(key) = pod.key() {
+                        state.quotas.remove(&key);
+                    }
+                    state.update_tracked_pods();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use serde_json::json;
+
+    fn lean(value: serde_json::Value) -> LeanPod {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn executor(extra_metadata: serde_json::Value, phase: &str) -> LeanPod {
+        let mut metadata = json!({
+            "name": "exec-1", "namespace": "analytics", "resourceVersion": "42",
+            "labels": {"spark-role": "executor", "spark-app-selector": "spark-1", "spark-app-name": "etl"},
+            "managedFields": [{"manager": "x"}],
+        });
+        if let (Some(target), Some(extra)) = (metadata.as_object_mut(), extra_metadata.as_object())
+        {
+            target.extend(extra.clone());
+        }
+        lean(json!({
+            "metadata": metadata,
+            "spec": {"containers": [{"name": "c", "image": "spark", "resources": {"requests": {"cpu": "2", "memory": "1Gi"}}}]},
+            "status": {"phase": phase},
+        }))
+    }
+
+    #[test]
+    fn a_live_spark_pod_is_kept_stripped_to_what_quotas_count() {
+        let (key, pod) = tracked(&executor(json!({}), "Pending")).unwrap();
+        assert_eq!(key.namespace, "analytics");
+        assert_eq!(key.name, "exec-1");
+        assert_eq!(pod.resource_version, Some(42));
+        assert_eq!(pod.entry.app.as_deref(), Some("spark-1"));
+        assert_eq!(pod.entry.app_name.as_deref(), Some("etl"));
+        assert_eq!(pod.entry.role, Role::Executor);
+        assert_eq!(pod.entry.charge.cpu, 2_000_000_000);
+        assert_eq!(pod.entry.charge.memory, (1_i128 << 30) * 1_000_000_000);
+    }
+
+    #[test]
+    fn terminal_and_deleting_pods_do_not_count() {
+        assert!(tracked(&executor(json!({}), "Succeeded")).is_none());
+        assert!(tracked(&executor(json!({}), "Failed")).is_none());
+        assert!(tracked(&executor(json!({}), "Running")).is_some());
+        let deleting = json!({"deletionTimestamp": "2026-11-25T10:00:00Z"});
+        assert!(tracked(&executor(deleting, "Running")).is_none());
+    }
+
+    #[test]
+    fn a_pod_without_spark_app_selector_counts_without_an_application() {
+        let pod = lean(json!({
+            "metadata": {"name": "p", "namespace": "n", "labels": {"spark-role": "driver"}},
+            "spec": {"containers": []},
+        }));
+        let (_, pod) = tracked(&pod).unwrap();
+        assert_eq!(pod.entry.app, None);
+        assert_eq!(pod.entry.role, Role::Driver);
+        let other = lean(
+            json!({"metadata": {"name": "p", "namespace": "n", "labels": {"spark-role": "shuffle"}}}),
+        );
+        assert!(tracked(&other).is_none(), "only drivers and executors");
+    }
+}
