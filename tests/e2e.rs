@@ -27,6 +27,9 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_spark-admission");
+
+#[path = "e2e/quotas.rs"]
+mod quotas;
 const EXECUTOR_REVIEW: &str = include_str!("fixtures/spark-4.3/executor-review.json");
 const DRIVER_REVIEW: &str = include_str!("fixtures/spark-4.3/driver-review.json");
 
@@ -186,6 +189,28 @@ impl Webhook {
         head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
     }
 
+    /// The value of one metric series (its name with labels, as exposed), 0 when absent.
+    async fn metric(&self, series: &str) -> f64 {
+        let metrics = self.admin("/metrics").await.unwrap_or_default();
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// The directory holding this webhook's `tls.crt`, `tls.key` and `ca.crt`.
+    fn pki(&self) -> PathBuf {
+        self.dir.path().join("pki")
+    }
+
+    /// Replaces the policy file (re-read within the reload interval).
+    fn write_policy(&self, policy: &str) {
+        let path = self.dir.path().join("policy.yaml");
+        let staging = self.dir.path().join("policy.yaml.new");
+        std::fs::write(&staging, policy).unwrap();
+        std::fs::rename(staging, path).unwrap();
+    }
+
     /// `spark_admission_requests_total` summed over all label sets.
     async fn requests(&self) -> u64 {
         let metrics = self.admin("/metrics").await.unwrap_or_default();
@@ -227,6 +252,29 @@ impl Registration {
         failure_policy: &str,
         reinvocation: &str,
     ) -> Self {
+        Self::create_for(
+            client,
+            name,
+            &format!("https://127.0.0.1:{}/mutate", webhook.port),
+            &webhook.ca_bundle,
+            namespace,
+            failure_policy,
+            reinvocation,
+        )
+        .await
+    }
+
+    /// A registration calling `url` (a webhook, or a load balancer in front of several) with
+    /// `ca_bundle` (base64 PEM).
+    async fn create_for(
+        client: &Client,
+        name: &str,
+        url: &str,
+        ca_bundle: &str,
+        namespace: &TestNamespace,
+        failure_policy: &str,
+        reinvocation: &str,
+    ) -> Self {
         let configuration = MutatingWebhookConfiguration {
             metadata: ObjectMeta {
                 name: Some(name.to_owned()),
@@ -236,8 +284,8 @@ impl Registration {
                 name: format!("{name}.spark-admission.io"),
                 admission_review_versions: vec!["v1".to_owned()],
                 client_config: WebhookClientConfig {
-                    url: Some(format!("https://127.0.0.1:{}/mutate", webhook.port)),
-                    ca_bundle: Some(ByteString(base64_decode(&webhook.ca_bundle))),
+                    url: Some(url.to_owned()),
+                    ca_bundle: Some(ByteString(base64_decode(ca_bundle))),
                     service: None,
                 },
                 failure_policy: Some(failure_policy.to_owned()),
@@ -306,6 +354,154 @@ impl Drop for Registration {
                 "--ignore-not-found",
             ])
             .output();
+    }
+}
+
+/// A `spark-submit` against the test apiserver, in its own process group (the JVM and the
+/// Python workers), stopped when dropped. Its output goes to a log file.
+struct SparkSubmit {
+    child: Child,
+    log_path: PathBuf,
+    exit: Option<std::process::ExitStatus>,
+}
+
+impl SparkSubmit {
+    /// Client mode: this process is the driver, running tests/e2e/spark_job.py (which keeps
+    /// the driver alive until stopped), and asks the apiserver for executor pods.
+    fn client_mode(namespace: &str, name: &str, confs: &[(&str, &str)]) -> Self {
+        let mut confs = confs.to_vec();
+        confs.extend([
+            ("spark.driver.host", "127.0.0.1"),
+            ("spark.driver.bindAddress", "127.0.0.1"),
+            ("spark.scheduler.minRegisteredResourcesRatio", "0"),
+        ]);
+        Self::start(namespace, name, "client", &confs, "tests/e2e/spark_job.py")
+    }
+
+    /// Cluster mode: spark-submit creates the driver pod, its Service and its ConfigMap, then
+    /// returns (no kubelet runs the driver here).
+    fn cluster_mode(namespace: &str, name: &str, confs: &[(&str, &str)]) -> Self {
+        let mut confs = confs.to_vec();
+        confs.push(("spark.kubernetes.submission.waitAppCompletion", "false"));
+        Self::start(
+            namespace,
+            name,
+            "cluster",
+            &confs,
+            "local:///opt/spark/examples/src/main/python/pi.py",
+        )
+    }
+
+    fn start(namespace: &str, name: &str, mode: &str, confs: &[(&str, &str)], app: &str) -> Self {
+        let venv = PathBuf::from(
+            std::env::var("E2E_VENV")
+                .unwrap_or_else(|_| "/var/cache/spark-admission-e2e/venv".into()),
+        );
+        static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log_path =
+            std::env::temp_dir().join(format!("{namespace}-{name}-{run}-spark-submit.log"));
+        let path = format!(
+            "{}:{}",
+            venv.join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let token = format!(
+            "spark.kubernetes.authenticate.oauthToken={}",
+            env("E2E_ADMIN_TOKEN")
+        );
+        let namespace_conf = format!("spark.kubernetes.namespace={namespace}");
+        let mut command = Command::new("setsid");
+        command
+            .arg(venv.join("bin/spark-submit"))
+            .args(["--master", &format!("k8s://{}", env("E2E_APISERVER_URL"))])
+            .args(["--deploy-mode", mode, "--name", name])
+            .args(["--conf", &token])
+            .args(["--conf", "spark.kubernetes.trust.certificates=true"])
+            .args(["--conf", &namespace_conf])
+            .args([
+                "--conf",
+                "spark.kubernetes.container.image=apache/spark:4.0.0",
+            ])
+            .args(["--conf", "spark.ui.enabled=false"])
+            .args([
+                "--conf",
+                "spark.kubernetes.executor.deleteOnTermination=false",
+            ]);
+        for (key, value) in confs {
+            command.args(["--conf", &format!("{key}={value}")]);
+        }
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = command
+            .arg(app)
+            .env("PATH", path)
+            .env("SPARK_LOCAL_IP", "127.0.0.1")
+            .env("PYSPARK_PYTHON", venv.join("bin/python"))
+            .env("PYSPARK_DRIVER_PYTHON", venv.join("bin/python"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spark-submit starts");
+        Self {
+            child,
+            log_path,
+            exit: None,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The exit code once spark-submit has exited (-1 for a signal).
+    fn exit_code(&mut self) -> Option<i32> {
+        if self.exit.is_none() {
+            self.exit = self.child.try_wait().unwrap();
+        }
+        self.exit.map(|status| status.code().unwrap_or(-1))
+    }
+
+    /// Waits at most `limit` for spark-submit to exit; its exit code, if it did.
+    async fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Some(code) = self.exit_code() {
+                return Some(code);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        None
+    }
+
+    /// Stops the whole process group: TERM, then KILL after 10 s.
+    fn stop(&mut self) {
+        if self.exit_code().is_some() {
+            return;
+        }
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        let started = Instant::now();
+        while self.exit_code().is_none() && started.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if self.exit_code().is_none() {
+            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Drop for SparkSubmit {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- spark-submit log ({}) ---\n{}",
+                self.log_path.display(),
+                self.log()
+            );
+        }
     }
 }
 
@@ -515,62 +711,11 @@ async fn spark_submit_executors_carry_the_whole_policy_and_the_driver_keeps_runn
         "IfNeeded",
     )
     .await;
-    let venv = PathBuf::from(
-        std::env::var("E2E_VENV").unwrap_or_else(|_| "/var/cache/spark-admission-e2e/venv".into()),
+    let mut spark = SparkSubmit::client_mode(
+        &namespace.name,
+        "nightly-etl",
+        &[("spark.executor.instances", "3")],
     );
-    let log_path = std::env::temp_dir().join(format!("{}-spark-submit.log", namespace.name));
-    let path = format!(
-        "{}:{}",
-        venv.join("bin").display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let mut spark = Command::new("setsid")
-        .arg(venv.join("bin/spark-submit"))
-        .args(["--master", &format!("k8s://{}", env("E2E_APISERVER_URL"))])
-        .args(["--deploy-mode", "client", "--name", "nightly-etl"])
-        .args([
-            "--conf",
-            &format!(
-                "spark.kubernetes.authenticate.oauthToken={}",
-                env("E2E_ADMIN_TOKEN")
-            ),
-        ])
-        .args(["--conf", "spark.kubernetes.trust.certificates=true"])
-        .args([
-            "--conf",
-            &format!("spark.kubernetes.namespace={}", namespace.name),
-        ])
-        .args(["--conf", "spark.executor.instances=3"])
-        .args([
-            "--conf",
-            "spark.kubernetes.container.image=apache/spark:4.0.0",
-        ])
-        .args([
-            "--conf",
-            "spark.driver.host=127.0.0.1",
-            "--conf",
-            "spark.driver.bindAddress=127.0.0.1",
-        ])
-        .args([
-            "--conf",
-            "spark.ui.enabled=false",
-            "--conf",
-            "spark.scheduler.minRegisteredResourcesRatio=0",
-        ])
-        .args([
-            "--conf",
-            "spark.kubernetes.executor.deleteOnTermination=false",
-        ])
-        .arg("tests/e2e/spark_job.py")
-        .env("PATH", path)
-        .env("SPARK_LOCAL_IP", "127.0.0.1")
-        .env("PYSPARK_PYTHON", venv.join("bin/python"))
-        .env("PYSPARK_DRIVER_PYTHON", venv.join("bin/python"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(std::fs::File::create(&log_path).unwrap()))
-        .stderr(Stdio::from(std::fs::File::create(&log_path).unwrap()))
-        .spawn()
-        .expect("spark-submit starts");
     let pods = Api::<Pod>::namespaced(client.clone(), &namespace.name);
     let started = Instant::now();
     let executors = loop {
@@ -581,27 +726,21 @@ async fn spark_submit_executors_carry_the_whole_policy_and_the_driver_keeps_runn
         if list.items.len() >= 3 {
             break list.items;
         }
-        if started.elapsed() > Duration::from_secs(120) || spark.try_wait().unwrap().is_some() {
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", spark.id())])
-                .status();
+        if started.elapsed() > Duration::from_secs(120) || spark.exit_code().is_some() {
             panic!(
                 "3 executor pods not created ({} found); spark-submit log:\n{}",
                 list.items.len(),
-                std::fs::read_to_string(&log_path).unwrap_or_default()
+                spark.log()
             );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    let still_running = spark.try_wait().unwrap().is_none();
-    let _ = Command::new("kill")
-        .args(["-TERM", "--", &format!("-{}", spark.id())])
-        .status();
-    let _ = spark.wait();
+    let still_running = spark.exit_code().is_none();
+    spark.stop();
     assert!(
         still_running,
         "the driver process must keep running: {}",
-        std::fs::read_to_string(&log_path).unwrap_or_default()
+        spark.log()
     );
     for pod in &executors {
         assert_eq!(

@@ -1,0 +1,533 @@
+//! Quotas end to end (SPEC §5): real Spark 4.3 and real pods through the test apiserver, the
+//! webhook counting them from its own pod watch.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams};
+
+use super::{
+    DRIVER_REVIEW, EXECUTOR_REVIEW, Registration, SparkSubmit, TestNamespace, Webhook, client,
+    create_fixture, labels,
+};
+
+const THREE_EXECUTORS: &str = r#"
+rules:
+  - name: cost-labels
+    labels: {cost-center: "{namespace}"}
+quotas:
+  - name: three-executors
+    perApplication: {maxExecutors: 3}
+"#;
+
+const DENIED_THREE: &str =
+    "spark_admission_quota_denied_total{quota=\"three-executors\",scope=\"application\"}";
+
+/// Executor pods stored in `namespace`, by application id.
+async fn executors_by_app(pods: &Api<Pod>) -> BTreeMap<String, Vec<String>> {
+    let list = pods
+        .list(&ListParams::default().labels("spark-role=executor"))
+        .await
+        .unwrap();
+    let mut by_app: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for pod in list.items {
+        let app = labels(&pod)
+            .get("spark-app-selector")
+            .cloned()
+            .unwrap_or_default();
+        by_app
+            .entry(app)
+            .or_default()
+            .push(pod.metadata.name.unwrap_or_default());
+    }
+    by_app
+}
+
+async fn executor_count(pods: &Api<Pod>) -> usize {
+    executors_by_app(pods).await.values().map(Vec::len).sum()
+}
+
+#[tokio::test]
+#[ignore = "needs the e2e cluster: tests/e2e/run.sh"]
+async fn client_mode_asking_for_six_under_three_stores_three_and_spark_4_3_gives_up_with_code_11() {
+    let client = client().await;
+    let namespace = TestNamespace::create(&client, "quota-six").await;
+    let webhook = Webhook::start(THREE_EXECUTORS).await;
+    let _registration = Registration::create(
+        &client,
+        "e2e-quota-six",
+        &webhook,
+        &namespace,
+        "Fail",
+        "IfNeeded",
+    )
+    .await;
+    let pods = Api::<Pod>::namespaced(client.clone(), &namespace.name);
+    let mut spark = SparkSubmit::client_mode(
+        &namespace.name,
+        "six-asked",
+        &[("spark.executor.instances", "6")],
+    );
+    // Pods are never deleted here (no kubelet, no controller), so the count only grows: the
+    // largest count seen is the count at the end.
+    let code = spark.wait_exit(Duration::from_secs(240)).await;
+    let stored = executors_by_app(&pods).await;
+    let log = spark.log();
+    assert_eq!(
+        code,
+        Some(11),
+        "Spark 4.3 exits with code 11 once spark.executor.maxNumFailures refusals are counted; log:\n{log}"
+    );
+    assert_eq!(stored.len(), 1, "one application: {stored:?}");
+    let (app, executors) = stored.iter().next().unwrap();
+    assert_eq!(executors.len(), 3, "exactly 3 executor pods: {executors:?}");
+    let message = format!(
+        "quota three-executors: application {app} (six-asked) would have 4 executors, the limit is 3; ask for fewer with spark.executor.instances or spark.dynamicAllocation.maxExecutors"
+    );
+    assert!(
+        log.contains(&message),
+        "the refusal reaches the driver's log: {message}\n{log}"
+    );
+    // maxNumFailures defaults to max(3, 2 x spark.executor.instances) = 12.
+    assert!(
+        log.contains("Max number of executor failures (12) reached"),
+        "{log}"
+    );
+    let denied = webhook.metric(DENIED_THREE).await;
+    assert!(denied >= 12.0, "every refusal counted: {denied}");
+    // The watch holds every live Spark pod of the cluster, these 3 among them.
+    assert!(webhook.metric("spark_admission_tracked_pods").await >= 3.0);
+}
+
+#[tokio::test]
+#[ignore = "needs the e2e cluster: tests/e2e/run.sh"]
+async fn asking_for_three_under_three_is_never_refused_and_a_deleted_executor_is_replaced() {
+    let client = client().await;
+    let namespace = TestNamespace::create(&client, "quota-three").await;
+    let webhook = Webhook::start(THREE_EXECUTORS).await;
+    let _registration = Registration::create(
+        &client,
+        "e2e-quota-three",
+        &webhook,
+        &namespace,
+        "Fail",
+        "IfNeeded",
+    )
+    .await;
+    let pods = Api::<Pod>::namespaced(client.clone(), &namespace.name);
+    let mut spark = SparkSubmit::client_mode(
+        &namespace.name,
+        "three-asked",
+        &[("spark.executor.instances", "3")],
+    );
+    let started = Instant::now();
+    while executor_count(&pods).await < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120) && spark.exit_code().is_none(),
+            "3 executors not created: {}",
+            spark.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Spark's allocator runs every second; give it a dozen rounds to ask for more.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(spark.exit_code(), None, "the driver keeps running");
+    assert_eq!(executor_count(&pods).await, 3);
+    assert_eq!(webhook.metric(DENIED_THREE).await, 0.0, "no refusal");
+
+    let before = executors_by_app(&pods)
+        .await
+        .into_values()
+        .flatten()
+        .collect::<Vec<_>>();
+    let deleted = before[0].clone();
+    pods.delete(&deleted, &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let replacement = loop {
+        let now: Vec<String> = executors_by_app(&pods)
+            .await
+            .into_values()
+            .flatten()
+            .collect();
+        if let Some(new) = now.iter().find(|name| !before.contains(name)) {
+            break new.clone();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "no replacement for {deleted}; executors: {now:?}; log:\n{}",
+            spark.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    eprintln!(
+        "{deleted} deleted, {replacement} admitted after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(executor_count(&pods).await, 3);
+    assert_eq!(spark.exit_code(), None, "the driver keeps running");
+    assert_eq!(
+        webhook.metric(DENIED_THREE).await,
+        0.0,
+        "the replacement was not refused"
+    );
+    assert!(
+        !spark.log().contains("quota three-executors"),
+        "no refusal in the driver's log"
+    );
+}
+
+/// haproxy terminating TLS and sending each request to the next replica in turn, over its
+/// own connections to each: what several apiservers (or one Service) in front of several
+/// replicas amount to.
+struct LoadBalancer {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl LoadBalancer {
+    fn start(pki: &Path, backends: &[u16]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("front.pem");
+        let mut combined = std::fs::read(pki.join("tls.crt")).unwrap();
+        combined.extend(std::fs::read(pki.join("tls.key")).unwrap());
+        std::fs::write(&pem, combined).unwrap();
+        let port = super::free_port();
+        let servers: String = backends
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("  server replica{i} 127.0.0.1:{p} ssl verify none\n"))
+            .collect();
+        let config = format!(
+            "global\n  maxconn 512\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 60s\n  timeout server 10s\n\
+             frontend webhook\n  bind 127.0.0.1:{port} ssl crt {} alpn http/1.1\n  default_backend replicas\n\
+             backend replicas\n  balance roundrobin\n{servers}",
+            pem.display()
+        );
+        let config_path = dir.path().join("haproxy.cfg");
+        std::fs::write(&config_path, config).unwrap();
+        let child = Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.path().join("haproxy.log")).unwrap(),
+            ))
+            .spawn()
+            .expect("haproxy starts (installed by tests/e2e/setup.sh)");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "haproxy not listening"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for LoadBalancer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CREATE requests a replica answered.
+async fn creates(webhook: &Webhook) -> f64 {
+    let mut total = 0.0;
+    for result in ["patched", "unchanged", "denied"] {
+        total += webhook
+            .metric(&format!(
+                "spark_admission_requests_total{{operation=\"CREATE\",role=\"executor\",result=\"{result}\"}}"
+            ))
+            .await;
+    }
+    total
+}
+
+#[tokio::test]
+#[ignore = "needs the e2e cluster: tests/e2e/run.sh"]
+async fn two_replicas_behind_a_round_robin_balancer_never_store_more_than_three_executors() {
+    let client = client().await;
+    let namespace = TestNamespace::create(&client, "quota-replicas").await;
+    let replicas = [
+        Webhook::start(THREE_EXECUTORS).await,
+        Webhook::start(THREE_EXECUTORS).await,
+    ];
+    let balancer = LoadBalancer::start(&replicas[0].pki(), &[replicas[0].port, replicas[1].port]);
+    let _registration = Registration::create_for(
+        &client,
+        "e2e-quota-replicas",
+        &format!("https://127.0.0.1:{}/mutate", balancer.port),
+        &replicas[0].ca_bundle,
+        &namespace,
+        "Fail",
+        "IfNeeded",
+    )
+    .await;
+    let pods = Api::<Pod>::namespaced(client.clone(), &namespace.name);
+    for run in 1..=5 {
+        let denied_before =
+            replicas[0].metric(DENIED_THREE).await + replicas[1].metric(DENIED_THREE).await;
+        let served_before = [creates(&replicas[0]).await, creates(&replicas[1]).await];
+        let mut spark = SparkSubmit::client_mode(
+            &namespace.name,
+            &format!("run-{run}"),
+            &[("spark.executor.instances", "6")],
+        );
+        // Until Spark has had three creations refused (its first allocation round asks for
+        // 5, its second for 3 more), then stop it.
+        let started = Instant::now();
+        loop {
+            let denied = replicas[0].metric(DENIED_THREE).await
+                + replicas[1].metric(DENIED_THREE).await
+                - denied_before;
+            if denied >= 3.0 {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120) && spark.exit_code().is_none(),
+                "run {run}: no refusals; log:\n{}",
+                spark.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        spark.stop();
+        let served = [
+            creates(&replicas[0]).await - served_before[0],
+            creates(&replicas[1]).await - served_before[1],
+        ];
+        assert!(
+            served[0] >= 1.0 && served[1] >= 1.0,
+            "run {run}: both replicas answered creations: {served:?}"
+        );
+        // Pods are never deleted here, so the count only grows: no more than 3 now means no
+        // more than 3 at any moment.
+        let by_app = executors_by_app(&pods).await;
+        assert_eq!(by_app.len(), run, "one application per run: {by_app:?}");
+        for (app, executors) in &by_app {
+            assert_eq!(
+                executors.len(),
+                3,
+                "run {run}, application {app}: {executors:?}"
+            );
+        }
+        eprintln!("run {run}: 3 executors stored; creations answered per replica {served:?}");
+    }
+    let confirmed = replicas[0]
+        .metric("spark_admission_quota_confirm_total{result=\"ok\"}")
+        .await
+        + replicas[1]
+            .metric("spark_admission_quota_confirm_total{result=\"ok\"}")
+            .await;
+    assert!(
+        confirmed > 0.0,
+        "decisions near the limit were confirmed with a LIST"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the e2e cluster: tests/e2e/run.sh"]
+async fn max_applications_one_refuses_a_second_cluster_mode_application_at_spark_submit() {
+    let client = client().await;
+    let namespace = TestNamespace::create(&client, "quota-apps").await;
+    let policy = r#"
+quotas:
+  - name: one-app
+    perNamespace: {maxApplications: 1}
+"#;
+    let webhook = Webhook::start(policy).await;
+    let _registration = Registration::create(
+        &client,
+        "e2e-quota-apps",
+        &webhook,
+        &namespace,
+        "Fail",
+        "IfNeeded",
+    )
+    .await;
+    let mut first = SparkSubmit::cluster_mode(&namespace.name, "first-app", &[]);
+    let code = first.wait_exit(Duration::from_secs(120)).await;
+    assert_eq!(
+        code,
+        Some(0),
+        "the first application is submitted:\n{}",
+        first.log()
+    );
+    let pods = Api::<Pod>::namespaced(client.clone(), &namespace.name);
+    let drivers = pods
+        .list(&ListParams::default().labels("spark-role=driver"))
+        .await
+        .unwrap();
+    assert_eq!(drivers.items.len(), 1);
+
+    let mut second = SparkSubmit::cluster_mode(&namespace.name, "second-app", &[]);
+    let code = second.wait_exit(Duration::from_secs(120)).await;
+    let log = second.log();
+    assert!(
+        matches!(code, Some(c) if c != 0),
+        "spark-submit fails: {code:?}\n{log}"
+    );
+    let message = format!(
+        "quota one-app: namespace {} would have 2 Spark applications, the limit is 1; submit it again when one of them has finished",
+        namespace.name
+    );
+    assert!(
+        log.contains(&message),
+        "the refusal reaches spark-submit: {message}\n{log}"
+    );
+    let drivers = pods
+        .list(&ListParams::default().labels("spark-role=driver"))
+        .await
+        .unwrap();
+    assert_eq!(drivers.items.len(), 1, "no second driver stored");
+    assert_eq!(
+        webhook
+            .metric("spark_admission_quota_denied_total{quota=\"one-app\",scope=\"namespace\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the e2e cluster: tests/e2e/run.sh"]
+async fn a_namespace_cpu_limit_refuses_the_pod_that_would_exceed_it_with_its_message() {
+    let client = client().await;
+    let namespace = TestNamespace::create(&client, "quota-cpu").await;
+    let policy = r#"
+quotas:
+  - name: namespace-cpu
+    perNamespace: {maxCpu: "5"}
+"#;
+    let webhook = Webhook::start(policy).await;
+    let _registration = Registration::create(
+        &client,
+        "e2e-quota-cpu",
+        &webhook,
+        &namespace,
+        "Fail",
+        "IfNeeded",
+    )
+    .await;
+    let pods = Api::<Pod>::namespaced(client.clone(), &namespace.name);
+    // The real executor asks for 2 CPUs.
+    create_fixture(&pods, EXECUTOR_REVIEW, "exec-1")
+        .await
+        .expect("2 of 5");
+    create_fixture(&pods, EXECUTOR_REVIEW, "exec-2")
+        .await
+        .expect("4 of 5");
+    let error = create_fixture(&pods, EXECUTOR_REVIEW, "exec-3")
+        .await
+        .expect_err("6 of 5 is refused");
+    let message = error.to_string();
+    let expected = format!(
+        "quota namespace-cpu: Spark in namespace {} would use 6 CPUs, the limit is 5; ask for fewer executors (spark.executor.instances, spark.dynamicAllocation.maxExecutors) or fewer cores each (spark.executor.cores, spark.kubernetes.executor.request.cores), or wait for other applications to finish",
+        namespace.name
+    );
+    assert!(message.contains(&expected), "{message}");
+    assert!(pods.get_opt("exec-3").await.unwrap().is_none());
+    let ratio = webhook
+        .metric(&format!(
+            "spark_admission_quota_usage_ratio{{quota=\"namespace-cpu\",namespace=\"{}\",resource=\"cpu\"}}",
+            namespace.name
+        ))
+        .await;
+    assert!((ratio - 0.8).abs() < 1e-9, "4 of 5 CPUs: {ratio}");
+    // A dry run is decided the same way and reserves nothing.
+    let dry = Api::<Pod>::namespaced(client.clone(), &namespace.name)
+        .create(
+            &kube::api::PostParams {
+                dry_run: true,
+                field_manager: None,
+            },
+            &super::fixture_pod(DRIVER_REVIEW, &namespace.name, "driver-dry"),
+        )
+        .await;
+    assert!(dry.is_ok(), "a 1-CPU driver fits: {dry:?}");
+    create_fixture(&pods, DRIVER_REVIEW, "driver")
+        .await
+        .expect("the dry run reserved nothing: 5 of 5");
+}
+
+#[tokio::test]
+#[ignore = "needs the e2e cluster: tests/e2e/run.sh"]
+async fn a_reload_adding_quotas_goes_into_force_once_the_pod_watch_has_listed_existing_pods() {
+    let client = client().await;
+    let namespace = TestNamespace::create(&client, "quota-reload").await;
+    let webhook = Webhook::start("rules: [{name: before}]").await;
+    let _registration = Registration::create(
+        &client,
+        "e2e-quota-reload",
+        &webhook,
+        &namespace,
+        "Fail",
+        "IfNeeded",
+    )
+    .await;
+    let pods = Api::<Pod>::namespaced(client.clone(), &namespace.name);
+    create_fixture(&pods, EXECUTOR_REVIEW, "exec-1")
+        .await
+        .expect("no quotas yet");
+    let hash_before = policy_hash(&webhook).await;
+    webhook.write_policy(
+        "rules: [{name: after}]\nquotas: [{name: one-executor, perApplication: {maxExecutors: 1}}]",
+    );
+    // Readiness never drops while the watch syncs: the previous policy keeps serving.
+    let started = Instant::now();
+    while policy_hash(&webhook).await == hash_before {
+        assert_eq!(
+            webhook.admin("/readyz").await.as_deref(),
+            Some("ready\n"),
+            "ready throughout"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the policy with quotas never went into force: {}",
+            webhook.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let log = webhook.log();
+    let staged = log
+        .find("goes into force once the pod watch")
+        .expect("staged");
+    let listed = log.find("listed every live Spark pod").expect("listed");
+    let in_force = log
+        .find("the pod watch has synced: policy in force")
+        .expect("in force");
+    assert!(staged < listed && listed < in_force, "{log}");
+    // exec-1 was created before quotas existed; the watch's listing counts it.
+    let error = create_fixture(&pods, EXECUTOR_REVIEW, "exec-2")
+        .await
+        .expect_err("the application already has its one executor");
+    assert!(
+        error
+            .to_string()
+            .contains("would have 2 executors, the limit is 1"),
+        "{error}"
+    );
+    assert!(webhook.metric("spark_admission_tracked_pods").await >= 1.0);
+}
+
+async fn policy_hash(webhook: &Webhook) -> String {
+    let metrics = webhook.admin("/metrics").await.unwrap_or_default();
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("spark_admission_policy_info{hash=\""))
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_default()
+        .to_owned()
+}
