@@ -253,13 +253,27 @@ mod tests {
         metrics.request_duration.observe(0.0001);
         metrics.set_policy("abc");
         metrics.set_policy("def");
+        metrics.count_quota_denial("apps", "application");
+        metrics.count_quota_denial("apps", "application");
+        metrics
+            .quota_usage_ratio
+            .get_or_create(&QuotaUsageLabels {
+                quota: "apps".to_owned(),
+                namespace: "etl".to_owned(),
+                resource: "cpu",
+            })
+            .set(0.25);
+        metrics.tracked_pods.set(7);
         let text = metrics.encode();
         for name in [
+            "spark_admission_quota_denied_total{quota=\"apps\",scope=\"application\"} 2",
+            "spark_admission_quota_usage_ratio{quota=\"apps\",namespace=\"etl\",resource=\"cpu\"} 0.25",
+            "spark_admission_tracked_pods 7",
+            "spark_admission_quota_confirm_total{result=\"error\"} 0",
             "spark_admission_requests_total{operation=\"CREATE\",role=\"executor\",result=\"patched\"} 1",
             "spark_admission_request_duration_seconds_bucket{le=\"5e-05\"}",
             "spark_admission_policy_info{hash=\"def\"} 1",
             "spark_admission_certificate_expiry_timestamp_seconds",
-            "spark_admission_tracked_pods",
         ] {
             assert!(text.contains(name), "{name} missing:\n{text}");
         }

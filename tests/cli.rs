@@ -196,7 +196,7 @@ fn mutate_leaves_a_non_spark_pod_unchanged() {
 }
 
 #[test]
-fn mutate_says_quotas_are_not_evaluated() {
+fn mutate_says_quotas_are_not_evaluated_without_pods() {
     let out = run(&[
         "mutate",
         "-p",
@@ -205,7 +205,144 @@ fn mutate_says_quotas_are_not_evaluated() {
         DRIVER,
     ]);
     assert_eq!(out.status.code(), Some(0));
-    assert!(text(&out.stderr).contains("quotas (analytics-apps) need live cluster state"));
+    assert!(text(&out.stderr).contains(
+        "note: quotas (analytics-apps) need the cluster's Spark pods and are not evaluated; give them with --pods"
+    ));
+}
+
+const QUOTA_POLICY: &str = "tests/data/quotas/policy.yaml";
+
+#[test]
+fn mutate_with_pods_refuses_an_executor_over_its_applications_limits_and_exits_3() {
+    let out = run(&[
+        "mutate",
+        "-p",
+        QUOTA_POLICY,
+        "--pods",
+        "tests/data/quotas/pods-at-limit.yaml",
+        EXECUTOR,
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+    let stderr = text(&out.stderr);
+    // 3 live executors of 2 CPUs (the Succeeded one, the deleting one and the one in another
+    // namespace do not count) plus this one.
+    assert!(
+        stderr.contains(
+            "denied: quota etl-apps: application spark-d5eb9fa038f44e899300d4aa4fad7491 (nightly-etl) would have 4 executors, the limit is 3; ask for fewer with spark.executor.instances or spark.dynamicAllocation.maxExecutors\n"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "denied: quota etl-apps: application spark-d5eb9fa038f44e899300d4aa4fad7491 (nightly-etl) would use 8 CPUs, the limit is 7; "
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn mutate_with_pods_admits_a_pod_that_fits_and_says_which_quotas_it_met() {
+    let out = run(&[
+        "mutate",
+        "-p",
+        QUOTA_POLICY,
+        "--pods",
+        "tests/data/quotas/pods-with-room.json",
+        "--patch",
+        EXECUTOR,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("quotas: within etl-apps with these pods"));
+    // The driver of another application: the namespace may hold 2 applications.
+    let out = run(&[
+        "mutate",
+        "-p",
+        QUOTA_POLICY,
+        "--pods",
+        "tests/data/quotas/pods-at-limit.yaml",
+        "--patch",
+        DRIVER,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn usage_prints_each_namespace_and_application_against_the_limits() {
+    let out = run(&[
+        "usage",
+        "-p",
+        QUOTA_POLICY,
+        "--pods",
+        "tests/data/quotas/pods-at-limit.yaml",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let rows: Vec<Vec<String>> = text(&out.stdout)
+        .lines()
+        .map(|line| {
+            line.split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            vec![
+                "QUOTA",
+                "NAMESPACE",
+                "APPLICATION",
+                "APPLICATIONS",
+                "EXECUTORS",
+                "CPU",
+                "MEMORY"
+            ],
+            vec![
+                "etl-apps",
+                "spark-jobs",
+                "-",
+                "1/2 (50%)",
+                "-",
+                "6/100 (6%)",
+                "-"
+            ],
+            vec![
+                "etl-apps",
+                "spark-jobs",
+                "spark-d5eb9fa038f44e899300d4aa4fad7491 (nightly-etl)",
+                "-",
+                "3/3 (100%)",
+                "6/7 (86%)",
+                "-"
+            ],
+        ]
+    );
+    let out = run(&[
+        "usage",
+        "-p",
+        QUOTA_POLICY,
+        "--pods",
+        "tests/data/quotas/pods-at-limit.yaml",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        json[1],
+        serde_json::json!({
+            "quota": "etl-apps",
+            "namespace": "spark-jobs",
+            "application": "spark-d5eb9fa038f44e899300d4aa4fad7491",
+            "applicationName": "nightly-etl",
+            "measures": [
+                {"resource": "executors", "used": "3", "limit": "3", "ratio": 1.0},
+                {"resource": "cpu", "used": "6", "limit": "7", "ratio": 6.0 / 7.0},
+            ]
+        })
+    );
 }
 
 #[test]

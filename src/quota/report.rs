@@ -29,6 +29,7 @@ pub struct Measure {
 
 /// One quota's usage in one scope.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ScopeUsage {
     /// The quota.
     pub quota: String,

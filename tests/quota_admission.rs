@@ -1,0 +1,131 @@
+//! Quotas through the webhook's own router (`router(state).oneshot(request)`): the real
+//! executor review, many at once, decided against a synced ledger.
+
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use spark_admission::Policy;
+use spark_admission::server::router;
+use spark_admission::state::State;
+use tower::ServiceExt;
+
+const EXECUTOR_REVIEW: &str = include_str!("fixtures/spark-4.3/executor-review.json");
+
+/// A state whose policy (with quotas) is in force over an empty, synced pod watch.
+fn state_with(policy: &str) -> Arc<State> {
+    let state = Arc::new(State::new("policy.yaml"));
+    state.set_policy(Policy::parse(policy).unwrap());
+    state.quotas.synced_with(Default::default());
+    state.quota_watch_synced();
+    assert!(state.is_ready());
+    state
+}
+
+/// The executor fixture's review for a pod named `name`, with request uid `uid`.
+fn review(name: &str, uid: &str, dry_run: bool) -> Vec<u8> {
+    let mut review: Value = serde_json::from_str(EXECUTOR_REVIEW).unwrap();
+    review["request"]["uid"] = Value::from(uid);
+    review["request"]["name"] = Value::from(name);
+    review["request"]["object"]["metadata"]["name"] = Value::from(name);
+    review["request"]["dryRun"] = Value::from(dry_run);
+    serde_json::to_vec(&review).unwrap()
+}
+
+async fn call(state: &Arc<State>, body: Vec<u8>) -> Value {
+    let app = router(state.clone(), Duration::from_secs(3));
+    let response = app
+        .oneshot(
+            Request::post("/mutate")
+                .header("content-type", "application/json")
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_hundred_concurrent_executors_under_max_executors_50_admit_exactly_50() {
+    let state = state_with("quotas: [{name: fifty, perApplication: {maxExecutors: 50}}]");
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let state = state.clone();
+            tokio::spawn(async move {
+                call(
+                    &state,
+                    review(&format!("exec-{i}"), &format!("uid-{i}"), false),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+    let allowed = answers
+        .iter()
+        .filter(|a| a["response"]["allowed"] == Value::Bool(true))
+        .count();
+    assert_eq!(allowed, 50);
+    let refused = answers
+        .iter()
+        .find(|a| a["response"]["allowed"] == Value::Bool(false))
+        .unwrap();
+    assert_eq!(refused["response"]["status"]["code"], 403);
+    assert_eq!(
+        refused["response"]["status"]["message"],
+        "quota fifty: application spark-d5eb9fa038f44e899300d4aa4fad7491 (nightly-etl) would have 51 executors, the limit is 50; ask for fewer with spark.executor.instances or spark.dynamicAllocation.maxExecutors"
+    );
+    assert!(
+        refused["response"].get("patch").is_none(),
+        "a refusal carries no patch"
+    );
+    let metrics = state.metrics.encode();
+    assert!(
+        metrics.contains(
+            "spark_admission_quota_denied_total{quota=\"fifty\",scope=\"application\"} 50"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "spark_admission_requests_total{operation=\"CREATE\",role=\"executor\",result=\"denied\"} 50"
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_dry_run_reserves_nothing_and_a_reinvoked_call_counts_the_pod_once() {
+    let state = state_with("quotas: [{name: one, perApplication: {maxExecutors: 1}}]");
+    let allowed = |answer: &Value| answer["response"]["allowed"] == Value::Bool(true);
+    assert!(allowed(
+        &call(&state, review("exec-1", "uid-dry", true)).await
+    ));
+    assert!(allowed(
+        &call(&state, review("exec-1", "uid-1", false)).await
+    ));
+    // kube-apiserver reinvokes the webhook with a new uid for the same pod.
+    assert!(allowed(
+        &call(&state, review("exec-1", "uid-2", false)).await
+    ));
+    let refused = call(&state, review("exec-2", "uid-3", false)).await;
+    assert!(!allowed(&refused));
+    assert!(
+        refused["response"]["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("would have 2 executors, the limit is 1")
+    );
+}
