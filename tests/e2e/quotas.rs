@@ -536,3 +536,68 @@ async fn policy_hash(webhook: &Webhook) -> String {
         .unwrap_or_default()
         .to_owned()
 }
+
+#[tokio::test]
+#[ignore = "needs the e2e cluster: tests/e2e/run.sh"]
+async fn namespace_limit_overshoot_under_concurrent_creations_from_many_applications() {
+    use futures::StreamExt;
+
+    let client = client().await;
+    let policy = r#"
+quotas:
+  - name: namespace-cpu
+    perNamespace: {maxCpu: "40"}
+"#;
+    let replicas = [Webhook::start(policy).await, Webhook::start(policy).await];
+    let balancer = LoadBalancer::start(&replicas[0].pki(), &[replicas[0].port, replicas[1].port]);
+    let mut figures = Vec::new();
+    for concurrency in [1_usize, 4, 16] {
+        let namespace =
+            TestNamespace::create(&client, &format!("quota-overshoot-{concurrency}")).await;
+        let _registration = Registration::create_for(
+            &client,
+            &format!("e2e-quota-overshoot-{concurrency}"),
+            &format!("https://127.0.0.1:{}/mutate", balancer.port),
+            &replicas[0].ca_bundle,
+            &namespace,
+            "Fail",
+            "IfNeeded",
+        )
+        .await;
+        let pods = Api::<Pod>::namespaced(client.clone(), &namespace.name);
+        // 40 executors of 2 CPUs, each of its own application: 20 fit the 40 CPUs.
+        let attempts = futures::stream::iter(0..40)
+            .map(|i| {
+                let pods = pods.clone();
+                let name = namespace.name.clone();
+                async move {
+                    let mut pod = super::fixture_pod(EXECUTOR_REVIEW, &name, &format!("exec-{i}"));
+                    if let Some(labels) = pod.metadata.labels.as_mut() {
+                        labels.insert("spark-app-selector".to_owned(), format!("app-{i}"));
+                    }
+                    pods.create(&kube::api::PostParams::default(), &pod)
+                        .await
+                        .is_ok()
+                }
+            })
+            .buffer_unordered(concurrency)
+            .collect::<Vec<bool>>()
+            .await;
+        let stored = attempts.iter().filter(|&&ok| ok).count();
+        let listed = executor_count(&pods).await;
+        assert_eq!(stored, listed, "every admitted pod was stored");
+        let overshoot = stored.saturating_sub(20);
+        eprintln!(
+            "namespace maxCpu 40 (20 pods), 40 creations of 40 applications at concurrency {concurrency} through 2 replicas: {stored} stored, overshoot {overshoot}"
+        );
+        figures.push((concurrency, overshoot));
+        assert!(stored >= 20, "the limit admits 20: {stored}");
+    }
+    // The bound the README states: no more than the creations in flight at once.
+    for (concurrency, overshoot) in figures {
+        assert!(
+            overshoot <= concurrency,
+            "overshoot {overshoot} at concurrency {concurrency}"
+        );
+    }
+}
