@@ -88,6 +88,8 @@ pub struct Metrics {
     pub certificate_reload: Family<ResultLabels, Counter>,
     /// `spark_admission_tracked_pods`.
     pub tracked_pods: Gauge,
+    /// `spark_admission_policy_staged`: 1 while a policy with quotas waits for the pod watch.
+    pub policy_staged: Gauge,
 }
 
 impl Default for Metrics {
@@ -168,6 +170,12 @@ impl Metrics {
             "Live Spark pods held by the quota pod watch",
             tracked_pods.clone(),
         );
+        let policy_staged = Gauge::default();
+        registry.register(
+            "spark_admission_policy_staged",
+            "1 while a loaded policy with quotas waits for the pod watch to list every Spark pod before going into force",
+            policy_staged.clone(),
+        );
         // Both results exist from the start, so `increase()` sees the first error too.
         for family in [&policy_reload, &certificate_reload, &quota_confirm] {
             for result in ["ok", "error"] {
@@ -189,6 +197,7 @@ impl Metrics {
             certificate_expiry,
             certificate_reload,
             tracked_pods,
+            policy_staged,
         }
     }
 

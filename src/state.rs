@@ -78,6 +78,7 @@ impl State {
         let mut staged = self.lock_staged();
         if policy.quotas.is_empty() {
             *staged = None;
+            self.metrics.policy_staged.set(0);
             // Forget the pods now, not when the watch task notices: a policy with quotas that
             // follows at once must wait for a new listing, not use a ledger about to be dropped.
             self.quota_watch_wanted.send_replace(None);
@@ -96,10 +97,12 @@ impl State {
             });
         if self.quotas.is_synced() {
             *staged = None;
+            self.metrics.policy_staged.set(0);
             self.put_in_force(policy);
             Installed::InForce
         } else {
             *staged = Some(policy);
+            self.metrics.policy_staged.set(1);
             Installed::Staged
         }
     }
@@ -107,6 +110,7 @@ impl State {
     /// The pod watch listed every Spark pod: a staged policy goes into force.
     pub fn quota_watch_synced(&self) {
         let staged = self.lock_staged().take();
+        self.metrics.policy_staged.set(0);
         if let Some(policy) = staged {
             tracing::info!(policy = %policy.summary(), "the pod watch has synced: policy in force");
             self.put_in_force(policy);
@@ -214,12 +218,14 @@ mod tests {
             "the old policy serves"
         );
         assert_eq!(state.staged_policy_hash(), Some(second.hash.clone()));
+        assert_eq!(state.metrics.policy_staged.get(), 1);
         assert!(state.is_ready());
 
         state.quotas.synced_with(Default::default());
         state.quota_watch_synced();
         assert_eq!(state.policy().unwrap().hash, second.hash);
         assert_eq!(state.staged_policy_hash(), None);
+        assert_eq!(state.metrics.policy_staged.get(), 0);
 
         // With the watch synced, another policy with quotas is in force at once...
         let third = Policy::parse(&format!("{WITH_QUOTAS}\n# edited")).unwrap();
