@@ -5,13 +5,17 @@
 //! then a ConfigMap `spark-drv-<id>-conf-map` owned by it. Its key `spark.properties` holds the
 //! whole configuration as Java properties, written by `Properties.store`, which the driver reads
 //! at start; the driver then sizes every executor pod from it. [`Properties`] reads and edits that
-//! text without disturbing the rest of it.
+//! text without disturbing the rest of it; [`executor_size`] computes the requests and limits
+//! Spark will give each executor, so that the number of executors can be fitted to a quota
+//! before the driver asks for them.
 //!
 //! Everything here is a pure function of text: no I/O, no Kubernetes API, no clock.
 
 mod properties;
+mod sizing;
 
 pub use properties::Properties;
+pub use sizing::{ExecutorSize, MemoryParts, Settings, executor_size, keys};
 
 /// Why a `spark.properties` text or a Spark setting could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
