@@ -75,11 +75,7 @@ impl Properties {
     /// escape that leaves half of a UTF-16 surrogate pair, which Java keeps in its string but
     /// which is not text (such a file is better left alone than rewritten with a guess).
     pub fn parse(text: &str) -> Result<Self> {
-        let (lines, tail) = logical_lines(text);
-        let mut entries = Vec::with_capacity(lines.len());
-        for line in lines {
-            entries.push(split_entry(text, &line)?);
-        }
+        let (entries, tail) = read(text)?;
         Ok(Self {
             text: text.to_owned(),
             entries,
@@ -126,28 +122,26 @@ impl Properties {
 
     fn replace_value(&mut self, index: usize, value: &str) {
         let entry = &self.entries[index];
-        let old = entry.value_span.clone();
         let mut replacement = String::new();
         if entry.bare_key {
             replacement.push('=');
         }
-        let value_start = old.start + replacement.len();
         replacement.push_str(&escape(value, false));
-        self.text.replace_range(old.clone(), &replacement);
+        self.text
+            .replace_range(entry.value_span.clone(), &replacement);
+        self.reread();
+    }
 
-        let shift = |offset: usize| offset - old.len() + replacement.len();
-        let entry = &mut self.entries[index];
-        entry.value = value.to_owned();
-        entry.value_span = value_start..old.start + replacement.len();
-        entry.line_span.end = entry.value_span.end;
-        entry.bare_key = false;
-        for later in &mut self.entries[index + 1..] {
-            later.value_span = shift(later.value_span.start)..shift(later.value_span.end);
-            later.line_span = shift(later.line_span.start)..shift(later.line_span.end);
+    /// Reads the edited text again, so that every span and the tail are exactly what the
+    /// reader makes of it (a value emptied on a continuation line, for one, ends its line
+    /// earlier than the value did). An edit only adds escapes that [`escape`] writes and keeps
+    /// every other line as it was, so the text reads again; were it not to, the entries of
+    /// the last good reading are kept rather than panicking.
+    fn reread(&mut self) {
+        if let Ok((entries, tail)) = read(&self.text) {
+            self.entries = entries;
+            self.tail = tail;
         }
-        // The old value may have been what left the text open (a continuation at its end);
-        // reading the lines again is cheap and cannot disagree with the reader.
-        self.tail = logical_lines(&self.text).1;
     }
 
     fn append(&mut self, key: &str, value: &str) {
@@ -175,21 +169,11 @@ impl Properties {
                 self.text.push_str(newline);
             }
         }
-        let line_start = self.text.len();
         self.text.push_str(&escape(key, true));
         self.text.push('=');
-        let value_start = self.text.len();
         self.text.push_str(&escape(value, false));
-        let end = self.text.len();
         self.text.push_str(newline);
-        self.entries.push(Entry {
-            key: key.to_owned(),
-            value: value.to_owned(),
-            value_span: value_start..end,
-            line_span: line_start..end,
-            bare_key: false,
-        });
-        self.tail = Tail::Closed;
+        self.reread();
     }
 
     /// Whether the last definition is a line holding only a continuation backslash at the very
@@ -210,16 +194,20 @@ impl Properties {
         if self.tail == Tail::Backslash {
             self.text.push_str(newline);
         }
-        let separator = self.text.len();
         self.text.push('=');
         self.text.push_str(newline);
-        if let Some(last) = self.entries.last_mut() {
-            last.line_span = separator..separator + 1;
-            last.value_span = separator + 1..separator + 1;
-            last.bare_key = false;
-        }
         self.tail = Tail::Closed;
     }
+}
+
+/// Every definition of `text` and the state its end leaves the reader in.
+fn read(text: &str) -> Result<(Vec<Entry>, Tail)> {
+    let (lines, tail) = logical_lines(text);
+    let entries = lines
+        .iter()
+        .map(|line| split_entry(text, line))
+        .collect::<Result<_>>()?;
+    Ok((entries, tail))
 }
 
 /// The first line ending the text uses, so that an appended line matches the file.
@@ -713,6 +701,18 @@ mod tests {
         assert_eq!(conf.text(), "k = z\nnext=1\n");
         conf.set("next", "2");
         assert_eq!(conf.text(), "k = z\nnext=2\n");
+    }
+
+    #[test]
+    fn set_empties_a_value_written_on_a_continuation_line() {
+        // Found by the property test: once empty, the value no longer reaches the blanks that
+        // follow, so the definition ends at its continuation backslash.
+        let mut conf = parse(" \n=\\\n  =  ");
+        conf.set("", "");
+        assert_eq!(conf.text(), " \n=\\\n  ");
+        assert_eq!(parse(conf.text()).entries, conf.entries);
+        conf.set("", "x");
+        assert_eq!(pairs(conf.text()), vec![pair("", "x")]);
     }
 
     #[test]
