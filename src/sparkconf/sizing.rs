@@ -4,7 +4,8 @@
 //! (`BasicExecutorFeatureStep` with `ResourceProfile.getResourcesForClusterManager`):
 //!
 //! - memory request = memory limit = `heap + overhead + off-heap + pyspark` MiB, written `<n>Mi`;
-//! - heap: `spark.executor.memory`, default `1g`;
+//! - heap: `spark.executor.memory`, default `1g`; the driver refuses to start below 450 MiB,
+//!   and for that check reads a number without a unit as bytes;
 //! - overhead: `spark.executor.memoryOverhead` if set, else
 //!   `max((int)(factor * heap), spark.executor.minMemoryOverhead)`, the minimum defaulting to
 //!   `384m`; the factor is `spark.executor.memoryOverheadFactor` if set, else the deprecated
@@ -173,8 +174,25 @@ pub fn executor_size(conf: &(impl Settings + ?Sized)) -> Result<ExecutorSize> {
     })
 }
 
+/// The least `spark.executor.memory` Spark's driver starts with: 1.5 times the 300 MiB it
+/// reserves (`UnifiedMemoryManager`, SPARK-12759).
+const MIN_EXECUTOR_MEMORY_BYTES: i64 = 471_859_200;
+
 fn memory_parts(conf: &(impl Settings + ?Sized)) -> Result<MemoryParts> {
     let heap_mib = size(conf, EXECUTOR_MEMORY, Unit::MiB)?.unwrap_or(1024);
+    // The driver checks the setting read as bytes, so a plain `1500` (1500 MiB for the pod)
+    // is 1500 bytes there and the application never starts.
+    if let Some(bytes) = size(conf, EXECUTOR_MEMORY, Unit::Byte)?
+        && bytes < MIN_EXECUTOR_MEMORY_BYTES
+    {
+        return Err(Error::Setting {
+            key: EXECUTOR_MEMORY,
+            value: conf.setting(EXECUTOR_MEMORY).unwrap_or_default().to_owned(),
+            allowed: "at least 450m: Spark's driver refuses less, and for that check reads a \
+                      number without a unit as bytes, so write the unit (for example 2g)"
+                .to_owned(),
+        });
+    }
     let overhead_mib = match size(conf, EXECUTOR_MEMORY_OVERHEAD, Unit::MiB)? {
         Some(set) => set,
         None => {
@@ -639,23 +657,25 @@ mod tests {
             ("2gb", 2048),
             ("3000m", 3000),
             ("3000MB", 3000),
-            ("1500", 1500),
             ("1t", 1 << 20),
             (" 4g ", 4096),
             ("1048576k", 1024),
             ("1073741824b", 1024),
-            // Converting down truncates: half a MiB of heap is none.
-            ("512k", 0),
+            // A plain number is MiB for the pod (and just enough bytes for the driver).
+            ("471859200", 471_859_200),
         ] {
             let parts = size_of(&[(EXECUTOR_MEMORY, text)]).memory_parts;
             assert_eq!(parts.heap_mib, heap, "{text}");
         }
-        assert_eq!(
-            size_of(&[(EXECUTOR_MEMORY_OVERHEAD, "1p")])
-                .memory_parts
-                .overhead_mib,
-            1 << 30
-        );
+        for (text, overhead) in [
+            ("1500", 1500),
+            ("1p", 1 << 30),
+            // Converting down truncates: half a MiB is none.
+            ("512k", 0),
+        ] {
+            let parts = size_of(&[(EXECUTOR_MEMORY_OVERHEAD, text)]).memory_parts;
+            assert_eq!(parts.overhead_mib, overhead, "{text}");
+        }
     }
 
     #[test]
@@ -680,6 +700,21 @@ mod tests {
         }
         let err = error(&[(MEMORY_OFFHEAP_SIZE, "1.5g")]);
         assert!(err.contains("whole number of bytes"), "{err}");
+    }
+
+    #[test]
+    fn executor_memory_under_450m_is_refused_as_the_driver_refuses_it() {
+        // Captured: with spark.executor.memory=1500 the driver exited with "Executor memory
+        // 1500 must be at least 471859200".
+        for bad in ["1500", "449m", "256m", "512k", "0"] {
+            let err = error(&[(EXECUTOR_MEMORY, bad)]);
+            assert!(
+                err.starts_with(&format!("{EXECUTOR_MEMORY}={bad:?}")),
+                "{err}"
+            );
+            assert!(err.contains("at least 450m"), "{err}");
+        }
+        assert_eq!(mib(&[(EXECUTOR_MEMORY, "450m")]), 450 + 384);
     }
 
     #[test]
@@ -810,7 +845,7 @@ mod tests {
             .filter(|name| name.ends_with(".json"))
             .collect();
         names.sort();
-        assert!(names.len() >= 12, "{names:?}");
+        assert!(names.len() >= 14, "{names:?}");
         for name in names {
             let captured = fixture(&format!("sizing/{name}"));
             let conf: BTreeMap<String, String> =
@@ -859,6 +894,47 @@ mod tests {
             vec![("spark.executor.instances=6", "spark.executor.instances=2")]
         );
         assert_eq!(conf.text().len(), text.len());
+    }
+
+    #[test]
+    fn rewriting_every_value_of_real_configmaps_reproduces_sparks_bytes() {
+        // Properties.store wrote these; escaping each value again must give the same text, the
+        // awkward ones included (leading space, = : # ! \\ tab, raw non-ASCII).
+        for name in [
+            "configmap-review.json",
+            "configmap-review-dynamic.json",
+            "configmap-review-escaping.json",
+            "executor-configmap-review.json",
+        ] {
+            let review = fixture(&format!("cluster-mode/{name}"));
+            let text = review["request"]["object"]["data"]["spark.properties"]
+                .as_str()
+                .expect("spark.properties");
+            let mut conf = Properties::parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let pairs: Vec<(String, String)> = conf
+                .iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            for (key, value) in &pairs {
+                conf.set(key, value);
+            }
+            assert_eq!(conf.text(), text, "{name}");
+        }
+        let review = fixture("cluster-mode/configmap-review-escaping.json");
+        let conf = Properties::parse(
+            review["request"]["object"]["data"]["spark.properties"]
+                .as_str()
+                .expect("spark.properties"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            conf.get("spark.executorEnv.NOTE"),
+            Some(" a=b c:d #e !f ü\\back\ttab")
+        );
+        assert_eq!(
+            conf.get("spark.kubernetes.executor.annotation.example.com/url"),
+            Some("https://example.com/a?b=c")
+        );
     }
 
     #[test]
