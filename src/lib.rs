@@ -4,7 +4,8 @@
 //! The data flow: [`policy`] (model, parse, validate) → [`engine`] (pure: pod + policy →
 //! desired pod, warnings, denial) → [`patch`] (diff to JSON Patch) → [`admission`] (review in,
 //! review out) → [`server`] (TLS, routes, reload, shutdown), fed by [`source`] (where the policy
-//! comes from) through the shared [`state`].
+//! comes from) through the shared [`state`]. Beside the pod path, [`sparkconf`] reads and edits
+//! the `spark.properties` of a driver's ConfigMap and sizes executors as Spark does (§5a).
 
 pub mod admission;
 pub mod certs;
@@ -17,6 +18,7 @@ pub mod policy;
 pub mod quota;
 pub mod server;
 pub mod source;
+pub mod sparkconf;
 pub mod state;
 
 pub use policy::Policy;

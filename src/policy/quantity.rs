@@ -99,6 +99,22 @@ impl Quantity {
         })
     }
 
+    /// A whole number of units, written as Kubernetes and Spark write it (`2`).
+    pub fn whole(units: i64) -> Self {
+        Self {
+            text: units.to_string(),
+            nanos: i128::from(units) * NANOS_PER_UNIT,
+        }
+    }
+
+    /// A whole number of mebibytes, written as Spark writes executor memory (`2432Mi`).
+    pub fn mebibytes(mib: i64) -> Self {
+        Self {
+            text: format!("{mib}Mi"),
+            nanos: i128::from(mib) * (1 << 20) * NANOS_PER_UNIT,
+        }
+    }
+
     /// The quantity as it was written.
     pub fn as_str(&self) -> &str {
         &self.text
@@ -153,6 +169,16 @@ mod tests {
         assert!(q("64Gi") > q("63.9Gi"));
         assert!(q("8") < q("8001m"));
         assert_eq!(q("4Ti").nanos(), 4 * (1_i128 << 40) * 1_000_000_000);
+    }
+
+    #[test]
+    fn constructed_quantities_equal_their_parsed_text() {
+        for n in [0, 1, 2432, 1 << 40] {
+            assert_eq!(Quantity::mebibytes(n), q(&format!("{n}Mi")));
+            assert_eq!(Quantity::mebibytes(n).as_str(), format!("{n}Mi"));
+            assert_eq!(Quantity::whole(n), q(&n.to_string()));
+            assert_eq!(Quantity::whole(n).as_str(), n.to_string());
+        }
     }
 
     #[test]
