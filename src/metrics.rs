@@ -90,6 +90,15 @@ pub struct Metrics {
     pub tracked_pods: Gauge,
     /// `spark_admission_policy_staged`: 1 while a policy with quotas waits for the pod watch.
     pub policy_staged: Gauge,
+    /// `spark_admission_spark_conf_lowered_total{quota}`: driver configurations fitted.
+    pub spark_conf_lowered: Family<QuotaNameLabels, Counter>,
+}
+
+/// Labels of `spark_admission_spark_conf_lowered_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QuotaNameLabels {
+    /// Quota name.
+    pub quota: String,
 }
 
 impl Default for Metrics {
@@ -176,6 +185,12 @@ impl Metrics {
             "1 while a loaded policy with quotas waits for the pod watch to list every Spark pod before going into force",
             policy_staged.clone(),
         );
+        let spark_conf_lowered = Family::<QuotaNameLabels, Counter>::default();
+        registry.register(
+            "spark_admission_spark_conf_lowered",
+            "Cluster-mode driver configurations whose executor counts were lowered to fit a quota, by the quota that decided",
+            spark_conf_lowered.clone(),
+        );
         // Both results exist from the start, so `increase()` sees the first error too.
         for family in [&policy_reload, &certificate_reload, &quota_confirm] {
             for result in ["ok", "error"] {
@@ -198,6 +213,7 @@ impl Metrics {
             certificate_reload,
             tracked_pods,
             policy_staged,
+            spark_conf_lowered,
         }
     }
 
@@ -219,6 +235,15 @@ impl Metrics {
             .get_or_create(&QuotaLabels {
                 quota: quota.to_owned(),
                 scope,
+            })
+            .inc();
+    }
+
+    /// Counts a driver configuration lowered to fit `quota`.
+    pub fn count_spark_conf_lowered(&self, quota: &str) {
+        self.spark_conf_lowered
+            .get_or_create(&QuotaNameLabels {
+                quota: quota.to_owned(),
             })
             .inc();
     }

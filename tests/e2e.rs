@@ -30,6 +30,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_spark-admission");
 
 #[path = "e2e/quotas.rs"]
 mod quotas;
+#[path = "e2e/spark_conf.rs"]
+mod spark_conf;
 const EXECUTOR_REVIEW: &str = include_str!("fixtures/spark-4.3/executor-review.json");
 const DRIVER_REVIEW: &str = include_str!("fixtures/spark-4.3/driver-review.json");
 
@@ -264,6 +266,29 @@ impl Registration {
         .await
     }
 
+    /// Like [`Registration::create_for`], for CREATE of ConfigMaps (which carry no labels to
+    /// select them by) instead of Spark pods.
+    async fn create_for_configmaps(
+        client: &Client,
+        name: &str,
+        url: &str,
+        ca_bundle: &str,
+        namespace: &TestNamespace,
+        failure_policy: &str,
+    ) -> Self {
+        Self::register(
+            client,
+            name,
+            url,
+            ca_bundle,
+            namespace,
+            failure_policy,
+            "Never",
+            "configmaps",
+        )
+        .await
+    }
+
     /// A registration calling `url` (a webhook, or a load balancer in front of several) with
     /// `ca_bundle` (base64 PEM).
     async fn create_for(
@@ -275,6 +300,39 @@ impl Registration {
         failure_policy: &str,
         reinvocation: &str,
     ) -> Self {
+        Self::register(
+            client,
+            name,
+            url,
+            ca_bundle,
+            namespace,
+            failure_policy,
+            reinvocation,
+            "pods",
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn register(
+        client: &Client,
+        name: &str,
+        url: &str,
+        ca_bundle: &str,
+        namespace: &TestNamespace,
+        failure_policy: &str,
+        reinvocation: &str,
+        resource: &str,
+    ) -> Self {
+        // Spark pods are selected by their label; ConfigMaps have none to select by.
+        let object_selector = (resource == "pods").then(|| LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "spark-role".to_owned(),
+                operator: "In".to_owned(),
+                values: Some(vec!["driver".to_owned(), "executor".to_owned()]),
+            }]),
+            match_labels: None,
+        });
         let configuration = MutatingWebhookConfiguration {
             metadata: ObjectMeta {
                 name: Some(name.to_owned()),
@@ -292,14 +350,7 @@ impl Registration {
                 reinvocation_policy: Some(reinvocation.to_owned()),
                 side_effects: "None".to_owned(),
                 timeout_seconds: Some(5),
-                object_selector: Some(LabelSelector {
-                    match_expressions: Some(vec![LabelSelectorRequirement {
-                        key: "spark-role".to_owned(),
-                        operator: "In".to_owned(),
-                        values: Some(vec!["driver".to_owned(), "executor".to_owned()]),
-                    }]),
-                    match_labels: None,
-                }),
+                object_selector,
                 namespace_selector: Some(LabelSelector {
                     match_labels: Some(BTreeMap::from([(
                         "e2e-test".to_owned(),
@@ -311,7 +362,7 @@ impl Registration {
                     api_groups: Some(vec![String::new()]),
                     api_versions: Some(vec!["v1".to_owned()]),
                     operations: Some(vec!["CREATE".to_owned()]),
-                    resources: Some(vec!["pods".to_owned()]),
+                    resources: Some(vec![resource.to_owned()]),
                     scope: Some("Namespaced".to_owned()),
                 }]),
                 match_policy: None,
@@ -393,27 +444,13 @@ impl SparkSubmit {
     }
 
     fn start(namespace: &str, name: &str, mode: &str, confs: &[(&str, &str)], app: &str) -> Self {
-        let venv = PathBuf::from(
-            std::env::var("E2E_VENV")
-                .unwrap_or_else(|_| "/var/cache/spark-admission-e2e/venv".into()),
-        );
-        static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let log_path =
-            std::env::temp_dir().join(format!("{namespace}-{name}-{run}-spark-submit.log"));
-        let path = format!(
-            "{}:{}",
-            venv.join("bin").display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
         let token = format!(
             "spark.kubernetes.authenticate.oauthToken={}",
             env("E2E_ADMIN_TOKEN")
         );
         let namespace_conf = format!("spark.kubernetes.namespace={namespace}");
-        let mut command = Command::new("setsid");
+        let mut command = Self::command();
         command
-            .arg(venv.join("bin/spark-submit"))
             .args(["--master", &format!("k8s://{}", env("E2E_APISERVER_URL"))])
             .args(["--deploy-mode", mode, "--name", name])
             .args(["--conf", &token])
@@ -431,13 +468,70 @@ impl SparkSubmit {
         for (key, value) in confs {
             command.args(["--conf", &format!("{key}={value}")]);
         }
-        let log = std::fs::File::create(&log_path).unwrap();
-        let child = command
-            .arg(app)
+        command.arg(app);
+        Self::spawn(command, &format!("{namespace}-{name}"))
+    }
+
+    /// What the Spark image's entrypoint runs in a cluster-mode driver pod: client mode with
+    /// the driver's `spark.properties` (from its ConfigMap), run here since no kubelet runs the
+    /// pod. Overrides only what differs outside a pod: the addresses, and the apiserver and
+    /// token the driver would find in its service account (KUBECONFIG is unset so that the
+    /// Kubernetes client takes them). The application is tests/e2e/spark_job.py, which keeps
+    /// the driver alive.
+    fn driver_from_properties(label: &str, properties: &std::path::Path) -> Self {
+        let mut command = Self::command();
+        command
+            .args(["--conf", "spark.driver.bindAddress=127.0.0.1"])
+            .args(["--conf", "spark.executorEnv.SPARK_DRIVER_POD_IP=127.0.0.1"])
+            .args(["--deploy-mode", "client", "--properties-file"])
+            .arg(properties)
+            .args([
+                "--conf",
+                &format!(
+                    "spark.kubernetes.driver.master={}",
+                    env("E2E_APISERVER_URL")
+                ),
+            ])
+            .args([
+                "--conf",
+                &format!(
+                    "spark.kubernetes.authenticate.driver.mounted.oauthToken={}",
+                    env("E2E_ADMIN_TOKEN")
+                ),
+            ])
+            .args(["--class", "org.apache.spark.deploy.PythonRunner"])
+            .arg("tests/e2e/spark_job.py")
+            .env_remove("KUBECONFIG");
+        Self::spawn(command, label)
+    }
+
+    /// `spark-submit` from the e2e venv, in a process group of its own.
+    fn command() -> Command {
+        let venv = PathBuf::from(
+            std::env::var("E2E_VENV")
+                .unwrap_or_else(|_| "/var/cache/spark-admission-e2e/venv".into()),
+        );
+        let path = format!(
+            "{}:{}",
+            venv.join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut command = Command::new("setsid");
+        command
+            .arg(venv.join("bin/spark-submit"))
             .env("PATH", path)
             .env("SPARK_LOCAL_IP", "127.0.0.1")
             .env("PYSPARK_PYTHON", venv.join("bin/python"))
-            .env("PYSPARK_DRIVER_PYTHON", venv.join("bin/python"))
+            .env("PYSPARK_DRIVER_PYTHON", venv.join("bin/python"));
+        command
+    }
+
+    fn spawn(mut command: Command, label: &str) -> Self {
+        static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log_path = std::env::temp_dir().join(format!("{label}-{run}-spark-submit.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))

@@ -12,13 +12,16 @@
 //!   and a consistent LIST of the application's pods near a per-application limit, so those
 //!   limits stay exact across replicas;
 //! - [`watch`]: the kube-rs pod watch that feeds the ledger;
-//! - [`report`]: usage against each limit, for metrics and `spark-admission usage`.
+//! - [`report`]: usage against each limit, for metrics and `spark-admission usage`;
+//! - [`fit`]: how many executors of one size fit an application's limits, for lowering a
+//!   cluster-mode application's executor counts before it asks (SPEC §5a).
 //!
 //! Nothing here decides what a pod looks like (the engine does). The only I/O on the request
 //! path is the tracker's LIST near a per-application limit.
 
 pub mod charge;
 pub mod check;
+pub mod fit;
 pub mod ledger;
 pub mod report;
 pub mod tracker;

@@ -238,6 +238,60 @@ impl Tracker {
         )
     }
 
+    /// One application's totals and name (from its pods' `spark-app-name`): from a consistent
+    /// LIST merged with this replica's view when a client is set, else from the ledger. For
+    /// fitting a new application's executor counts to its quotas, where the driver pod was
+    /// created a moment ago, perhaps through another replica.
+    pub async fn application(
+        &self,
+        namespace: &str,
+        app: &str,
+    ) -> (AppTotals, Option<String>, Confirmation) {
+        let mut confirmation = Confirmation::NotNeeded;
+        if let Some(client) = self.client.get()
+            && check_label_value(app).is_ok()
+        {
+            let listed = tokio::time::timeout(
+                self.options.confirm_timeout,
+                list_application(client, namespace, app),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Timeout {
+                    namespace: namespace.to_owned(),
+                    app: app.to_owned(),
+                    timeout: self.options.confirm_timeout,
+                })
+            });
+            match listed {
+                Ok(listed) => {
+                    let ledger = self.lock();
+                    let members = ledger.app_members(namespace, app);
+                    // No pod is being decided: an empty name matches none.
+                    let totals = merge(&listed, &members, "");
+                    let name = listed
+                        .pods
+                        .iter()
+                        .find_map(|(_, entry)| entry.app_name.clone())
+                        .or_else(|| app_name(&ledger, namespace, app));
+                    return (totals, name, Confirmation::Listed);
+                }
+                Err(error) => confirmation = Confirmation::Failed(error.to_string()),
+            }
+        }
+        let mut ledger = self.lock();
+        ledger.expire(Instant::now());
+        let nobody = PodKey {
+            namespace: namespace.to_owned(),
+            name: String::new(),
+        };
+        let totals = ledger
+            .usage(namespace, Some(app), &nobody)
+            .app
+            .unwrap_or_default();
+        (totals, app_name(&ledger, namespace, app), confirmation)
+    }
+
     fn usage_now(&self, ledger: &mut Ledger, claim: &Claim) -> Usage {
         ledger.expire(Instant::now());
         ledger.usage(&claim.key.namespace, claim.app.as_deref(), &claim.key)
@@ -290,6 +344,16 @@ impl Tracker {
             confirmation,
         }
     }
+}
+
+fn app_name(ledger: &Ledger, namespace: &str, app: &str) -> Option<String> {
+    ledger
+        .namespaces()
+        .get(namespace)?
+        .apps
+        .get(app)?
+        .name
+        .clone()
 }
 
 /// The application's totals from a consistent LIST merged with this replica's view, leaving

@@ -34,6 +34,7 @@ pub fn router(state: Arc<State>, request_timeout: Duration) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
         .route("/validate-policy", post(validate_policy))
+        .route("/mutate-spark-conf", post(mutate_spark_conf))
         .with_state(WebhookApp {
             state,
             request_timeout,
@@ -172,6 +173,78 @@ async fn mutate(AxumState(app): AxumState<WebhookApp>, headers: HeaderMap, body:
         ),
     }
     json_body(body)
+}
+
+/// The driver's configuration ConfigMap of a cluster-mode application: executor counts
+/// lowered to fit the quotas (SPEC §5a). Everything else is allowed unchanged.
+async fn mutate_spark_conf(
+    AxumState(app): AxumState<WebhookApp>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let bytes = match read_body(&headers, body, app.request_timeout).await {
+        Ok(bytes) => bytes,
+        Err(response) => return response,
+    };
+    let Some(policy) = app.state.policy() else {
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no valid policy is loaded yet".to_owned(),
+        );
+    };
+    let request = match admission::parse_review_of(&bytes) {
+        Ok(request) => request,
+        Err(error) => {
+            tracing::warn!(%error, "malformed /mutate-spark-conf request");
+            return json_error(StatusCode::BAD_REQUEST, error.to_string());
+        }
+    };
+    let review = match admission::spark_conf::candidate(request) {
+        Err(unchanged) => {
+            tracing::debug!(reason = %unchanged.reason, "ConfigMap allowed unchanged");
+            unchanged.review()
+        }
+        Ok(candidate) if policy.quotas.is_empty() => {
+            tracing::debug!(configmap = %candidate.name, "no quotas: Spark configuration unchanged");
+            let (review, _) =
+                admission::spark_conf::answer(candidate, &policy, &Default::default(), None);
+            review
+        }
+        Ok(candidate) => {
+            let (totals, app_name, confirmation) = app
+                .state
+                .quotas
+                .application(&candidate.namespace, &candidate.app)
+                .await;
+            if let Confirmation::Failed(error) = &confirmation {
+                tracing::warn!(%error, app = %candidate.app, "could not list the application's pods; fitting its configuration to this replica's view");
+            }
+            let (namespace, name, spark_app) = (
+                candidate.namespace.clone(),
+                candidate.name.clone(),
+                candidate.app.clone(),
+            );
+            let (review, fitted) =
+                admission::spark_conf::answer(candidate, &policy, &totals, app_name.as_deref());
+            if let (false, Some(fit)) = (fitted.changes.is_empty(), &fitted.fit) {
+                app.state.metrics.count_spark_conf_lowered(&fit.quota);
+                let changes: Vec<String> = fitted.changes.iter().map(ToString::to_string).collect();
+                tracing::info!(%namespace, configmap = %name, app = %spark_app, quota = %fit.quota, limit = %fit.limit, changes = %changes.join(", "), "lowered a Spark driver's executor counts to fit its quota");
+            } else {
+                for warning in &fitted.warnings {
+                    tracing::info!(%namespace, configmap = %name, app = %spark_app, "{warning}");
+                }
+            }
+            review
+        }
+    };
+    match serde_json::to_vec(&review) {
+        Ok(body) => json_body(body),
+        Err(error) => json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to encode the response: {error}"),
+        ),
+    }
 }
 
 async fn validate_policy(

@@ -11,9 +11,11 @@
 //!
 //! Everything here is a pure function of text: no I/O, no Kubernetes API, no clock.
 
+pub mod lower;
 mod properties;
 mod sizing;
 
+pub use lower::{Change, lower_executor_counts};
 pub use properties::Properties;
 pub use sizing::{ExecutorSize, MemoryParts, Settings, executor_size, keys};
 

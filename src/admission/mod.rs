@@ -1,5 +1,6 @@
 //! AdmissionReview in, AdmissionReview out. No I/O: the server hands in the body and the
 //! policy in force, and gets back the response body and a summary for metrics and logs.
+//! Spark pods are reviewed here; the driver's configuration ConfigMap in [`spark_conf`].
 
 use std::collections::BTreeMap;
 
@@ -10,6 +11,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 };
 use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation};
 use serde::{Deserialize, Serialize};
+
+pub mod spark_conf;
 
 use crate::engine::{self, RequestContext};
 use crate::policy::{Policy, Role};
@@ -462,7 +465,7 @@ mod tests {
     use super::*;
 
     const EXECUTOR_REVIEW: &[u8] =
-        include_bytes!("../tests/fixtures/spark-4.3/executor-review.json");
+        include_bytes!("../../tests/fixtures/spark-4.3/executor-review.json");
 
     #[test]
     fn parse_review_reads_everything_but_managed_fields() {

@@ -1,0 +1,544 @@
+//! The driver's configuration of a cluster-mode Spark application, fitted to its quotas before
+//! the driver reads it (SPEC §5a).
+//!
+//! spark-submit (and so the Spark Operator) creates the driver pod, then ConfigMap
+//! `spark-drv-<id>-conf-map`, owned by that pod, whose `spark.properties` the driver reads at
+//! start. On its CREATE, the executors the application would ask for are sized as Spark sizes
+//! them, run through the policy like any executor pod (defaults, clamps, which quotas match),
+//! and the executor counts are lowered to the number that fits the per-application limits. So
+//! the application never asks for executors a quota would refuse, which Spark 4.2+ counts as
+//! failures until it gives up.
+//!
+//! Anything that is not such a ConfigMap, or that cannot be read, is allowed unchanged: the
+//! webhook entry for it has `failurePolicy: Ignore`, and refusals stay the backstop. No I/O
+//! here: the server fetches the application's totals and hands them in.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodSpec, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity as KubeQuantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::core::admission::{AdmissionRequest, Operation};
+use serde_json::{Value, json};
+
+use crate::engine::{self, APP_ID_LABEL, ROLE_LABEL, RequestContext, SparkPod};
+use crate::policy::{Policy, Quota};
+use crate::quota::fit::{Fit, executors_that_fit};
+use crate::quota::ledger::AppTotals;
+use crate::quota::{Charge, Claim};
+use crate::sparkconf::{Change, ExecutorSize, Properties, executor_size, lower_executor_counts};
+
+use super::{Response, ResponseReview};
+
+/// The ConfigMap key holding Spark's configuration.
+pub const PROPERTIES_KEY: &str = "spark.properties";
+/// Annotation recording what was lowered and why.
+pub const LOWERED_ANNOTATION: &str = "spark-admission.io/spark-conf-lowered";
+
+const APP_ID: &str = "spark.app.id";
+const APP_NAME: &str = "spark.app.name";
+const EXECUTOR_LABEL_PREFIX: &str = "spark.kubernetes.executor.label.";
+const EXECUTOR_SERVICE_ACCOUNT: &str = "spark.kubernetes.authenticate.executor.serviceAccountName";
+const DRIVER_SERVICE_ACCOUNT: &str = "spark.kubernetes.authenticate.driver.serviceAccountName";
+
+/// A Spark driver's configuration that can be fitted.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    uid: String,
+    /// The namespace.
+    pub namespace: String,
+    /// The ConfigMap's name.
+    pub name: String,
+    /// `spark.app.id`: the application (`spark-app-selector` of its pods).
+    pub app: String,
+    properties: Properties,
+    size: ExecutorSize,
+    has_annotations: bool,
+}
+
+/// A ConfigMap that is allowed unchanged without looking further, and why.
+#[derive(Debug, Clone)]
+pub struct Unchanged {
+    uid: String,
+    /// Why it is not a Spark driver's configuration that can be fitted.
+    pub reason: String,
+}
+
+impl Unchanged {
+    /// The answer: allowed, no patch.
+    pub fn review(&self) -> ResponseReview {
+        Response::allow(&self.uid).into_review()
+    }
+}
+
+/// Reads a ConfigMap review. A Spark driver's configuration that can be read is a
+/// [`Candidate`]; anything else is [`Unchanged`], with the reason.
+pub fn candidate(request: AdmissionRequest<ConfigMap>) -> Result<Candidate, Unchanged> {
+    let unchanged = |reason: String| Unchanged {
+        uid: request.uid.clone(),
+        reason,
+    };
+    if request.operation != Operation::Create
+        || !request.kind.group.is_empty()
+        || request.kind.kind != "ConfigMap"
+    {
+        return Err(unchanged("not a ConfigMap CREATE".to_owned()));
+    }
+    let Some(config_map) = request.object.as_ref() else {
+        return Err(unchanged("no object".to_owned()));
+    };
+    let name = config_map.metadata.name.clone().unwrap_or_default();
+    // spark-submit's name for it: spark-drv-<id>-conf-map (the driver also makes
+    // spark-exec-<id>-conf-map for executors, which must be left alone).
+    if !(name.starts_with("spark-drv-") && name.ends_with("-conf-map")) {
+        return Err(unchanged(format!(
+            "{name} is not named spark-drv-*-conf-map"
+        )));
+    }
+    let owned_by_a_pod = config_map
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|owner| owner.kind == "Pod" && owner.api_version == "v1");
+    if !owned_by_a_pod {
+        return Err(unchanged(format!("{name} is not owned by a driver pod")));
+    }
+    let Some(text) = config_map.data.as_ref().and_then(|d| d.get(PROPERTIES_KEY)) else {
+        return Err(unchanged(format!("{name} has no {PROPERTIES_KEY}")));
+    };
+    let properties = Properties::parse(text)
+        .map_err(|e| unchanged(format!("{name}: {PROPERTIES_KEY} cannot be read: {e}")))?;
+    let Some(app) = properties
+        .get(APP_ID)
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
+    else {
+        return Err(unchanged(format!(
+            "{name}: {PROPERTIES_KEY} has no {APP_ID}"
+        )));
+    };
+    let size = executor_size(&properties)
+        .map_err(|e| unchanged(format!("{name}: executors cannot be sized: {e}")))?;
+    Ok(Candidate {
+        uid: request.uid.clone(),
+        namespace: request.namespace.clone().unwrap_or_default(),
+        name,
+        app,
+        has_annotations: config_map.metadata.annotations.is_some(),
+        properties,
+        size,
+    })
+}
+
+/// What fitting a configuration did.
+#[derive(Debug, Clone, Default)]
+pub struct Fitted {
+    /// The settings lowered (empty: unchanged).
+    pub changes: Vec<Change>,
+    /// The tightest per-application limit, when a quota applies.
+    pub fit: Option<Fit>,
+    /// What the user is told.
+    pub warnings: Vec<String>,
+}
+
+/// Fits `candidate`'s executor counts to the per-application limits of `policy`'s quotas,
+/// given what the application already has (`totals`: its driver, at submission) and its name
+/// (from its pods' `spark-app-name`, for quotas matching `appNames`).
+pub fn answer(
+    mut candidate: Candidate,
+    policy: &Policy,
+    totals: &AppTotals,
+    app_name: Option<&str>,
+) -> (ResponseReview, Fitted) {
+    let mut response = Response::allow(&candidate.uid);
+    let mut fitted = Fitted::default();
+    let executor = executor_pod(&candidate, app_name);
+    let context = RequestContext {
+        namespace: candidate.namespace.clone(),
+    };
+    let (Some(spark), Some(evaluation)) = (
+        SparkPod::from_pod(&executor, &candidate.namespace),
+        engine::evaluate(&executor, &context, policy),
+    ) else {
+        return (response.into_review(), fitted);
+    };
+    if let Some(denial) = evaluation.denial {
+        // The policy itself refuses these executors; fewer of them would not help.
+        fitted.warnings.push(format!(
+            "spark-admission left {PROPERTIES_KEY} unchanged: its executors would be refused: {denial}"
+        ));
+        response.warnings.clone_from(&fitted.warnings);
+        return (response.into_review(), fitted);
+    }
+    let Some(claim) = Claim::new(policy, &spark, &evaluation.desired, "") else {
+        return (response.into_review(), fitted);
+    };
+    let quotas: Vec<&Quota> = claim
+        .quotas
+        .iter()
+        .filter_map(|&i| policy.quotas.get(i))
+        .collect();
+    let charge: Charge = claim.charge;
+    let Some(fit) = executors_that_fit(&quotas, totals, charge) else {
+        return (response.into_review(), fitted);
+    };
+    if fit.executors == 0 {
+        fitted.warnings.push(format!(
+            "spark-admission left {PROPERTIES_KEY} unchanged: no executor of application {} fits quota {} ({}), so its executors will be refused",
+            candidate.app, fit.quota, fit.limit
+        ));
+        response.warnings.clone_from(&fitted.warnings);
+        fitted.fit = Some(fit);
+        return (response.into_review(), fitted);
+    }
+    let executors = u32::try_from(fit.executors).unwrap_or(u32::MAX);
+    fitted.changes = lower_executor_counts(&mut candidate.properties, executors);
+    if fitted.changes.is_empty() {
+        fitted.fit = Some(fit);
+        return (response.into_review(), fitted);
+    }
+    let changed: Vec<String> = fitted.changes.iter().map(ToString::to_string).collect();
+    let record = format!(
+        "{} to fit quota {} ({})",
+        changed.join(", "),
+        fit.quota,
+        fit.limit
+    );
+    fitted.warnings.push(format!(
+        "spark-admission lowered {} of application {}: {record}",
+        fitted
+            .changes
+            .iter()
+            .map(|c| c.key)
+            .collect::<Vec<_>>()
+            .join(", "),
+        candidate.app
+    ));
+    let mut operations = Vec::new();
+    if candidate.has_annotations {
+        operations.push(json!({
+            "op": "add",
+            "path": format!("/metadata/annotations/{}", LOWERED_ANNOTATION.replace('~', "~0").replace('/', "~1")),
+            "value": record,
+        }));
+    } else {
+        operations.push(json!({
+            "op": "add",
+            "path": "/metadata/annotations",
+            "value": {LOWERED_ANNOTATION: record},
+        }));
+    }
+    operations.push(json!({
+        "op": "replace",
+        "path": format!("/data/{PROPERTIES_KEY}"),
+        "value": candidate.properties.text(),
+    }));
+    let patch = Value::Array(operations).to_string();
+    response.patch = Some(base64::engine::general_purpose::STANDARD.encode(patch));
+    response.patch_type = Some("JSONPatch".to_owned());
+    response.warnings.clone_from(&fitted.warnings);
+    response
+        .audit_annotations
+        .insert("spark-conf-lowered".to_owned(), record);
+    fitted.fit = Some(fit);
+    (response.into_review(), fitted)
+}
+
+/// The executor pod Spark will create from this configuration, as far as the policy can see
+/// it: its labels (`spark.kubernetes.executor.label.*` and Spark's own), service account and
+/// the Spark container's resources. Spark names the app label from the driver's; `app_name`
+/// is that value when known.
+fn executor_pod(candidate: &Candidate, app_name: Option<&str>) -> Pod {
+    let properties = &candidate.properties;
+    let mut labels: BTreeMap<String, String> = properties
+        .iter()
+        .filter_map(|(key, value)| {
+            key.strip_prefix(EXECUTOR_LABEL_PREFIX)
+                .map(|label| (label.to_owned(), value.to_owned()))
+        })
+        .collect();
+    labels.insert(ROLE_LABEL.to_owned(), "executor".to_owned());
+    labels.insert(APP_ID_LABEL.to_owned(), candidate.app.clone());
+    if let Some(name) = app_name
+        .map(str::to_owned)
+        .or_else(|| properties.get(APP_NAME).map(str::to_owned))
+    {
+        labels.insert("spark-app-name".to_owned(), name);
+    }
+    let service_account = properties
+        .get(EXECUTOR_SERVICE_ACCOUNT)
+        .or_else(|| properties.get(DRIVER_SERVICE_ACCOUNT))
+        .map(str::to_owned);
+    let quantity = |q: &crate::policy::Quantity| KubeQuantity(q.as_str().to_owned());
+    let requests = BTreeMap::from([
+        ("cpu".to_owned(), quantity(&candidate.size.cpu_request)),
+        ("memory".to_owned(), quantity(&candidate.size.memory)),
+    ]);
+    let mut limits = BTreeMap::from([("memory".to_owned(), quantity(&candidate.size.memory))]);
+    if let Some(cpu) = &candidate.size.cpu_limit {
+        limits.insert("cpu".to_owned(), quantity(cpu));
+    }
+    Pod {
+        metadata: ObjectMeta {
+            labels: Some(labels),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PodSpec {
+            service_account_name: service_account,
+            containers: vec![Container {
+                name: "spark-kubernetes-executor".to_owned(),
+                args: Some(vec!["executor".to_owned()]),
+                resources: Some(ResourceRequirements {
+                    requests: Some(requests),
+                    limits: Some(limits),
+                    ..ResourceRequirements::default()
+                }),
+                ..Container::default()
+            }],
+            ..PodSpec::default()
+        }),
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::admission::parse_review_of;
+
+    const STATIC: &[u8] =
+        include_bytes!("../../tests/fixtures/spark-4.3/cluster-mode/configmap-review.json");
+    const DYNAMIC: &[u8] =
+        include_bytes!("../../tests/fixtures/spark-4.3/cluster-mode/configmap-review-dynamic.json");
+    const EXECUTOR_CONF: &[u8] = include_bytes!(
+        "../../tests/fixtures/spark-4.3/cluster-mode/executor-configmap-review.json"
+    );
+
+    fn request(body: &[u8]) -> AdmissionRequest<ConfigMap> {
+        parse_review_of(body).unwrap()
+    }
+
+    fn driver_totals() -> AppTotals {
+        // The driver of the fixtures: 1 CPU, 1433Mi.
+        AppTotals {
+            executors: 0,
+            charge: Charge {
+                cpu: 1_000_000_000,
+                memory: 1433 * (1 << 20) * 1_000_000_000,
+            },
+            present: true,
+        }
+    }
+
+    fn patched_properties(review: &ResponseReview) -> (String, String) {
+        let patch = review.response.decoded_patch().expect("a patch");
+        let value = serde_json::to_value(&patch).unwrap();
+        let text = value
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|op| op["path"] == "/data/spark.properties")
+            .unwrap()["value"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let annotation = value
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|op| op["path"] == "/metadata/annotations")
+            .unwrap()["value"][LOWERED_ANNOTATION]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        (text, annotation)
+    }
+
+    #[test]
+    fn six_executors_under_max_executors_three_become_three_and_nothing_else_changes() {
+        let policy =
+            Policy::parse("quotas: [{name: three, perApplication: {maxExecutors: 3}}]").unwrap();
+        let request = request(STATIC);
+        let original =
+            request.object.as_ref().unwrap().data.as_ref().unwrap()[PROPERTIES_KEY].clone();
+        let candidate = candidate(request).expect("a Spark driver's configuration");
+        assert_eq!(candidate.app, "spark-b80cad1763024b8b848f4455477ea33a");
+        let (review, fitted) = answer(candidate, &policy, &driver_totals(), Some("nightly-etl"));
+        assert!(review.response.allowed);
+        let (text, annotation) = patched_properties(&review);
+        // Every line but one is byte for byte what spark-submit wrote.
+        let expected = original.replace("spark.executor.instances=6", "spark.executor.instances=3");
+        assert_ne!(expected, original);
+        assert_eq!(text, expected);
+        assert_eq!(
+            annotation,
+            "spark.executor.instances=3 (was 6) to fit quota three (maxExecutors 3)"
+        );
+        assert_eq!(fitted.changes.len(), 1);
+        assert_eq!(
+            review.response.warnings,
+            [
+                "spark-admission lowered spark.executor.instances of application spark-b80cad1763024b8b848f4455477ea33a: spark.executor.instances=3 (was 6) to fit quota three (maxExecutors 3)"
+            ]
+        );
+    }
+
+    #[test]
+    fn cpu_and_memory_limits_leave_room_for_the_driver_and_size_executors_as_spark_does() {
+        // The fixture's executors: 2 cores, 2g heap with the 0.4 Python overhead = 2867Mi.
+        let policy =
+            Policy::parse("quotas: [{name: size, perApplication: {maxCpu: '8', maxMemory: 20Gi}}]")
+                .unwrap();
+        let (review, fitted) = answer(
+            candidate(request(STATIC)).unwrap(),
+            &policy,
+            &driver_totals(),
+            None,
+        );
+        // CPU: (8 - 1) / 2 = 3; memory: (20480 - 1433) / 2867 = 6.
+        assert_eq!(fitted.fit.as_ref().map(|f| f.executors), Some(3));
+        let (text, _) = patched_properties(&review);
+        assert!(text.contains("\nspark.executor.instances=3\n"));
+    }
+
+    #[test]
+    fn a_configuration_within_the_quota_is_left_alone() {
+        let policy =
+            Policy::parse("quotas: [{name: ten, perApplication: {maxExecutors: 10}}]").unwrap();
+        let (review, fitted) = answer(
+            candidate(request(STATIC)).unwrap(),
+            &policy,
+            &driver_totals(),
+            None,
+        );
+        assert!(review.response.allowed && review.response.patch.is_none());
+        assert!(fitted.changes.is_empty() && fitted.warnings.is_empty());
+    }
+
+    #[test]
+    fn dynamic_allocation_max_executors_is_lowered() {
+        let policy =
+            Policy::parse("quotas: [{name: three, perApplication: {maxExecutors: 3}}]").unwrap();
+        let (review, fitted) = answer(
+            candidate(request(DYNAMIC)).unwrap(),
+            &policy,
+            &driver_totals(),
+            None,
+        );
+        let keys: Vec<_> = fitted
+            .changes
+            .iter()
+            .map(|c| (c.key, c.from.clone(), c.to))
+            .collect();
+        assert_eq!(
+            keys,
+            [(
+                "spark.dynamicAllocation.maxExecutors",
+                Some("10".to_owned()),
+                3
+            )]
+        );
+        let (text, _) = patched_properties(&review);
+        assert!(text.contains("spark.dynamicAllocation.maxExecutors=3\n"));
+        assert!(
+            text.contains("spark.dynamicAllocation.minExecutors=1\n"),
+            "within: kept"
+        );
+    }
+
+    #[test]
+    fn quotas_match_the_executors_as_spark_will_label_them() {
+        let policy = Policy::parse(
+            "quotas: [{name: other-apps, match: {appNames: [other]}, perApplication: {maxExecutors: 1}}]",
+        )
+        .unwrap();
+        let (review, _) = answer(
+            candidate(request(STATIC)).unwrap(),
+            &policy,
+            &driver_totals(),
+            Some("nightly-etl"),
+        );
+        assert!(
+            review.response.patch.is_none(),
+            "the quota is for other applications"
+        );
+    }
+
+    #[test]
+    fn when_no_executor_fits_the_configuration_is_left_for_refusals_with_a_warning() {
+        let policy =
+            Policy::parse("quotas: [{name: tiny, perApplication: {maxCpu: '1'}}]").unwrap();
+        let (review, fitted) = answer(
+            candidate(request(STATIC)).unwrap(),
+            &policy,
+            &driver_totals(),
+            None,
+        );
+        assert!(review.response.patch.is_none());
+        assert_eq!(fitted.fit.map(|f| f.executors), Some(0));
+        assert!(review.response.warnings[0].contains("no executor of application"));
+    }
+
+    #[test]
+    fn configmaps_that_are_not_a_drivers_configuration_are_allowed_unchanged() {
+        // The executor ConfigMap the driver creates at start.
+        let unchanged = candidate(request(EXECUTOR_CONF)).expect_err("not the driver's");
+        let review = unchanged.review();
+        assert!(review.response.allowed && review.response.patch.is_none());
+        assert!(
+            unchanged.reason.contains("spark-drv-"),
+            "{}",
+            unchanged.reason
+        );
+
+        let mut body: Value = serde_json::from_slice(STATIC).unwrap();
+        body["request"]["object"]["metadata"]["ownerReferences"] = json!([]);
+        let why = candidate(request(&serde_json::to_vec(&body).unwrap()))
+            .unwrap_err()
+            .reason;
+        assert!(why.contains("not owned by a driver pod"), "{why}");
+
+        let mut body: Value = serde_json::from_slice(STATIC).unwrap();
+        body["request"]["object"]["data"]["spark.properties"] = json!("bad=\\u12");
+        let unchanged = candidate(request(&serde_json::to_vec(&body).unwrap())).unwrap_err();
+        assert!(unchanged.review().response.allowed);
+        assert!(
+            unchanged.reason.contains("cannot be read"),
+            "{}",
+            unchanged.reason
+        );
+
+        let mut body: Value = serde_json::from_slice(STATIC).unwrap();
+        body["request"]["operation"] = json!("UPDATE");
+        assert!(candidate(request(&serde_json::to_vec(&body).unwrap())).is_err());
+    }
+
+    #[test]
+    fn the_patch_applies_to_the_configmap_as_the_apiserver_sent_it() {
+        let policy =
+            Policy::parse("quotas: [{name: three, perApplication: {maxExecutors: 3}}]").unwrap();
+        let body: Value = serde_json::from_slice(STATIC).unwrap();
+        let mut object = body["request"]["object"].clone();
+        let (review, _) = answer(
+            candidate(request(STATIC)).unwrap(),
+            &policy,
+            &driver_totals(),
+            None,
+        );
+        json_patch::patch(&mut object, &review.response.decoded_patch().unwrap()).unwrap();
+        let stored: ConfigMap = serde_json::from_value(object).unwrap();
+        let properties = Properties::parse(&stored.data.unwrap()[PROPERTIES_KEY]).unwrap();
+        assert_eq!(properties.get("spark.executor.instances"), Some("3"));
+        assert!(
+            stored
+                .metadata
+                .annotations
+                .unwrap()
+                .contains_key(LOWERED_ANNOTATION)
+        );
+    }
+}
