@@ -447,6 +447,30 @@ quotas:
         ))
         .await;
     assert!((ratio - 0.8).abs() < 1e-9, "4 of 5 CPUs: {ratio}");
+    // `spark-admission usage` reads the same from the cluster through KUBECONFIG.
+    let policy_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(policy_file.path(), policy).unwrap();
+    let out = Command::new(super::BIN)
+        .args(["usage", "-o", "json", "-p"])
+        .arg(policy_file.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["namespace"] == namespace.name.as_str())
+        .expect("a row for the namespace");
+    assert_eq!(
+        row["measures"],
+        serde_json::json!([{"resource": "cpu", "used": "4", "limit": "5", "ratio": 0.8}])
+    );
     // A dry run is decided the same way and reserves nothing.
     let dry = Api::<Pod>::namespaced(client.clone(), &namespace.name)
         .create(
