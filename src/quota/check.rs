@@ -5,7 +5,9 @@
 
 use std::fmt;
 
-use crate::policy::{Quota, Role};
+use crate::policy::{Quota, QuotaLimits, Role};
+
+use super::Charge;
 
 use super::Claim;
 use super::ledger::Usage;
@@ -77,32 +79,8 @@ pub fn check(quota: &Quota, claim: &Claim, usage: &Usage) -> Vec<Violation> {
                 );
             }
         }
-        let reached = totals.charge.plus(claim.charge);
-        if let Some(max) = &limits.max_cpu
-            && reached.cpu > max.nanos()
-        {
-            refuse(
-                Scope::Application,
-                format!(
-                    "{who} would use {} CPUs, the limit is {}; {}",
-                    format_cpu(reached.cpu),
-                    max,
-                    cpu_settings(claim.role)
-                ),
-            );
-        }
-        if let Some(max) = &limits.max_memory
-            && reached.memory > max.nanos()
-        {
-            refuse(
-                Scope::Application,
-                format!(
-                    "{who} would use {} of memory, the limit is {}; {}",
-                    format_memory(reached.memory),
-                    max,
-                    memory_settings(claim.role)
-                ),
-            );
+        for message in over_charge_limits(limits, totals.charge.plus(claim.charge), claim.role) {
+            refuse(Scope::Application, format!("{who} {message}"));
         }
     }
     if let Some(limits) = &quota.per_namespace {
@@ -121,35 +99,41 @@ pub fn check(quota: &Quota, claim: &Claim, usage: &Usage) -> Vec<Violation> {
                 );
             }
         }
-        let reached = usage.namespace.plus(claim.charge);
-        if let Some(max) = &limits.max_cpu
-            && reached.cpu > max.nanos()
-        {
+        for message in over_charge_limits(limits, usage.namespace.plus(claim.charge), claim.role) {
             refuse(
                 Scope::Namespace,
                 format!(
-                    "Spark in namespace {namespace} would use {} CPUs, the limit is {}; {}, or wait for other applications to finish",
-                    format_cpu(reached.cpu),
-                    max,
-                    cpu_settings(claim.role)
-                ),
-            );
-        }
-        if let Some(max) = &limits.max_memory
-            && reached.memory > max.nanos()
-        {
-            refuse(
-                Scope::Namespace,
-                format!(
-                    "Spark in namespace {namespace} would use {} of memory, the limit is {}; {}, or wait for other applications to finish",
-                    format_memory(reached.memory),
-                    max,
-                    memory_settings(claim.role)
+                    "Spark in namespace {namespace} {message}, or wait for other applications to finish"
                 ),
             );
         }
     }
     violations
+}
+
+/// "would use ..., the limit is ...; <settings>" for the CPU and memory limits `reached` is
+/// over.
+fn over_charge_limits(limits: &QuotaLimits, reached: Charge, role: Role) -> Vec<String> {
+    let mut messages = Vec::new();
+    if let Some(max) = &limits.max_cpu
+        && reached.cpu > max.nanos()
+    {
+        messages.push(format!(
+            "would use {} CPUs, the limit is {max}; {}",
+            format_cpu(reached.cpu),
+            cpu_settings(role)
+        ));
+    }
+    if let Some(max) = &limits.max_memory
+        && reached.memory > max.nanos()
+    {
+        messages.push(format!(
+            "would use {} of memory, the limit is {max}; {}",
+            format_memory(reached.memory),
+            memory_settings(role)
+        ));
+    }
+    messages
 }
 
 /// Whether admitting `claim` brings its application within `margin` pods like it of one of
@@ -251,8 +235,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::policy::{Policy, Quantity, QuotaLimits};
-    use crate::quota::charge::Charge;
+    use crate::policy::{Policy, Quantity};
     use crate::quota::ledger::{AppTotals, PodKey};
 
     const CORE: i128 = NANOS;

@@ -198,18 +198,7 @@ impl Tracker {
             }
         };
         let (client, app) = confirm_with;
-        let listed = tokio::time::timeout(
-            self.options.confirm_timeout,
-            list_application(client, &claim.key.namespace, &app),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            Err(Error::Timeout {
-                namespace: claim.key.namespace.clone(),
-                app: app.clone(),
-                timeout: self.options.confirm_timeout,
-            })
-        });
+        let listed = self.list(client, &claim.key.namespace, &app).await;
         let mut ledger = self.lock();
         let mut usage = self.usage_now(&mut ledger, claim);
         let confirmation = match listed {
@@ -251,19 +240,7 @@ impl Tracker {
         if let Some(client) = self.client.get()
             && check_label_value(app).is_ok()
         {
-            let listed = tokio::time::timeout(
-                self.options.confirm_timeout,
-                list_application(client, namespace, app),
-            )
-            .await
-            .unwrap_or_else(|_| {
-                Err(Error::Timeout {
-                    namespace: namespace.to_owned(),
-                    app: app.to_owned(),
-                    timeout: self.options.confirm_timeout,
-                })
-            });
-            match listed {
+            match self.list(client, namespace, app).await {
                 Ok(listed) => {
                     let ledger = self.lock();
                     let members = ledger.app_members(namespace, app);
@@ -290,6 +267,25 @@ impl Tracker {
             .app
             .unwrap_or_default();
         (totals, app_name(&ledger, namespace, app), confirmation)
+    }
+
+    /// [`list_application`] within `--quota-confirm-timeout`.
+    async fn list(
+        &self,
+        client: &kube::Client,
+        namespace: &str,
+        app: &str,
+    ) -> Result<Listed, Error> {
+        let timeout = self.options.confirm_timeout;
+        tokio::time::timeout(timeout, list_application(client, namespace, app))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Timeout {
+                    namespace: namespace.to_owned(),
+                    app: app.to_owned(),
+                    timeout,
+                })
+            })
     }
 
     fn usage_now(&self, ledger: &mut Ledger, claim: &Claim) -> Usage {

@@ -26,6 +26,41 @@ quotas:
 const DENIED_THREE: &str =
     "spark_admission_quota_denied_total{quota=\"three-executors\",scope=\"application\"}";
 
+/// One test's setup: its namespace, one webhook with `policy`, registered for that namespace
+/// (`failurePolicy: Fail`, `reinvocationPolicy: IfNeeded`). Fields drop in order: the
+/// registration goes first, then the webhook (its log printed on failure), then the namespace.
+struct Scenario {
+    _registration: Registration,
+    webhook: Webhook,
+    namespace: TestNamespace,
+    pods: Api<Pod>,
+    client: kube::Client,
+}
+
+impl Scenario {
+    async fn start(test: &str, policy: &str) -> Self {
+        let client = client().await;
+        let namespace = TestNamespace::create(&client, test).await;
+        let webhook = Webhook::start(policy).await;
+        let registration = Registration::create(
+            &client,
+            &format!("e2e-{test}"),
+            &webhook,
+            &namespace,
+            "Fail",
+            "IfNeeded",
+        )
+        .await;
+        Self {
+            _registration: registration,
+            pods: Api::<Pod>::namespaced(client.clone(), &namespace.name),
+            webhook,
+            namespace,
+            client,
+        }
+    }
+}
+
 /// Executor pods stored in `namespace`, by application id.
 async fn executors_by_app(pods: &Api<Pod>) -> BTreeMap<String, Vec<String>> {
     let list = pods
@@ -53,19 +88,13 @@ async fn executor_count(pods: &Api<Pod>) -> usize {
 #[tokio::test]
 #[ignore = "needs the e2e cluster: tests/e2e/run.sh"]
 async fn client_mode_asking_for_six_under_three_stores_three_and_spark_4_3_gives_up_with_code_11() {
-    let client = client().await;
-    let namespace = TestNamespace::create(&client, "quota-six").await;
-    let webhook = Webhook::start(THREE_EXECUTORS).await;
-    let _registration = Registration::create(
-        &client,
-        "e2e-quota-six",
-        &webhook,
-        &namespace,
-        "Fail",
-        "IfNeeded",
-    )
-    .await;
-    let pods = Api::<Pod>::namespaced(client.clone(), &namespace.name);
+    let Scenario {
+        webhook,
+        namespace,
+        pods,
+        client: _client,
+        _registration,
+    } = Scenario::start("quota-six", THREE_EXECUTORS).await;
     let mut spark = SparkSubmit::client_mode(
         &namespace.name,
         "six-asked",
@@ -105,19 +134,13 @@ async fn client_mode_asking_for_six_under_three_stores_three_and_spark_4_3_gives
 #[tokio::test]
 #[ignore = "needs the e2e cluster: tests/e2e/run.sh"]
 async fn asking_for_three_under_three_is_never_refused_and_a_deleted_executor_is_replaced() {
-    let client = client().await;
-    let namespace = TestNamespace::create(&client, "quota-three").await;
-    let webhook = Webhook::start(THREE_EXECUTORS).await;
-    let _registration = Registration::create(
-        &client,
-        "e2e-quota-three",
-        &webhook,
-        &namespace,
-        "Fail",
-        "IfNeeded",
-    )
-    .await;
-    let pods = Api::<Pod>::namespaced(client.clone(), &namespace.name);
+    let Scenario {
+        webhook,
+        namespace,
+        pods,
+        client: _client,
+        _registration,
+    } = Scenario::start("quota-three", THREE_EXECUTORS).await;
     let mut spark = SparkSubmit::client_mode(
         &namespace.name,
         "three-asked",
@@ -341,23 +364,18 @@ async fn two_replicas_behind_a_round_robin_balancer_never_store_more_than_three_
 #[tokio::test]
 #[ignore = "needs the e2e cluster: tests/e2e/run.sh"]
 async fn max_applications_one_refuses_a_second_cluster_mode_application_at_spark_submit() {
-    let client = client().await;
-    let namespace = TestNamespace::create(&client, "quota-apps").await;
     let policy = r#"
 quotas:
   - name: one-app
     perNamespace: {maxApplications: 1}
 "#;
-    let webhook = Webhook::start(policy).await;
-    let _registration = Registration::create(
-        &client,
-        "e2e-quota-apps",
-        &webhook,
-        &namespace,
-        "Fail",
-        "IfNeeded",
-    )
-    .await;
+    let Scenario {
+        webhook,
+        namespace,
+        pods: _pods,
+        client,
+        _registration,
+    } = Scenario::start("quota-apps", policy).await;
     let mut first = SparkSubmit::cluster_mode(&namespace.name, "first-app", &[]);
     let code = first.wait_exit(Duration::from_secs(120)).await;
     assert_eq!(
@@ -405,24 +423,18 @@ quotas:
 #[tokio::test]
 #[ignore = "needs the e2e cluster: tests/e2e/run.sh"]
 async fn a_namespace_cpu_limit_refuses_the_pod_that_would_exceed_it_with_its_message() {
-    let client = client().await;
-    let namespace = TestNamespace::create(&client, "quota-cpu").await;
     let policy = r#"
 quotas:
   - name: namespace-cpu
     perNamespace: {maxCpu: "5"}
 "#;
-    let webhook = Webhook::start(policy).await;
-    let _registration = Registration::create(
-        &client,
-        "e2e-quota-cpu",
-        &webhook,
-        &namespace,
-        "Fail",
-        "IfNeeded",
-    )
-    .await;
-    let pods = Api::<Pod>::namespaced(client.clone(), &namespace.name);
+    let Scenario {
+        webhook,
+        namespace,
+        pods,
+        client,
+        _registration,
+    } = Scenario::start("quota-cpu", policy).await;
     // The real executor asks for 2 CPUs.
     create_fixture(&pods, EXECUTOR_REVIEW, "exec-1")
         .await
@@ -490,19 +502,13 @@ quotas:
 #[tokio::test]
 #[ignore = "needs the e2e cluster: tests/e2e/run.sh"]
 async fn a_reload_adding_quotas_goes_into_force_once_the_pod_watch_has_listed_existing_pods() {
-    let client = client().await;
-    let namespace = TestNamespace::create(&client, "quota-reload").await;
-    let webhook = Webhook::start("rules: [{name: before}]").await;
-    let _registration = Registration::create(
-        &client,
-        "e2e-quota-reload",
-        &webhook,
-        &namespace,
-        "Fail",
-        "IfNeeded",
-    )
-    .await;
-    let pods = Api::<Pod>::namespaced(client.clone(), &namespace.name);
+    let Scenario {
+        webhook,
+        namespace: _namespace,
+        pods,
+        client: _client,
+        _registration,
+    } = Scenario::start("quota-reload", "rules: [{name: before}]").await;
     create_fixture(&pods, EXECUTOR_REVIEW, "exec-1")
         .await
         .expect("no quotas yet");
