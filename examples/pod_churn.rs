@@ -8,8 +8,10 @@
 //!
 //! The pod is the real executor fixture's (`tests/fixtures/spark-4.3/executor-review.json`),
 //! managedFields and priority stripped, with a unique name per pod. `--warmup` pods are created
-//! first and not measured. Prints one human line on stderr and one JSON object on stdout.
-//! Used by `benches/apiserver.sh`.
+//! first and not measured. `--apps N` spreads the pods over N applications (the
+//! `spark-app-selector` label), for a cluster that looks busy to the quota watch. Prints one
+//! human line on stderr and one JSON object on stdout. Used by `benches/apiserver.sh`,
+//! `benches/quota_memory.sh` and `QUOTAS=1 QUOTA_PODS=N benches/load.sh`.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -40,6 +42,10 @@ struct Args {
     /// Name prefix of the pods (unique per run).
     #[arg(long, default_value = "bench")]
     prefix: String,
+    /// Spread the pods over this many Spark applications (`spark-app-selector` values), as
+    /// a busy cluster's pods are; 1 keeps the fixture's application for every pod.
+    #[arg(long, default_value_t = 1)]
+    apps: usize,
     /// A label copied into the JSON output.
     #[arg(long, default_value = "")]
     label: String,
@@ -69,7 +75,14 @@ async fn create_all(
     prefix: &str,
     count: usize,
     concurrency: usize,
+    apps: usize,
 ) -> (Vec<Duration>, u64, Option<String>) {
+    let prefix_hash = {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let mut hasher = DefaultHasher::new();
+        prefix.hash(&mut hasher);
+        hasher.finish()
+    };
     let next = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let first_error = Arc::new(std::sync::Mutex::new(None));
@@ -86,6 +99,14 @@ async fn create_all(
                 }
                 let mut pod = template.clone();
                 pod.metadata.name = Some(format!("{prefix}-{i}"));
+                if apps > 1 {
+                    // Spark's application ids are `spark-` and 32 hex digits; the prefix's
+                    // hash keeps the applications of separate runs apart.
+                    let app = format!("spark-{:016x}{:016x}", prefix_hash, i % apps);
+                    if let Some(labels) = pod.metadata.labels.as_mut() {
+                        labels.insert("spark-app-selector".to_owned(), app);
+                    }
+                }
                 let started = Instant::now();
                 match api.create(&PostParams::default(), &pod).await {
                     Ok(_) => latencies.push(started.elapsed()),
@@ -131,6 +152,7 @@ async fn main() -> anyhow::Result<()> {
         &format!("{}-warmup", args.prefix),
         args.warmup,
         args.concurrency,
+        args.apps,
     )
     .await;
     anyhow::ensure!(
@@ -140,8 +162,15 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let started = Instant::now();
-    let (mut latencies, errors, first_error) =
-        create_all(&api, &template, &args.prefix, args.pods, args.concurrency).await;
+    let (mut latencies, errors, first_error) = create_all(
+        &api,
+        &template,
+        &args.prefix,
+        args.pods,
+        args.concurrency,
+        args.apps,
+    )
+    .await;
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort_unstable();
     let report = serde_json::json!({
