@@ -544,10 +544,12 @@ fn mutate(args: &MutateArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(3));
             }
             if let Some(ledger) = quota_pods {
-                let spark = engine::SparkPod::from_pod(&pod, &input.namespace);
-                let claim = spark.and_then(|spark| {
-                    crate::quota::Claim::new(&policy, &spark, &evaluation.desired, "mutate")
-                });
+                let claim = crate::quota::Claim::new(
+                    &policy,
+                    &evaluation.spark,
+                    &evaluation.desired,
+                    "mutate",
+                );
                 match claim {
                     None => eprintln!("quotas: none applies to this pod"),
                     Some(claim) => {

@@ -361,10 +361,12 @@ fn mutate(mut pod: Pod, response: &mut Response, summary: &mut Summary, policy: 
         return;
     }
     if !policy.quotas.is_empty() {
-        summary.quota_claim =
-            engine::SparkPod::from_pod(&pod, &summary.namespace).and_then(|spark| {
-                crate::quota::Claim::new(policy, &spark, &evaluation.desired, &response.uid)
-            });
+        summary.quota_claim = crate::quota::Claim::new(
+            policy,
+            &evaluation.spark,
+            &evaluation.desired,
+            &response.uid,
+        );
     }
     let encoded = crate::patch::diff(pod, evaluation.desired).and_then(|patch| {
         if patch.0.is_empty() {

@@ -22,7 +22,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::admission::{AdmissionRequest, Operation};
 use serde_json::{Value, json};
 
-use crate::engine::{self, APP_ID_LABEL, ROLE_LABEL, RequestContext, SparkPod};
+use crate::engine::{self, APP_ID_LABEL, ROLE_LABEL, RequestContext};
 use crate::policy::{Policy, Quota};
 use crate::quota::fit::{Fit, executors_that_fit};
 use crate::quota::ledger::AppTotals;
@@ -158,10 +158,7 @@ pub fn answer(
     let context = RequestContext {
         namespace: candidate.namespace.clone(),
     };
-    let (Some(spark), Some(evaluation)) = (
-        SparkPod::from_pod(&executor, &candidate.namespace),
-        engine::evaluate(&executor, &context, policy),
-    ) else {
+    let Some(evaluation) = engine::evaluate(&executor, &context, policy) else {
         return (response.into_review(), fitted);
     };
     if let Some(denial) = evaluation.denial {
@@ -172,7 +169,7 @@ pub fn answer(
         response.warnings.clone_from(&fitted.warnings);
         return (response.into_review(), fitted);
     }
-    let Some(claim) = Claim::new(policy, &spark, &evaluation.desired, "") else {
+    let Some(claim) = Claim::new(policy, &evaluation.spark, &evaluation.desired, "") else {
         return (response.into_review(), fitted);
     };
     let quotas: Vec<&Quota> = claim
@@ -180,7 +177,7 @@ pub fn answer(
         .iter()
         .filter_map(|&i| policy.quotas.get(i))
         .collect();
-    let charge: Charge = claim.charge;
+    let charge: Charge = claim.entry.charge;
     let Some(fit) = executors_that_fit(&quotas, totals, charge) else {
         return (response.into_review(), fitted);
     };

@@ -49,6 +49,8 @@ pub struct Evaluation {
     pub warnings: Vec<String>,
     /// Set when the pod must be rejected; says which container, resource, value and limit.
     pub denial: Option<String>,
+    /// The facts rules matched on (the pod as it arrived); quotas match on them too.
+    pub spark: SparkPod,
 }
 
 /// Applies `policy` to `pod`. Returns `None` for a pod that is not a Spark pod (no `spark-role`
@@ -81,6 +83,7 @@ pub fn evaluate(pod: &Pod, context: &RequestContext, policy: &Policy) -> Option<
         applied_rules: rules.iter().map(|r| r.name.clone()).collect(),
         warnings,
         denial,
+        spark,
     })
 }
 

@@ -29,12 +29,23 @@ const NANOS_PER_UNIT: i128 = 1_000_000_000;
 impl Quantity {
     /// Parses a quantity in the Kubernetes syntax.
     pub fn parse(text: &str) -> Result<Self, QuantityError> {
-        let error = || QuantityError {
-            text: text.to_owned(),
-        };
+        match Self::nanos_of(text) {
+            Some(nanos) => Ok(Self {
+                text: text.to_owned(),
+                nanos,
+            }),
+            None => Err(QuantityError {
+                text: text.to_owned(),
+            }),
+        }
+    }
+
+    /// The value of a quantity in nano-units, or `None` when it is not one. Allocates nothing:
+    /// the quota charge reads every container's quantities on every review.
+    pub fn nanos_of(text: &str) -> Option<i128> {
         let trimmed = text.trim();
         if trimmed.is_empty() || trimmed.len() > 64 {
-            return Err(error());
+            return None;
         }
         let (sign, unsigned) = match trimmed.as_bytes()[0] {
             b'-' => (-1, &trimmed[1..]),
@@ -47,12 +58,16 @@ impl Quantity {
         let (number, suffix) = unsigned.split_at(number_end);
         let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
         if (whole.is_empty() && fraction.is_empty()) || fraction.contains('.') {
-            return Err(error());
+            return None;
         }
-        // Numerator over 10^fraction_digits, scaled by the suffix.
-        let digits = format!("{whole}{fraction}");
-        let mantissa: i128 = digits.parse().map_err(|_| error())?;
-        let fraction_digits = u32::try_from(fraction.len()).map_err(|_| error())?;
+        // The digits of whole and fraction as one integer, over 10^fraction_digits.
+        let mut mantissa: i128 = 0;
+        for digit in whole.bytes().chain(fraction.bytes()) {
+            mantissa = mantissa
+                .checked_mul(10)?
+                .checked_add(i128::from(digit - b'0'))?;
+        }
+        let fraction_digits = u32::try_from(fraction.len()).ok()?;
         let (multiplier_num, multiplier_den): (i128, i128) = match suffix {
             "" => (1, 1),
             "n" => (1, 1_000_000_000),
@@ -71,9 +86,9 @@ impl Quantity {
             "Pi" => (1 << 50, 1),
             "Ei" => (1 << 60, 1),
             exponent if exponent.starts_with(['e', 'E']) => {
-                let power: i32 = exponent[1..].parse().map_err(|_| error())?;
+                let power: i32 = exponent[1..].parse().ok()?;
                 if !(-9..=18).contains(&power) {
-                    return Err(error());
+                    return None;
                 }
                 if power >= 0 {
                     (10_i128.pow(power.unsigned_abs()), 1)
@@ -81,22 +96,17 @@ impl Quantity {
                     (1, 10_i128.pow(power.unsigned_abs()))
                 }
             }
-            _ => return Err(error()),
+            _ => return None,
         };
         let denominator = 10_i128
-            .checked_pow(fraction_digits)
-            .and_then(|d| d.checked_mul(multiplier_den))
-            .ok_or_else(error)?;
+            .checked_pow(fraction_digits)?
+            .checked_mul(multiplier_den)?;
         let numerator = mantissa
-            .checked_mul(multiplier_num)
-            .and_then(|n| n.checked_mul(NANOS_PER_UNIT))
-            .ok_or_else(error)?;
+            .checked_mul(multiplier_num)?
+            .checked_mul(NANOS_PER_UNIT)?;
         // Round up like Kubernetes: 0.1n is 1n.
-        let nanos = (numerator + denominator - 1) / denominator;
-        Ok(Self {
-            text: text.to_owned(),
-            nanos: sign * nanos,
-        })
+        let nanos = numerator.checked_add(denominator - 1)? / denominator;
+        Some(sign * nanos)
     }
 
     /// A whole number of units, written as Kubernetes and Spark write it (`2`).
@@ -184,6 +194,15 @@ mod tests {
     #[test]
     fn sub_nano_fractions_round_up() {
         assert_eq!(q("0.1n").nanos(), 1);
+    }
+
+    #[test]
+    fn a_value_too_large_for_128_bit_nano_units_is_refused_rather_than_wrapped() {
+        // 1.7e29 nano-cores: the nano-units fit, rounding up would not.
+        assert!(Quantity::parse("170141183460469231731687303715n").is_err());
+        assert!(Quantity::parse("99999999999999999999999999999999Ei").is_err());
+        assert_eq!(Quantity::nanos_of("2"), Some(2_000_000_000));
+        assert_eq!(Quantity::nanos_of("-500m"), Some(-500_000_000));
     }
 
     #[test]

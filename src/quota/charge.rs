@@ -79,10 +79,9 @@ impl Charge {
             }
         }
         let overhead_of = |name: &str| {
-            overhead
-                .and_then(|o| o.get(name))
-                .and_then(|q| Quantity::parse(&q.0).ok())
-                .map_or(0, |q| q.nanos().max(0))
+            overhead.and_then(|o| o.get(name)).map_or(0, |q| {
+                Quantity::nanos_of(&q.0).map_or(UNREADABLE, |n| n.max(0))
+            })
         };
         charge.plus(Self {
             cpu: overhead_of("cpu"),
@@ -130,12 +129,17 @@ impl Charge {
     }
 }
 
-/// A resource's request, else its limit; `None` when neither is set. A quantity that does not
-/// parse counts as nothing: the apiserver refuses such a pod anyway.
+/// What a quantity that cannot be read counts as: more than any limit (yet small enough that
+/// sums saturate rather than wrap). The apiserver refuses text that is not a quantity, and it
+/// accepts numbers too large for nano-units exact in 128 bits; either way such a pod must not
+/// slip under a quota as costing nothing.
+pub const UNREADABLE: i128 = i128::MAX >> 16;
+
+/// A resource's request, else its limit; `None` when neither is set.
 fn amount(resources: Option<&ResourceRequirements>, name: &str) -> Option<i128> {
     let resources = resources?;
     let quantity = find(&resources.requests, name).or_else(|| find(&resources.limits, name))?;
-    Some(Quantity::parse(&quantity.0).map_or(0, |q| q.nanos().max(0)))
+    Some(Quantity::nanos_of(&quantity.0).map_or(UNREADABLE, |nanos| nanos.max(0)))
 }
 
 fn find<'a>(
@@ -255,14 +259,24 @@ mod tests {
     }
 
     #[test]
-    fn a_pod_without_resources_costs_nothing_and_garbage_counts_as_nothing() {
+    fn a_pod_without_resources_costs_nothing_and_an_unreadable_quantity_counts_as_over_any_limit() {
         assert_eq!(
             Charge::of_pod(&pod(json!({"containers": [{"name": "main"}]}))),
             Charge::default()
         );
+        // Kubernetes accepts this (about 1.7e20 cores); it overflows 128-bit nano-units.
+        let huge = pod(json!({"containers": [
+            {"name": "a", "resources": {"requests": {"cpu": "170141183460469231731687303715n"}}},
+            {"name": "b", "resources": {"requests": {"cpu": "170141183460469231731687303715n"}}},
+        ]}));
+        assert_eq!(
+            Charge::of_pod(&huge).cpu,
+            2 * UNREADABLE,
+            "summed without wrapping"
+        );
         let garbage = pod(
             json!({"containers": [{"name": "main", "resources": {"requests": {"cpu": "lots"}, "limits": {"cpu": "2"}}}]}),
         );
-        assert_eq!(Charge::of_pod(&garbage).cpu, 0);
+        assert_eq!(Charge::of_pod(&garbage).cpu, UNREADABLE);
     }
 }

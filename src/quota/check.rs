@@ -59,34 +59,41 @@ pub fn check(quota: &Quota, claim: &Claim, usage: &Usage) -> Vec<Violation> {
             message: format!("quota {}: {message}", quota.name),
         });
     };
-    if let (Some(limits), Some(app), Some(totals)) = (&quota.per_application, &claim.app, usage.app)
+    if let (Some(limits), Some(app), Some(totals)) =
+        (&quota.per_application, &claim.entry.app, usage.app)
     {
-        let who = match &claim.app_name {
+        // Only written when a limit is exceeded: admitting is the common path.
+        let who = || match &claim.entry.app_name {
             Some(name) => format!("application {app} ({name})"),
             None => format!("application {app}"),
         };
         if let Some(max) = limits.max_executors
-            && claim.role == Role::Executor
+            && claim.entry.role == Role::Executor
         {
             let executors = u64::from(totals.executors) + 1;
             if executors > u64::from(max) {
                 refuse(
                     Scope::Application,
                     format!(
-                        "{who} would have {executors} executors, the limit is {max}; {}",
+                        "{} would have {executors} executors, the limit is {max}; {}",
+                        who(),
                         EXECUTOR_COUNT_SETTINGS
                     ),
                 );
             }
         }
-        for message in over_charge_limits(limits, totals.charge.plus(claim.charge), claim.role) {
-            refuse(Scope::Application, format!("{who} {message}"));
+        for message in over_charge_limits(
+            limits,
+            totals.charge.plus(claim.entry.charge),
+            claim.entry.role,
+        ) {
+            refuse(Scope::Application, format!("{} {message}", who()));
         }
     }
     if let Some(limits) = &quota.per_namespace {
         let namespace = &claim.key.namespace;
         if let Some(max) = limits.max_applications
-            && claim.app.is_some()
+            && claim.entry.app.is_some()
             && !usage.app.is_some_and(|app| app.present)
         {
             let applications = u64::from(usage.applications) + 1;
@@ -99,7 +106,11 @@ pub fn check(quota: &Quota, claim: &Claim, usage: &Usage) -> Vec<Violation> {
                 );
             }
         }
-        for message in over_charge_limits(limits, usage.namespace.plus(claim.charge), claim.role) {
+        for message in over_charge_limits(
+            limits,
+            usage.namespace.plus(claim.entry.charge),
+            claim.entry.role,
+        ) {
             refuse(
                 Scope::Namespace,
                 format!(
@@ -140,23 +151,25 @@ fn over_charge_limits(limits: &QuotaLimits, reached: Charge, role: Role) -> Vec<
 /// `quota`'s per-application limits: the point from which the watch's view is confirmed with
 /// a consistent read before deciding (the watch may lag behind pods other replicas admitted).
 pub fn near_application_limit(quota: &Quota, claim: &Claim, usage: &Usage, margin: u32) -> bool {
-    let (Some(limits), Some(_), Some(totals)) = (&quota.per_application, &claim.app, usage.app)
+    let (Some(limits), Some(_), Some(totals)) =
+        (&quota.per_application, &claim.entry.app, usage.app)
     else {
         return false;
     };
     let margin = i128::from(margin);
     let executors_near = limits.max_executors.is_some_and(|max| {
-        claim.role == Role::Executor && i128::from(totals.executors) + 1 + margin > i128::from(max)
+        claim.entry.role == Role::Executor
+            && i128::from(totals.executors) + 1 + margin > i128::from(max)
     });
-    let reached = totals.charge.plus(claim.charge.times(1 + margin));
+    let reached = totals.charge.plus(claim.entry.charge.times(1 + margin));
     let cpu_near = limits
         .max_cpu
         .as_ref()
-        .is_some_and(|max| claim.charge.cpu > 0 && reached.cpu > max.nanos());
+        .is_some_and(|max| claim.entry.charge.cpu > 0 && reached.cpu > max.nanos());
     let memory_near = limits
         .max_memory
         .as_ref()
-        .is_some_and(|max| claim.charge.memory > 0 && reached.memory > max.nanos());
+        .is_some_and(|max| claim.entry.charge.memory > 0 && reached.memory > max.nanos());
     executors_near || cpu_near || memory_near
 }
 
@@ -236,7 +249,7 @@ mod tests {
 
     use super::*;
     use crate::policy::{Policy, Quantity};
-    use crate::quota::ledger::{AppTotals, PodKey};
+    use crate::quota::ledger::{AppTotals, Entry, PodKey};
 
     const CORE: i128 = NANOS;
     const GI: i128 = (1 << 30) * NANOS;
@@ -251,10 +264,12 @@ mod tests {
                 namespace: "analytics".to_owned(),
                 name: "p".to_owned(),
             },
-            app: app.map(str::to_owned),
-            app_name: app.map(|_| "nightly-etl".to_owned()),
-            role,
-            charge: Charge { cpu, memory },
+            entry: Entry {
+                app: app.map(str::to_owned),
+                app_name: app.map(|_| "nightly-etl".to_owned()),
+                role,
+                charge: Charge { cpu, memory },
+            },
             quotas: vec![0],
         }
     }
@@ -292,7 +307,7 @@ mod tests {
             }]
         );
         // A driver is not an executor.
-        claim.role = Role::Driver;
+        claim.entry.role = Role::Driver;
         assert!(check(&quota, &claim, &usage(50, 0, true)).is_empty());
     }
 
@@ -331,12 +346,10 @@ mod tests {
             check(&quota, &claim, &totals).is_empty(),
             "no app: no app limit and no new application"
         );
-        let big = Claim {
-            charge: Charge {
-                cpu: CORE + 1,
-                memory: 0,
-            },
-            ..claim
+        let mut big = claim;
+        big.entry.charge = Charge {
+            cpu: CORE + 1,
+            memory: 0,
         };
         let refused = check(&quota, &big, &totals);
         assert_eq!(refused.len(), 1);

@@ -9,7 +9,8 @@
 //!
 //! Pure data: no locks, no clock of its own (callers pass `now`), no I/O.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::time::Instant;
 
 use crate::policy::Role;
@@ -113,9 +114,10 @@ pub struct AppTotals {
 pub struct Ledger {
     pods: HashMap<PodKey, TrackedPod>,
     reservations: HashMap<PodKey, Reservation>,
-    // Reservations in the order they expire (one lifetime for all, so insertion order); an
-    // entry whose reservation was renewed or released is skipped when it comes up.
-    expiry: VecDeque<(Instant, PodKey)>,
+    // When reservations expire, earliest first, one entry per reservation: a renewal only moves
+    // the reservation's own time, and its entry, coming up early, is queued again at the new
+    // time. An entry whose reservation was released is dropped when it comes up.
+    expiry: BinaryHeap<Reverse<(Instant, PodKey)>>,
     namespaces: HashMap<String, NamespaceUsage>,
 }
 
@@ -191,33 +193,57 @@ impl Ledger {
     }
 
     /// Reserves `key` until the watch shows it or `expires`. A live pod or an earlier
-    /// reservation under the same key is replaced, so the same pod never counts twice.
-    pub fn reserve(&mut self, key: PodKey, entry: Entry, expires: Instant) {
-        self.forget(&key);
-        self.add(&key, &entry);
-        self.expiry.push_back((expires, key.clone()));
-        self.reservations
-            .insert(key, Reservation { entry, expires });
+    /// reservation under the same key is replaced, so the same pod never counts twice; the same
+    /// pod reserved again (a reinvoked webhook) only has its time moved.
+    pub fn reserve(&mut self, key: &PodKey, entry: &Entry, expires: Instant) {
+        if let Some(reservation) = self.reservations.get_mut(key)
+            && reservation.entry == *entry
+        {
+            reservation.expires = reservation.expires.max(expires);
+            return;
+        }
+        // A reservation held under this key already has its entry in the queue.
+        let queued = self.reservations.contains_key(key);
+        self.forget(key);
+        self.add(key, entry);
+        if !queued {
+            self.expiry.push(Reverse((expires, key.clone())));
+        }
+        self.reservations.insert(
+            key.clone(),
+            Reservation {
+                entry: entry.clone(),
+                expires,
+            },
+        );
     }
 
     /// Drops the reservations that expired by `now`; returns how many.
     pub fn expire(&mut self, now: Instant) -> usize {
         let mut expired = 0;
-        while let Some((when, _)) = self.expiry.front() {
+        while let Some(Reverse((when, _))) = self.expiry.peek() {
             if *when > now {
                 break;
             }
-            let Some((when, key)) = self.expiry.pop_front() else {
+            let Some(Reverse((_, key))) = self.expiry.pop() else {
                 break;
             };
-            let current = self
-                .reservations
-                .get(&key)
-                .is_some_and(|r| r.expires == when);
-            if current && let Some(reservation) = self.reservations.remove(&key) {
-                self.subtract(&key, &reservation.entry);
-                expired += 1;
+            match self.reservations.get(&key).map(|r| r.expires) {
+                Some(expires) if expires <= now => {
+                    if let Some(reservation) = self.reservations.remove(&key) {
+                        self.subtract(&key, &reservation.entry);
+                        expired += 1;
+                    }
+                }
+                // Renewed since it was queued: queued again at its new time.
+                Some(expires) => self.expiry.push(Reverse((expires, key))),
+                // Released when the watch showed the pod.
+                None => {}
             }
+        }
+        // A burst of reservations grows the queue; give the memory back once it has drained.
+        if self.expiry.capacity() > 64 && self.expiry.len() < self.expiry.capacity() / 4 {
+            self.expiry.shrink_to(self.expiry.len() * 2);
         }
         expired
     }
@@ -421,8 +447,8 @@ mod tests {
         let mut ledger = Ledger::new();
         let now = Instant::now();
         ledger.reserve(
-            key("e1"),
-            entry(Some("a"), Role::Executor, 2),
+            &key("e1"),
+            &entry(Some("a"), Role::Executor, 2),
             now + Duration::from_secs(30),
         );
         let usage = ledger.usage("ns", Some("a"), &key("e2"));
@@ -446,10 +472,10 @@ mod tests {
     fn a_reservation_the_watch_never_shows_expires() {
         let mut ledger = Ledger::new();
         let now = Instant::now();
-        ledger.reserve(key("e1"), entry(Some("a"), Role::Executor, 2), now);
+        ledger.reserve(&key("e1"), &entry(Some("a"), Role::Executor, 2), now);
         ledger.reserve(
-            key("e2"),
-            entry(Some("a"), Role::Executor, 2),
+            &key("e2"),
+            &entry(Some("a"), Role::Executor, 2),
             now + Duration::from_secs(5),
         );
         assert_eq!(ledger.expire(now), 1);
@@ -465,10 +491,26 @@ mod tests {
     }
 
     #[test]
+    fn a_renewed_reservation_expires_at_its_latest_time_and_queues_nothing_more() {
+        let mut ledger = Ledger::new();
+        let now = Instant::now();
+        let executor = entry(Some("a"), Role::Executor, 2);
+        for second in 1..=1000 {
+            ledger.reserve(&key("e1"), &executor, now + Duration::from_secs(second));
+        }
+        assert_eq!(ledger.expiry.len(), 1, "one queued expiry per reservation");
+        assert_eq!(ledger.expire(now + Duration::from_secs(10)), 0, "renewed");
+        assert_eq!(ledger.expiry.len(), 1, "queued again at its new time");
+        assert_eq!(ledger.expire(now + Duration::from_secs(1000)), 1);
+        assert!(ledger.namespaces().is_empty());
+        assert!(ledger.expiry.is_empty());
+    }
+
+    #[test]
     fn a_pod_is_never_counted_against_itself() {
         let mut ledger = Ledger::new();
         let later = Instant::now() + Duration::from_secs(30);
-        ledger.reserve(key("e1"), entry(Some("a"), Role::Executor, 2), later);
+        ledger.reserve(&key("e1"), &entry(Some("a"), Role::Executor, 2), later);
         // The same pod again (a reinvoked webhook): its own reservation is left out...
         let usage = ledger.usage("ns", Some("a"), &key("e1"));
         assert_eq!(
@@ -478,7 +520,7 @@ mod tests {
         );
         assert_eq!(usage.applications, 0, "the pod would start the app anew");
         // ...and reserving it again replaces the reservation.
-        ledger.reserve(key("e1"), entry(Some("a"), Role::Executor, 2), later);
+        ledger.reserve(&key("e1"), &entry(Some("a"), Role::Executor, 2), later);
         assert_eq!(ledger.reservations(), 1);
         assert_eq!(
             ledger
@@ -494,8 +536,8 @@ mod tests {
         let mut ledger = Ledger::new();
         let later = Instant::now() + Duration::from_secs(30);
         ledger.apply(key("gone"), tracked(Some("a"), Role::Executor, 2));
-        ledger.reserve(key("e1"), entry(Some("a"), Role::Executor, 2), later);
-        ledger.reserve(key("e2"), entry(Some("a"), Role::Executor, 2), later);
+        ledger.reserve(&key("e1"), &entry(Some("a"), Role::Executor, 2), later);
+        ledger.reserve(&key("e2"), &entry(Some("a"), Role::Executor, 2), later);
         let listed = HashMap::from([(key("e1"), tracked(Some("a"), Role::Executor, 2))]);
         ledger.replace_all(listed);
         assert_eq!(ledger.tracked_pods(), 1);

@@ -30,7 +30,7 @@ pub mod watch;
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::engine::{SparkPod, matches};
-use crate::policy::{Policy, Role};
+use crate::policy::Policy;
 
 pub use charge::Charge;
 pub use check::{Scope, Violation};
@@ -73,14 +73,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct Claim {
     /// Namespace and name.
     pub key: PodKey,
-    /// `spark-app-selector`.
-    pub app: Option<String>,
-    /// The application's name, for messages.
-    pub app_name: Option<String>,
-    /// Driver or executor.
-    pub role: Role,
-    /// CPU and memory of the pod as it will be stored.
-    pub charge: Charge,
+    /// What the pod counts: its application, role, and the charge of the pod as it will be
+    /// stored.
+    pub entry: Entry,
     /// Indices of the policy's quotas that match the pod.
     pub quotas: Vec<usize>,
 }
@@ -127,22 +122,14 @@ impl Claim {
                 namespace: spark.namespace.clone(),
                 name,
             },
-            app: spark.app_id.clone(),
-            app_name: spark.app_name.clone(),
-            role: spark.role,
-            charge: Charge::of_pod(desired),
+            entry: Entry {
+                app: spark.app_id.clone(),
+                app_name: spark.app_name.clone(),
+                role: spark.role,
+                charge: Charge::of_pod(desired),
+            },
             quotas,
         })
-    }
-
-    /// What the ledger holds for the pod once admitted.
-    pub fn entry(&self) -> Entry {
-        Entry {
-            app: self.app.clone(),
-            app_name: self.app_name.clone(),
-            role: self.role,
-            charge: self.charge,
-        }
     }
 }
 
@@ -182,10 +169,10 @@ quotas:
         let claim = Claim::new(&policy, &spark, &evaluation.desired, "uid-1").unwrap();
         assert_eq!(claim.quotas, vec![1]);
         assert_eq!(claim.key.name, "exec-1");
-        assert_eq!(claim.app.as_deref(), Some("spark-9"));
-        assert_eq!(claim.app_name.as_deref(), Some("etl"));
+        assert_eq!(claim.entry.app.as_deref(), Some("spark-9"));
+        assert_eq!(claim.entry.app_name.as_deref(), Some("etl"));
         assert_eq!(
-            claim.charge.cpu, 3_000_000_000,
+            claim.entry.charge.cpu, 3_000_000_000,
             "the policy's default is charged"
         );
 

@@ -290,7 +290,7 @@ impl Tracker {
 
     fn usage_now(&self, ledger: &mut Ledger, claim: &Claim) -> Usage {
         ledger.expire(Instant::now());
-        ledger.usage(&claim.key.namespace, claim.app.as_deref(), &claim.key)
+        ledger.usage(&claim.key.namespace, claim.entry.app.as_deref(), &claim.key)
     }
 
     /// The client and application to LIST, when the decision must be confirmed.
@@ -304,6 +304,7 @@ impl Tracker {
         // The label value goes into a label selector: an invalid one (the apiserver validates
         // labels only after admission) could change the selector's meaning.
         let app = claim
+            .entry
             .app
             .as_ref()
             .filter(|a| check_label_value(a).is_ok())?;
@@ -330,8 +331,8 @@ impl Tracker {
             .collect();
         if violations.is_empty() && !dry_run {
             ledger.reserve(
-                claim.key.clone(),
-                claim.entry(),
+                &claim.key,
+                &claim.entry,
                 Instant::now() + self.options.reservation_ttl,
             );
         }
@@ -450,12 +451,14 @@ mod tests {
                 namespace: "analytics".to_owned(),
                 name: name.to_owned(),
             },
-            app: Some("spark-1".to_owned()),
-            app_name: Some("nightly".to_owned()),
-            role: Role::Executor,
-            charge: Charge {
-                cpu: 1_000_000_000,
-                memory: 1 << 30,
+            entry: Entry {
+                app: Some("spark-1".to_owned()),
+                app_name: Some("nightly".to_owned()),
+                role: Role::Executor,
+                charge: Charge {
+                    cpu: 1_000_000_000,
+                    memory: 1 << 30,
+                },
             },
             quotas: vec![0],
         }
