@@ -240,7 +240,7 @@ fn quota(c: &mut Criterion) {
     let (_, summary) = admission::review(request, &with_quota);
     let claim = summary.quota_claim.expect("the quota matches the fixture");
     assert_eq!(claim.key.namespace, FIXTURE_NAMESPACE);
-    assert_eq!(claim.app.as_deref(), Some(FIXTURE_APP));
+    assert_eq!(claim.entry.app.as_deref(), Some(FIXTURE_APP));
     let decision = busy.admit_locally(&with_quota.quotas, &claim, true);
     assert!(decision.admitted(), "{:?}", decision.violations);
 
