@@ -142,16 +142,6 @@ impl Ledger {
         &self.namespaces
     }
 
-    /// A live pod, if the watch showed it.
-    pub fn pod(&self, key: &PodKey) -> Option<&TrackedPod> {
-        self.pods.get(key)
-    }
-
-    /// A reservation, if one is held for `key`.
-    pub fn reservation(&self, key: &PodKey) -> Option<&Reservation> {
-        self.reservations.get(key)
-    }
-
     /// The watch shows `key` live: it counts from now on, and its reservation (if any) is
     /// released.
     pub fn apply(&mut self, key: PodKey, pod: TrackedPod) {

@@ -53,7 +53,7 @@ pub fn usage(policy: &Policy, ledger: &Ledger, applications: bool) -> Vec<ScopeU
     let mut rows = Vec::new();
     for quota in &policy.quotas {
         for (namespace, ns) in &namespaces {
-            if !selects(&quota.selector.namespaces, Some(namespace)) {
+            if !applies_to_namespace(quota, namespace) {
                 continue;
             }
             if let Some(limits) = &quota.per_namespace {

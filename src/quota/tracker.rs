@@ -120,11 +120,6 @@ impl Tracker {
         let _ = self.client.set(client);
     }
 
-    /// The options in force.
-    pub fn options(&self) -> &Options {
-        &self.options
-    }
-
     /// Runs `f` on the ledger under its lock.
     pub fn with_ledger<T>(&self, f: impl FnOnce(&mut Ledger) -> T) -> T {
         f(&mut self.lock())

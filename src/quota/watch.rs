@@ -108,18 +108,10 @@ pub fn tracked(pod: &LeanPod) -> Option<(PodKey, TrackedPod)> {
     if matches!(phase, Some("Succeeded" | "Failed")) || pod.metadata.deletion_timestamp.is_some() {
         return None;
     }
-    let spec = pod.spec.clone().unwrap_or_default();
-    let charge = Charge::of_parts(
-        spec.containers.iter().map(|c| c.resources.as_ref()),
-        spec.init_containers.iter().map(|c| {
-            (
-                c.resources.as_ref(),
-                c.restart_policy.as_deref() == Some("Always"),
-            )
-        }),
-        spec.resources.as_ref(),
-        spec.overhead.as_ref(),
-    );
+    let charge = match &pod.spec {
+        Some(spec) => charge_of(spec),
+        None => Charge::default(),
+    };
     let entry = Entry {
         app: labels.get(APP_ID_LABEL).cloned(),
         app_name: app_name_of(labels).map(str::to_owned),
@@ -138,6 +130,21 @@ pub fn tracked(pod: &LeanPod) -> Option<(PodKey, TrackedPod)> {
             resource_version,
         },
     ))
+}
+
+/// The charge of a pod's spec, read in place.
+fn charge_of(spec: &LeanSpec) -> Charge {
+    Charge::of_parts(
+        spec.containers.iter().map(|c| c.resources.as_ref()),
+        spec.init_containers.iter().map(|c| {
+            (
+                c.resources.as_ref(),
+                c.restart_policy.as_deref() == Some("Always"),
+            )
+        }),
+        spec.resources.as_ref(),
+        spec.overhead.as_ref(),
+    )
 }
 
 /// A ledger holding the live Spark pods among `pods`.

@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Serialize;
 
-use crate::admission::{self, Outcome};
+use crate::admission::{self, Outcome, ResponseReview};
 use crate::metrics::{Metrics, RuleLabels};
 use crate::quota::Confirmation;
 use crate::state::State;
@@ -199,16 +199,14 @@ async fn mutate_spark_conf(
             return json_error(StatusCode::BAD_REQUEST, error.to_string());
         }
     };
+    if policy.quotas.is_empty() {
+        // Nothing to fit to: not even worth reading the ConfigMap.
+        return review_body(&ResponseReview::allowed(&request.uid));
+    }
     let review = match admission::spark_conf::candidate(request) {
         Err(unchanged) => {
             tracing::debug!(reason = %unchanged.reason, "ConfigMap allowed unchanged");
             unchanged.review()
-        }
-        Ok(candidate) if policy.quotas.is_empty() => {
-            tracing::debug!(configmap = %candidate.name, "no quotas: Spark configuration unchanged");
-            let (review, _) =
-                admission::spark_conf::answer(candidate, &policy, &Default::default(), None);
-            review
         }
         Ok(candidate) => {
             let (totals, app_name, confirmation) = app
@@ -238,7 +236,12 @@ async fn mutate_spark_conf(
             review
         }
     };
-    match serde_json::to_vec(&review) {
+    review_body(&review)
+}
+
+/// The answer's bytes, or a 500 if it cannot be encoded.
+fn review_body(review: &ResponseReview) -> Response {
+    match serde_json::to_vec(review) {
         Ok(body) => json_body(body),
         Err(error) => json_error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -267,13 +270,7 @@ async fn validate_policy(
     if outcome == Outcome::Denied {
         tracing::info!("refused an invalid policy ConfigMap");
     }
-    match serde_json::to_vec(&review) {
-        Ok(body) => json_body(body),
-        Err(error) => json_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("failed to encode the response: {error}"),
-        ),
-    }
+    review_body(&review)
 }
 
 async fn readyz(AxumState(state): AxumState<Arc<State>>) -> Response {
