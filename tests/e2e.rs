@@ -111,17 +111,7 @@ impl Webhook {
     /// arguments name another policy source.
     async fn start_with(policy: &str, extra_args: &[&str], extra_env: &[(&str, String)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let out = Command::new(BIN)
-            .args(["certs", "--dns", "127.0.0.1", "localhost", "--out"])
-            .arg(dir.path().join("pki"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let ca_bundle = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let ca_bundle = development_pki(&dir.path().join("pki"));
         std::fs::write(dir.path().join("policy.yaml"), policy).unwrap();
         let (port, admin_port) = (free_port(), free_port());
         let mut command = Command::new(BIN);
@@ -597,6 +587,22 @@ impl Drop for SparkSubmit {
             );
         }
     }
+}
+
+/// A CA and a serving certificate for 127.0.0.1 in `dir` (`spark-admission certs`); the
+/// base64 caBundle for a webhook configuration.
+fn development_pki(dir: &std::path::Path) -> String {
+    let out = Command::new(BIN)
+        .args(["certs", "--dns", "127.0.0.1", "localhost", "--out"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 fn base64_decode(text: &str) -> Vec<u8> {

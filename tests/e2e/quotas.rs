@@ -14,7 +14,8 @@ use super::{
     create_fixture, labels,
 };
 
-const THREE_EXECUTORS: &str = r#"
+/// Rules plus `maxExecutors: 3` per application (the cluster-mode test uses it too).
+pub(super) const THREE_EXECUTORS: &str = r#"
 rules:
   - name: cost-labels
     labels: {cost-center: "{namespace}"}

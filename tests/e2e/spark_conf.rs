@@ -10,16 +10,10 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::Value;
 
-use super::{BIN, Registration, SparkSubmit, TestNamespace, Webhook, client, free_port, labels};
-
-const POLICY: &str = r#"
-rules:
-  - name: cost-labels
-    labels: {cost-center: "{namespace}"}
-quotas:
-  - name: three-executors
-    perApplication: {maxExecutors: 3}
-"#;
+use super::quotas::THREE_EXECUTORS;
+use super::{
+    Registration, SparkSubmit, TestNamespace, Webhook, client, development_pki, free_port, labels,
+};
 
 const LOWERED_ANNOTATION: &str = "spark-admission.io/spark-conf-lowered";
 
@@ -34,13 +28,7 @@ struct CaptureWebhook {
 impl CaptureWebhook {
     fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let out = Command::new(BIN)
-            .args(["certs", "--dns", "127.0.0.1", "localhost", "--out"])
-            .arg(dir.path().join("pki"))
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        let ca_bundle = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let ca_bundle = development_pki(&dir.path().join("pki"));
         let port = free_port();
         let mut child = Command::new("python3")
             .arg("tests/e2e/capture_webhook.py")
@@ -146,7 +134,7 @@ async fn cluster_mode_executor_counts_are_lowered_to_the_quota_and_the_driver_th
 {
     let client = client().await;
     let namespace = TestNamespace::create(&client, "spark-conf").await;
-    let webhook = Webhook::start(POLICY).await;
+    let webhook = Webhook::start(THREE_EXECUTORS).await;
     let capture = CaptureWebhook::start();
     let _pods = Registration::create(
         &client,
