@@ -1,7 +1,8 @@
 //! The command line: clap structs (their doc comments are the help text) and the commands.
 //!
 //! Exit codes are part of the contract: 0 success (for `mutate`: admitted), 1 bad input or
-//! policy, 2 bad usage, 3 the pod would be denied.
+//! policy, 2 bad usage, 3 the pod would be denied. `test` has its own: 0 every case passed, 1
+//! a case failed, 2 a suite could not be read or is invalid.
 
 use std::io::{IsTerminal, Read, Write};
 use std::net::SocketAddr;
@@ -40,6 +41,10 @@ enum Command {
     /// Show, per quota, each namespace's and each application's usage against its limits,
     /// from the cluster's Spark pods (through KUBECONFIG) or a pod list.
     Usage(UsageArgs),
+    /// Run policy test suites (*.test.yaml): each case's pod goes through the webhook's review
+    /// and its answer is checked. Exit 0 when every case passes, 1 when one fails, 2 when a
+    /// suite cannot be read or is invalid.
+    Test(TestArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -237,6 +242,25 @@ struct UsageArgs {
     output: UsageFormat,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum TestFormat {
+    /// One line per case, a diff under each failure, then the counts.
+    Text,
+    /// JUnit XML on standard output (the text report goes to standard error).
+    Junit,
+}
+
+#[derive(Debug, clap::Args)]
+struct TestArgs {
+    /// Suite files, or directories searched recursively for files named *.test.yaml or
+    /// *.test.yml.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Report format.
+    #[arg(long, short = 'o', value_enum, default_value = "text")]
+    output: TestFormat,
+}
+
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -246,6 +270,7 @@ pub fn main() -> ExitCode {
         Command::Check(args) => report(check(&args)),
         Command::Mutate(args) => report(mutate(&args)),
         Command::Usage(args) => report(usage(&args)),
+        Command::Test(args) => report(test(&args)),
     }
 }
 
@@ -608,21 +633,8 @@ fn mutate(args: &MutateArgs) -> anyhow::Result<ExitCode> {
 fn read_pod_list(path: &Path) -> anyhow::Result<crate::quota::Ledger> {
     let document = parse_document(&read_input(path)?)
         .with_context(|| format!("{} is not a pod list", path.display()))?;
-    let items = match document {
-        Value::Array(items) => items,
-        Value::Object(mut object) => match object.remove("items") {
-            Some(Value::Array(items)) => items,
-            Some(_) => bail!("{}: items is not a list", path.display()),
-            None => vec![Value::Object(object)],
-        },
-        _ => bail!("{} is not a pod list", path.display()),
-    };
-    let mut pods = Vec::with_capacity(items.len());
-    for (index, item) in items.into_iter().enumerate() {
-        let pod: crate::quota::watch::LeanPod = serde_json::from_value(item)
-            .with_context(|| format!("{}: items[{index}] is not a pod", path.display()))?;
-        pods.push(pod);
-    }
+    let pods = crate::suite::pod_list(document)
+        .map_err(|message| anyhow::anyhow!("{}: {message}", path.display()))?;
     Ok(crate::quota::watch::ledger_of(&pods))
 }
 
@@ -708,6 +720,24 @@ fn usage_table(rows: &[crate::quota::report::ScopeUsage]) -> String {
         text.push_str("(no Spark pods in the namespaces the quotas select)\n");
     }
     text
+}
+
+fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
+    let (reports, totals) = crate::suite::run_paths(&args.paths);
+    let text = crate::suite::text_report(&reports, totals);
+    match args.output {
+        TestFormat::Text => {
+            print!("{text}");
+            std::io::stdout().flush()?;
+        }
+        TestFormat::Junit => {
+            eprint!("{text}");
+            let mut out = std::io::stdout().lock();
+            write!(out, "{}", crate::suite::junit::write(&reports))?;
+            out.flush()?;
+        }
+    }
+    Ok(ExitCode::from(totals.exit_code()))
 }
 
 fn to_yaml(value: &Value) -> anyhow::Result<String> {

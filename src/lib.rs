@@ -5,7 +5,8 @@
 //! desired pod, warnings, denial) → [`patch`] (diff to JSON Patch) → [`admission`] (review in,
 //! review out) → [`server`] (TLS, routes, reload, shutdown), fed by [`source`] (where the policy
 //! comes from) through the shared [`state`]. Beside the pod path, [`sparkconf`] reads and edits
-//! the `spark.properties` of a driver's ConfigMap and sizes executors as Spark does (§5a).
+//! the `spark.properties` of a driver's ConfigMap and sizes executors as Spark does (§5a);
+//! [`suite`] runs policy test suites through the same review path.
 
 pub mod admission;
 pub mod certs;
@@ -20,5 +21,6 @@ pub mod server;
 pub mod source;
 pub mod sparkconf;
 pub mod state;
+pub mod suite;
 
 pub use policy::Policy;

@@ -1,0 +1,598 @@
+//! A case's expectations, and checking an AdmissionReview answer against them.
+//!
+//! The answer is judged as a user would see it: admitted or refused (the message kubectl
+//! prints), and the pod the apiserver would store, which is the pod as sent with the answer's
+//! JSON Patch applied. A failure says where in the suite, what was expected and what came out.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use k8s_openapi::api::core::v1::Pod;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Loader, Problem};
+use crate::admission::Response;
+use crate::policy::{Quantity, Role};
+
+const EXPECT_FIELDS: &[&str] = &[
+    "admitted",
+    "message",
+    "warnings",
+    "appliedRules",
+    "container",
+    "labels",
+    "annotations",
+    "nodeSelector",
+    "tolerations",
+    "env",
+    "resources",
+    "priorityClassName",
+    "schedulerName",
+    "pod",
+    "patch",
+];
+const RESOURCE_FIELDS: &[&str] = &["requests", "limits"];
+
+/// Fields that check the admitted pod, so they mean nothing for a refused one.
+const POD_FIELDS: &[&str] = &[
+    "container",
+    "labels",
+    "annotations",
+    "nodeSelector",
+    "tolerations",
+    "env",
+    "resources",
+    "priorityClassName",
+    "schedulerName",
+    "pod",
+    "patch",
+];
+
+/// Reports unknown keys of an `expect` mapping and of its `resources`.
+pub(super) fn unknown_fields(expect: &Value, path: &str, problems: &mut Vec<Problem>) {
+    super::check_keys(expect, path, EXPECT_FIELDS, problems);
+    if let Some(resources) = expect.get("resources") {
+        super::check_keys(
+            resources,
+            &format!("{path}.resources"),
+            RESOURCE_FIELDS,
+            problems,
+        );
+    }
+}
+
+/// A `null` value expects the key to be absent.
+type Expected = BTreeMap<String, Option<String>>;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawExpect {
+    #[serde(default)]
+    admitted: Option<bool>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    warnings: Vec<String>,
+    #[serde(default)]
+    applied_rules: Option<Vec<String>>,
+    #[serde(default)]
+    container: Option<String>,
+    #[serde(default)]
+    labels: Option<Expected>,
+    #[serde(default)]
+    annotations: Option<Expected>,
+    #[serde(default)]
+    node_selector: Option<Expected>,
+    #[serde(default)]
+    tolerations: Option<Vec<Value>>,
+    #[serde(default)]
+    env: Option<BTreeMap<String, Value>>,
+    #[serde(default)]
+    resources: Option<RawResources>,
+    #[serde(default)]
+    priority_class_name: Option<String>,
+    #[serde(default)]
+    scheduler_name: Option<String>,
+    #[serde(default)]
+    pod: Option<Value>,
+    #[serde(default)]
+    patch: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct RawResources {
+    #[serde(default)]
+    requests: Option<BTreeMap<String, Value>>,
+    #[serde(default)]
+    limits: Option<BTreeMap<String, Value>>,
+}
+
+/// An expected quantity: its text as written, and its value (`None`: must be absent).
+type ExpectedQuantity = Option<(String, i128)>;
+
+/// What a case expects of the answer.
+#[derive(Debug)]
+pub(super) struct Expect {
+    admitted: bool,
+    message: Option<String>,
+    warnings: Vec<String>,
+    applied_rules: Option<Vec<String>>,
+    container: Option<String>,
+    labels: Option<Expected>,
+    annotations: Option<Expected>,
+    node_selector: Option<Expected>,
+    tolerations: Vec<Value>,
+    /// Each variable without its name; `null` when it must be absent.
+    env: BTreeMap<String, Value>,
+    requests: BTreeMap<String, ExpectedQuantity>,
+    limits: BTreeMap<String, ExpectedQuantity>,
+    priority_class_name: Option<String>,
+    scheduler_name: Option<String>,
+    pod: Option<Value>,
+    patch: Option<Value>,
+}
+
+impl Expect {
+    /// Reads an `expect` mapping; problems go to the loader.
+    pub(super) fn load(value: &Value, path: &str, loader: &mut Loader<'_>) -> Option<Self> {
+        let raw: RawExpect = match serde_path_to_error::deserialize(value) {
+            Ok(raw) => raw,
+            Err(error) => {
+                let inner = error.path().to_string();
+                let at = if inner == "." {
+                    path.to_owned()
+                } else {
+                    format!("{path}.{}", inner.trim_start_matches('.'))
+                };
+                loader.problem(at, error.inner().to_string());
+                return None;
+            }
+        };
+        let before = loader.problems.len();
+        let admitted = raw.admitted.unwrap_or(true);
+        if admitted && raw.message.is_some() {
+            loader.problem(
+                format!("{path}.message"),
+                "a refusal message needs admitted: false (admitted is true by default)",
+            );
+        }
+        if !admitted && let Some(object) = value.as_object() {
+            for field in POD_FIELDS.iter().filter(|f| object.contains_key(**f)) {
+                loader.problem(
+                    format!("{path}.{field}"),
+                    "a refused pod is not stored, so there is no pod to check; remove it or expect admitted: true",
+                );
+            }
+        }
+        let mut env = BTreeMap::new();
+        for (name, expected) in raw.env.unwrap_or_default() {
+            let normalised = match expected {
+                Value::Null => Value::Null,
+                Value::String(text) => json!({ "value": text }),
+                Value::Object(mut object) => {
+                    object.remove("name");
+                    Value::Object(object)
+                }
+                other => {
+                    loader.problem(
+                        format!("{path}.env.{name}"),
+                        format!("{other} is not an expected variable; allowed: a value (string), an EnvVar without its name (e.g. {{valueFrom: ...}}), or null for absent"),
+                    );
+                    continue;
+                }
+            };
+            env.insert(name, normalised);
+        }
+        let (requests, limits) = match raw.resources {
+            None => (BTreeMap::new(), BTreeMap::new()),
+            Some(resources) => (
+                quantities(
+                    resources.requests,
+                    &format!("{path}.resources.requests"),
+                    loader,
+                ),
+                quantities(
+                    resources.limits,
+                    &format!("{path}.resources.limits"),
+                    loader,
+                ),
+            ),
+        };
+        let pod = raw
+            .pod
+            .as_ref()
+            .and_then(|v| loader.document(v, &format!("{path}.pod")))
+            .map(|(document, _)| document);
+        let patch = raw
+            .patch
+            .as_ref()
+            .and_then(|v| loader.document(v, &format!("{path}.patch")))
+            .map(|(document, _)| document);
+        if let Some(patch) = &patch
+            && let Err(error) = serde_json::from_value::<json_patch::Patch>(patch.clone())
+        {
+            loader.problem(
+                format!("{path}.patch"),
+                format!("is not a JSON Patch (a list of operations): {error}"),
+            );
+        }
+        if loader.problems.len() > before {
+            return None;
+        }
+        Some(Self {
+            admitted,
+            message: raw.message,
+            warnings: raw.warnings,
+            applied_rules: raw.applied_rules,
+            container: raw.container,
+            labels: raw.labels,
+            annotations: raw.annotations,
+            node_selector: raw.node_selector,
+            tolerations: raw.tolerations.unwrap_or_default(),
+            env,
+            requests,
+            limits,
+            priority_class_name: raw.priority_class_name,
+            scheduler_name: raw.scheduler_name,
+            pod,
+            patch,
+        })
+    }
+}
+
+fn quantities(
+    values: Option<BTreeMap<String, Value>>,
+    path: &str,
+    loader: &mut Loader<'_>,
+) -> BTreeMap<String, ExpectedQuantity> {
+    let mut parsed = BTreeMap::new();
+    for (resource, value) in values.unwrap_or_default() {
+        let text = match &value {
+            Value::Null => {
+                parsed.insert(resource, None);
+                continue;
+            }
+            Value::String(text) => text.clone(),
+            Value::Number(number) => number.to_string(),
+            other => other.to_string(),
+        };
+        match Quantity::nanos_of(&text) {
+            Some(nanos) => {
+                parsed.insert(resource, Some((text, nanos)));
+            }
+            None => loader.problem(
+                format!("{path}.{resource}"),
+                format!(
+                    "{text:?} is not a Kubernetes quantity (e.g. 500m, 2, 4Gi), nor null for absent"
+                ),
+            ),
+        }
+    }
+    parsed
+}
+
+/// One expectation that did not hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// Where in the case, such as `expect.labels.team`.
+    pub path: String,
+    /// What the suite expected, as text.
+    pub expected: String,
+    /// What came out, as text.
+    pub actual: String,
+}
+
+impl Failure {
+    pub(super) fn new(
+        path: impl Into<String>,
+        expected: impl Into<String>,
+        actual: impl Into<String>,
+    ) -> Self {
+        Self {
+            path: path.into(),
+            expected: expected.into(),
+            actual: actual.into(),
+        }
+    }
+
+    fn of_values(path: impl Into<String>, expected: &Value, actual: &Value) -> Self {
+        Self::new(path, show(expected), show(actual))
+    }
+}
+
+impl fmt::Display for Failure {
+    /// The path, then a unified diff from what was expected to what came out.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let expected = with_newline(&self.expected);
+        let actual = with_newline(&self.actual);
+        writeln!(f, "{}:", self.path)?;
+        let diff = similar::TextDiff::from_lines(&expected, &actual);
+        let unified = diff
+            .unified_diff()
+            .context_radius(3)
+            .header("expected", "actual")
+            .to_string();
+        for line in unified.lines() {
+            writeln!(f, "  {line}")?;
+        }
+        Ok(())
+    }
+}
+
+fn with_newline(text: &str) -> String {
+    if text.ends_with('\n') {
+        text.to_owned()
+    } else {
+        format!("{text}\n")
+    }
+}
+
+/// A value as a reader wants it: a string as itself, absence said in words, the rest as YAML.
+fn show(value: &Value) -> String {
+    match value {
+        Value::Null => "(absent)".to_owned(),
+        Value::String(text) => text.clone(),
+        other => serde_saphyr::to_string(other).unwrap_or_else(|_| other.to_string()),
+    }
+}
+
+fn show_option(value: Option<&str>) -> Value {
+    value.map_or(Value::Null, |v| Value::String(v.to_owned()))
+}
+
+/// Every expectation of `expect` that the answer does not meet.
+pub(super) fn check(
+    expect: &Expect,
+    response: &Response,
+    applied_rules: &[String],
+    object: &Value,
+) -> Vec<Failure> {
+    let mut failures = Vec::new();
+    let refusal = response
+        .status
+        .as_ref()
+        .map(|s| s.message.as_str())
+        .unwrap_or_default();
+    match (expect.admitted, response.allowed) {
+        (true, false) => {
+            failures.push(Failure::new(
+                "expect.admitted",
+                "admitted",
+                format!("refused: {refusal}"),
+            ));
+            return failures;
+        }
+        (false, true) => {
+            let expected = match &expect.message {
+                Some(message) => format!("refused with a message containing: {message}"),
+                None => "refused".to_owned(),
+            };
+            failures.push(Failure::new("expect.admitted", expected, "admitted"));
+            return failures;
+        }
+        _ => {}
+    }
+    if let Some(message) = &expect.message
+        && !refusal.contains(message.as_str())
+    {
+        failures.push(Failure::new(
+            "expect.message",
+            format!("a message containing: {message}"),
+            refusal,
+        ));
+    }
+    for (index, warning) in expect.warnings.iter().enumerate() {
+        if !response
+            .warnings
+            .iter()
+            .any(|w| w.contains(warning.as_str()))
+        {
+            failures.push(Failure::new(
+                format!("expect.warnings[{index}]"),
+                format!("a warning containing: {warning}"),
+                if response.warnings.is_empty() {
+                    "(no warnings)".to_owned()
+                } else {
+                    response.warnings.join("\n")
+                },
+            ));
+        }
+    }
+    if let Some(rules) = &expect.applied_rules
+        && rules != applied_rules
+    {
+        failures.push(Failure::new(
+            "expect.appliedRules",
+            rules.join("\n"),
+            applied_rules.join("\n"),
+        ));
+    }
+    if !expect.admitted {
+        return failures;
+    }
+
+    let patch = match &response.patch {
+        None => json_patch::Patch(Vec::new()),
+        Some(_) => match response.decoded_patch() {
+            Some(patch) => patch,
+            None => {
+                failures.push(Failure::new(
+                    "answer.patch",
+                    "a base64 JSON Patch",
+                    response.patch.clone().unwrap_or_default(),
+                ));
+                return failures;
+            }
+        },
+    };
+    // What the apiserver stores: the pod as it sent it, patched.
+    let mut pod = object.clone();
+    if let Err(error) = json_patch::patch(&mut pod, &patch) {
+        failures.push(Failure::new(
+            "answer.patch",
+            "a patch that applies to the pod as sent",
+            error.to_string(),
+        ));
+        return failures;
+    }
+    if let Some(expected) = &expect.patch {
+        let actual = serde_json::to_value(&patch).unwrap_or(Value::Null);
+        if &actual != expected {
+            failures.push(Failure::of_values("expect.patch", expected, &actual));
+        }
+    }
+    if let Some(expected) = &expect.pod
+        && &pod != expected
+    {
+        failures.push(Failure::of_values("expect.pod", expected, &pod));
+    }
+    for (field, expected, pointer) in [
+        ("labels", &expect.labels, "/metadata/labels"),
+        ("annotations", &expect.annotations, "/metadata/annotations"),
+        ("nodeSelector", &expect.node_selector, "/spec/nodeSelector"),
+    ] {
+        for (key, value) in expected.iter().flatten() {
+            let actual = pod
+                .pointer(pointer)
+                .and_then(|m| m.get(key))
+                .and_then(Value::as_str);
+            if actual != value.as_deref() {
+                failures.push(Failure::of_values(
+                    format!("expect.{field}.{key}"),
+                    &show_option(value.as_deref()),
+                    &show_option(actual),
+                ));
+            }
+        }
+    }
+    let tolerations = pod
+        .pointer("/spec/tolerations")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for (index, expected) in expect.tolerations.iter().enumerate() {
+        if !tolerations.contains(expected) {
+            // Expected: the pod's tolerations and this one, so the diff shows just the missing.
+            let mut wanted = tolerations.clone();
+            wanted.push(expected.clone());
+            failures.push(Failure::of_values(
+                format!("expect.tolerations[{index}]"),
+                &Value::Array(wanted),
+                &Value::Array(tolerations.clone()),
+            ));
+        }
+    }
+    for (field, expected, pointer) in [
+        (
+            "priorityClassName",
+            &expect.priority_class_name,
+            "/spec/priorityClassName",
+        ),
+        (
+            "schedulerName",
+            &expect.scheduler_name,
+            "/spec/schedulerName",
+        ),
+    ] {
+        if let Some(expected) = expected {
+            let actual = pod.pointer(pointer).and_then(Value::as_str);
+            if actual != Some(expected.as_str()) {
+                failures.push(Failure::of_values(
+                    format!("expect.{field}"),
+                    &json!(expected),
+                    &show_option(actual),
+                ));
+            }
+        }
+    }
+    if !expect.env.is_empty() || !expect.requests.is_empty() || !expect.limits.is_empty() {
+        check_container(expect, &pod, &mut failures);
+    }
+    failures
+}
+
+/// Env and resources of the container the case names, else of the Spark container.
+fn check_container(expect: &Expect, pod: &Value, failures: &mut Vec<Failure>) {
+    let containers = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let index = match &expect.container {
+        Some(name) => containers
+            .iter()
+            .position(|c| c.get("name").and_then(Value::as_str) == Some(name)),
+        None => spark_container(pod),
+    };
+    let Some(container) = index.and_then(|i| containers.get(i)) else {
+        let names: Vec<&str> = containers
+            .iter()
+            .filter_map(|c| c.get("name").and_then(Value::as_str))
+            .collect();
+        failures.push(Failure::new(
+            "expect.container",
+            expect.container.clone().unwrap_or_else(|| {
+                "the Spark container (the pod has a spark-role label)".to_owned()
+            }),
+            format!("containers: {}", names.join(", ")),
+        ));
+        return;
+    };
+    let env = container
+        .get("env")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for (name, expected) in &expect.env {
+        let actual = env
+            .iter()
+            .find(|v| v.get("name").and_then(Value::as_str) == Some(name))
+            .map_or(Value::Null, |v| {
+                let mut v = v.clone();
+                if let Some(object) = v.as_object_mut() {
+                    object.remove("name");
+                }
+                v
+            });
+        if &actual != expected {
+            failures.push(Failure::of_values(
+                format!("expect.env.{name}"),
+                expected,
+                &actual,
+            ));
+        }
+    }
+    for (kind, expected) in [("requests", &expect.requests), ("limits", &expect.limits)] {
+        for (resource, quantity) in expected {
+            let actual = container
+                .pointer(&format!(
+                    "/resources/{kind}/{}",
+                    resource.replace('~', "~0").replace('/', "~1")
+                ))
+                .and_then(Value::as_str);
+            let same = match (quantity, actual) {
+                (None, None) => true,
+                (Some((_, nanos)), Some(actual)) => Quantity::nanos_of(actual) == Some(*nanos),
+                _ => false,
+            };
+            if !same {
+                failures.push(Failure::of_values(
+                    format!("expect.resources.{kind}.{resource}"),
+                    &show_option(quantity.as_ref().map(|(text, _)| text.as_str())),
+                    &show_option(actual),
+                ));
+            }
+        }
+    }
+}
+
+/// The Spark container's index, found as the engine finds it.
+fn spark_container(pod: &Value) -> Option<usize> {
+    let role = pod
+        .pointer("/metadata/labels/spark-role")
+        .and_then(Value::as_str)
+        .and_then(Role::from_label)?;
+    let typed: Pod = serde_json::from_value(pod.clone()).ok()?;
+    crate::engine::spark_container_index(&typed, role)
+}

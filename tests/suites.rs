@@ -1,0 +1,239 @@
+//! `spark-admission test` as a platform team's CI runs it: the example suites pass, a wrong
+//! expectation fails with a readable diff, a broken suite exits 2 with every problem, and the
+//! JUnit report is XML a parser reads back with the right counts.
+
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_spark-admission");
+const WRONG: &str = "tests/data/suites/wrong-expectations.test.yaml";
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The cases of a suite file as written: entries of its top-level `cases` list.
+fn cases_in(path: &std::path::Path) -> usize {
+    let document: serde_json::Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    document["cases"].as_array().unwrap().len()
+}
+
+#[test]
+fn every_example_suite_passes() {
+    let out = run(&["test", "examples/"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    let suites: Vec<_> = std::fs::read_dir("examples/suites")
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".test.yaml"))
+        .collect();
+    // One suite per example policy, so a new policy without tests is noticed.
+    let policies = std::fs::read_dir("examples/policies").unwrap().count();
+    assert_eq!(suites.len(), policies, "{suites:?}");
+    let cases: usize = suites.iter().map(|p| cases_in(p)).sum();
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("PASS ")).count(),
+        cases,
+        "{stdout}"
+    );
+    assert!(
+        stdout.ends_with(&format!("\n{cases} passed, 0 failed\n")),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_wrong_expectation_fails_with_a_diff_of_expected_and_actual() {
+    let out = run(&["test", WRONG]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    // The executor fixture is in namespace spark-jobs (its request says so) and
+    // platform.yaml's executor-pool rule sets nodeSelector pool=spark.
+    let expected = format!(
+        "\
+PASS {WRONG}: right
+FAIL {WRONG}: wrong label and node selector
+    expect.labels.cost-center:
+      --- expected
+      +++ actual
+      @@ -1 +1 @@
+      -finance
+      +spark-jobs
+    expect.nodeSelector.pool:
+      --- expected
+      +++ actual
+      @@ -1 +1 @@
+      -spark-large
+      +spark
+FAIL {WRONG}: expects a refusal of an admitted pod
+    expect.admitted:
+      --- expected
+      +++ actual
+      @@ -1 +1 @@
+      -refused with a message containing: over the max
+      +admitted
+"
+    );
+    assert!(stdout.starts_with(&expected), "{stdout}");
+    // The driver has Kubernetes' two default tolerations and not the executor pool's; the
+    // diff shows just the missing one. Its CPU limit 2 (the driver default) equals 2000m.
+    assert!(
+        stdout.contains(
+            "\
+    expect.tolerations[0]:
+      --- expected
+      +++ actual
+      @@ -6,7 +6,3 @@
+         key: node.kubernetes.io/unreachable
+         operator: Exists
+         tolerationSeconds: 300
+      -- effect: NoSchedule
+      -  key: dedicated
+      -  operator: Equal
+      -  value: spark
+"
+        ),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("expect.resources"), "{stdout}");
+    assert!(stdout.ends_with("\n1 passed, 3 failed\n"), "{stdout}");
+}
+
+#[test]
+fn a_refusal_message_is_matched_by_substring() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::env::current_dir().unwrap();
+    let suite = dir.path().join("refusal.test.yaml");
+    std::fs::write(
+        &suite,
+        format!(
+            "policy: {root}/examples/policies/platform.yaml
+cases:
+  - name: cap
+    input: {root}/examples/suites/data/executor-100g.yaml
+    expect: {{admitted: false, message: over the max 32Gi}}
+",
+            root = root.display()
+        ),
+    )
+    .unwrap();
+    let out = run(&["test", suite.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(
+            "    expect.message:
+      --- expected
+      +++ actual
+      @@ -1 +1 @@
+      -a message containing: over the max 32Gi
+      +container spark-kubernetes-executor requests memory 100Gi, over the max 64Gi set by rule resource-guardrails"
+        ),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn unknown_fields_and_broken_references_exit_2_with_every_problem() {
+    let out = run(&["test", "tests/data/suites/bad"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for expected in [
+        "ERROR tests/data/suites/bad/typos.test.yaml: suite has 3 errors:",
+        "  - cases[0].namespce: unknown field \"namespce\" (did you mean \"namespace\"?); allowed: name, input, namespace,",
+        "  - cases[0].expect.lables: unknown field \"lables\" (did you mean \"labels\"?)",
+        "  - cases[0].expect.resources.request: unknown field \"request\" (did you mean \"requests\"?); allowed: requests, limits",
+        "ERROR tests/data/suites/bad/missing-input.test.yaml: suite has 2 errors:",
+        "  - policy.rules[0].labels.cost-center: \"{namespce}\" uses unknown variable {namespce}",
+        "  - cases[0].input: failed to read tests/data/suites/bad/no-such-pod.yaml (relative to the suite): ",
+        "0 passed, 0 failed, 2 suites could not be run",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn a_directory_without_suites_or_a_missing_path_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.yaml"), "rules: []\n").unwrap();
+    let out = run(&["test", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stdout)
+            .contains("no suite files found (suite files are named *.test.yaml or *.test.yml)"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run(&["test", "tests/data/suites/no-such-suite.test.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    // A failing case beside an unreadable suite: the unreadable suite decides the exit code.
+    let out = run(&["test", WRONG, "tests/data/suites/bad"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn junit_output_is_well_formed_with_the_right_counts() {
+    let out = run(&[
+        "test",
+        "-o",
+        "junit",
+        WRONG,
+        "tests/data/suites/bad/typos.test.yaml",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    // The readable report still reaches the CI log, on standard error.
+    assert!(text(&out.stderr).contains("1 passed, 3 failed, 1 suite could not be run"));
+    // An XML parser that is not ours reads it back: the counts, the names as written (the
+    // markup in one of them escaped and restored) and the diff in the failure.
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.xml");
+    std::fs::write(&report, &out.stdout).unwrap();
+    let script = r#"
+import sys, xml.etree.ElementTree as ET
+root = ET.parse(sys.argv[1]).getroot()
+print(root.tag, root.get("tests"), root.get("failures"), root.get("errors"))
+for suite in root.findall("testsuite"):
+    print("suite", suite.get("file"), suite.get("tests"), suite.get("failures"), suite.get("errors"))
+    for case in suite.findall("testcase"):
+        failure = case.find("failure")
+        error = case.find("error")
+        state = "failure" if failure is not None else "error" if error is not None else "pass"
+        print("case", repr(case.get("name")), state)
+        if failure is not None:
+            print("message", repr(failure.get("message")))
+            print("text", repr(failure.text))
+"#;
+    let parsed = Command::new("python3")
+        .args(["-c", script, report.to_str().unwrap()])
+        .output()
+        .expect("python3 runs");
+    assert!(parsed.status.success(), "{}", text(&parsed.stderr));
+    let parsed = text(&parsed.stdout);
+    for expected in [
+        "testsuites 5 3 1\n",
+        &format!("suite {WRONG} 4 3 0\n"),
+        "case 'right' pass\n",
+        "case 'wrong label and node selector' failure\n",
+        "message 'not as expected: expect.labels.cost-center, expect.nodeSelector.pool'\n",
+        "text 'expect.labels.cost-center:\\n  --- expected\\n  +++ actual\\n  @@ -1 +1 @@\\n  -finance\\n  +spark-jobs\\n",
+        "case 'markup <in> the \"name\" & \\'quotes\\'' failure\n",
+        "suite tests/data/suites/bad/typos.test.yaml 1 0 1\n",
+        "case '(load)' error\n",
+    ] {
+        assert!(
+            parsed.contains(expected),
+            "missing {expected:?} in:\n{parsed}"
+        );
+    }
+}
