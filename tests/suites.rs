@@ -177,6 +177,17 @@ fn a_directory_without_suites_or_a_missing_path_exits_2() {
     );
     let out = run(&["test", "tests/data/suites/no-such-suite.test.yaml"]);
     assert_eq!(out.status.code(), Some(2));
+    // An empty file named like a suite is a mistake, not a suite with nothing to check.
+    let empty = dir.path().join("empty.test.yaml");
+    std::fs::write(&empty, "").unwrap();
+    let out = run(&["test", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stdout)
+            .contains("  - a suite is a mapping with policy and cases, not an empty document\n"),
+        "{}",
+        text(&out.stdout)
+    );
     // A failing case beside an unreadable suite: the unreadable suite decides the exit code.
     let out = run(&["test", WRONG, "tests/data/suites/bad"]);
     assert_eq!(out.status.code(), Some(2));

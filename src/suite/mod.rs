@@ -245,6 +245,20 @@ impl Suite {
             problems,
         };
         let mut problems = Vec::new();
+        if !document.is_object() {
+            problems.push(Problem {
+                path: String::new(),
+                message: format!(
+                    "a suite is a mapping with policy and cases, not {}",
+                    match document {
+                        Value::Null => "an empty document",
+                        Value::Array(_) => "a list",
+                        Value::String(_) => "a string",
+                        _ => "a scalar",
+                    }
+                ),
+            });
+        }
         unknown_fields(&document, &mut problems);
         if !problems.is_empty() {
             return Err(invalid(problems));
