@@ -182,7 +182,8 @@ pub struct Selector {
 /// Which containers a rule's `env` and `resources` apply to.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum ContainerSelection {
-    /// The Spark container only (found by name, then by `args[0]`, then the first).
+    /// The Spark container only: the one container claiming it by name or by `args[0]`, else
+    /// the first (see [`crate::engine::spark_container`]).
     #[default]
     Spark,
     /// Every container, sidecars included (not init containers).
