@@ -125,29 +125,36 @@ pub fn spark_container(pod: &Pod, role: Role) -> Result<Option<usize>, Ambiguous
         return Ok(None);
     };
     let by_name = format!("spark-kubernetes-{}", role.as_str());
-    let mut claims = Vec::new();
-    let mut claimed = None;
-    for (index, container) in spec.containers.iter().enumerate() {
+    let claim = |container: &k8s_openapi::api::core::v1::Container| {
         let named = container.name == by_name;
         let started = container
             .args
             .as_ref()
             .and_then(|a| a.first())
             .is_some_and(|a| a == role.as_str());
-        let how = match (named, started) {
-            (false, false) => continue,
-            (true, false) => "by name",
-            (false, true) => "by args[0]",
-            (true, true) => "by name and args[0]",
-        };
-        claims.push((container.name.clone(), how));
-        claimed = Some(index);
+        match (named, started) {
+            (false, false) => None,
+            (true, false) => Some("by name"),
+            (false, true) => Some("by args[0]"),
+            (true, true) => Some("by name and args[0]"),
+        }
+    };
+    // Counted first, so the one-claim case every Spark pod is in allocates nothing.
+    let mut claiming = spec
+        .containers
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| claim(c).is_some());
+    let first = claiming.next().map(|(index, _)| index);
+    if claiming.next().is_none() {
+        return Ok(first.or((!spec.containers.is_empty()).then_some(0)));
     }
-    match claims.len() {
-        0 => Ok((!spec.containers.is_empty()).then_some(0)),
-        1 => Ok(claimed),
-        _ => Err(AmbiguousContainer { role, claims }),
-    }
+    let claims = spec
+        .containers
+        .iter()
+        .filter_map(|c| claim(c).map(|how| (c.name.clone(), how)))
+        .collect();
+    Err(AmbiguousContainer { role, claims })
 }
 
 /// The Spark container's index, `None` when the pod has no containers or an ambiguous one
