@@ -13,6 +13,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use crate::admission::PolicyConfigMap;
 use crate::metrics::{Metrics, QuotaUsageLabels};
 use crate::policy::Policy;
 use crate::quota::{self, Tracker};
@@ -39,12 +40,15 @@ pub struct State {
     pub metrics: Metrics,
     quota_watch_generation: AtomicU64,
     shutting_down: AtomicBool,
-    /// ConfigMap key holding the policy, for `/validate-policy`.
-    pub policy_key: String,
+    /// The policy ConfigMap (namespace, name, data key) that `/validate-policy` guards. Named
+    /// for what it held first, the data key alone.
+    pub policy_key: PolicyConfigMap,
 }
 
 impl State {
-    /// State with no policy yet (not ready) and default quota options.
+    /// State with no policy yet (not ready) and default quota options. `policy_key` is the data
+    /// key of the policy ConfigMap, `spark-admission/spark-admission-policy` until the ConfigMap
+    /// source names another.
     pub fn new(policy_key: impl Into<String>) -> Self {
         Self::with_quota_options(policy_key, quota::Options::default())
     }
@@ -59,7 +63,7 @@ impl State {
             metrics: Metrics::new(),
             quota_watch_generation: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
-            policy_key: policy_key.into(),
+            policy_key: PolicyConfigMap::with_key(policy_key),
         }
     }
 

@@ -1044,15 +1044,16 @@ fn kubectl(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn policy_configmap(version: &str, policy: &str) -> ConfigMap {
+/// The policy ConfigMap as deploy/ ships it (no labels: it is known by namespace and name), or
+/// with the `spark-admission.io/policy` label that earlier versions selected it by.
+fn policy_configmap(version: &str, policy: &str, labelled: bool) -> ConfigMap {
     ConfigMap {
         metadata: ObjectMeta {
             name: Some("spark-admission-policy".to_owned()),
             namespace: Some("spark-admission".to_owned()),
-            labels: Some(BTreeMap::from([(
-                "spark-admission.io/policy".to_owned(),
-                "true".to_owned(),
-            )])),
+            labels: labelled.then(|| {
+                BTreeMap::from([("spark-admission.io/policy".to_owned(), "true".to_owned())])
+            }),
             annotations: Some(BTreeMap::from([(
                 "e2e/version".to_owned(),
                 version.to_owned(),
@@ -1068,8 +1069,17 @@ fn policy_configmap(version: &str, policy: &str) -> ConfigMap {
 }
 
 async fn put_policy(client: &Client, version: &str, policy: &str) -> Result<(), kube::Error> {
+    put_policy_with(client, version, policy, false).await
+}
+
+async fn put_policy_with(
+    client: &Client,
+    version: &str,
+    policy: &str,
+    labelled: bool,
+) -> Result<(), kube::Error> {
     let api = Api::<ConfigMap>::namespaced(client.clone(), "spark-admission");
-    let mut config_map = policy_configmap(version, policy);
+    let mut config_map = policy_configmap(version, policy, labelled);
     match api.get_opt("spark-admission-policy").await? {
         Some(current) => {
             config_map.metadata.resource_version = current.metadata.resource_version;
@@ -1144,10 +1154,14 @@ impl ValidatingRegistration {
                 failure_policy: Some("Fail".to_owned()),
                 side_effects: "None".to_owned(),
                 timeout_seconds: Some(5),
-                object_selector: Some(LabelSelector {
+                // As deploy/base/validatingwebhook.yaml: the policy's namespace, by the label
+                // Kubernetes 1.21+ puts on every namespace (set by hand on this 1.20 apiserver).
+                // Its matchConditions on the name are left out: 1.20 has no such field, so the
+                // server's own check of the name is what this test exercises.
+                namespace_selector: Some(LabelSelector {
                     match_labels: Some(BTreeMap::from([(
-                        "spark-admission.io/policy".to_owned(),
-                        "true".to_owned(),
+                        "kubernetes.io/metadata.name".to_owned(),
+                        "spark-admission".to_owned(),
                     )])),
                     match_expressions: None,
                 }),
@@ -1193,8 +1207,17 @@ async fn policy_configmap_edits_apply_live_invalid_ones_are_refused_or_ignored_a
     let client = client().await;
     ensure_namespace(&client, "spark-admission").await;
     // The webhook runs as its own user, bound to exactly the RBAC rules in deploy/.
+    // Kubernetes 1.21+ sets this label on every namespace; the 1.20 test apiserver does not.
+    kubectl(&[
+        "label",
+        "namespace",
+        "spark-admission",
+        "kubernetes.io/metadata.name=spark-admission",
+        "--overwrite",
+    ]);
     kubectl(&["apply", "-f", "deploy/base/rbac.yaml"]);
-    put_policy(&client, "v1", &versioned_policy("one"))
+    // Labelled as earlier versions of deploy/ made it, so the edits below can drop the label.
+    put_policy_with(&client, "v1", &versioned_policy("one"), true)
         .await
         .expect("initial policy");
     let kubeconfig_dir = tempfile::tempdir().unwrap();
@@ -1240,7 +1263,8 @@ async fn policy_configmap_edits_apply_live_invalid_ones_are_refused_or_ignored_a
     let took = wait_for_policy(&pods, "two", &mut counter, Duration::from_secs(2)).await;
     eprintln!("policy edit in force after {took:?}");
 
-    // An invalid edit is refused at apply time with every error.
+    // An invalid edit is refused at apply time with every error, though it also drops the
+    // label the ConfigMap was once selected by.
     let invalid = "rules: [{name: Bad_Name, nodeSelectr: {pool: spark}}]";
     let error = put_policy(&client, "bad", invalid)
         .await
@@ -1250,6 +1274,18 @@ async fn policy_configmap_edits_apply_live_invalid_ones_are_refused_or_ignored_a
         message.contains("rules[0].name") && message.contains("rules[0].nodeSelectr"),
         "{message}"
     );
+
+    // Other ConfigMaps are not the policy, whatever their labels: stored without a look.
+    let other = Api::<ConfigMap>::namespaced(client.clone(), "spark-admission");
+    let mut decoy = policy_configmap("decoy", invalid, true);
+    decoy.metadata.name = Some("not-the-policy".to_owned());
+    let _ = other
+        .delete("not-the-policy", &DeleteParams::default())
+        .await;
+    other
+        .create(&PostParams::default(), &decoy)
+        .await
+        .expect("another ConfigMap is not checked");
 
     // Without the validating webhook it is stored, ignored, and reported as an Event.
     drop(validating);

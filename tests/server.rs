@@ -314,8 +314,8 @@ async fn validate_policy_refuses_an_invalid_policy_configmap_with_every_error() 
         .post("/validate-policy", review("not: a policy", false))
         .await;
     assert!(
-        response(&body).allowed,
-        "unlabelled ConfigMaps are not ours"
+        !response(&body).allowed,
+        "the policy ConfigMap is known by its namespace and name, not by a label"
     );
     server.stop().await;
 }

@@ -3,6 +3,7 @@
 //! Spark pods are reviewed here; the driver's configuration ConfigMap in [`spark_conf`].
 
 use std::collections::BTreeMap;
+use std::sync::RwLock;
 
 use base64::Engine;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodSpec, PodStatus};
@@ -16,6 +17,7 @@ pub mod spark_conf;
 
 use crate::engine::{self, RequestContext};
 use crate::policy::{Policy, Role};
+use crate::source::configmap::ConfigMapRef;
 
 /// Errors a request body can have; the server answers them with HTTP 400.
 #[derive(Debug, thiserror::Error)]
@@ -416,15 +418,59 @@ pub fn refuse_for_quota(
     summary.denial = Some(message);
 }
 
-/// Label that marks a ConfigMap as holding a spark-admission policy.
-pub const POLICY_CONFIGMAP_LABEL: &str = "spark-admission.io/policy";
+/// Where the server's policy lives in the cluster, for `/validate-policy`: a ConfigMap's
+/// namespace and name, and the data key holding the policy.
+///
+/// Shared with the routes through [`crate::state::State`]; the ConfigMap source sets it when it
+/// starts watching (`--policy-configmap`), before any replica can be ready.
+#[derive(Debug)]
+pub struct PolicyConfigMap(RwLock<ConfigMapRef>);
 
-/// The validating webhook for policy ConfigMaps: a ConfigMap labelled
-/// `spark-admission.io/policy: "true"` whose `key` is not a valid policy is refused with every
-/// validation error, so `kubectl apply` shows them. Everything else is allowed.
+/// The namespace of the policy ConfigMap when the server is not told another (SPEC §3).
+pub const DEFAULT_POLICY_NAMESPACE: &str = "spark-admission";
+/// The name of the policy ConfigMap when the server is not told another (SPEC §3).
+pub const DEFAULT_POLICY_NAME: &str = "spark-admission-policy";
+
+impl PolicyConfigMap {
+    /// The default ConfigMap (`spark-admission/spark-admission-policy`) with data key `key`:
+    /// what the deploy manifests mount with `--policy-file`.
+    pub fn with_key(key: impl Into<String>) -> Self {
+        Self(RwLock::new(ConfigMapRef {
+            namespace: DEFAULT_POLICY_NAMESPACE.to_owned(),
+            name: DEFAULT_POLICY_NAME.to_owned(),
+            key: key.into(),
+        }))
+    }
+
+    /// The ConfigMap and key now guarded.
+    pub fn get(&self) -> ConfigMapRef {
+        // A poisoned lock would mean a panic while assigning a value; the value is still whole.
+        match self.0.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Guards `source` from now on.
+    pub fn set(&self, source: ConfigMapRef) {
+        match self.0.write() {
+            Ok(mut guard) => *guard = source,
+            Err(poisoned) => *poisoned.into_inner() = source,
+        }
+    }
+}
+
+/// The validating webhook for the policy ConfigMap.
+///
+/// The ConfigMap is recognised by identity, its namespace and name, never by labels: a label
+/// can be removed in the same UPDATE that stores a broken policy. On CREATE and UPDATE of that
+/// one ConfigMap, a missing `key` or an invalid policy is refused with every validation error,
+/// so `kubectl apply` shows them. Every other ConfigMap is allowed without its data being read,
+/// and so is DELETE: the running replicas keep the policy in force, and refusing it would block
+/// uninstalling and deleting the namespace.
 pub fn validate_policy(
     mut request: AdmissionRequest<ConfigMap>,
-    key: &str,
+    policy_configmap: &PolicyConfigMap,
 ) -> (ResponseReview, Outcome) {
     let mut response = Response::allow(&request.uid);
     let relevant = matches!(request.operation, Operation::Create | Operation::Update)
@@ -433,23 +479,31 @@ pub fn validate_policy(
     let Some(config_map) = request.object.take().filter(|_| relevant) else {
         return (response.into_review(), Outcome::Unchanged);
     };
-    let labelled = config_map
+    let target = policy_configmap.get();
+    let namespace = request
+        .namespace
+        .as_deref()
+        .or(config_map.metadata.namespace.as_deref())
+        .unwrap_or_default();
+    // A generated name is in the object by the time validating webhooks run; the request's
+    // name is the fallback.
+    let name = config_map
         .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(POLICY_CONFIGMAP_LABEL))
-        .is_some_and(|v| v == "true");
-    if !labelled {
+        .name
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .unwrap_or(&request.name);
+    if namespace != target.namespace || name != target.name {
         return (response.into_review(), Outcome::Unchanged);
     }
-    let name = config_map.metadata.name.clone().unwrap_or_default();
-    let problem = match config_map.data.as_ref().and_then(|d| d.get(key)) {
+    let problem = match config_map.data.as_ref().and_then(|d| d.get(&target.key)) {
         None => Some(format!(
-            "ConfigMap {name} is labelled {POLICY_CONFIGMAP_LABEL}=true but has no data key {key:?} holding the policy"
+            "ConfigMap {namespace}/{name} holds spark-admission's policy but has no data key {:?}; put the policy under that key (the server's --policy-key)",
+            target.key
         )),
         Some(text) => crate::policy::Policy::parse(text)
             .err()
-            .map(|e| format!("ConfigMap {name} key {key}: {e}")),
+            .map(|e| format!("ConfigMap {namespace}/{name} key {}: {e}", target.key)),
     };
     match problem {
         Some(message) => {

@@ -22,7 +22,10 @@ use k8s_openapi::api::core::v1::Pod;
 use crate::policy::{Policy, Role, Rule};
 
 pub use matching::matches;
-pub use spark::{APP_ID_LABEL, ROLE_LABEL, SparkPod, app_name_of, spark_container_index};
+pub use spark::{
+    APP_ID_LABEL, AmbiguousContainer, ROLE_LABEL, SparkPod, app_name_of, spark_container,
+    spark_container_index,
+};
 
 /// Annotation listing the rules that matched, comma separated, in policy order.
 pub const APPLIED_RULES_ANNOTATION: &str = "spark-admission.io/applied-rules";
@@ -75,7 +78,13 @@ pub fn evaluate(pod: &Pod, context: &RequestContext, policy: &Policy) -> Option<
     );
     scheduling::apply(pod, &mut desired, &rules, &mut warnings);
     env::apply(pod, &mut desired, &spark, &rules, &mut warnings);
-    let denial = resources::apply(pod, &mut desired, &spark, &rules, &mut warnings);
+    let mut denial = resources::apply(pod, &mut desired, &spark, &rules, &mut warnings);
+    if let Some(ambiguous) = &spark.ambiguous_container {
+        denial = Some(match denial {
+            Some(other) => format!("{ambiguous}; {other}"),
+            None => ambiguous.clone(),
+        });
+    }
 
     Some(Evaluation {
         role: spark.role,

@@ -1,6 +1,8 @@
 //! Resource defaults and caps per role and container.
 //!
-//! Defaults fill only what a container lacks; caps are checked after defaults. Over a cap,
+//! Defaults fill only what a container lacks; caps are checked after defaults, on the selected
+//! containers and, with the Spark container's caps, on every init container and the pod-level
+//! resources (everything the scheduler charges). Over a cap,
 //! `deny` rejects the pod; `clamp` lowers CPU to the cap and warns. Memory over a cap is always
 //! denied: Spark sized the JVM heap to the memory it asked for, so a smaller limit would make the
 //! executor die of OOM instead of failing visibly at submission.
@@ -19,7 +21,7 @@ use super::{SparkPod, selected_containers};
 struct Effective<'r> {
     requests: BTreeMap<&'r str, (&'r Quantity, &'r Rule)>,
     limits: BTreeMap<&'r str, (&'r Quantity, &'r Rule)>,
-    max: BTreeMap<&'r str, (&'r Quantity, OnExceed, &'r Rule)>,
+    max: Caps<'r>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -29,13 +31,6 @@ enum Kind {
 }
 
 impl Kind {
-    fn verb(self) -> &'static str {
-        match self {
-            Kind::Requests => "requests",
-            Kind::Limits => "has a limit of",
-        }
-    }
-
     fn of(
         self,
         resources: &mut ResourceRequirements,
@@ -47,7 +42,32 @@ impl Kind {
     }
 }
 
+/// What a cap is checked on, as messages name it.
+struct Target<'a> {
+    /// `container spark-kubernetes-executor`, `init container warmup`, `pod-level resources`.
+    subject: String,
+    resources: &'a mut Option<ResourceRequirements>,
+}
+
+impl Target<'_> {
+    fn verb(&self, kind: Kind) -> &'static str {
+        match (kind, self.subject.ends_with("resources")) {
+            (Kind::Requests, false) => "requests",
+            (Kind::Requests, true) => "request",
+            (Kind::Limits, false) => "has a limit of",
+            (Kind::Limits, true) => "have a limit of",
+        }
+    }
+}
+
 /// Applies defaults and caps; returns the denial message when the pod must be rejected.
+///
+/// Defaults fill only the containers the rules select. Caps apply to them too, and the caps in
+/// force for the Spark container also bind every init container (sidecars with `restartPolicy:
+/// Always` included) and the pod-level `spec.resources` (Kubernetes 1.32+): the scheduler and
+/// ResourceQuota charge the largest init container and the pod-level requests, and containers
+/// share a pod-level limit, so a cap that skipped them would be a way around it. Init
+/// containers get no defaults: a missing request charges nothing.
 pub(super) fn apply(
     original: &Pod,
     desired: &mut Pod,
@@ -73,6 +93,11 @@ pub(super) fn apply(
             }
         }
     }
+    let pod_wide_max = spark
+        .container
+        .and_then(|index| plan.get(&index))
+        .map(|effective| effective.max.clone())
+        .unwrap_or_default();
     let spec = desired.spec.as_mut()?;
     let mut violations = Vec::new();
     for (index, effective) in plan {
@@ -80,8 +105,33 @@ pub(super) fn apply(
             continue;
         };
         fill_defaults(container, &effective, warnings);
-        check_max(container, &effective, warnings, &mut violations);
+        let mut target = Target {
+            subject: format!("container {}", container.name),
+            resources: &mut container.resources,
+        };
+        check_max(&mut target, &effective.max, warnings, &mut violations);
     }
+    if pod_wide_max.is_empty() {
+        return join(violations);
+    }
+    for init in spec.init_containers.iter_mut().flatten() {
+        let mut target = Target {
+            subject: format!("init container {}", init.name),
+            resources: &mut init.resources,
+        };
+        check_max(&mut target, &pod_wide_max, warnings, &mut violations);
+    }
+    if spec.resources.is_some() {
+        let mut target = Target {
+            subject: "pod-level resources".to_owned(),
+            resources: &mut spec.resources,
+        };
+        check_max(&mut target, &pod_wide_max, warnings, &mut violations);
+    }
+    join(violations)
+}
+
+fn join(violations: Vec<String>) -> Option<String> {
     if violations.is_empty() {
         None
     } else {
@@ -89,8 +139,8 @@ pub(super) fn apply(
     }
 }
 
-fn current(container: &Container, kind: Kind, resource: &str) -> Option<String> {
-    let resources = container.resources.as_ref()?;
+fn current(resources: Option<&ResourceRequirements>, kind: Kind, resource: &str) -> Option<String> {
+    let resources = resources?;
     let map = match kind {
         Kind::Requests => resources.requests.as_ref(),
         Kind::Limits => resources.limits.as_ref(),
@@ -98,10 +148,8 @@ fn current(container: &Container, kind: Kind, resource: &str) -> Option<String> 
     map.get(resource).map(|q| q.0.clone())
 }
 
-fn set(container: &mut Container, kind: Kind, resource: &str, value: &str) {
-    let resources = container
-        .resources
-        .get_or_insert_with(ResourceRequirements::default);
+fn set(resources: &mut Option<ResourceRequirements>, kind: Kind, resource: &str, value: &str) {
+    let resources = resources.get_or_insert_with(ResourceRequirements::default);
     kind.of(resources)
         .get_or_insert_with(BTreeMap::new)
         .insert(resource.to_owned(), KubeQuantity(value.to_owned()));
@@ -109,69 +157,85 @@ fn set(container: &mut Container, kind: Kind, resource: &str, value: &str) {
 
 fn fill_defaults(container: &mut Container, effective: &Effective, warnings: &mut Vec<String>) {
     for (resource, (default, rule)) in &effective.requests {
-        if current(container, Kind::Requests, resource).is_some() {
+        if current(container.resources.as_ref(), Kind::Requests, resource).is_some() {
             continue;
         }
-        let limit =
-            current(container, Kind::Limits, resource).and_then(|l| Quantity::parse(&l).ok());
+        let limit = current(container.resources.as_ref(), Kind::Limits, resource)
+            .and_then(|l| Quantity::parse(&l).ok());
         match limit {
             Some(limit) if limit < **default => warnings.push(format!(
                 "container {}: default {resource} request {default} from rule {} not applied, it is above the container's limit {limit}",
                 container.name, rule.name
             )),
-            _ => set(container, Kind::Requests, resource, default.as_str()),
+            _ => set(&mut container.resources, Kind::Requests, resource, default.as_str()),
         }
     }
     for (resource, (default, rule)) in &effective.limits {
-        if current(container, Kind::Limits, resource).is_some() {
+        if current(container.resources.as_ref(), Kind::Limits, resource).is_some() {
             continue;
         }
-        let request =
-            current(container, Kind::Requests, resource).and_then(|r| Quantity::parse(&r).ok());
+        let request = current(container.resources.as_ref(), Kind::Requests, resource)
+            .and_then(|r| Quantity::parse(&r).ok());
         match request {
             Some(request) if request > **default => warnings.push(format!(
                 "container {}: default {resource} limit {default} from rule {} not applied, it is below the container's request {request}",
                 container.name, rule.name
             )),
-            _ => set(container, Kind::Limits, resource, default.as_str()),
+            _ => set(&mut container.resources, Kind::Limits, resource, default.as_str()),
         }
     }
 }
 
+type Caps<'r> = BTreeMap<&'r str, (&'r Quantity, OnExceed, &'r Rule)>;
+
 fn check_max(
-    container: &mut Container,
-    effective: &Effective,
+    target: &mut Target,
+    caps: &Caps,
     warnings: &mut Vec<String>,
     violations: &mut Vec<String>,
 ) {
-    for (resource, (max, on_exceed, rule)) in &effective.max {
+    for (resource, (max, on_exceed, rule)) in caps {
         for kind in [Kind::Requests, Kind::Limits] {
-            let Some(text) = current(container, kind, resource) else {
+            let Some(text) = current(target.resources.as_ref(), kind, resource) else {
                 continue;
             };
-            let Ok(value) = Quantity::parse(&text) else {
-                violations.push(format!(
-                    "container {} {} {resource} {text:?}, which is not a quantity, so the max {max} of rule {} cannot be checked",
-                    container.name,
-                    kind.verb(),
-                    rule.name
-                ));
-                continue;
+            let value = match Quantity::parse(&text) {
+                Ok(value) => value,
+                // Valid for Kubernetes, so it will be charged, but it cannot be compared: it
+                // must never pass as if it were small, whatever onExceed says.
+                Err(error) if error.is_out_of_range() => {
+                    violations.push(format!(
+                        "{} {} {resource} {text}, which is too large to read and compare with the max {max} of rule {}; ask for at most {max}",
+                        target.subject,
+                        target.verb(kind),
+                        rule.name
+                    ));
+                    continue;
+                }
+                Err(_) => {
+                    violations.push(format!(
+                        "{} {} {resource} {text:?}, which is not a quantity, so the max {max} of rule {} cannot be checked",
+                        target.subject,
+                        target.verb(kind),
+                        rule.name
+                    ));
+                    continue;
+                }
             };
             if value <= **max {
                 continue;
             }
             if *resource == "cpu" && *on_exceed == OnExceed::Clamp {
                 warnings.push(format!(
-                    "container {}: cpu {} {value} lowered to the max {max} (rule {}, onExceed clamp)",
-                    container.name,
+                    "{}: cpu {} {value} lowered to the max {max} (rule {}, onExceed clamp)",
+                    target.subject,
                     match kind {
                         Kind::Requests => "request",
                         Kind::Limits => "limit",
                     },
                     rule.name
                 ));
-                set(container, kind, resource, max.as_str());
+                set(target.resources, kind, resource, max.as_str());
                 continue;
             }
             let why = match (*on_exceed, *resource) {
@@ -182,9 +246,9 @@ fn check_max(
                 _ => "",
             };
             violations.push(format!(
-                "container {} {} {resource} {value}, over the max {max} set by rule {}{why}",
-                container.name,
-                kind.verb(),
+                "{} {} {resource} {value}, over the max {max} set by rule {}{why}",
+                target.subject,
+                target.verb(kind),
                 rule.name
             ));
         }

@@ -775,3 +775,211 @@ fn the_example_policy_mutates_both_fixtures_cleanly() {
         assert_eq!(env(spark, "DB_PASS").len(), 1);
     }
 }
+
+/// The executor fixture with `init` added to `spec.initContainers` (a variant made in code).
+fn executor_with_init_container(init: serde_json::Value) -> (Pod, RequestContext) {
+    let (mut pod, ctx) = executor();
+    let init: Container = serde_json::from_value(init).expect("init container");
+    pod.spec
+        .as_mut()
+        .expect("spec")
+        .init_containers
+        .get_or_insert_with(Vec::new)
+        .push(init);
+    (pod, ctx)
+}
+
+const EXECUTOR_CPU_MAX_8: &str =
+    "rules: [{name: caps, resources: {executor: {max: {cpu: '8', memory: 64Gi}}}}]";
+
+#[test]
+fn an_init_container_over_the_max_is_denied_naming_it() {
+    // The scheduler charges the largest init container, so 64 CPUs there is 64 CPUs charged.
+    let (pod, ctx) = executor_with_init_container(json!({
+        "name": "warmup", "image": "busybox",
+        "resources": {"requests": {"cpu": "64"}}
+    }));
+    let out = run(&pod, &ctx, EXECUTOR_CPU_MAX_8);
+    let denial = out.denial.expect("denied");
+    for part in ["init container warmup", "cpu 64", "max 8", "caps"] {
+        assert!(denial.contains(part), "{part} missing from {denial}");
+    }
+}
+
+#[test]
+fn a_sidecar_init_container_over_the_memory_max_is_denied_even_with_clamp() {
+    let (pod, ctx) = executor_with_init_container(json!({
+        "name": "proxy", "image": "envoy", "restartPolicy": "Always",
+        "resources": {"limits": {"memory": "128Gi"}}
+    }));
+    let out = run(
+        &pod,
+        &ctx,
+        "rules: [{name: caps, resources: {executor: {max: {cpu: '8', memory: 64Gi}, onExceed: clamp}}}]",
+    );
+    let denial = out.denial.expect("denied");
+    assert!(
+        denial.contains("init container proxy") && denial.contains("memory 128Gi"),
+        "{denial}"
+    );
+}
+
+#[test]
+fn an_init_container_over_the_cpu_max_is_clamped_under_clamp_and_gets_no_defaults() {
+    let (pod, ctx) = executor_with_init_container(json!({
+        "name": "warmup", "image": "busybox",
+        "resources": {"requests": {"cpu": "64"}, "limits": {"cpu": "64"}}
+    }));
+    let out = run(
+        &pod,
+        &ctx,
+        "rules: [{name: caps, resources: {executor: {default: {requests: {memory: 1Gi}}, max: {cpu: '8'}, onExceed: clamp}}}]",
+    );
+    assert!(out.denial.is_none(), "{:?}", out.denial);
+    let init = &out
+        .desired
+        .spec
+        .as_ref()
+        .expect("spec")
+        .init_containers
+        .as_ref()
+        .expect("init")[0];
+    assert_eq!(quantity(init, "requests", "cpu").as_deref(), Some("8"));
+    assert_eq!(quantity(init, "limits", "cpu").as_deref(), Some("8"));
+    assert_eq!(
+        quantity(init, "requests", "memory"),
+        None,
+        "defaults never fill init containers"
+    );
+    assert!(
+        out.warnings
+            .iter()
+            .any(|w| w.contains("init container warmup")),
+        "{:?}",
+        out.warnings
+    );
+}
+
+#[test]
+fn an_init_container_within_the_max_passes_untouched() {
+    let (pod, ctx) = executor_with_init_container(json!({
+        "name": "warmup", "image": "busybox",
+        "resources": {"requests": {"cpu": "500m"}}
+    }));
+    let out = run(&pod, &ctx, EXECUTOR_CPU_MAX_8);
+    assert!(out.denial.is_none(), "{:?}", out.denial);
+    assert_eq!(
+        out.desired.spec.as_ref().expect("spec").init_containers,
+        pod.spec.as_ref().expect("spec").init_containers
+    );
+}
+
+#[test]
+fn pod_level_resources_over_the_max_are_denied() {
+    // Kubernetes 1.32+ PodLevelResources: the pod's containers share spec.resources, so the
+    // Spark container may use up to the pod-level limit whatever its own.
+    for (kind, value) in [("requests", "64"), ("limits", "64")] {
+        let (mut pod, ctx) = executor();
+        pod.spec.as_mut().expect("spec").resources =
+            Some(serde_json::from_value(json!({ kind: {"cpu": value} })).expect("resources"));
+        let out = run(&pod, &ctx, EXECUTOR_CPU_MAX_8);
+        let denial = out.denial.expect("denied");
+        assert!(
+            denial.contains("pod-level resources")
+                && denial.contains("cpu 64")
+                && denial.contains("max 8"),
+            "{denial}"
+        );
+    }
+}
+
+#[test]
+fn a_huge_but_valid_cpu_quantity_is_denied_as_not_comparable_under_deny_and_clamp() {
+    // 1.7e20 cores is a syntactically valid Kubernetes quantity; it does not fit in 128-bit
+    // nano-units, so it cannot be compared with the max: it must never pass.
+    let huge = "170141183460469231731687303715n";
+    for on_exceed in ["deny", "clamp"] {
+        let (mut pod, ctx) = executor();
+        let spark = pod
+            .spec
+            .as_mut()
+            .expect("spec")
+            .containers
+            .iter_mut()
+            .find(|c| c.name == EXECUTOR_EXEC)
+            .expect("spark");
+        spark
+            .resources
+            .as_mut()
+            .expect("resources")
+            .requests
+            .as_mut()
+            .expect("requests")
+            .insert(
+                "cpu".into(),
+                k8s_openapi::apimachinery::pkg::api::resource::Quantity(huge.into()),
+            );
+        let out = evaluate(
+            &pod,
+            &ctx,
+            &policy(&format!("rules: [{{name: caps, resources: {{executor: {{max: {{cpu: '8'}}, onExceed: {on_exceed}}}}}}}]")),
+        )
+        .expect("a Spark pod");
+        let denial = out.denial.expect("denied");
+        assert!(
+            denial.contains(huge)
+                && denial.contains("too large")
+                && !denial.contains("not a quantity"),
+            "{denial}"
+        );
+    }
+}
+
+#[test]
+fn a_decoy_named_like_the_spark_container_beside_the_real_one_is_refused() {
+    // The real Spark container renamed by a pod template (found by args[0]) and a decoy that
+    // takes Spark's container name: neither may silently take the policy.
+    let (mut pod, ctx) = executor();
+    let spec = pod.spec.as_mut().expect("spec");
+    spec.containers[0].name = "main".into();
+    let decoy: Container = serde_json::from_value(json!({
+        "name": EXECUTOR_EXEC, "image": "busybox", "args": ["sleep", "infinity"]
+    }))
+    .expect("decoy");
+    spec.containers.push(decoy);
+    let out = evaluate(
+        &pod,
+        &ctx,
+        &policy("rules: [{name: caps, resources: {executor: {max: {cpu: 100m}}}}]"),
+    )
+    .expect("a Spark pod");
+    let denial = out.denial.expect("denied");
+    assert!(
+        denial.contains("\"main\"") && denial.contains(&format!("\"{EXECUTOR_EXEC}\"")),
+        "{denial}"
+    );
+}
+
+#[test]
+fn the_spark_container_is_the_one_claiming_by_name_or_args_wherever_it_is() {
+    // By name, with a sidecar first whose args are not the role.
+    let (pod, ctx) = executor_with_sidecar_first();
+    let mut renamed = pod.clone();
+    renamed.spec.as_mut().expect("spec").containers[1].name = EXECUTOR_EXEC.into();
+    renamed.spec.as_mut().expect("spec").containers[1].args = Some(vec!["executor".into()]);
+    for (pod, name) in [(&pod, "main"), (&renamed, EXECUTOR_EXEC)] {
+        let spark = SparkPod::from_pod(pod, &ctx.namespace).expect("spark pod");
+        assert_eq!(spark.container, Some(1), "{name}");
+    }
+    // No claim at all: the first container.
+    let (mut plain, _) = executor();
+    let spec = plain.spec.as_mut().expect("spec");
+    spec.containers[0].name = "app".into();
+    spec.containers[0].args = Some(vec!["run".into()]);
+    assert_eq!(
+        SparkPod::from_pod(&plain, &ctx.namespace)
+            .expect("spark pod")
+            .container,
+        Some(0)
+    );
+}

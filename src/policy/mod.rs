@@ -35,6 +35,10 @@ pub enum Error {
         /// 1-based column of the problem.
         column: u64,
     },
+    /// The text is over one of the reading limits ([`MAX_POLICY_BYTES`] and the YAML budget
+    /// of [`policy_yaml_options`]); nothing of it is used.
+    #[error("policy cannot be read: {0}")]
+    TooLarge(String),
     /// The document parsed but breaks the policy's rules; every problem is listed.
     #[error("{0}")]
     Invalid(Problems),
@@ -66,6 +70,10 @@ impl fmt::Display for Problem {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problems(pub Vec<Problem>);
 
+/// How many problems a message lists; the rest are counted. A policy with thousands of
+/// mistakes must still give a message kubectl, an Event and a log line can carry.
+pub const MAX_LISTED_PROBLEMS: usize = 50;
+
 impl fmt::Display for Problems {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let count = self.0.len();
@@ -74,8 +82,15 @@ impl fmt::Display for Problems {
             "policy has {count} error{}:",
             if count == 1 { "" } else { "s" }
         )?;
-        for problem in &self.0 {
+        for problem in self.0.iter().take(MAX_LISTED_PROBLEMS) {
             write!(f, "\n  - {problem}")?;
+        }
+        if count > MAX_LISTED_PROBLEMS {
+            write!(
+                f,
+                "\n  ... and {} more (the first {MAX_LISTED_PROBLEMS} are listed)",
+                count - MAX_LISTED_PROBLEMS
+            )?;
         }
         Ok(())
     }
@@ -85,7 +100,7 @@ impl Error {
     /// The individual problems (one for a syntax error).
     pub fn problems(&self) -> Vec<Problem> {
         match self {
-            Error::Syntax { .. } => vec![Problem {
+            Error::Syntax { .. } | Error::TooLarge(_) => vec![Problem {
                 path: String::new(),
                 message: self.to_string(),
             }],
@@ -167,7 +182,8 @@ pub struct Selector {
 /// Which containers a rule's `env` and `resources` apply to.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum ContainerSelection {
-    /// The Spark container only (found by name, then by `args[0]`, then the first).
+    /// The Spark container only: the one container claiming it by name or by `args[0]`, else
+    /// the first (see [`crate::engine::spark_container`]).
     #[default]
     Spark,
     /// Every container, sidecars included (not init containers).
@@ -317,11 +333,70 @@ impl Policy {
 /// The example policy text built into the binary (`examples/policies/platform.yaml`).
 pub const BUILTIN_EXAMPLE: &str = include_str!("../../examples/policies/platform.yaml");
 
-/// Reads YAML (or JSON) with YAML 1.2 booleans: only `true`/`false` are booleans, so `y`, `no`
-/// or `on` stay the strings they look like.
-pub fn from_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, serde_saphyr::Error> {
+/// The largest policy read, in bytes: what one ConfigMap can hold (1 MiB, for all its keys).
+pub const MAX_POLICY_BYTES: usize = 1 << 20;
+
+/// Deepest nesting of YAML collections in a policy. The deepest path a valid policy has
+/// (`rules[0].affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0]
+/// .preference.matchExpressions[0].values`) is 9 levels deep.
+pub const MAX_POLICY_DEPTH: usize = 32;
+
+/// Most aliases (`*name`) in a policy, and most events they may replay in all: anchors are a
+/// convenience for repeated blocks, never a way to make a small text expand into a huge one.
+pub const MAX_POLICY_ALIASES: usize = 1_000;
+/// Most parser events anchors may hold and aliases replay, in all (a policy's repeated blocks
+/// are a few dozen events each).
+pub const MAX_POLICY_ALIAS_EVENTS: usize = 10_000;
+/// Most YAML nodes (mappings, sequences, scalars) in a policy, aliases expanded.
+pub const MAX_POLICY_NODES: usize = 200_000;
+
+/// The YAML options policies are read with: YAML 1.2 booleans, and an explicit budget so that
+/// no text (alias bomb, deep nesting, a flood of nodes) costs more than a bounded amount of
+/// time and memory before it is refused. [`MAX_POLICY_BYTES`] is checked before parsing.
+pub fn policy_yaml_options() -> serde_saphyr::options::Options {
     let mut options = serde_saphyr::options::Options::default();
     options.strict_booleans = true;
+    options.budget = serde_saphyr::budget! {
+        max_depth: MAX_POLICY_DEPTH,
+        flow_nesting_limit: MAX_POLICY_DEPTH,
+        max_aliases: MAX_POLICY_ALIASES,
+        max_anchors: MAX_POLICY_ALIASES,
+        max_merge_keys: MAX_POLICY_ALIASES,
+        max_nodes: MAX_POLICY_NODES,
+        max_events: 2 * MAX_POLICY_NODES,
+        max_recorded_anchor_events: MAX_POLICY_ALIAS_EVENTS,
+        max_recorded_anchor_bytes: MAX_POLICY_BYTES,
+        max_total_scalar_bytes: MAX_POLICY_BYTES,
+        max_documents: 1,
+    };
+    options.alias_limits = serde_saphyr::alias_limits! {
+        max_total_replayed_events: MAX_POLICY_ALIAS_EVENTS,
+        max_replay_stack_depth: MAX_POLICY_DEPTH,
+    };
+    options
+}
+
+/// Reads YAML (or JSON) with YAML 1.2 booleans: only `true`/`false` are booleans, so `y`, `no`
+/// or `on` stay the strings they look like. For documents other than policies (the pods and
+/// reviews the CLI reads), with room for a large pod: 64 levels deep, 250,000 nodes, 1,000,000
+/// events and 64 MiB of scalars (serde-saphyr's defaults, written out so that they are a
+/// choice), and the policy's caps on aliases.
+pub fn from_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, serde_saphyr::Error> {
+    let mut options = policy_yaml_options();
+    options.budget = serde_saphyr::budget! {
+        max_depth: 64,
+        max_aliases: MAX_POLICY_ALIASES,
+        max_anchors: MAX_POLICY_ALIASES,
+        max_merge_keys: MAX_POLICY_ALIASES,
+        max_nodes: 250_000,
+        max_events: 1_000_000,
+        max_total_scalar_bytes: 64 << 20,
+        max_documents: 1,
+    };
+    options.alias_limits = serde_saphyr::alias_limits! {
+        max_total_replayed_events: 1_000_000,
+        max_replay_stack_depth: 64,
+    };
     serde_saphyr::from_str_with_options(text, options)
 }
 

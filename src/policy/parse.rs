@@ -49,21 +49,24 @@ const RULE_FIELDS: &[&str] = &[
 const TOP_FIELDS: &[&str] = &["rules", "quotas"];
 const QUOTA_FIELDS: &[&str] = &["name", "match", "perApplication", "perNamespace"];
 
+/// Longest message of one problem, and longest path, in characters: a problem quotes what it
+/// found, and what it found may be a megabyte long.
+const MAX_MESSAGE_CHARS: usize = 400;
+const MAX_PATH_CHARS: usize = 200;
+
 pub(super) fn parse(text: &str) -> Result<Policy> {
+    if text.len() > super::MAX_POLICY_BYTES {
+        return Err(Error::TooLarge(format!(
+            "it is {} bytes, over the limit of {} bytes (1 MiB, what one ConfigMap can hold)",
+            text.len(),
+            super::MAX_POLICY_BYTES
+        )));
+    }
     let document: Value = if text.trim().is_empty() {
         Value::Object(Map::new())
     } else {
-        super::from_yaml(text).map_err(|e| {
-            let (line, column) = e
-                .location()
-                .map(|l| (l.line(), l.column()))
-                .unwrap_or((0, 0));
-            Error::Syntax {
-                message: first_line(&e.to_string()),
-                line,
-                column,
-            }
-        })?
+        serde_saphyr::from_str_with_options(text, super::policy_yaml_options())
+            .map_err(|e| read_error(&e))?
     };
     let mut checker = Checker::default();
     let policy = checker.policy(&document, text);
@@ -71,6 +74,86 @@ pub(super) fn parse(text: &str) -> Result<Policy> {
         Ok(policy)
     } else {
         Err(Error::Invalid(Problems(checker.problems)))
+    }
+}
+
+/// A parse failure as the user should read it: a breached limit says which limit, anything
+/// else is a syntax error with its line and column.
+fn read_error(error: &serde_saphyr::Error) -> Error {
+    use serde_saphyr::Error as Yaml;
+    use serde_saphyr::budget::BudgetBreach;
+    let (line, column) = error
+        .location()
+        .map(|l| (l.line(), l.column()))
+        .unwrap_or((0, 0));
+    let at = format!("line {line}, column {column}");
+    let mut inner = error;
+    while let Yaml::WithSnippet { error, .. } | Yaml::AliasError { error, .. } = inner {
+        inner = error;
+    }
+    // The YAML scanner's own guard on nested flow collections, which comes before the budget's.
+    let scanner_depth = inner.to_string().contains("recursion limit exceeded");
+    let limit = match inner {
+        _ if scanner_depth => Some(format!(
+            "it nests deeper than {} levels at {at} (a policy needs at most 9)",
+            super::MAX_POLICY_DEPTH
+        )),
+        Yaml::Budget { breach, .. } => Some(match breach {
+            BudgetBreach::Depth { .. } => format!(
+                "it nests deeper than {} levels at {at} (a policy needs at most 9)",
+                super::MAX_POLICY_DEPTH
+            ),
+            BudgetBreach::Aliases { .. }
+            | BudgetBreach::Anchors { .. }
+            | BudgetBreach::MergeKeys { .. }
+            | BudgetBreach::AliasAnchorRatio { .. } => format!(
+                "it uses more aliases or anchors than allowed (at most {}, and at most 10 aliases per anchor once 100 are used), at {at}; write the repeated parts out",
+                super::MAX_POLICY_ALIASES
+            ),
+            BudgetBreach::RecordedAnchorEvents { .. }
+            | BudgetBreach::RecordedAnchorBytes { .. } => format!(
+                "its anchors hold more than {} values in all, at {at}; write the repeated parts out",
+                super::MAX_POLICY_ALIAS_EVENTS
+            ),
+            BudgetBreach::Nodes { .. } | BudgetBreach::Events { .. } => format!(
+                "it holds more than {} values, aliases expanded, at {at}; a policy this large is a mistake or an alias bomb",
+                super::MAX_POLICY_NODES
+            ),
+            BudgetBreach::Documents { .. } => {
+                format!(
+                    "it holds more than one YAML document (a second one starts at {at}); a policy is one document"
+                )
+            }
+            other => format!("it is over the reading limit {other:?} at {at}"),
+        }),
+        Yaml::AliasReplayLimitExceeded { .. }
+        | Yaml::AliasExpansionLimitExceeded { .. }
+        | Yaml::AliasReplayStackDepthExceeded { .. }
+        | Yaml::AliasReplayCounterOverflow { .. } => Some(format!(
+            "its aliases expand to more than {} values in all, at {at}; write the repeated parts out",
+            super::MAX_POLICY_ALIAS_EVENTS
+        )),
+        _ => None,
+    };
+    match limit {
+        Some(message) => Error::TooLarge(message),
+        None => Error::Syntax {
+            message: truncate(&first_line(&error.to_string()), MAX_MESSAGE_CHARS),
+            line,
+            column,
+        },
+    }
+}
+
+/// `text` cut to `max` characters, saying how much was left out.
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_owned(),
+        Some((end, _)) => format!(
+            "{}… ({} more characters)",
+            &text[..end],
+            text[end..].chars().count()
+        ),
     }
 }
 
@@ -106,8 +189,11 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 fn unknown_field_message(key: &str, allowed: &[&str]) -> String {
+    // A hint is for typos; a key far longer than every field name is not one, and the edit
+    // distance would cost its length times theirs.
     let closest = allowed
         .iter()
+        .filter(|a| key.len() <= a.len() + 3)
         .map(|a| (edit_distance(key, a), *a))
         .min()
         .filter(|(d, _)| *d <= 3);
@@ -129,8 +215,8 @@ struct Checker {
 impl Checker {
     fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.problems.push(Problem {
-            path: path.into(),
-            message: message.into(),
+            path: truncate(&path.into(), MAX_PATH_CHARS),
+            message: truncate(&message.into(), MAX_MESSAGE_CHARS),
         });
     }
 
@@ -282,14 +368,21 @@ impl Checker {
     /// whether the webhook has seen the pod before, which breaks idempotence under
     /// `reinvocationPolicy: IfNeeded`.
     fn labels_matched_but_also_set(&mut self, rules: &[Rule]) {
+        // First setter of each label, found once: a search per matched label would be
+        // quadratic in the number of rules.
+        let mut setters: BTreeMap<&str, &str> = BTreeMap::new();
+        for rule in rules {
+            for key in rule.labels.keys() {
+                setters.entry(key.as_str()).or_insert(rule.name.as_str());
+            }
+        }
         for (index, rule) in rules.iter().enumerate() {
             for key in rule.selector.pod_labels.keys() {
-                if let Some(setter) = rules.iter().find(|r| r.labels.contains_key(key)) {
+                if let Some(setter) = setters.get(key.as_str()) {
                     self.problem(
                         format!("rules[{index}].match.podLabels.{key}"),
                         format!(
-                            "label {key:?} is also set by rule {:?}; a rule cannot match on a label the policy sets, because the result would differ between the first and a repeated admission",
-                            setter.name
+                            "label {key:?} is also set by rule {setter:?}; a rule cannot match on a label the policy sets, because the result would differ between the first and a repeated admission"
                         ),
                     );
                 }
@@ -1198,7 +1291,9 @@ mod tests {
     fn problems(yaml: &str) -> Vec<(String, String)> {
         match Policy::parse(yaml) {
             Ok(_) => panic!("policy should be invalid:\n{yaml}"),
-            Err(Error::Syntax { .. }) => panic!("expected validation errors, got a syntax error"),
+            Err(error @ (Error::Syntax { .. } | Error::TooLarge(_))) => {
+                panic!("expected validation errors, got {error}")
+            }
             Err(Error::Invalid(p)) => p.0.into_iter().map(|p| (p.path, p.message)).collect(),
         }
     }

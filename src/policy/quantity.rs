@@ -16,12 +16,34 @@ pub struct Quantity {
 
 /// Why a quantity could not be parsed; the message says what is allowed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "{text:?} is not a Kubernetes quantity (a number with an optional suffix: n u m k M G T P E \
-     Ki Mi Gi Ti Pi Ei, or an exponent such as 1e3)"
-)]
-pub struct QuantityError {
-    text: String,
+pub enum QuantityError {
+    /// Not the Kubernetes quantity syntax at all.
+    #[error(
+        "{0:?} is not a Kubernetes quantity (a number with an optional suffix: n u m k M G T P E \
+         Ki Mi Gi Ti Pi Ei, or an exponent such as 1e3)"
+    )]
+    Syntax(String),
+    /// Valid syntax, but too large (or too precise) to hold exactly: Kubernetes would accept
+    /// it, so it must never be mistaken for garbage, nor compared as if it were small.
+    #[error(
+        "{0:?} is too large to read and compare (beyond 10^20 units, 64 characters or an \
+         exponent outside -9..18); write a smaller quantity"
+    )]
+    OutOfRange(String),
+}
+
+impl QuantityError {
+    /// Whether the text is a quantity Kubernetes accepts that is only too large to compare.
+    pub fn is_out_of_range(&self) -> bool {
+        matches!(self, Self::OutOfRange(_))
+    }
+}
+
+/// Why [`Quantity::value_of`] failed, without the text (it allocates nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unreadable {
+    Syntax,
+    OutOfRange,
 }
 
 const NANOS_PER_UNIT: i128 = 1_000_000_000;
@@ -29,23 +51,28 @@ const NANOS_PER_UNIT: i128 = 1_000_000_000;
 impl Quantity {
     /// Parses a quantity in the Kubernetes syntax.
     pub fn parse(text: &str) -> Result<Self, QuantityError> {
-        match Self::nanos_of(text) {
-            Some(nanos) => Ok(Self {
+        match Self::value_of(text) {
+            Ok(nanos) => Ok(Self {
                 text: text.to_owned(),
                 nanos,
             }),
-            None => Err(QuantityError {
-                text: text.to_owned(),
-            }),
+            Err(Unreadable::Syntax) => Err(QuantityError::Syntax(text.to_owned())),
+            Err(Unreadable::OutOfRange) => Err(QuantityError::OutOfRange(text.to_owned())),
         }
     }
 
-    /// The value of a quantity in nano-units, or `None` when it is not one. Allocates nothing:
-    /// the quota charge reads every container's quantities on every review.
+    /// The value of a quantity in nano-units, or `None` when it is not one (or too large to
+    /// hold). Allocates nothing: the quota charge reads every container's quantities on every
+    /// review.
     pub fn nanos_of(text: &str) -> Option<i128> {
+        Self::value_of(text).ok()
+    }
+
+    fn value_of(text: &str) -> Result<i128, Unreadable> {
+        use Unreadable::{OutOfRange, Syntax};
         let trimmed = text.trim();
-        if trimmed.is_empty() || trimmed.len() > 64 {
-            return None;
+        if trimmed.is_empty() {
+            return Err(Syntax);
         }
         let (sign, unsigned) = match trimmed.as_bytes()[0] {
             b'-' => (-1, &trimmed[1..]),
@@ -58,16 +85,8 @@ impl Quantity {
         let (number, suffix) = unsigned.split_at(number_end);
         let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
         if (whole.is_empty() && fraction.is_empty()) || fraction.contains('.') {
-            return None;
+            return Err(Syntax);
         }
-        // The digits of whole and fraction as one integer, over 10^fraction_digits.
-        let mut mantissa: i128 = 0;
-        for digit in whole.bytes().chain(fraction.bytes()) {
-            mantissa = mantissa
-                .checked_mul(10)?
-                .checked_add(i128::from(digit - b'0'))?;
-        }
-        let fraction_digits = u32::try_from(fraction.len()).ok()?;
         let (multiplier_num, multiplier_den): (i128, i128) = match suffix {
             "" => (1, 1),
             "n" => (1, 1_000_000_000),
@@ -85,10 +104,11 @@ impl Quantity {
             "Ti" => (1 << 40, 1),
             "Pi" => (1 << 50, 1),
             "Ei" => (1 << 60, 1),
-            exponent if exponent.starts_with(['e', 'E']) => {
-                let power: i32 = exponent[1..].parse().ok()?;
+            exponent if is_exponent(exponent) => {
+                // Digits only, so a failed parse can only be an overflow.
+                let power: i32 = exponent[1..].parse().map_err(|_| OutOfRange)?;
                 if !(-9..=18).contains(&power) {
-                    return None;
+                    return Err(OutOfRange);
                 }
                 if power >= 0 {
                     (10_i128.pow(power.unsigned_abs()), 1)
@@ -96,17 +116,32 @@ impl Quantity {
                     (1, 10_i128.pow(power.unsigned_abs()))
                 }
             }
-            _ => return None,
+            _ => return Err(Syntax),
         };
+        // The syntax is right from here on: whatever fails now is only too large to hold.
+        if trimmed.len() > 64 {
+            return Err(OutOfRange);
+        }
+        // The digits of whole and fraction as one integer, over 10^fraction_digits.
+        let mut mantissa: i128 = 0;
+        for digit in whole.bytes().chain(fraction.bytes()) {
+            mantissa = mantissa
+                .checked_mul(10)
+                .and_then(|m| m.checked_add(i128::from(digit - b'0')))
+                .ok_or(OutOfRange)?;
+        }
+        let fraction_digits = u32::try_from(fraction.len()).map_err(|_| OutOfRange)?;
         let denominator = 10_i128
-            .checked_pow(fraction_digits)?
-            .checked_mul(multiplier_den)?;
+            .checked_pow(fraction_digits)
+            .and_then(|d| d.checked_mul(multiplier_den))
+            .ok_or(OutOfRange)?;
         let numerator = mantissa
-            .checked_mul(multiplier_num)?
-            .checked_mul(NANOS_PER_UNIT)?;
+            .checked_mul(multiplier_num)
+            .and_then(|n| n.checked_mul(NANOS_PER_UNIT))
+            .ok_or(OutOfRange)?;
         // Round up like Kubernetes: 0.1n is 1n.
-        let nanos = numerator.checked_add(denominator - 1)? / denominator;
-        Some(sign * nanos)
+        let nanos = numerator.checked_add(denominator - 1).ok_or(OutOfRange)? / denominator;
+        Ok(sign * nanos)
     }
 
     /// A whole number of units, written as Kubernetes and Spark write it (`2`).
@@ -134,6 +169,15 @@ impl Quantity {
     pub fn nanos(&self) -> i128 {
         self.nanos
     }
+}
+
+/// `e`/`E`, an optional sign, then at least one digit.
+fn is_exponent(suffix: &str) -> bool {
+    let Some(rest) = suffix.strip_prefix(['e', 'E']) else {
+        return false;
+    };
+    let digits = rest.strip_prefix(['+', '-']).unwrap_or(rest);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 impl PartialEq for Quantity {
@@ -199,16 +243,26 @@ mod tests {
     #[test]
     fn a_value_too_large_for_128_bit_nano_units_is_refused_rather_than_wrapped() {
         // 1.7e29 nano-cores: the nano-units fit, rounding up would not.
-        assert!(Quantity::parse("170141183460469231731687303715n").is_err());
-        assert!(Quantity::parse("99999999999999999999999999999999Ei").is_err());
+        for huge in [
+            "170141183460469231731687303715n",
+            "99999999999999999999999999999999Ei",
+            "1e99",
+        ] {
+            let err = Quantity::parse(huge).expect_err(huge);
+            assert!(err.is_out_of_range(), "{huge}: {err}");
+            assert!(err.to_string().contains("too large"), "{err}");
+        }
         assert_eq!(Quantity::nanos_of("2"), Some(2_000_000_000));
         assert_eq!(Quantity::nanos_of("-500m"), Some(-500_000_000));
     }
 
     #[test]
     fn garbage_is_rejected_with_the_allowed_syntax() {
-        for bad in ["", "two", "2 Gi", "2GB", "1.2.3", "Gi", ".", "1e99", "--1"] {
+        for bad in [
+            "", "two", "2 Gi", "2GB", "1.2.3", "Gi", ".", "--1", "1e", "1e+-3", "1ex",
+        ] {
             let err = Quantity::parse(bad).expect_err(bad);
+            assert!(!err.is_out_of_range(), "{bad}: {err}");
             assert!(err.to_string().contains("Ki Mi Gi"), "{err}");
         }
     }
