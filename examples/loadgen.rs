@@ -67,6 +67,16 @@ enum BodyKind {
     ThreeMib,
 }
 
+/// What counts as a correct answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Expect {
+    /// `allowed: true` for the request's uid with a JSON Patch that applies to the pod sent
+    /// (spark-admission with a policy that changes Spark pods).
+    Patch,
+    /// `allowed: true` for the request's uid (the `allowed: true` baselines).
+    Allow,
+}
+
 #[derive(Parser, Debug)]
 struct Args {
     /// The webhook URL (`https://HOST:PORT/PATH`); `?timeout=5s` is appended.
@@ -106,6 +116,9 @@ struct Args {
     /// A label copied into the JSON output.
     #[arg(long, default_value = "")]
     label: String,
+    /// What a successful review is; anything else counts as an error.
+    #[arg(long, value_enum, default_value = "patch")]
+    expect: Expect,
 }
 
 struct Target {
@@ -140,6 +153,77 @@ fn parse_target(url: &str, server_name: Option<&str>) -> anyhow::Result<Target> 
     })
 }
 
+/// Checks answers against the request sent: the uid, `allowed`, and (for `--expect patch`) a
+/// JSON Patch that applies to the pod. Every answer is parsed; a patch is applied once, and
+/// later answers carrying the same patch text are known good (the body never changes).
+struct AnswerCheck {
+    expect: Expect,
+    uid: String,
+    pod: serde_json::Value,
+    applied: Mutex<std::collections::HashSet<String>>,
+}
+
+#[derive(serde::Deserialize)]
+struct AnswerReview {
+    response: Answer,
+}
+
+#[derive(serde::Deserialize)]
+struct Answer {
+    uid: String,
+    allowed: bool,
+    #[serde(default)]
+    patch: Option<String>,
+    #[serde(default, rename = "patchType")]
+    patch_type: Option<String>,
+}
+
+impl AnswerCheck {
+    fn new(expect: Expect, body: &[u8]) -> anyhow::Result<Self> {
+        let review: serde_json::Value = serde_json::from_slice(body)?;
+        let uid = review["request"]["uid"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("the review body has no request.uid"))?
+            .to_owned();
+        Ok(Self {
+            expect,
+            uid,
+            pod: review["request"]["object"].clone(),
+            applied: Mutex::new(std::collections::HashSet::new()),
+        })
+    }
+
+    fn check(&self, bytes: &[u8]) -> anyhow::Result<()> {
+        use base64::Engine;
+        let answer = serde_json::from_slice::<AnswerReview>(bytes)
+            .map_err(|error| anyhow::anyhow!("200 without an AdmissionReview response: {error}"))?
+            .response;
+        anyhow::ensure!(answer.uid == self.uid, "answer for another uid");
+        anyhow::ensure!(answer.allowed, "not allowed");
+        if self.expect == Expect::Allow {
+            return Ok(());
+        }
+        let patch = answer
+            .patch
+            .ok_or_else(|| anyhow::anyhow!("allowed without a patch"))?;
+        anyhow::ensure!(
+            answer.patch_type.as_deref() == Some("JSONPatch"),
+            "patchType is not JSONPatch"
+        );
+        if self.applied.lock().unwrap().contains(&patch) {
+            return Ok(());
+        }
+        let operations: json_patch::Patch =
+            serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(&patch)?)?;
+        let mut pod = self.pod.clone();
+        json_patch::patch(&mut pod, &operations)
+            .map_err(|error| anyhow::anyhow!("the patch does not apply to the pod: {error}"))?;
+        anyhow::ensure!(pod != self.pod, "the patch changes nothing");
+        self.applied.lock().unwrap().insert(patch);
+        Ok(())
+    }
+}
+
 fn body(kind: BodyKind) -> Bytes {
     match kind {
         BodyKind::Executor => Bytes::from_static(EXECUTOR_REVIEW),
@@ -159,6 +243,7 @@ struct Client {
     connector: TlsConnector,
     target: Target,
     body: Bytes,
+    answers: AnswerCheck,
     pool_size: usize,
     idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
     new_connections: AtomicU64,
@@ -205,7 +290,7 @@ impl Client {
         // Else dropped: hyper closes the connection.
     }
 
-    /// One review; `Ok` only for a 200 with a response for the request.
+    /// One review; `Ok` only for a 200 carrying the answer `--expect` asks for.
     async fn review(&self) -> anyhow::Result<()> {
         let mut sender = self.checkout().await?;
         let request = hyper::Request::post(&self.target.path_and_query)
@@ -218,12 +303,7 @@ impl Client {
         let bytes = response.into_body().collect().await?.to_bytes();
         self.checkin(sender);
         anyhow::ensure!(status == 200, "HTTP {status}");
-        const NEEDLE: &[u8] = b"\"uid\":\"";
-        anyhow::ensure!(
-            bytes.windows(NEEDLE.len()).any(|w| w == NEEDLE),
-            "200 without an AdmissionReview response"
-        );
-        Ok(())
+        self.answers.check(&bytes)
     }
 
     fn count_error(&self, error: &anyhow::Error) {
@@ -361,10 +441,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         args.pool
     };
+    let body = body(args.body);
     let client = Arc::new(Client {
         connector: TlsConnector::from(Arc::new(config)),
         target: parse_target(&args.target, args.server_name.as_deref())?,
-        body: body(args.body),
+        answers: AnswerCheck::new(args.expect, &body)?,
+        body,
         pool_size,
         idle: Mutex::new(Vec::new()),
         new_connections: AtomicU64::new(0),
