@@ -185,6 +185,11 @@ impl State {
         !self.shutting_down.load(Ordering::Acquire) && self.policy().is_some()
     }
 
+    /// Whether SIGTERM (or another shutdown signal) has been received.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
     /// Marks the server as shutting down; readiness turns false.
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::Release);

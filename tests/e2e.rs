@@ -28,6 +28,8 @@ use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_spark-admission");
 
+#[path = "e2e/faults.rs"]
+mod faults;
 #[path = "e2e/quotas.rs"]
 mod quotas;
 #[path = "e2e/spark_conf.rs"]
@@ -99,6 +101,9 @@ struct Webhook {
     port: u16,
     admin_port: u16,
     ca_bundle: String,
+    /// `serve`'s arguments, to start it again on the same ports.
+    args: Vec<std::ffi::OsString>,
+    env: Vec<(String, String)>,
     dir: tempfile::TempDir,
 }
 
@@ -110,53 +115,129 @@ impl Webhook {
     /// Starts with extra arguments and environment; `--policy-file` is left out when the
     /// arguments name another policy source.
     async fn start_with(policy: &str, extra_args: &[&str], extra_env: &[(&str, String)]) -> Self {
+        Self::start_in(policy, extra_args, extra_env, None).await
+    }
+
+    /// Like [`Webhook::start_with`], serving a copy of `pki`'s CA and certificate (replicas
+    /// behind one TCP proxy need one caBundle) instead of a PKI of its own.
+    async fn start_in(
+        policy: &str,
+        extra_args: &[&str],
+        extra_env: &[(&str, String)],
+        pki: Option<&std::path::Path>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let ca_bundle = development_pki(&dir.path().join("pki"));
+        let ca_bundle = match pki {
+            None => development_pki(&dir.path().join("pki")),
+            Some(source) => {
+                let target = dir.path().join("pki");
+                std::fs::create_dir_all(&target).unwrap();
+                for file in ["ca.crt", "tls.crt", "tls.key"] {
+                    std::fs::copy(source.join(file), target.join(file)).unwrap();
+                }
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD
+                    .encode(std::fs::read(target.join("ca.crt")).unwrap())
+            }
+        };
         std::fs::write(dir.path().join("policy.yaml"), policy).unwrap();
         let (port, admin_port) = (free_port(), free_port());
-        let mut command = Command::new(BIN);
-        command
-            .arg("serve")
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
-            .arg("--tls-cert")
-            .arg(dir.path().join("pki/tls.crt"))
-            .arg("--tls-key")
-            .arg(dir.path().join("pki/tls.key"))
-            .args(["--log-level", "debug"])
-            .args(extra_args);
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "serve".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}").into(),
+            "--admin-listen".into(),
+            format!("127.0.0.1:{admin_port}").into(),
+            "--tls-cert".into(),
+            dir.path().join("pki/tls.crt").into(),
+            "--tls-key".into(),
+            dir.path().join("pki/tls.key").into(),
+            "--log-level".into(),
+            "debug".into(),
+        ];
+        args.extend(extra_args.iter().map(Into::into));
         if !extra_args.contains(&"--policy-configmap") {
-            command
-                .arg("--policy-file")
-                .arg(dir.path().join("policy.yaml"));
+            args.push("--policy-file".into());
+            args.push(dir.path().join("policy.yaml").into());
         }
-        for (key, value) in extra_env {
-            command.env(key, value);
-        }
-        let child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(dir.path().join("serve.log")).unwrap(),
-            ))
-            .spawn()
-            .unwrap();
+        let env: Vec<(String, String)> = extra_env
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), value.clone()))
+            .collect();
+        let child = Self::spawn(dir.path(), &args, &env);
         let webhook = Self {
             child,
             port,
             admin_port,
             ca_bundle,
+            args,
+            env,
             dir,
         };
+        webhook.wait_ready().await;
+        webhook
+    }
+
+    fn spawn(
+        dir: &std::path::Path,
+        args: &[std::ffi::OsString],
+        env: &[(String, String)],
+    ) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("serve.log"))
+            .unwrap();
+        Command::new(BIN)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap()
+    }
+
+    async fn wait_ready(&self) {
         let started = Instant::now();
-        while webhook.admin("/readyz").await.as_deref() != Some("ready\n") {
+        while self.admin("/readyz").await.as_deref() != Some("ready\n") {
             assert!(
                 started.elapsed() < Duration::from_secs(20),
                 "webhook not ready: {}",
-                webhook.log()
+                self.log()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        webhook
+    }
+
+    /// Sends `signal` (`TERM`, `KILL`) to the process.
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args(["-s", signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -s {signal}");
+    }
+
+    /// Waits for the process to exit; its exit status, or `None` past `limit`.
+    async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    /// Starts the process again with the same arguments, ports and files; waits until ready.
+    async fn restart(&mut self) {
+        assert!(
+            self.child.try_wait().unwrap().is_some(),
+            "restart after the process has exited"
+        );
+        self.child = Self::spawn(self.dir.path(), &self.args, &self.env);
+        self.wait_ready().await;
     }
 
     fn log(&self) -> String {
@@ -1044,6 +1125,23 @@ fn kubectl(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A kubeconfig in `dir` for the webhook's own service account (bound to deploy/'s RBAC).
+fn webhook_kubeconfig(dir: &std::path::Path) -> PathBuf {
+    let path = dir.join("webhook.kubeconfig");
+    let minified = kubectl(&[
+        "config",
+        "view",
+        "--raw",
+        "--minify",
+        "--flatten",
+        "--context",
+        "e2e-webhook-sa",
+    ]);
+    std::fs::write(&path, minified).unwrap();
+    path
+}
+
+
 /// The policy ConfigMap as deploy/ ships it (no labels: it is known by namespace and name), or
 /// with the `spark-admission.io/policy` label that earlier versions selected it by.
 fn policy_configmap(version: &str, policy: &str, labelled: bool) -> ConfigMap {
@@ -1221,17 +1319,7 @@ async fn policy_configmap_edits_apply_live_invalid_ones_are_refused_or_ignored_a
         .await
         .expect("initial policy");
     let kubeconfig_dir = tempfile::tempdir().unwrap();
-    let webhook_kubeconfig = kubeconfig_dir.path().join("webhook.kubeconfig");
-    let minified = kubectl(&[
-        "config",
-        "view",
-        "--raw",
-        "--minify",
-        "--flatten",
-        "--context",
-        "e2e-webhook-sa",
-    ]);
-    std::fs::write(&webhook_kubeconfig, minified).unwrap();
+    let webhook_kubeconfig = webhook_kubeconfig(kubeconfig_dir.path());
     let webhook = Webhook::start_with(
         "",
         &[

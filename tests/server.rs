@@ -462,7 +462,11 @@ async fn slow_request(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_in_flight_requests_and_closes_idle_connections() {
-    let mut server = TestServer::start().await;
+    // Idle HTTP/1.1 connections are closed halfway through the drain timeout.
+    let mut server = TestServer::builder()
+        .drain_timeout(Duration::from_secs(2))
+        .start()
+        .await;
     let client = server.client();
     let mut idle = client.connect().await.unwrap();
     let (status, _) = idle
@@ -502,6 +506,40 @@ async fn shutdown_finishes_in_flight_requests_and_closes_idle_connections() {
         client.connect().await.is_err(),
         "no new connections after shutdown"
     );
+}
+
+/// The apiserver keeps HTTP/1.1 connections to a webhook in a pool and never retries a POST
+/// that meets a connection closed under it; under `failurePolicy: Fail` that refuses a pod. So
+/// a pooled connection left idle through the shutdown delay must still answer its next
+/// request during the drain, and then close (`Connection: close`), as must a busy one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_the_drain_a_pooled_keep_alive_connection_answers_its_next_request_then_closes() {
+    let mut server = TestServer::builder()
+        .shutdown_delay(Duration::from_millis(300))
+        .start()
+        .await;
+    let client = server.client();
+    let mut pooled = client.connect().await.unwrap();
+    let (status, _) = pooled
+        .post("/mutate", EXECUTOR_REVIEW.to_vec())
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let stopped = server.begin_stop();
+    // Past the delay: the listener is closed and the drain has begun.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(client.connect().await.is_err(), "listener closed");
+    let (status, body) = pooled
+        .post("/mutate", EXECUTOR_REVIEW.to_vec())
+        .await
+        .expect("the pooled connection still answers");
+    assert_eq!(status, StatusCode::OK);
+    assert!(response(&body).patch.is_some());
+    wait_until(|| async { pooled.is_closed() }).await;
+    tokio::time::timeout(Duration::from_secs(5), stopped)
+        .await
+        .expect("stops once its last connection closed")
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

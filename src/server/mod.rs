@@ -168,6 +168,10 @@ impl Server {
             policy_source,
             kube_client,
         } = self;
+        let app = app.layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            close_connections_when_draining,
+        ));
         let tls_config = certificates.server_config()?;
         let acceptor = TlsAcceptor::from(tls_config);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -248,6 +252,7 @@ impl Server {
                             app.clone(),
                             drain_rx.clone(),
                             options.handshake_timeout,
+                            options.drain_timeout / 2,
                         ));
                     }
                     Err(error) => {
@@ -284,14 +289,40 @@ impl Server {
     }
 }
 
+/// Once shutdown has begun, every HTTP/1.1 response says `Connection: close`, and the
+/// connection closes after it. The apiserver talks HTTP/1.1 to admission webhooks and never
+/// retries a POST that met a closed connection, so closing a keep-alive connection from this
+/// side can fail a pod creation if a request crosses the close; this way each busy connection
+/// ends in a way the client knows about, during the shutdown delay, while the proxy or Service
+/// sends new connections to other replicas. Only connections idle for the whole delay are left
+/// for the drain to close.
+async fn close_connections_when_draining(
+    axum::extract::State(state): axum::extract::State<Arc<State>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let http1 = request.version() <= axum::http::Version::HTTP_11;
+    let mut response = next.run(request).await;
+    if http1 && state.is_shutting_down() {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
+}
+
 /// How long a connection opened just before the drain may take to send its first request:
 /// a client that completed the handshake is about to send one, and closing on it would fail a
 /// request that the server had, in effect, already accepted.
 const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(500);
 
 /// One webhook connection: TLS, then HTTP/1.1 or HTTP/2 (by ALPN) until the client closes it or
-/// the drain begins; on drain, the request in flight is answered and the connection closed
-/// (HTTP/2 gets a GOAWAY).
+/// the drain ends it. HTTP/2 gets a GOAWAY when the drain begins (its clients retry what the
+/// server did not take). HTTP/1.1 has no such signal, and the apiserver does not retry a POST
+/// that meets a closed connection, so an HTTP/1.1 connection is left to end itself (its next
+/// response says `Connection: close`, or the client closes it) and is closed by the server only
+/// after `idle_close`, long after any client still using it would have sent a request.
 async fn serve_connection(
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
@@ -299,6 +330,7 @@ async fn serve_connection(
     app: axum::Router,
     mut drain: tokio::sync::watch::Receiver<bool>,
     handshake_timeout: Duration,
+    idle_close: Duration,
 ) {
     let opened = tokio::time::Instant::now();
     let _ = tcp.set_nodelay(true);
@@ -313,6 +345,7 @@ async fn serve_connection(
             return;
         }
     };
+    let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -329,7 +362,11 @@ async fn serve_connection(
     let result = match finished {
         Some(result) => result,
         None => {
-            let grace = FIRST_REQUEST_GRACE.saturating_sub(opened.elapsed());
+            let grace = if http2 {
+                FIRST_REQUEST_GRACE.saturating_sub(opened.elapsed())
+            } else {
+                idle_close
+            };
             let early = tokio::select! {
                 result = connection.as_mut() => Some(result),
                 () = tokio::time::sleep(grace) => None,
