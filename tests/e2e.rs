@@ -1141,7 +1141,6 @@ fn webhook_kubeconfig(dir: &std::path::Path) -> PathBuf {
     path
 }
 
-
 /// The policy ConfigMap as deploy/ ships it (no labels: it is known by namespace and name), or
 /// with the `spark-admission.io/policy` label that earlier versions selected it by.
 fn policy_configmap(version: &str, policy: &str, labelled: bool) -> ConfigMap {
