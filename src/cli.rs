@@ -121,7 +121,7 @@ struct ServeArgs {
     drain_timeout: Duration,
     /// Most connections the webhook port holds at once; past it, new connections are closed at
     /// accept (counted in spark_admission_connections_refused_total).
-    #[arg(long, env = "SPARK_ADMISSION_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "SPARK_ADMISSION_MAX_CONNECTIONS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
     /// Most webhook requests in flight at once; past it, a request waits up to
     /// --queue-timeout (at most this many wait), then gets 503.

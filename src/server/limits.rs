@@ -86,7 +86,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_connections: 1024,
+            max_connections: 512,
             max_requests_in_flight: 256,
             max_body_bytes_in_flight: 32 * 1024 * 1024,
             queue_timeout: Duration::from_secs(1),
@@ -95,6 +95,49 @@ impl Default for Limits {
             admin_max_connections: 32,
         }
     }
+}
+
+/// File descriptors the process needs besides connections: listeners, the policy and
+/// certificate files, the Kubernetes client's connections, the runtime's own.
+const RESERVED_FILES: usize = 64;
+
+impl Limits {
+    /// These limits with the webhook's connection cap lowered, if needed, so that both caps
+    /// fit under `open_files` (the process's soft RLIMIT_NOFILE): past that, accept fails
+    /// before the cap is reached and nothing counts the refusals. Returns the note to log
+    /// when it lowered the cap.
+    pub fn fit_open_files(mut self, open_files: Option<usize>) -> (Self, Option<String>) {
+        let Some(open_files) = open_files else {
+            return (self, None);
+        };
+        let room = open_files
+            .saturating_sub(RESERVED_FILES + self.admin_max_connections)
+            .max(1);
+        if self.max_connections <= room {
+            return (self, None);
+        }
+        let note = format!(
+            "--max-connections {} does not fit in the open-files limit ({open_files}, less \
+             {RESERVED_FILES} for the process and --admin-max-connections {}); using {room}. \
+             Raise the container's nofile limit to keep the cap",
+            self.max_connections, self.admin_max_connections
+        );
+        self.max_connections = room;
+        (self, Some(note))
+    }
+}
+
+/// The soft limit on open files, from `/proc/self/limits` (`None` where there is none).
+pub fn open_files_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?;
+    line.trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// HTTP/2 and HTTP/1 settings of both listeners. Chosen, not tunable: each is explained in
@@ -107,19 +150,24 @@ pub mod http {
     pub const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
     /// SETTINGS_MAX_HEADER_LIST_SIZE: the apiserver's headers are well under 1 KiB.
     pub const H2_MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
-    /// Initial stream window: what a client may send on one stream before the server reads.
-    pub const H2_STREAM_WINDOW: u32 = 256 * 1024;
+    /// Initial stream window: what a client may send on one stream before the server reads
+    /// (RFC 9113's default, 65,535, rounded up). The apiserver calls webhooks over HTTP/1.1;
+    /// for other clients a 7 MiB body still arrives in a few ms over a cluster network.
+    pub const H2_STREAM_WINDOW: u32 = 64 * 1024;
     /// Initial connection window: what a client may send on all its streams before the server
-    /// reads; so a stream waiting for body budget holds at most this much per connection.
-    pub const H2_CONNECTION_WINDOW: u32 = 512 * 1024;
+    /// reads. Streams waiting for body budget are not read, so this is what one connection can
+    /// make the server hold beyond the budget.
+    pub const H2_CONNECTION_WINDOW: u32 = 128 * 1024;
     /// Streams a client may reset before they are accepted (the "rapid reset" bound).
     pub const H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
     /// Keep-alive PING interval on an HTTP/2 connection: finds a peer that vanished.
     pub const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
     /// How long a PING may go unanswered before the connection is closed.
     pub const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-    /// HTTP/1 read buffer: bounds a request head (hyper's default is about 400 KiB).
-    pub const H1_MAX_BUF_SIZE: usize = 64 * 1024;
+    /// HTTP/1 read buffer, which bounds a request head and what one connection can make the
+    /// server hold beyond the body budget (hyper's default is about 400 KiB; the apiserver's
+    /// heads are under 1 KiB).
+    pub const H1_MAX_BUF_SIZE: usize = 16 * 1024;
     /// HTTP/1 header count.
     pub const H1_MAX_HEADERS: usize = 64;
 }
@@ -380,6 +428,24 @@ mod tests {
             ..Limits::default()
         };
         (Arc::new(RequestBudget::new(&limits, &metrics)), metrics)
+    }
+
+    #[test]
+    fn the_connection_cap_fits_under_the_open_files_limit() {
+        let limits = Limits {
+            max_connections: 512,
+            admin_max_connections: 32,
+            ..Limits::default()
+        };
+        let (kept, note) = limits.clone().fit_open_files(Some(1_048_576));
+        assert_eq!((kept.max_connections, note), (512, None));
+        let (kept, _) = limits.clone().fit_open_files(None);
+        assert_eq!(kept.max_connections, 512);
+        // containerd 2 leaves containers at a soft limit of 1024.
+        let (lowered, note) = limits.fit_open_files(Some(512));
+        assert_eq!(lowered.max_connections, 512 - 64 - 32);
+        assert!(note.unwrap().contains("using 416"));
+        assert!(open_files_limit().is_some_and(|limit| limit > 0));
     }
 
     #[tokio::test]

@@ -174,6 +174,14 @@ impl Server {
             policy_source,
             kube_client,
         } = self;
+        let (limits, lowered) = options
+            .limits
+            .clone()
+            .fit_open_files(limits::open_files_limit());
+        if let Some(note) = lowered {
+            tracing::warn!("{note}");
+        }
+        let options = Options { limits, ..options };
         let tls_config = certificates.server_config()?;
         let acceptor = TlsAcceptor::from(tls_config);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
