@@ -225,7 +225,7 @@ impl Server {
             first_request: options.limits.first_request_timeout,
             idle: options.limits.idle_timeout,
         };
-        let admin_task = tokio::spawn(serve_admin(
+        let admin_task = spawn_admin(
             admin,
             admin_router(state.clone()),
             limits::ConnectionCap::new(
@@ -236,7 +236,7 @@ impl Server {
             timeouts,
             state.clone(),
             stop_rx.clone(),
-        ));
+        )?;
         let webhook_cap =
             limits::ConnectionCap::new(options.limits.max_connections, "webhook", &state.metrics);
 
@@ -343,6 +343,45 @@ async fn serve_connection(
         }
     };
     connection::serve(tls, peer, app, drain, timeouts, opened, state, "webhook").await;
+}
+
+/// Runs the admin listener on a thread and runtime of its own, so that however busy the
+/// webhook's workers are (a flood of TLS handshakes takes every CPU cycle they get), the
+/// kubelet's probes are scheduled by the kernel beside them rather than queued behind them.
+/// The returned receiver completes when the admin listener has stopped.
+fn spawn_admin(
+    listener: TcpListener,
+    app: axum::Router,
+    cap: limits::ConnectionCap,
+    timeouts: connection::Timeouts,
+    state: Arc<State>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::sync::oneshot::Receiver<()>> {
+    let addr = listener.local_addr().ok();
+    let bind_error = |source| Error::Bind {
+        addr: addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+        source,
+    };
+    // The listener is registered with the calling runtime; it moves to the admin runtime.
+    let listener = listener.into_std().map_err(bind_error)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(bind_error)?;
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("admin".to_owned())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(listener) => serve_admin(listener, app, cap, timeouts, state, stop).await,
+                    Err(error) => tracing::error!(%error, "the admin listener could not start"),
+                }
+            });
+            let _ = done_tx.send(());
+        })
+        .map_err(bind_error)?;
+    Ok(done_rx)
 }
 
 /// The admin listener: plain HTTP, its own connection cap, the same timeouts; stops accepting
