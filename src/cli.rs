@@ -106,7 +106,8 @@ struct ServeArgs {
     /// in the deploy manifests).
     #[arg(long, env = "SPARK_ADMISSION_REQUEST_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
     request_timeout: Duration,
-    /// Longest time for a TLS handshake and for request headers.
+    /// Longest time for a TLS handshake (a request's headers are bounded by
+    /// --first-request-timeout and --idle-timeout).
     #[arg(long, env = "SPARK_ADMISSION_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     handshake_timeout: Duration,
     /// How often the certificate and policy files are checked for changes.

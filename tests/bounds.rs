@@ -606,3 +606,86 @@ async fn measure_peak_memory_under_the_worst_admissible_load() {
     );
     assert!(server.child.id() == pid);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_connection_is_closed_when_idle_but_never_during_a_request() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    // The handshake timeout is shorter than the idle one: it bounds TLS only, and must not
+    // close a keep-alive connection the client is about to reuse.
+    let server = Process::start(&[
+        ("SPARK_ADMISSION_HANDSHAKE_TIMEOUT", "1s"),
+        ("SPARK_ADMISSION_FIRST_REQUEST_TIMEOUT", "1s"),
+        ("SPARK_ADMISSION_IDLE_TIMEOUT", "3s"),
+        ("SPARK_ADMISSION_REQUEST_TIMEOUT", "30s"),
+    ])
+    .await;
+    let tls = server.tls(&server.connector(b"http/1.1")).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    let connection = tokio::spawn(connection);
+
+    // A body that takes longer than both timeouts to arrive: the request is in flight all
+    // that time, so the connection stays open and the review is answered.
+    let (mut tx, body) =
+        http_body_util::channel::Channel::<Bytes, std::convert::Infallible>::new(1);
+    tokio::spawn(async move {
+        let half = EXECUTOR_REVIEW.len() / 2;
+        let _ = tx
+            .send_data(Bytes::from_static(&EXECUTOR_REVIEW[..half]))
+            .await;
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let _ = tx
+            .send_data(Bytes::from_static(&EXECUTOR_REVIEW[half..]))
+            .await;
+    });
+    let request = hyper::Request::post("/mutate")
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .body(body.boxed())
+        .unwrap();
+    let response = sender
+        .send_request(request)
+        .await
+        .expect("answered, not closed");
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(response_ok(&body));
+
+    // Idle past the handshake timeout but within the idle one, the connection is reused.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    sender.ready().await.expect("still open");
+    let request = hyper::Request::post("/mutate")
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .body(full(EXECUTOR_REVIEW.to_vec()))
+        .unwrap();
+    let response = sender.send_request(request).await.expect("reused");
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(response_ok(&body));
+
+    // Then, idle, it is closed by the server (3 s, with a wide margin).
+    let answered = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(15), connection).await;
+    assert!(
+        matches!(closed, Ok(Ok(Ok(())))),
+        "still open {:?} after the answer: {closed:?}",
+        answered.elapsed()
+    );
+    let metrics = admin_metrics(server.admin).await;
+    assert!(
+        metrics.contains(
+            "spark_admission_idle_connections_closed_total{listener=\"webhook\",phase=\"keep_alive\"} 1"
+        ),
+        "{metrics}"
+    );
+}
+
+/// The answer is a review for the fixture's uid.
+fn response_ok(body: &[u8]) -> bool {
+    let uid =
+        serde_json::from_slice::<serde_json::Value>(EXECUTOR_REVIEW).unwrap()["request"]["uid"]
+            .clone();
+    serde_json::json!(response(body).uid) == uid
+}

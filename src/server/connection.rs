@@ -36,11 +36,10 @@ const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(500);
 /// its GOAWAY) before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// The timeouts of one connection.
+/// The timeouts of one connection. A request's head must arrive within them too: a request
+/// counts from the moment hyper has read its head.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
-    /// HTTP/1: longest time to receive a request's head once it has begun.
-    pub header_read: Duration,
     /// Longest time from the connection's start (after TLS) to its first request.
     pub first_request: Duration,
     /// Longest time with no request in flight after the last one ended.
@@ -107,12 +106,16 @@ impl HttpBody for Tracked {
 }
 
 /// The hyper connection builder with the settings of docs/reliability.md.
-fn builder(timeouts: Timeouts) -> auto::Builder<TokioExecutor> {
+fn builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.header_read)
+        // hyper's head timeout also runs while a keep-alive connection waits for its next
+        // request, so it would close idle connections long before the apiserver stops
+        // reusing them (a POST written as the server closes fails, and is not retried). The
+        // watch below bounds heads instead: no request started means idle.
+        .header_read_timeout(None)
         .keep_alive(true)
         .max_buf_size(http::H1_MAX_BUF_SIZE)
         .max_headers(http::H1_MAX_HEADERS);
@@ -170,7 +173,7 @@ pub async fn serve<I>(
             }
         })
     };
-    let builder = builder(timeouts);
+    let builder = builder();
     let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     let end = loop {

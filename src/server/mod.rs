@@ -68,7 +68,7 @@ pub struct Options {
     pub policy_configmap: Option<ConfigMapRef>,
     /// Longest time to receive a request body.
     pub request_timeout: Duration,
-    /// Longest time to complete a TLS handshake and read request headers.
+    /// Longest time to complete a TLS handshake.
     pub handshake_timeout: Duration,
     /// How often certificate and policy files are checked for changes.
     pub reload_interval: Duration,
@@ -221,7 +221,6 @@ impl Server {
             _ => None,
         };
         let timeouts = connection::Timeouts {
-            header_read: options.handshake_timeout,
             first_request: options.limits.first_request_timeout,
             idle: options.limits.idle_timeout,
         };
