@@ -114,6 +114,7 @@ fn main() -> anyhow::Result<()> {
         reload_interval: Duration::from_secs(1),
         shutdown_delay: Duration::ZERO,
         drain_timeout: Duration::from_secs(10),
+        limits: spark_admission::server::Limits::default(),
     };
     let app = Router::new()
         .route(

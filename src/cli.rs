@@ -111,7 +111,8 @@ struct ServeArgs {
     /// in the deploy manifests).
     #[arg(long, env = "SPARK_ADMISSION_REQUEST_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
     request_timeout: Duration,
-    /// Longest time for a TLS handshake and for request headers.
+    /// Longest time for a TLS handshake (a request's headers are bounded by
+    /// --first-request-timeout and --idle-timeout).
     #[arg(long, env = "SPARK_ADMISSION_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     handshake_timeout: Duration,
     /// How often the certificate and policy files are checked for changes.
@@ -124,6 +125,32 @@ struct ServeArgs {
     /// Longest time in-flight requests may take to finish after the listener closed.
     #[arg(long, env = "SPARK_ADMISSION_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     drain_timeout: Duration,
+    /// Most connections the webhook port holds at once; past it, new connections are closed at
+    /// accept (counted in spark_admission_connections_refused_total).
+    #[arg(long, env = "SPARK_ADMISSION_MAX_CONNECTIONS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Most webhook requests in flight at once; past it, a request waits up to
+    /// --queue-timeout (at most this many wait), then gets 503.
+    #[arg(long, env = "SPARK_ADMISSION_MAX_REQUESTS_IN_FLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    max_requests_in_flight: u32,
+    /// Most request body bytes held at once (e.g. 32Mi); a request reserves its
+    /// Content-Length before its body is read, and waits or gets 503 like the above.
+    #[arg(long, env = "SPARK_ADMISSION_MAX_BODY_BYTES_IN_FLIGHT", default_value = "32Mi", value_parser = parse_bytes)]
+    max_body_bytes_in_flight: usize,
+    /// Longest wait for a request slot or body bytes before 503.
+    #[arg(long, env = "SPARK_ADMISSION_QUEUE_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    queue_timeout: Duration,
+    /// A connection (either port) that sends no request this long after it opened (after
+    /// TLS) is closed.
+    #[arg(long, env = "SPARK_ADMISSION_FIRST_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    first_request_timeout: Duration,
+    /// A keep-alive connection (either port) with no request in flight is closed after this
+    /// long; above the apiserver's own 90s, so the apiserver closes its idle connections first.
+    #[arg(long, env = "SPARK_ADMISSION_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// Most connections the admin port holds at once (kubelet probes, Prometheus).
+    #[arg(long, env = "SPARK_ADMISSION_ADMIN_MAX_CONNECTIONS", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    admin_max_connections: u32,
     /// Quotas: how long a pod this replica admitted counts before the pod watch shows it (a
     /// pod a later admission step refused stops counting after this).
     #[arg(long, env = "SPARK_ADMISSION_QUOTA_RESERVATION_TTL", default_value = "30s", value_parser = parse_duration)]
@@ -166,6 +193,28 @@ fn parse_configmap(text: &str) -> Result<(String, String), String> {
         }
         _ => Err(format!("{text:?} is not NAMESPACE/NAME")),
     }
+}
+
+/// Parses a byte count: `1048576`, `512Ki`, `32Mi`, `1Gi`.
+fn parse_bytes(text: &str) -> Result<usize, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: usize = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a byte count; use e.g. 1048576, 512Ki, 32Mi"))?;
+    let scale: usize = match unit {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        _ => return Err(format!("{text:?} has unit {unit:?}; use Ki, Mi or Gi")),
+    };
+    value
+        .checked_mul(scale)
+        .filter(|bytes| *bytes > 0)
+        .ok_or_else(|| format!("{text:?} must be above zero and fit in memory"))
 }
 
 /// Parses `500ms`, `3s`, `2m`.
@@ -334,6 +383,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         reload_interval: args.reload_interval,
         shutdown_delay: args.shutdown_delay,
         drain_timeout: args.drain_timeout,
+        limits: crate::server::Limits {
+            max_connections: args.max_connections as usize,
+            max_requests_in_flight: args.max_requests_in_flight as usize,
+            max_body_bytes_in_flight: args.max_body_bytes_in_flight,
+            queue_timeout: args.queue_timeout,
+            first_request_timeout: args.first_request_timeout,
+            idle_timeout: args.idle_timeout,
+            admin_max_connections: args.admin_max_connections as usize,
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

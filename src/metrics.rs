@@ -63,6 +63,30 @@ pub struct PolicyLabels {
     pub hash: String,
 }
 
+/// Labels of the connection metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// `webhook` or `admin`.
+    pub listener: &'static str,
+}
+
+/// Labels of `spark_admission_idle_connections_closed_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IdleLabels {
+    /// `webhook` or `admin`.
+    pub listener: &'static str,
+    /// `first_request` (no request since the handshake) or `keep_alive` (none since the last).
+    pub phase: &'static str,
+}
+
+/// Labels of `spark_admission_requests_shed_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShedLabels {
+    /// `queue_full`, `requests` (no request slot within the queue wait) or `body_bytes` (the
+    /// body did not fit in the byte budget within it).
+    pub reason: &'static str,
+}
+
 /// Every metric the server exports.
 pub struct Metrics {
     registry: Registry,
@@ -92,6 +116,19 @@ pub struct Metrics {
     pub policy_staged: Gauge,
     /// `spark_admission_spark_conf_lowered_total{quota}`: driver configurations fitted.
     pub spark_conf_lowered: Family<QuotaNameLabels, Counter>,
+    /// `spark_admission_connections{listener}`: connections open.
+    pub connections: Family<ListenerLabels, Gauge>,
+    /// `spark_admission_connections_refused_total{listener}`: closed at accept, listener full.
+    pub connections_refused: Family<ListenerLabels, Counter>,
+    /// `spark_admission_idle_connections_closed_total{listener,phase}`.
+    pub idle_connections_closed: Family<IdleLabels, Counter>,
+    /// `spark_admission_requests_in_flight`: webhook requests holding a request slot.
+    pub requests_in_flight: Gauge,
+    /// `spark_admission_request_body_bytes_in_flight`: body bytes held by those requests.
+    pub body_bytes_in_flight: Gauge,
+    /// `spark_admission_requests_shed_total{reason}`: webhook requests answered 503 by the
+    /// bounds.
+    pub requests_shed: Family<ShedLabels, Counter>,
 }
 
 /// Labels of `spark_admission_spark_conf_lowered_total`.
@@ -191,6 +228,50 @@ impl Metrics {
             "Cluster-mode driver configurations whose executor counts were lowered to fit a quota, by the quota that decided",
             spark_conf_lowered.clone(),
         );
+        let connections = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "spark_admission_connections",
+            "Connections open, by listener (webhook, admin)",
+            connections.clone(),
+        );
+        let connections_refused = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "spark_admission_connections_refused",
+            "Connections closed at accept because the listener held its maximum, by listener",
+            connections_refused.clone(),
+        );
+        let idle_connections_closed = Family::<IdleLabels, Counter>::default();
+        registry.register(
+            "spark_admission_idle_connections_closed",
+            "Connections closed for sending no request in time, by listener and phase (first_request, keep_alive)",
+            idle_connections_closed.clone(),
+        );
+        let requests_in_flight = Gauge::default();
+        registry.register(
+            "spark_admission_requests_in_flight",
+            "Webhook requests holding a request slot",
+            requests_in_flight.clone(),
+        );
+        let body_bytes_in_flight = Gauge::default();
+        registry.register(
+            "spark_admission_request_body_bytes_in_flight",
+            "Request body bytes reserved by the webhook requests in flight",
+            body_bytes_in_flight.clone(),
+        );
+        let requests_shed = Family::<ShedLabels, Counter>::default();
+        registry.register(
+            "spark_admission_requests_shed",
+            "Webhook requests answered 503 by the bounds, by reason (queue_full, requests, body_bytes)",
+            requests_shed.clone(),
+        );
+        // The refusals exist from the start, so `increase()` and alerts see the first one.
+        for listener in ["webhook", "admin"] {
+            let _ = connections.get_or_create(&ListenerLabels { listener });
+            let _ = connections_refused.get_or_create(&ListenerLabels { listener });
+        }
+        for reason in ["queue_full", "requests", "body_bytes"] {
+            let _ = requests_shed.get_or_create(&ShedLabels { reason });
+        }
         // Both results exist from the start, so `increase()` sees the first error too.
         for family in [&policy_reload, &certificate_reload, &quota_confirm] {
             for result in ["ok", "error"] {
@@ -214,7 +295,34 @@ impl Metrics {
             tracked_pods,
             policy_staged,
             spark_conf_lowered,
+            connections,
+            connections_refused,
+            idle_connections_closed,
+            requests_in_flight,
+            body_bytes_in_flight,
+            requests_shed,
         }
+    }
+
+    /// The open-connections gauge of `listener` (a handle to the registered series).
+    pub fn connections_open(&self, listener: &'static str) -> Gauge {
+        self.connections
+            .get_or_create(&ListenerLabels { listener })
+            .clone()
+    }
+
+    /// The refused-connections counter of `listener`.
+    pub fn connections_refused(&self, listener: &'static str) -> Counter {
+        self.connections_refused
+            .get_or_create(&ListenerLabels { listener })
+            .clone()
+    }
+
+    /// Counts a connection closed for idleness.
+    pub fn count_idle_close(&self, listener: &'static str, phase: &'static str) {
+        self.idle_connections_closed
+            .get_or_create(&IdleLabels { listener, phase })
+            .inc();
     }
 
     /// Counts one answered request.

@@ -4,6 +4,8 @@
 //! Nothing here is on the policy path: requests are answered by [`routes`] from the shared
 //! [`State`], which background tasks update.
 
+pub mod connection;
+pub mod limits;
 pub mod routes;
 pub mod tls;
 
@@ -12,9 +14,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
@@ -25,7 +24,8 @@ use crate::source::configmap::ConfigMapRef;
 use crate::source::file::FilePolicySource;
 use crate::state::State;
 
-pub use routes::{MAX_BODY_BYTES, admin_router, router};
+pub use limits::Limits;
+pub use routes::{MAX_BODY_BYTES, admin_router, router, router_with_budget};
 pub use tls::CertificateStore;
 
 /// Errors starting the server.
@@ -68,7 +68,7 @@ pub struct Options {
     pub policy_configmap: Option<ConfigMapRef>,
     /// Longest time to receive a request body.
     pub request_timeout: Duration,
-    /// Longest time to complete a TLS handshake and read request headers.
+    /// Longest time to complete a TLS handshake.
     pub handshake_timeout: Duration,
     /// How often certificate and policy files are checked for changes.
     pub reload_interval: Duration,
@@ -77,6 +77,8 @@ pub struct Options {
     pub shutdown_delay: Duration,
     /// After that, how long in-flight requests may take before the process exits anyway.
     pub drain_timeout: Duration,
+    /// Caps on connections, requests and body bytes, and the idle timeouts.
+    pub limits: Limits,
 }
 
 /// A server bound to its ports, not yet serving.
@@ -146,7 +148,11 @@ impl Server {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
-        let app = router(self.state.clone(), self.options.request_timeout);
+        let budget = Arc::new(limits::RequestBudget::new(
+            &self.options.limits,
+            &self.state.metrics,
+        ));
+        let app = router_with_budget(self.state.clone(), self.options.request_timeout, budget);
         self.run_with_app(app, shutdown).await
     }
 
@@ -168,6 +174,14 @@ impl Server {
             policy_source,
             kube_client,
         } = self;
+        let (limits, lowered) = options
+            .limits
+            .clone()
+            .fit_open_files(limits::open_files_limit());
+        if let Some(note) = lowered {
+            tracing::warn!("{note}");
+        }
+        let options = Options { limits, ..options };
         let app = app.layer(axum::middleware::from_fn_with_state(
             state.clone(),
             close_connections_when_draining,
@@ -210,18 +224,25 @@ impl Server {
             }
             _ => None,
         };
-        let admin_app = admin_router(state.clone());
-        let mut admin_stop = stop_rx.clone();
-        let admin_task = tokio::spawn(async move {
-            let served = axum::serve(admin, admin_app)
-                .with_graceful_shutdown(async move {
-                    let _ = admin_stop.wait_for(|stop| *stop).await;
-                })
-                .await;
-            if let Err(error) = served {
-                tracing::error!(%error, "admin server failed");
-            }
-        });
+        let timeouts = connection::Timeouts {
+            first_request: options.limits.first_request_timeout,
+            idle: options.limits.idle_timeout,
+            drain_idle: Duration::ZERO,
+        };
+        let admin_task = spawn_admin(
+            admin,
+            admin_router(state.clone()),
+            limits::ConnectionCap::new(
+                options.limits.admin_max_connections,
+                "admin",
+                &state.metrics,
+            ),
+            timeouts,
+            state.clone(),
+            stop_rx.clone(),
+        )?;
+        let webhook_cap =
+            limits::ConnectionCap::new(options.limits.max_connections, "webhook", &state.metrics);
 
         let connections = TaskTracker::new();
         let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
@@ -245,6 +266,12 @@ impl Server {
             tokio::select! {
                 accepted = webhook.accept() => match accepted {
                     Ok((tcp, peer)) => {
+                        // Over the cap the socket is closed at once: the client sees the
+                        // refusal in a round trip instead of waiting in the backlog.
+                        let Some(slot) = webhook_cap.admit() else {
+                            tracing::debug!(%peer, "webhook listener full; connection refused");
+                            continue;
+                        };
                         connections.spawn(serve_connection(
                             tcp,
                             peer,
@@ -252,7 +279,10 @@ impl Server {
                             app.clone(),
                             drain_rx.clone(),
                             options.handshake_timeout,
+                            timeouts,
                             options.drain_timeout / 2,
+                            state.clone(),
+                            slot,
                         ));
                     }
                     Err(error) => {
@@ -312,25 +342,24 @@ async fn close_connections_when_draining(
     response
 }
 
-/// How long a connection opened just before the drain may take to send its first request:
-/// a client that completed the handshake is about to send one, and closing on it would fail a
-/// request that the server had, in effect, already accepted.
-const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(500);
-
-/// One webhook connection: TLS, then HTTP/1.1 or HTTP/2 (by ALPN) until the client closes it or
-/// the drain ends it. HTTP/2 gets a GOAWAY when the drain begins (its clients retry what the
-/// server did not take). HTTP/1.1 has no such signal, and the apiserver does not retry a POST
-/// that meets a closed connection, so an HTTP/1.1 connection is left to end itself (its next
-/// response says `Connection: close`, or the client closes it) and is closed by the server only
-/// after `idle_close`, long after any client still using it would have sent a request.
+/// One webhook connection: TLS, then HTTP/1.1 or HTTP/2 (by ALPN) until the client closes it,
+/// it sends no request in time, or the drain ends it. HTTP/2 gets a GOAWAY when the drain
+/// begins (its clients retry what the server did not take). HTTP/1.1 has no such signal, and
+/// the apiserver does not retry a POST that meets a closed connection, so an HTTP/1.1
+/// connection is left to end itself (its next response says `Connection: close`, or the
+/// client closes it) for half the drain timeout before the server closes it.
+#[allow(clippy::too_many_arguments)]
 async fn serve_connection(
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
     acceptor: TlsAcceptor,
     app: axum::Router,
-    mut drain: tokio::sync::watch::Receiver<bool>,
+    drain: tokio::sync::watch::Receiver<bool>,
     handshake_timeout: Duration,
-    idle_close: Duration,
+    timeouts: connection::Timeouts,
+    drain_idle: Duration,
+    state: Arc<State>,
+    _slot: limits::ConnectionSlot,
 ) {
     let opened = tokio::time::Instant::now();
     let _ = tcp.set_nodelay(true);
@@ -346,43 +375,93 @@ async fn serve_connection(
         }
     };
     let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(handshake_timeout)
-        .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
-    let connection = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(app));
-    tokio::pin!(connection);
-    let finished = tokio::select! {
-        result = connection.as_mut() => Some(result),
-        _ = drain.wait_for(|drain| *drain) => None,
+    let timeouts = connection::Timeouts {
+        drain_idle: if http2 { Duration::ZERO } else { drain_idle },
+        ..timeouts
     };
-    let result = match finished {
-        Some(result) => result,
-        None => {
-            let grace = if http2 {
-                FIRST_REQUEST_GRACE.saturating_sub(opened.elapsed())
-            } else {
-                idle_close
-            };
-            let early = tokio::select! {
-                result = connection.as_mut() => Some(result),
-                () = tokio::time::sleep(grace) => None,
-            };
-            match early {
-                Some(result) => result,
-                None => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
+    connection::serve(tls, peer, app, drain, timeouts, opened, state, "webhook").await;
+}
+
+/// Runs the admin listener on a thread and runtime of its own, so that however busy the
+/// webhook's workers are (a flood of TLS handshakes takes every CPU cycle they get), the
+/// kubelet's probes are scheduled by the kernel beside them rather than queued behind them.
+/// The returned receiver completes when the admin listener has stopped.
+fn spawn_admin(
+    listener: TcpListener,
+    app: axum::Router,
+    cap: limits::ConnectionCap,
+    timeouts: connection::Timeouts,
+    state: Arc<State>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::sync::oneshot::Receiver<()>> {
+    let addr = listener.local_addr().ok();
+    let bind_error = |source| Error::Bind {
+        addr: addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+        source,
+    };
+    // The listener is registered with the calling runtime; it moves to the admin runtime.
+    let listener = listener.into_std().map_err(bind_error)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(bind_error)?;
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("admin".to_owned())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(listener) => serve_admin(listener, app, cap, timeouts, state, stop).await,
+                    Err(error) => tracing::error!(%error, "the admin listener could not start"),
                 }
-            }
+            });
+            let _ = done_tx.send(());
+        })
+        .map_err(bind_error)?;
+    Ok(done_rx)
+}
+
+/// The admin listener: plain HTTP, its own connection cap, the same timeouts; stops accepting
+/// when `stop` turns true and lets its connections finish their requests.
+async fn serve_admin(
+    listener: TcpListener,
+    app: axum::Router,
+    cap: limits::ConnectionCap,
+    timeouts: connection::Timeouts,
+    state: Arc<State>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let connections = TaskTracker::new();
+    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    let Some(slot) = cap.admit() else {
+                        tracing::debug!(%peer, "admin listener full; connection refused");
+                        continue;
+                    };
+                    let (app, drain, state) = (app.clone(), drain_rx.clone(), state.clone());
+                    connections.spawn(async move {
+                        let _slot = slot;
+                        let opened = tokio::time::Instant::now();
+                        connection::serve(tcp, peer, app, drain, timeouts, opened, state, "admin")
+                            .await;
+                    });
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            () = async { let _ = stop.wait_for(|stop| *stop).await; } => break,
         }
-    };
-    if let Err(error) = result {
-        tracing::debug!(%peer, %error, "connection ended with an error");
     }
+    drop(listener);
+    connections.close();
+    let _ = drain_tx.send(true);
+    // Probes and scrapes are short; one that hangs must not hold the exit.
+    let _ = tokio::time::timeout(Duration::from_secs(5), connections.wait()).await;
 }
 
 /// Without a Kubernetes client there is no pod watch: a policy with quotas can never go into

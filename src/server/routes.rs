@@ -14,6 +14,7 @@ use axum::routing::{get, post};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Serialize;
 
+use super::limits::{Limits, RequestBudget, Ticket};
 use crate::admission::{self, Outcome, ResponseReview};
 use crate::metrics::{Metrics, RuleLabels};
 use crate::quota::Confirmation;
@@ -27,10 +28,22 @@ pub const MAX_BODY_BYTES: usize = 7 * 1024 * 1024;
 pub struct WebhookApp {
     state: Arc<State>,
     request_timeout: Duration,
+    budget: Arc<RequestBudget>,
 }
 
-/// The webhook application.
+/// The webhook application, with the default request budget ([`Limits::default`]).
 pub fn router(state: Arc<State>, request_timeout: Duration) -> Router {
+    let budget = Arc::new(RequestBudget::new(&Limits::default(), &state.metrics));
+    router_with_budget(state, request_timeout, budget)
+}
+
+/// The webhook application; every request takes a slot and its body's bytes from `budget`
+/// before its body is read.
+pub fn router_with_budget(
+    state: Arc<State>,
+    request_timeout: Duration,
+    budget: Arc<RequestBudget>,
+) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
         .route("/validate-policy", post(validate_policy))
@@ -38,6 +51,7 @@ pub fn router(state: Arc<State>, request_timeout: Duration) -> Router {
         .with_state(WebhookApp {
             state,
             request_timeout,
+            budget,
         })
 }
 
@@ -63,8 +77,14 @@ fn json_body(body: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-/// Reads the whole body within the size limit and the request timeout.
-async fn read_body(headers: &HeaderMap, body: Body, timeout: Duration) -> Result<Bytes, Response> {
+/// Reads the whole body within the size limit and the request timeout, after taking a request
+/// slot and the body's bytes from the budget (503 when they do not come within the queue
+/// wait). The ticket holds them until the caller drops it, after answering.
+async fn read_body(
+    app: &WebhookApp,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Bytes, Ticket), Response> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -78,24 +98,52 @@ async fn read_body(headers: &HeaderMap, body: Body, timeout: Duration) -> Result
     if declared.is_some_and(|length| length > MAX_BODY_BYTES) {
         return Err(too_large());
     }
-    match tokio::time::timeout(timeout, Limited::new(body, MAX_BODY_BYTES).collect()).await {
+    let overloaded = |error: super::limits::Error| {
+        tracing::warn!(%error, "request refused by the server's bounds");
+        json_error(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
+    };
+    let mut ticket = app.budget.admit(declared).await.map_err(overloaded)?;
+    let timeout = app.request_timeout;
+    let collect = async {
+        // Without a Content-Length the bytes are taken as they arrive, one chunk ahead of
+        // keeping it; with one they were taken before reading.
+        let mut body = Limited::new(body, MAX_BODY_BYTES);
+        let mut collected = Vec::with_capacity(declared.unwrap_or(0));
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|error| {
+                if error.is::<LengthLimitError>() {
+                    too_large()
+                } else {
+                    json_error(
+                        StatusCode::BAD_REQUEST,
+                        format!("failed to read body: {error}"),
+                    )
+                }
+            })?;
+            if let Ok(data) = frame.into_data() {
+                let total = collected.len() + data.len();
+                if total > ticket.held() {
+                    ticket.reserve(total).await.map_err(overloaded)?;
+                }
+                collected.extend_from_slice(&data);
+            }
+        }
+        Ok(Bytes::from(collected))
+    };
+    match tokio::time::timeout(timeout, collect).await {
         Err(_) => Err(json_error(
             StatusCode::REQUEST_TIMEOUT,
             format!("body not received within {timeout:?}"),
         )),
-        Ok(Err(error)) if error.is::<LengthLimitError>() => Err(too_large()),
-        Ok(Err(error)) => Err(json_error(
-            StatusCode::BAD_REQUEST,
-            format!("failed to read body: {error}"),
-        )),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(response)) => Err(response),
+        Ok(Ok(bytes)) => Ok((bytes, ticket)),
     }
 }
 
 async fn mutate(AxumState(app): AxumState<WebhookApp>, headers: HeaderMap, body: Body) -> Response {
     let metrics = &app.state.metrics;
-    let bytes = match read_body(&headers, body, app.request_timeout).await {
-        Ok(bytes) => bytes,
+    let (bytes, _ticket) = match read_body(&app, &headers, body).await {
+        Ok(read) => read,
         Err(response) => {
             tracing::warn!(status = %response.status(), "rejected /mutate body");
             metrics.count_request("unknown", "none", Outcome::Error.as_str());
@@ -182,8 +230,8 @@ async fn mutate_spark_conf(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let bytes = match read_body(&headers, body, app.request_timeout).await {
-        Ok(bytes) => bytes,
+    let (bytes, _ticket) = match read_body(&app, &headers, body).await {
+        Ok(read) => read,
         Err(response) => return response,
     };
     let Some(policy) = app.state.policy() else {
@@ -255,8 +303,8 @@ async fn validate_policy(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let bytes = match read_body(&headers, body, app.request_timeout).await {
-        Ok(bytes) => bytes,
+    let (bytes, _ticket) = match read_body(&app, &headers, body).await {
+        Ok(read) => read,
         Err(response) => return response,
     };
     let request = match admission::parse_review_of(&bytes) {

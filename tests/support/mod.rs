@@ -155,6 +155,7 @@ impl TestServerBuilder {
             reload_interval: Duration::from_millis(100),
             shutdown_delay: self.shutdown_delay,
             drain_timeout: self.drain_timeout,
+            limits: spark_admission::server::Limits::default(),
         };
         let server = Server::bind(options, state.clone()).await.unwrap();
         let webhook = server.webhook_addr().unwrap();
