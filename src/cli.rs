@@ -89,6 +89,12 @@ struct ServeArgs {
     /// events.
     #[arg(long, env = "SPARK_ADMISSION_POLICY_CONFIGMAP", value_parser = parse_configmap)]
     policy_configmap: Option<(String, String)>,
+    /// The policy ConfigMap that /validate-policy guards, as NAMESPACE/NAME: every CREATE and
+    /// UPDATE of it is checked, whatever its labels; other ConfigMaps are allowed unread.
+    /// Default: --policy-configmap if given, else spark-admission/spark-admission-policy (what
+    /// deploy/ mounts for --policy-file).
+    #[arg(long, env = "SPARK_ADMISSION_GUARD_CONFIGMAP", value_parser = parse_configmap)]
+    guard_configmap: Option<(String, String)>,
     /// ConfigMap data key that holds the policy (for --policy-configmap and /validate-policy).
     #[arg(
         long,
@@ -360,6 +366,19 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             confirm_timeout: args.quota_confirm_timeout,
         },
     ));
+    if let Some((namespace, name)) = args
+        .guard_configmap
+        .clone()
+        .or_else(|| args.policy_configmap.clone())
+    {
+        state
+            .policy_configmap
+            .set(crate::source::configmap::ConfigMapRef {
+                namespace,
+                name,
+                key: args.policy_key.clone(),
+            });
+    }
     if args.policy_file.is_none() && args.policy_configmap.is_none() {
         let policy = Policy::builtin_example();
         tracing::info!(policy = %policy.summary(), "no --policy-file: using the built-in example policy");

@@ -42,7 +42,7 @@ pub struct State {
     shutting_down: AtomicBool,
     /// The policy ConfigMap (namespace, name, data key) that `/validate-policy` guards. Named
     /// for what it held first, the data key alone.
-    pub policy_key: PolicyConfigMap,
+    pub policy_configmap: PolicyConfigMap,
 }
 
 impl State {
@@ -63,7 +63,7 @@ impl State {
             metrics: Metrics::new(),
             quota_watch_generation: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
-            policy_key: PolicyConfigMap::with_key(policy_key),
+            policy_configmap: PolicyConfigMap::with_key(policy_key),
         }
     }
 

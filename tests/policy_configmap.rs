@@ -183,7 +183,7 @@ async fn the_configmap_the_server_watches_is_the_one_guarded() {
     // `--policy-configmap team-a/spark-policy --policy-key p.yaml`: the ConfigMap source names it.
     let state = state();
     state
-        .policy_key
+        .policy_configmap
         .set(spark_admission::source::configmap::ConfigMapRef {
             namespace: "team-a".to_owned(),
             name: "spark-policy".to_owned(),

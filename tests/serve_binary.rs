@@ -214,3 +214,60 @@ async fn sigterm_during_a_stream_of_requests_loses_none_in_flight() {
         "{log}"
     );
 }
+
+/// A ConfigMap AdmissionReview for `/validate-policy` with an invalid policy under
+/// `policy.yaml`.
+fn invalid_policy_configmap_review(namespace: &str, name: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "u-guard", "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
+            "resource": {"group": "", "version": "v1", "resource": "configmaps"},
+            "operation": "UPDATE", "userInfo": {"username": "admin"},
+            "name": name, "namespace": namespace,
+            "object": {
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": namespace},
+                "data": {"policy.yaml": "rules: [{name: Bad_Name}]"},
+            },
+        }
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn guard_configmap_names_the_policy_configmap_validate_policy_checks_in_file_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let process = spawn_serve(
+        dir.path(),
+        &[(
+            "SPARK_ADMISSION_GUARD_CONFIGMAP",
+            "team-a/spark-policy".to_owned(),
+        )],
+    )
+    .await;
+    let ca = std::fs::read_to_string(dir.path().join("certs/ca.crt")).unwrap();
+    let client = support::Client::new(&[ca], process.webhook);
+    let allowed = |body: &[u8]| {
+        let review: serde_json::Value = serde_json::from_slice(body).unwrap();
+        review["response"]["allowed"].as_bool().unwrap()
+    };
+    let (status, body) = client
+        .post(
+            "/validate-policy",
+            invalid_policy_configmap_review("team-a", "spark-policy"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!allowed(&body), "the guarded ConfigMap is checked");
+    let (_, body) = client
+        .post(
+            "/validate-policy",
+            invalid_policy_configmap_review("spark-admission", "spark-admission-policy"),
+        )
+        .await;
+    assert!(
+        allowed(&body),
+        "the default name is no longer the one guarded"
+    );
+}

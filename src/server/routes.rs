@@ -314,7 +314,7 @@ async fn validate_policy(
             return json_error(StatusCode::BAD_REQUEST, error.to_string());
         }
     };
-    let (review, outcome) = admission::validate_policy(request, &app.state.policy_key);
+    let (review, outcome) = admission::validate_policy(request, &app.state.policy_configmap);
     if outcome == Outcome::Denied {
         tracing::info!("refused an invalid policy ConfigMap");
     }

@@ -47,9 +47,6 @@ pub async fn watch(
     state: Arc<State>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    // `/validate-policy` guards the ConfigMap the policy comes from. Set before the first
-    // policy loads, so before this replica is ready and the apiserver sends it anything.
-    state.policy_key.set(source.clone());
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), &source.namespace);
     let recorder = Recorder::new(
         client,
