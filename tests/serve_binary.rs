@@ -181,7 +181,10 @@ async fn sigterm_during_a_stream_of_requests_loses_none_in_flight() {
                 use http_body_util::BodyExt;
                 match connection.send("/mutate", body.boxed()).await {
                     Ok((StatusCode::OK, _)) => completed += 1,
-                    Ok((status, _)) => lost.push(format!("status {status}")),
+                    Ok((status, body)) => lost.push(format!(
+                        "status {status} {}",
+                        String::from_utf8_lossy(&body)
+                    )),
                     Err(error) => lost.push(format!("{error}")),
                 }
             }
