@@ -22,6 +22,8 @@ pub use labels::{check_label_value, check_qualified_name, sanitize_label_value};
 pub use quantity::{Quantity, QuantityError};
 pub use template::{Template, Variable};
 
+pub(crate) use parse::unknown_field_message;
+
 /// Errors from loading a policy.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

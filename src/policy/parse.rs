@@ -173,28 +173,18 @@ fn index_path(base: &str, index: usize) -> String {
     format!("{base}[{index}]")
 }
 
-/// Levenshtein distance, for "did you mean" hints on misspelt field names.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut current = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let substitution = previous[j] + usize::from(!ca.eq_ignore_ascii_case(cb));
-            current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
-        }
-        previous = current;
-    }
-    previous[b.len()]
-}
-
-fn unknown_field_message(key: &str, allowed: &[&str]) -> String {
+/// "unknown field", the closest allowed name when it is a likely typo (at most 3 edits, case
+/// ignored), and the allowed names: for policies and policy test suites alike.
+pub(crate) fn unknown_field_message(key: &str, allowed: &[&str]) -> String {
     // A hint is for typos; a key far longer than every field name is not one, and the edit
     // distance would cost its length times theirs.
     let closest = allowed
         .iter()
         .filter(|a| key.len() <= a.len() + 3)
-        .map(|a| (edit_distance(key, a), *a))
+        .map(|a| {
+            let distance = strsim::levenshtein(&key.to_ascii_lowercase(), &a.to_ascii_lowercase());
+            (distance, *a)
+        })
         .min()
         .filter(|(d, _)| *d <= 3);
     let list = allowed.join(", ");

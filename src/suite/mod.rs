@@ -13,7 +13,6 @@
 mod expect;
 pub mod junit;
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -61,24 +60,9 @@ pub enum Error {
 /// Shorthand for results of this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// One thing wrong with a suite: where in the file, and what is wrong and allowed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Path of the field, such as `cases[1].expect.labels`.
-    pub path: String,
-    /// What was found and what is allowed.
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
-    }
-}
+/// One thing wrong with a suite: where in the file (`cases[1].expect.labels`), and what is
+/// wrong and allowed; the same shape as a policy's problems.
+pub use crate::policy::Problem;
 
 fn list(problems: &[Problem]) -> String {
     problems.iter().map(|p| format!("\n  - {p}")).collect()
@@ -361,23 +345,7 @@ fn check_keys(value: &Value, path: &str, allowed: &[&str], problems: &mut Vec<Pr
         return;
     };
     for key in object.keys().filter(|k| !allowed.contains(&k.as_str())) {
-        let closest = allowed
-            .iter()
-            .map(|a| {
-                (
-                    strsim::levenshtein(&key.to_ascii_lowercase(), &a.to_ascii_lowercase()),
-                    *a,
-                )
-            })
-            .min()
-            .filter(|(distance, _)| *distance <= 3);
-        let list = allowed.join(", ");
-        let message = match closest {
-            Some((_, hint)) => {
-                format!("unknown field {key:?} (did you mean {hint:?}?); allowed: {list}")
-            }
-            None => format!("unknown field {key:?}; allowed: {list}"),
-        };
+        let message = crate::policy::unknown_field_message(key, allowed);
         problems.push(Problem {
             path: if path.is_empty() {
                 key.clone()
