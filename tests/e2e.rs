@@ -1125,6 +1125,53 @@ fn kubectl(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// haproxy with the configuration `config(dir, port)` writes (`dir` for files it refers to,
+/// `port` to listen on); stopped when dropped.
+struct Haproxy {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Haproxy {
+    fn start(config: impl FnOnce(&std::path::Path, u16) -> String) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config_path = dir.path().join("haproxy.cfg");
+        std::fs::write(&config_path, config(dir.path(), port)).unwrap();
+        let child = Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.path().join("haproxy.log")).unwrap(),
+            ))
+            .spawn()
+            .expect("haproxy starts (installed by tests/e2e/setup.sh)");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "haproxy not listening"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A kubeconfig in `dir` for the webhook's own service account (bound to deploy/'s RBAC).
 fn webhook_kubeconfig(dir: &std::path::Path) -> PathBuf {
     let path = dir.join("webhook.kubeconfig");

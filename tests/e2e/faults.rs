@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,8 +16,9 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 
 use super::{
-    EXECUTOR_REVIEW, Registration, TestNamespace, Webhook, annotation, client, create_fixture,
-    ensure_namespace, kubectl, labels, put_policy, spark_container, webhook_kubeconfig,
+    EXECUTOR_REVIEW, Haproxy, Registration, TestNamespace, Webhook, annotation, client,
+    create_fixture, ensure_namespace, kubectl, labels, put_policy, spark_container,
+    webhook_kubeconfig,
 };
 
 /// The phases, in order; creations are counted against the phase they ended in.
@@ -43,16 +44,8 @@ fn policy(version: &str) -> String {
 /// haproxy in TCP mode: TLS passes through to the replicas (the apiserver sees their
 /// certificates), a new connection goes to the next replica whose `/readyz` answers 200, and a
 /// connection refused by a dead replica is retried on the other.
-struct TcpBalancer {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl TcpBalancer {
-    fn start(replicas: &[&Webhook]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = super::free_port();
+fn tcp_balancer(replicas: &[&Webhook]) -> Haproxy {
+    Haproxy::start(|_, port| {
         let servers: String = replicas
             .iter()
             .enumerate()
@@ -63,45 +56,13 @@ impl TcpBalancer {
                 )
             })
             .collect();
-        let config = format!(
+        format!(
             "global\n  maxconn 1024\n\
              defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 120s\n  timeout server 120s\n  retries 3\n  option redispatch\n\
              frontend webhook\n  bind 127.0.0.1:{port}\n  default_backend replicas\n\
              backend replicas\n  balance roundrobin\n  option httpchk GET /readyz\n  default-server inter 200ms fall 1 rise 2\n{servers}"
-        );
-        let config_path = dir.path().join("haproxy.cfg");
-        std::fs::write(&config_path, config).unwrap();
-        let child = Command::new("haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(&config_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(dir.path().join("haproxy.log")).unwrap(),
-            ))
-            .spawn()
-            .expect("haproxy starts (installed by tests/e2e/setup.sh)");
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "haproxy not listening"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for TcpBalancer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+        )
+    })
 }
 
 /// What the creations of one phase came to.
@@ -241,7 +202,7 @@ async fn two_replicas_under_load_survive_restarts_kills_certificate_rotation_and
     let first = Webhook::start_with("", &args, &env).await;
     let second = Webhook::start_in("", &args, &env, Some(&first.pki())).await;
     let mut replicas = [first, second];
-    let balancer = TcpBalancer::start(&[&replicas[0], &replicas[1]]);
+    let balancer = tcp_balancer(&[&replicas[0], &replicas[1]]);
     let namespace = TestNamespace::create(&client, "faults").await;
     let _registration = Registration::create_for(
         &client,

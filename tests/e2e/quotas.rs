@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
@@ -208,63 +208,27 @@ async fn asking_for_three_under_three_is_never_refused_and_a_deleted_executor_is
 /// haproxy terminating TLS and sending each request to the next replica in turn, over its
 /// own connections to each: what several apiservers (or one Service) in front of several
 /// replicas amount to.
-struct LoadBalancer {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
+struct LoadBalancer;
 
 impl LoadBalancer {
-    fn start(pki: &Path, backends: &[u16]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let pem = dir.path().join("front.pem");
-        let mut combined = std::fs::read(pki.join("tls.crt")).unwrap();
-        combined.extend(std::fs::read(pki.join("tls.key")).unwrap());
-        std::fs::write(&pem, combined).unwrap();
-        let port = super::free_port();
-        let servers: String = backends
-            .iter()
-            .enumerate()
-            .map(|(i, p)| format!("  server replica{i} 127.0.0.1:{p} ssl verify none\n"))
-            .collect();
-        let config = format!(
-            "global\n  maxconn 512\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 60s\n  timeout server 10s\n\
-             frontend webhook\n  bind 127.0.0.1:{port} ssl crt {} alpn http/1.1\n  default_backend replicas\n\
-             backend replicas\n  balance roundrobin\n{servers}",
-            pem.display()
-        );
-        let config_path = dir.path().join("haproxy.cfg");
-        std::fs::write(&config_path, config).unwrap();
-        let child = Command::new("haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(&config_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(dir.path().join("haproxy.log")).unwrap(),
-            ))
-            .spawn()
-            .expect("haproxy starts (installed by tests/e2e/setup.sh)");
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "haproxy not listening"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for LoadBalancer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn start(pki: &Path, backends: &[u16]) -> super::Haproxy {
+        super::Haproxy::start(|dir, port| {
+            let pem = dir.join("front.pem");
+            let mut combined = std::fs::read(pki.join("tls.crt")).unwrap();
+            combined.extend(std::fs::read(pki.join("tls.key")).unwrap());
+            std::fs::write(&pem, combined).unwrap();
+            let servers: String = backends
+                .iter()
+                .enumerate()
+                .map(|(i, p)| format!("  server replica{i} 127.0.0.1:{p} ssl verify none\n"))
+                .collect();
+            format!(
+                "global\n  maxconn 512\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 60s\n  timeout server 10s\n\
+                 frontend webhook\n  bind 127.0.0.1:{port} ssl crt {} alpn http/1.1\n  default_backend replicas\n\
+                 backend replicas\n  balance roundrobin\n{servers}",
+                pem.display()
+            )
+        })
     }
 }
 
