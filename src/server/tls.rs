@@ -11,8 +11,8 @@ use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::files::FileWatch;
 
@@ -32,7 +32,7 @@ pub enum Error {
         path: PathBuf,
         /// The cause.
         #[source]
-        source: rustls_pki_types::pem::Error,
+        source: rustls::pki_types::pem::Error,
     },
     /// The key PEM is broken or not a private key.
     #[error("failed to parse private key {path}: {source}")]
@@ -41,7 +41,7 @@ pub enum Error {
         path: PathBuf,
         /// The cause.
         #[source]
-        source: rustls_pki_types::pem::Error,
+        source: rustls::pki_types::pem::Error,
     },
     /// rustls refused the pair (unsupported key, or key and certificate do not match).
     #[error("certificate and key cannot be used together: {0}")]
