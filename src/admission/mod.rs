@@ -25,6 +25,9 @@ pub enum Error {
     /// Not JSON of the AdmissionReview shape.
     #[error("body is not an AdmissionReview: {0}")]
     Malformed(#[source] serde_json::Error),
+    /// Not UTF-8, so not JSON (RFC 8259 §8.1), wherever the bad bytes are.
+    #[error("body is not an AdmissionReview: JSON must be UTF-8, and {0}")]
+    NotUtf8(#[source] std::str::Utf8Error),
     /// JSON, but another kind or API version.
     #[error(
         "body is a {kind} of {api_version}; expected kind AdmissionReview of admission.k8s.io/v1"
@@ -225,7 +228,11 @@ pub fn parse_review(body: &[u8]) -> Result<AdmissionRequest<Pod>> {
 pub fn parse_review_of<K: kube::Resource + serde::de::DeserializeOwned>(
     body: &[u8],
 ) -> Result<AdmissionRequest<K>> {
-    let review: AdmissionReview<K> = serde_json::from_slice(body).map_err(Error::Malformed)?;
+    // Checked up front because serde_json does not check the UTF-8 of what it skips
+    // (`managedFields`, unknown keys): a body the apiserver could never have sent would
+    // otherwise be answered as if it were valid.
+    let text = std::str::from_utf8(body).map_err(Error::NotUtf8)?;
+    let review: AdmissionReview<K> = serde_json::from_str(text).map_err(Error::Malformed)?;
     if review.types.kind != "AdmissionReview" || review.types.api_version != "admission.k8s.io/v1" {
         return Err(Error::WrongKind {
             kind: review.types.kind,
