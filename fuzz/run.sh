@@ -6,6 +6,10 @@
 # the crate forbids unsafe code, so what there is to find is panics, overflows (debug assertions
 # are on) and wrong answers, and the build runs several times faster without ASan.
 #
+# FUZZ_PROFILE=dev builds without optimisation (.ci/run: the build from clean takes a third of
+# the release build's time, which matters more than speed for a 15 s run); the default is
+# release, for long runs.
+#
 # Usage: fuzz/run.sh [SECONDS] [TARGET...]      e.g. fuzz/run.sh 600 quantity
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,13 +18,15 @@ shift || true
 python3 fuzz/seed.py
 # cargo fuzz has no --locked; this fails as it would if fuzz/Cargo.lock is out of date.
 cargo +nightly tree --locked --manifest-path fuzz/Cargo.toml >/dev/null
-cargo +nightly fuzz build -s none -a
+profile=(-a)
+[[ "${FUZZ_PROFILE:-release}" == dev ]] && profile=(--dev)
+cargo +nightly fuzz build -s none "${profile[@]}"
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
   mapfile -t targets < <(cargo +nightly fuzz list)
 fi
 for target in "${targets[@]}"; do
   echo "== fuzz $target for ${seconds}s"
-  cargo +nightly fuzz run -s none -a "$target" -- \
+  cargo +nightly fuzz run -s none "${profile[@]}" "$target" -- \
     -max_total_time="$seconds" -timeout=20 -print_final_stats=1
 done

@@ -3,9 +3,10 @@
 //! `validate_policy` with the default data key.
 //!
 //! Never a panic; every readable request gets a well-formed AdmissionReview answer carrying its
-//! uid; and the answer is the one the SPEC asks for, judged here from the request directly: a
-//! CREATE or UPDATE of a core ConfigMap labelled `spark-admission.io/policy: "true"` is refused
-//! (422, with a message) exactly when its policy key is missing or `Policy::parse` refuses it.
+//! uid; and the answer is the one the README asks for, judged here from the request directly: a
+//! CREATE or UPDATE of the core ConfigMap `spark-admission/spark-admission-policy` (the server's
+//! default identity; labels play no part) is refused (422, with a message) exactly when its
+//! policy key is missing or `Policy::parse` refuses it.
 //! A body that cannot be read is an error whose message says what was expected.
 
 #![no_main]
@@ -14,10 +15,13 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::core::admission::Operation;
 use libfuzzer_sys::fuzz_target;
 use spark_admission::Policy;
-use spark_admission::admission::{self, Outcome, POLICY_CONFIGMAP_LABEL};
+use spark_admission::admission::{self, Outcome, PolicyConfigMap};
 
 /// The CLI's default `--policy-key`.
 const KEY: &str = "policy.yaml";
+/// The default identity of the policy ConfigMap.
+const NAMESPACE: &str = "spark-admission";
+const NAME: &str = "spark-admission-policy";
 
 fuzz_target!(|data: &[u8]| {
     let request = match admission::parse_review_of::<ConfigMap>(data) {
@@ -36,13 +40,17 @@ fuzz_target!(|data: &[u8]| {
         && request.kind.group.is_empty()
         && request.kind.kind == "ConfigMap"
         && request.object.as_ref().is_some_and(|config_map| {
-            let labelled = config_map
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|labels| labels.get(POLICY_CONFIGMAP_LABEL))
-                .is_some_and(|value| value == "true");
-            labelled
+            let namespace = request
+                .namespace
+                .as_deref()
+                .or(config_map.metadata.namespace.as_deref())
+                .unwrap_or_default();
+            let name = match config_map.metadata.name.as_deref() {
+                Some(name) if !name.is_empty() => name,
+                _ => request.name.as_str(),
+            };
+            namespace == NAMESPACE
+                && name == NAME
                 && config_map
                     .data
                     .as_ref()
@@ -50,7 +58,7 @@ fuzz_target!(|data: &[u8]| {
                     .is_none_or(|text| Policy::parse(text).is_err())
         });
 
-    let (review, outcome) = admission::validate_policy(request, KEY);
+    let (review, outcome) = admission::validate_policy(request, &PolicyConfigMap::with_key(KEY));
     assert_eq!(
         review.response.uid, uid,
         "the answer carries the request's uid"
