@@ -180,7 +180,8 @@ async fn deleting_the_policy_configmap_is_allowed() {
 
 #[tokio::test]
 async fn the_configmap_the_server_watches_is_the_one_guarded() {
-    // `--policy-configmap team-a/spark-policy --policy-key p.yaml`: the ConfigMap source names it.
+    // `--guard-configmap` (or `--policy-configmap`) team-a/spark-policy with `--policy-key p.yaml`:
+    // `serve` sets the identity before binding.
     let state = state();
     state
         .policy_configmap
