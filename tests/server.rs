@@ -12,38 +12,13 @@ use hyper::StatusCode;
 use serde_json::json;
 use support::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_spark-admission");
-
-fn cli_patch(fixture: &str) -> json_patch::Patch {
-    let out = std::process::Command::new(BIN)
-        .args([
-            "mutate",
-            "--policy",
-            "examples/policies/platform.yaml",
-            "--patch",
-            fixture,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
+/// What the patch must contain is checked against hand-written answers in tests/golden.rs; here,
+/// the envelope the apiserver needs.
 #[tokio::test]
-async fn each_fixture_gets_the_same_patch_as_the_cli() {
+async fn each_fixture_gets_an_envelope_the_apiserver_accepts() {
     let mut server = TestServer::start().await;
     let client = server.client();
-    for (fixture, path) in [
-        (
-            EXECUTOR_REVIEW,
-            "tests/fixtures/spark-4.3/executor-review.json",
-        ),
-        (DRIVER_REVIEW, "tests/fixtures/spark-4.3/driver-review.json"),
-    ] {
+    for fixture in [EXECUTOR_REVIEW, DRIVER_REVIEW] {
         let (status, body) = client.post("/mutate", fixture.to_vec()).await;
         assert_eq!(status, StatusCode::OK);
         let review: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -59,10 +34,14 @@ async fn each_fixture_gets_the_same_patch_as_the_cli() {
             review["response"]["patch"].is_string(),
             "patch is base64 text, as the apiserver requires"
         );
-        assert_eq!(response.decoded_patch().unwrap(), cli_patch(path));
+        // The built-in policy is examples/policies/platform.yaml; `sha256sum` of that file
+        // starts with these 12 hex digits.
         assert_eq!(
-            response.audit_annotations.get("policy-hash"),
-            Some(&spark_admission::Policy::builtin_example().hash)
+            response
+                .audit_annotations
+                .get("policy-hash")
+                .map(String::as_str),
+            Some("592e0c485ba7")
         );
     }
     server.stop().await;
