@@ -313,13 +313,53 @@ fn operation_name(operation: &Operation) -> &'static str {
     }
 }
 
+/// Whether [`review`] puts `request` through the policy: a CREATE of a core Pod itself, not of
+/// one of its subresources (SPEC §2). Every other request is allowed unchanged.
+pub fn mutates(request: &AdmissionRequest<Pod>) -> bool {
+    request.operation == Operation::Create
+        && request.kind.group.is_empty()
+        && request.kind.kind == "Pod"
+        && request.sub_resource.is_none()
+}
+
+/// The AdmissionReview the apiserver sends when `pod` (its JSON, as a client would post it) is
+/// created in `namespace`, from `username`. The tools that answer a bare pod (`mutate`, policy
+/// test suites) wrap it in this and send it through [`parse_review`] and [`review`], as the
+/// server would receive it.
+pub fn create_review(
+    pod: serde_json::Value,
+    namespace: &str,
+    uid: &str,
+    username: &str,
+) -> serde_json::Value {
+    let name = pod
+        .pointer("/metadata/name")
+        .cloned()
+        .unwrap_or_else(|| serde_json::json!(""));
+    serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+            "name": name,
+            "namespace": namespace,
+            "operation": "CREATE",
+            "userInfo": {"username": username},
+            "object": pod,
+            "dryRun": false,
+        },
+    })
+}
+
 /// Answers one admission request with the policy. Only CREATE of a Spark pod is mutated;
 /// everything else is allowed unchanged.
 pub fn review(mut request: AdmissionRequest<Pod>, policy: &Policy) -> (ResponseReview, Summary) {
     let mut response = Response::allow(&request.uid);
-    let is_pod = request.kind.group.is_empty()
-        && request.kind.kind == "Pod"
-        && request.sub_resource.is_none();
+    let mutates = mutates(&request);
     let mut summary = Summary {
         operation: operation_name(&request.operation),
         role: None,
@@ -331,11 +371,7 @@ pub fn review(mut request: AdmissionRequest<Pod>, policy: &Policy) -> (ResponseR
         denial: None,
         quota_claim: None,
     };
-    if let Some(pod) = request
-        .object
-        .take()
-        .filter(|_| is_pod && request.operation == Operation::Create)
-    {
+    if let Some(pod) = request.object.take().filter(|_| mutates) {
         mutate(pod, &mut response, &mut summary, policy);
     }
     (response.into_review(), summary)

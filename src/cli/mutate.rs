@@ -1,78 +1,92 @@
 //! `mutate`: one pod (or AdmissionReview) through the policy, printed as the mutated pod, the
 //! JSON Patch or a readable diff, with the rules applied and every warning on stderr.
+//!
+//! The pod takes the server's own path, never a copy of it: a bare pod is wrapped in the CREATE
+//! review the apiserver would send, the review goes through [`admission::parse_review`] and
+//! [`admission::review`], and quotas are decided on the `--pods` snapshot as the server decides
+//! them on its watch. What is printed is read from the server's answer.
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use k8s_openapi::api::core::v1::Pod;
+use kube::core::admission::AdmissionRequest;
 use serde_json::Value;
 
 use super::input::{load_policy, parse_document, read_input, read_pod_list};
 use super::{MutateArgs, OutputFormat};
-use crate::engine::{self, RequestContext};
+use crate::admission;
 
-/// The pod to mutate, with what the request says about it.
+/// The request uid and user of the review a bare pod is wrapped in.
+const UID: &str = "spark-admission-mutate";
+const USERNAME: &str = "spark-admission-mutate";
+
+/// The review to answer, and its pod as sent: the answer's patch applies to that, as the
+/// apiserver applies it.
 struct Input {
+    request: AdmissionRequest<Pod>,
     pod: Value,
-    namespace: String,
-    operation: String,
 }
 
-fn read_pod_input(args: &MutateArgs) -> anyhow::Result<Input> {
+fn read_review(args: &MutateArgs) -> anyhow::Result<Input> {
     let document = parse_document(&read_input(&args.input)?)?;
     let kind = document
         .get("kind")
         .and_then(Value::as_str)
         .unwrap_or("Pod");
-    match kind {
-        "AdmissionReview" => {
-            let request = document
-                .get("request")
-                .context("AdmissionReview has no request")?;
-            let pod = request
-                .get("object")
-                .filter(|o| !o.is_null())
-                .context("AdmissionReview request has no object")?
-                .clone();
-            let namespace = request
-                .get("namespace")
-                .and_then(Value::as_str)
-                .or_else(|| pod.pointer("/metadata/namespace").and_then(Value::as_str))
-                .unwrap_or(&args.namespace)
-                .to_owned();
-            let operation = request
-                .get("operation")
-                .and_then(Value::as_str)
-                .unwrap_or("CREATE")
-                .to_owned();
-            Ok(Input {
-                pod,
-                namespace,
-                operation,
-            })
-        }
+    let (mut review, wrapped) = match kind {
+        "AdmissionReview" => (document, false),
         "Pod" => {
             let namespace = document
                 .pointer("/metadata/namespace")
                 .and_then(Value::as_str)
                 .unwrap_or(&args.namespace)
                 .to_owned();
-            Ok(Input {
-                pod: document,
-                namespace,
-                operation: "CREATE".to_owned(),
-            })
+            let review = admission::create_review(document, &namespace, UID, USERNAME);
+            (review, true)
         }
         other => bail!("input is a {other}; expected a Pod or an AdmissionReview"),
+    };
+    // The apiserver always names the namespace of a pod's review; a review written by hand may
+    // not, and then the pod's own namespace, else --namespace, stands in (SPEC §8).
+    if let Some(request) = review.get_mut("request").and_then(Value::as_object_mut)
+        && request.get("namespace").is_none_or(Value::is_null)
+    {
+        let namespace = request
+            .get("object")
+            .and_then(|pod| pod.pointer("/metadata/namespace"))
+            .and_then(Value::as_str)
+            .unwrap_or(&args.namespace)
+            .to_owned();
+        request.insert("namespace".to_owned(), Value::String(namespace));
     }
+    let pod = review.pointer("/request/object").cloned();
+    let body = serde_json::to_vec(&review).context("failed to encode the review")?;
+    let request = match admission::parse_review(&body) {
+        Ok(request) => request,
+        // The parser's position is in the review made around the pod, not in the input: say
+        // what is wrong with the pod itself.
+        Err(error) if wrapped => match pod.map(serde_json::from_value::<Pod>) {
+            Some(Err(pod_error)) => bail!("input is not a valid pod: {pod_error}"),
+            _ => bail!("input is not a valid pod: {error}"),
+        },
+        Err(error) => bail!("the webhook would answer this review with HTTP 400: {error}"),
+    };
+    // The server allows a review without a pod unchanged; here there would be nothing to print.
+    let pod = pod
+        .filter(|pod| !pod.is_null())
+        .context("AdmissionReview request has no object")?;
+    Ok(Input { request, pod })
 }
 
+/// Prints the pod as the webhook would mutate it (or the patch, or a diff); exit 3 when the
+/// webhook would deny it.
 pub(super) fn mutate(args: &MutateArgs) -> anyhow::Result<ExitCode> {
     let Some(policy) = load_policy(&args.policy)? else {
         return Ok(ExitCode::from(1));
     };
-    let input = read_pod_input(args)?;
+    let Input { request, pod } = read_review(args)?;
     let quota_pods = match &args.pods {
         Some(path) => Some(read_pod_list(path)?),
         None => {
@@ -86,85 +100,77 @@ pub(super) fn mutate(args: &MutateArgs) -> anyhow::Result<ExitCode> {
             None
         }
     };
-    let mut pod: Pod =
-        serde_json::from_value(input.pod.clone()).context("input is not a valid pod")?;
-    pod.metadata.managed_fields = None;
-
-    let evaluation = if input.operation == "CREATE" {
-        engine::evaluate(
-            &pod,
-            &RequestContext {
-                namespace: input.namespace.clone(),
-            },
-            &policy,
-        )
-    } else {
-        eprintln!(
-            "operation {} is allowed unchanged; only CREATE is mutated",
-            input.operation
-        );
-        None
+    let mutated_here = admission::mutates(&request);
+    let target = match &request.sub_resource {
+        Some(sub_resource) => format!("the {sub_resource} subresource of a {}", request.kind.kind),
+        None => format!("a {}", request.kind.kind),
     };
-    let patch = match evaluation {
-        None => {
-            if input.operation == "CREATE" {
-                eprintln!(
-                    "not a Spark pod (no spark-role label of driver or executor): allowed unchanged"
-                );
-            }
-            json_patch::Patch(Vec::new())
+
+    let (review, mut summary) = admission::review(request, &policy);
+    let response = review.response;
+    match summary.role {
+        None if summary.operation != "CREATE" => eprintln!(
+            "operation {} is allowed unchanged; only CREATE is mutated",
+            summary.operation
+        ),
+        None if !mutated_here => {
+            eprintln!("the review is for {target}, not a pod: allowed unchanged");
         }
-        Some(evaluation) => {
+        None => eprintln!(
+            "not a Spark pod (no spark-role label of driver or executor): allowed unchanged"
+        ),
+        Some(role) => {
             eprintln!(
-                "{} pod in namespace {}; rules applied: {}",
-                evaluation.role,
-                input.namespace,
-                if evaluation.applied_rules.is_empty() {
+                "{role} pod in namespace {}; rules applied: {}",
+                summary.namespace,
+                if summary.applied_rules.is_empty() {
                     "none".to_owned()
                 } else {
-                    evaluation.applied_rules.join(", ")
+                    summary.applied_rules.join(", ")
                 }
             );
-            for warning in &evaluation.warnings {
+            for warning in &response.warnings {
                 eprintln!("warning: {warning}");
             }
-            if let Some(denial) = &evaluation.denial {
-                eprintln!("denied: {denial}");
-                return Ok(ExitCode::from(3));
-            }
-            if let Some(ledger) = quota_pods {
-                let claim = crate::quota::Claim::new(
-                    &policy,
-                    &evaluation.spark,
-                    &evaluation.desired,
-                    "mutate",
-                );
-                match claim {
-                    None => eprintln!("quotas: none applies to this pod"),
-                    Some(claim) => {
-                        let names: Vec<&str> = claim
-                            .quotas
-                            .iter()
-                            .filter_map(|&i| policy.quotas.get(i))
-                            .map(|q| q.name.as_str())
-                            .collect();
-                        let decision = crate::quota::Tracker::offline(ledger).admit_locally(
-                            &policy.quotas,
-                            &claim,
-                            true,
-                        );
-                        if !decision.admitted() {
-                            for violation in &decision.violations {
-                                eprintln!("denied: {violation}");
-                            }
-                            return Ok(ExitCode::from(3));
-                        }
-                        eprintln!("quotas: within {} with these pods", names.join(", "));
-                    }
-                }
-            }
-            crate::patch::diff(pod, evaluation.desired)?
         }
+    }
+    if !response.allowed {
+        let message = response.status.as_ref().map_or("", |s| s.message.as_str());
+        eprintln!("denied: {message}");
+        return Ok(ExitCode::from(3));
+    }
+    if let (Some(ledger), Some(_)) = (quota_pods, summary.role) {
+        match summary.quota_claim.take() {
+            None => eprintln!("quotas: none applies to this pod"),
+            Some(claim) => {
+                let names: Vec<&str> = claim
+                    .quotas
+                    .iter()
+                    .filter_map(|&i| policy.quotas.get(i))
+                    .map(|q| q.name.as_str())
+                    .collect();
+                // Nothing outlives this decision, so there is nothing to reserve: decided as a
+                // dry run.
+                let decision = crate::quota::Tracker::offline(ledger).admit_locally(
+                    &policy.quotas,
+                    &claim,
+                    true,
+                );
+                if !decision.admitted() {
+                    for violation in &decision.violations {
+                        eprintln!("denied: {violation}");
+                    }
+                    return Ok(ExitCode::from(3));
+                }
+                eprintln!("quotas: within {} with these pods", names.join(", "));
+            }
+        }
+    }
+    let patch = match response.patch {
+        None => json_patch::Patch(Vec::new()),
+        Some(_) => response
+            .decoded_patch()
+            .context("the webhook's answer carries a patch that does not decode")?,
     };
 
     let mut out = std::io::stdout().lock();
@@ -173,7 +179,7 @@ pub(super) fn mutate(args: &MutateArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     // The apiserver applies the patch to the pod as it sent it; so does this.
-    let mut mutated = input.pod.clone();
+    let mut mutated = pod.clone();
     json_patch::patch(&mut mutated, &patch)
         .context("failed to apply the patch to the input pod")?;
     if args.diff {
@@ -181,7 +187,7 @@ pub(super) fn mutate(args: &MutateArgs) -> anyhow::Result<ExitCode> {
         write!(
             out,
             "{}",
-            readable_diff(&to_yaml(&input.pod)?, &to_yaml(&mutated)?, color)
+            readable_diff(&to_yaml(&pod)?, &to_yaml(&mutated)?, color)
         )?;
         return Ok(ExitCode::SUCCESS);
     }
