@@ -3,7 +3,6 @@
 //! Spark pods are reviewed here; the driver's configuration ConfigMap in [`spark_conf`].
 
 use std::collections::BTreeMap;
-use std::sync::RwLock;
 
 use base64::Engine;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodSpec, PodStatus};
@@ -464,10 +463,11 @@ pub fn refuse_for_quota(
 /// Where the server's policy lives in the cluster, for `/validate-policy`: a ConfigMap's
 /// namespace and name, and the data key holding the policy.
 ///
-/// Shared with the routes through [`crate::state::State`]; the ConfigMap source sets it when it
-/// starts watching (`--policy-configmap`), before any replica can be ready.
-#[derive(Debug)]
-pub struct PolicyConfigMap(RwLock<ConfigMapRef>);
+/// Shared with the routes through [`crate::state::State`], where `serve` sets it once, before
+/// the state is shared (`--guard-configmap`, else `--policy-configmap`), so it never changes
+/// while requests are answered.
+#[derive(Debug, Clone)]
+pub struct PolicyConfigMap(ConfigMapRef);
 
 /// The namespace of the policy ConfigMap when the server is not told another (SPEC §3).
 pub const DEFAULT_POLICY_NAMESPACE: &str = "spark-admission";
@@ -478,28 +478,21 @@ impl PolicyConfigMap {
     /// The default ConfigMap (`spark-admission/spark-admission-policy`) with data key `key`:
     /// what the deploy manifests mount with `--policy-file`.
     pub fn with_key(key: impl Into<String>) -> Self {
-        Self(RwLock::new(ConfigMapRef {
+        Self(ConfigMapRef {
             namespace: DEFAULT_POLICY_NAMESPACE.to_owned(),
             name: DEFAULT_POLICY_NAME.to_owned(),
             key: key.into(),
-        }))
+        })
     }
 
-    /// The ConfigMap and key now guarded.
-    pub fn get(&self) -> ConfigMapRef {
-        // A poisoned lock would mean a panic while assigning a value; the value is still whole.
-        match self.0.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+    /// Guards `source`.
+    pub fn new(source: ConfigMapRef) -> Self {
+        Self(source)
     }
 
-    /// Guards `source` from now on.
-    pub fn set(&self, source: ConfigMapRef) {
-        match self.0.write() {
-            Ok(mut guard) => *guard = source,
-            Err(poisoned) => *poisoned.into_inner() = source,
-        }
+    /// The ConfigMap and key guarded.
+    pub fn get(&self) -> &ConfigMapRef {
+        &self.0
     }
 }
 

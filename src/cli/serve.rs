@@ -19,27 +19,26 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         (Some(cert), Some(key)) => (cert, key),
         _ => development_certificates(&args.certs_dir)?,
     };
-    let state = Arc::new(crate::state::State::with_quota_options(
+    let mut state = crate::state::State::with_quota_options(
         args.policy_key.clone(),
         crate::quota::Options {
             reservation_ttl: args.quota_reservation_ttl,
             confirm_margin: args.quota_confirm_margin,
             confirm_timeout: args.quota_confirm_timeout,
         },
-    ));
+    );
     if let Some((namespace, name)) = args
         .guard_configmap
         .clone()
         .or_else(|| args.policy_configmap.clone())
     {
-        state
-            .policy_configmap
-            .set(crate::source::configmap::ConfigMapRef {
-                namespace,
-                name,
-                key: args.policy_key.clone(),
-            });
+        state = state.with_policy_configmap(crate::source::configmap::ConfigMapRef {
+            namespace,
+            name,
+            key: args.policy_key.clone(),
+        });
     }
+    let state = Arc::new(state);
     if args.policy_file.is_none() && args.policy_configmap.is_none() {
         let policy = Policy::builtin_example();
         tracing::info!(policy = %policy.summary(), "no --policy-file: using the built-in example policy");
