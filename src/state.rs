@@ -17,6 +17,7 @@ use crate::admission::PolicyConfigMap;
 use crate::metrics::{Metrics, QuotaUsageLabels};
 use crate::policy::Policy;
 use crate::quota::{self, Tracker};
+use crate::source::configmap::ConfigMapRef;
 
 /// Where a new policy went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +66,13 @@ impl State {
             shutting_down: AtomicBool::new(false),
             policy_configmap: PolicyConfigMap::with_key(policy_key),
         }
+    }
+
+    /// The state guarding `configmap` with `/validate-policy` instead of the default; set
+    /// before the state is shared, it never changes after.
+    pub fn with_policy_configmap(mut self, configmap: ConfigMapRef) -> Self {
+        self.policy_configmap = PolicyConfigMap::new(configmap);
+        self
     }
 
     /// The policy in force, if one was loaded.

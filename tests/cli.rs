@@ -329,6 +329,144 @@ fn usage_prints_each_namespace_and_application_against_the_limits() {
     );
 }
 
+/// The executor fixture's review, edited by `edit`, as stdin for `mutate -`.
+fn edited_review(edit: impl FnOnce(&mut serde_json::Value)) -> String {
+    let mut review: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(EXECUTOR).expect("fixture")).expect("json");
+    edit(&mut review);
+    review.to_string()
+}
+
+fn patch_of(out: &Output) -> serde_json::Value {
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("JSON patch")
+}
+
+#[test]
+fn mutate_allows_an_update_review_unchanged() {
+    // SPEC §2: only CREATE is mutated; UPDATE is allowed unchanged.
+    let input = edited_review(|review| review["request"]["operation"] = "UPDATE".into());
+    let out = run_with_stdin(&["mutate", "-p", PLATFORM, "--patch", "-"], &input);
+    assert_eq!(patch_of(&out), serde_json::json!([]));
+    assert!(
+        text(&out.stderr).contains("operation UPDATE is allowed unchanged"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn mutate_takes_the_namespace_from_the_review_over_the_pods() {
+    // SPEC §2: the namespace is request.namespace; the platform policy's cost-center label is
+    // "{namespace}".
+    let input = edited_review(|review| {
+        review["request"]["namespace"] = "team-b".into();
+        review["request"]["object"]["metadata"]["namespace"] = "team-a".into();
+    });
+    let out = run_with_stdin(&["mutate", "-p", PLATFORM, "-o", "json", "-"], &input);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let pod: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON pod");
+    assert_eq!(pod["metadata"]["labels"]["cost-center"], "team-b");
+    assert!(text(&out.stderr).contains("executor pod in namespace team-b"));
+}
+
+#[test]
+fn mutate_falls_back_to_the_namespace_flag_for_a_review_that_names_none() {
+    // SPEC §8: the review's namespace, else the pod's (the fixture's pod names none), else
+    // --namespace.
+    let input = edited_review(|review| {
+        review["request"]
+            .as_object_mut()
+            .expect("request")
+            .remove("namespace");
+    });
+    let out = run_with_stdin(
+        &["mutate", "-p", PLATFORM, "-n", "team-c", "-o", "json", "-"],
+        &input,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let pod: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON pod");
+    assert_eq!(pod["metadata"]["labels"]["cost-center"], "team-c");
+}
+
+#[test]
+fn mutate_refuses_a_review_the_webhook_refuses() {
+    // The webhook is registered for admission.k8s.io/v1 reviews only (deploy/base:
+    // admissionReviewVersions: [v1]), and a body that is not one is answered with HTTP 400
+    // (SPEC §7). `mutate` used to accept any version, and to take a review without an
+    // operation for a CREATE.
+    let input = edited_review(|review| review["apiVersion"] = "admission.k8s.io/v1beta1".into());
+    let out = run_with_stdin(&["mutate", "-p", PLATFORM, "-"], &input);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("HTTP 400") && text(&out.stderr).contains("admission.k8s.io/v1"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+
+    let input = edited_review(|review| {
+        review["request"]
+            .as_object_mut()
+            .expect("request")
+            .remove("operation");
+    });
+    let out = run_with_stdin(&["mutate", "-p", PLATFORM, "--patch", "-"], &input);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("operation"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn mutate_allows_a_review_of_anything_but_a_pod_unchanged() {
+    // SPEC §2: the creation of a Spark pod is mutated, anything else that reaches the webhook
+    // is allowed unchanged: a request on a pod's subresource, or another kind (the webhook is
+    // registered for "pods" only). `mutate` used to mutate the object of the first and refuse
+    // the second as bad input.
+    let input = edited_review(|review| review["request"]["subResource"] = "binding".into());
+    let out = run_with_stdin(&["mutate", "-p", PLATFORM, "--patch", "-"], &input);
+    assert_eq!(patch_of(&out), serde_json::json!([]));
+    assert!(
+        text(&out.stderr).contains("binding subresource of a Pod, not a pod: allowed unchanged"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let config_map = "tests/fixtures/spark-4.3/cluster-mode/executor-configmap-review.json";
+    let out = run(&["mutate", "-p", PLATFORM, "-o", "json", config_map]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let review: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(config_map).expect("fixture")).expect("json");
+    let echoed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(echoed, review["request"]["object"], "printed as sent");
+    assert!(
+        text(&out.stderr).contains("for a ConfigMap, not a pod: allowed unchanged"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn mutate_never_reads_managed_fields() {
+    // The policy never touches metadata.managedFields, so what they hold cannot change the
+    // answer; `mutate` used to refuse a pod whose managedFields it could not read.
+    let input = edited_review(|review| {
+        review["request"]["object"]["metadata"]["managedFields"] = "not a list".into();
+    });
+    let out = run_with_stdin(&["mutate", "-p", PLATFORM, "-o", "json", "-"], &input);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let pod: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON pod");
+    assert_eq!(pod["metadata"]["labels"]["cost-center"], "spark-jobs");
+    assert_eq!(
+        pod["metadata"]["managedFields"], "not a list",
+        "kept as sent"
+    );
+}
+
 #[test]
 fn bad_input_exits_1_and_bad_usage_exits_2() {
     let out = run_with_stdin(&["mutate", "-p", PLATFORM, "-"], "{not json: [");

@@ -182,14 +182,13 @@ async fn deleting_the_policy_configmap_is_allowed() {
 async fn the_configmap_the_server_watches_is_the_one_guarded() {
     // `--guard-configmap` (or `--policy-configmap`) team-a/spark-policy with `--policy-key p.yaml`:
     // `serve` sets the identity before binding.
-    let state = state();
-    state
-        .policy_configmap
-        .set(spark_admission::source::configmap::ConfigMapRef {
+    let state = Arc::new(State::new("policy.yaml").with_policy_configmap(
+        spark_admission::source::configmap::ConfigMapRef {
             namespace: "team-a".to_owned(),
             name: "spark-policy".to_owned(),
             key: "p.yaml".to_owned(),
-        });
+        },
+    ));
     let answer = call(
         &state,
         review(

@@ -3,7 +3,6 @@
 //! Spark pods are reviewed here; the driver's configuration ConfigMap in [`spark_conf`].
 
 use std::collections::BTreeMap;
-use std::sync::RwLock;
 
 use base64::Engine;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodSpec, PodStatus};
@@ -313,13 +312,53 @@ fn operation_name(operation: &Operation) -> &'static str {
     }
 }
 
+/// Whether [`review`] puts `request` through the policy: a CREATE of a core Pod itself, not of
+/// one of its subresources (SPEC §2). Every other request is allowed unchanged.
+pub fn mutates(request: &AdmissionRequest<Pod>) -> bool {
+    request.operation == Operation::Create
+        && request.kind.group.is_empty()
+        && request.kind.kind == "Pod"
+        && request.sub_resource.is_none()
+}
+
+/// The AdmissionReview the apiserver sends when `pod` (its JSON, as a client would post it) is
+/// created in `namespace`, from `username`. The tools that answer a bare pod (`mutate`, policy
+/// test suites) wrap it in this and send it through [`parse_review`] and [`review`], as the
+/// server would receive it.
+pub fn create_review(
+    pod: serde_json::Value,
+    namespace: &str,
+    uid: &str,
+    username: &str,
+) -> serde_json::Value {
+    let name = pod
+        .pointer("/metadata/name")
+        .cloned()
+        .unwrap_or_else(|| serde_json::json!(""));
+    serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+            "name": name,
+            "namespace": namespace,
+            "operation": "CREATE",
+            "userInfo": {"username": username},
+            "object": pod,
+            "dryRun": false,
+        },
+    })
+}
+
 /// Answers one admission request with the policy. Only CREATE of a Spark pod is mutated;
 /// everything else is allowed unchanged.
 pub fn review(mut request: AdmissionRequest<Pod>, policy: &Policy) -> (ResponseReview, Summary) {
     let mut response = Response::allow(&request.uid);
-    let is_pod = request.kind.group.is_empty()
-        && request.kind.kind == "Pod"
-        && request.sub_resource.is_none();
+    let mutates = mutates(&request);
     let mut summary = Summary {
         operation: operation_name(&request.operation),
         role: None,
@@ -331,11 +370,7 @@ pub fn review(mut request: AdmissionRequest<Pod>, policy: &Policy) -> (ResponseR
         denial: None,
         quota_claim: None,
     };
-    if let Some(pod) = request
-        .object
-        .take()
-        .filter(|_| is_pod && request.operation == Operation::Create)
-    {
+    if let Some(pod) = request.object.take().filter(|_| mutates) {
         mutate(pod, &mut response, &mut summary, policy);
     }
     (response.into_review(), summary)
@@ -428,10 +463,11 @@ pub fn refuse_for_quota(
 /// Where the server's policy lives in the cluster, for `/validate-policy`: a ConfigMap's
 /// namespace and name, and the data key holding the policy.
 ///
-/// Shared with the routes through [`crate::state::State`]; the ConfigMap source sets it when it
-/// starts watching (`--policy-configmap`), before any replica can be ready.
-#[derive(Debug)]
-pub struct PolicyConfigMap(RwLock<ConfigMapRef>);
+/// Shared with the routes through [`crate::state::State`], where `serve` sets it once, before
+/// the state is shared (`--guard-configmap`, else `--policy-configmap`), so it never changes
+/// while requests are answered.
+#[derive(Debug, Clone)]
+pub struct PolicyConfigMap(ConfigMapRef);
 
 /// The namespace of the policy ConfigMap when the server is not told another (SPEC §3).
 pub const DEFAULT_POLICY_NAMESPACE: &str = "spark-admission";
@@ -442,28 +478,21 @@ impl PolicyConfigMap {
     /// The default ConfigMap (`spark-admission/spark-admission-policy`) with data key `key`:
     /// what the deploy manifests mount with `--policy-file`.
     pub fn with_key(key: impl Into<String>) -> Self {
-        Self(RwLock::new(ConfigMapRef {
+        Self(ConfigMapRef {
             namespace: DEFAULT_POLICY_NAMESPACE.to_owned(),
             name: DEFAULT_POLICY_NAME.to_owned(),
             key: key.into(),
-        }))
+        })
     }
 
-    /// The ConfigMap and key now guarded.
-    pub fn get(&self) -> ConfigMapRef {
-        // A poisoned lock would mean a panic while assigning a value; the value is still whole.
-        match self.0.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+    /// Guards `source`.
+    pub fn new(source: ConfigMapRef) -> Self {
+        Self(source)
     }
 
-    /// Guards `source` from now on.
-    pub fn set(&self, source: ConfigMapRef) {
-        match self.0.write() {
-            Ok(mut guard) => *guard = source,
-            Err(poisoned) => *poisoned.into_inner() = source,
-        }
+    /// The ConfigMap and key guarded.
+    pub fn get(&self) -> &ConfigMapRef {
+        &self.0
     }
 }
 

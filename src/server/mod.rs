@@ -1,5 +1,6 @@
-//! The server: the TLS webhook listener, the plain-HTTP admin listener, the reload loop for
-//! certificate and policy file, and the graceful drain on shutdown.
+//! The server: the TLS webhook listener, the plain-HTTP admin listener, the certificate reload
+//! loop, and the graceful drain on shutdown; it starts the policy source ([`crate::source`]:
+//! the file's polling loop or the ConfigMap watch) beside them.
 //!
 //! Nothing here is on the policy path: requests are answered by [`routes`] from the shared
 //! [`State`], which background tasks update.
@@ -19,7 +20,6 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
 use crate::metrics::Metrics;
-use crate::source::PolicyUpdate;
 use crate::source::configmap::ConfigMapRef;
 use crate::source::file::FilePolicySource;
 use crate::state::State;
@@ -109,7 +109,7 @@ impl Server {
         let admin = bind(options.admin_listen).await?;
         let mut policy_source = options.policy_file.clone().map(FilePolicySource::new);
         if let Some(source) = policy_source.as_mut() {
-            log_policy_update(source.poll(&state));
+            crate::source::log_policy_update(source.poll(&state));
         }
         // The ConfigMap source cannot work without a client; quotas need one only when the
         // policy has some, which may come later, so a missing client is reported then.
@@ -190,13 +190,20 @@ impl Server {
         let acceptor = TlsAcceptor::from(tls_config);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 
-        let reload = tokio::spawn(reload_loop(
+        let certificate_reload = tokio::spawn(certificate_reload_loop(
             state.clone(),
             certificates.clone(),
-            policy_source,
             options.reload_interval,
             stop_rx.clone(),
         ));
+        let file_watch = policy_source.map(|source| {
+            tokio::spawn(crate::source::file::watch(
+                source,
+                state.clone(),
+                options.reload_interval,
+                stop_rx.clone(),
+            ))
+        });
         let quota_watch = match &kube_client {
             Ok(client) => {
                 state.quotas.set_client(client.clone());
@@ -309,8 +316,8 @@ impl Server {
         }
         let _ = stop_tx.send(true);
         let _ = admin_task.await;
-        let _ = reload.await;
-        if let Some(watch) = configmap_watch {
+        let _ = certificate_reload.await;
+        for watch in [file_watch, configmap_watch].into_iter().flatten() {
             let _ = watch.await;
         }
         let _ = quota_watch.await;
@@ -485,27 +492,11 @@ async fn report_quotas_without_client(
     }
 }
 
-fn log_policy_update(update: PolicyUpdate) {
-    match update {
-        PolicyUpdate::Unchanged => {}
-        PolicyUpdate::Loaded(summary) => tracing::info!(policy = %summary, "policy loaded"),
-        PolicyUpdate::Staged(summary) => {
-            tracing::info!(policy = %summary, "policy loaded; it has quotas and goes into force once the pod watch has listed every Spark pod")
-        }
-        PolicyUpdate::Invalid(error) => {
-            tracing::error!(error = %error, "policy is invalid; the policy in force (if any) stays")
-        }
-        PolicyUpdate::Unreadable(error) => {
-            tracing::error!(%error, "policy file unreadable; the policy in force (if any) stays")
-        }
-    }
-}
-
-/// Every `interval`: re-reads the certificate pair and the policy file.
-async fn reload_loop(
+/// Every `interval`: re-reads the certificate pair (the policy file has its own loop,
+/// [`crate::source::file::watch`]).
+async fn certificate_reload_loop(
     state: Arc<State>,
     certificates: Arc<CertificateStore>,
-    mut policy_source: Option<FilePolicySource>,
     interval: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -523,27 +514,17 @@ async fn reload_loop(
         // Reading files blocks; it runs on the blocking pool so that a slow disk never stalls
         // the workers answering reviews.
         let tick = {
-            let (state, certificates) = (state.clone(), certificates.clone());
-            let mut source = policy_source.take();
-            tokio::task::spawn_blocking(move || {
-                let certificate = certificates.reload_if_changed();
-                let policy = source.as_mut().map(|source| source.poll(&state));
-                (certificate, policy, source)
-            })
+            let certificates = certificates.clone();
+            tokio::task::spawn_blocking(move || certificates.reload_if_changed())
         };
-        let (certificate, policy, source) = match tick.await {
+        let certificate = match tick.await {
             Ok(outcome) => outcome,
             Err(error) => {
-                // Only a panic gets here, and it took the policy file source with it: say so
-                // loudly rather than stop re-reading silently.
-                tracing::error!(%error, "reloading files failed; the policy file is no longer re-read");
+                // Only a panic gets here; the store is shared, so the next tick reads again.
+                tracing::error!(%error, "reloading the serving certificate failed; trying again at the next interval");
                 continue;
             }
         };
-        policy_source = source;
-        if let Some(update) = policy {
-            log_policy_update(update);
-        }
         match certificate {
             tls::Reload::Unchanged => {}
             tls::Reload::Reloaded { not_after } => {

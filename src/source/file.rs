@@ -1,14 +1,17 @@
 //! A policy file (a local file, or a ConfigMap mounted as a volume), re-read when it changes,
-//! including through the kubelet's `..data` symlink swap.
+//! including through the kubelet's `..data` symlink swap: [`FilePolicySource`] looks once,
+//! [`watch`] looks on an interval until the server stops.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::files::FileWatch;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::state::{Installed, State};
 
-use super::PolicyUpdate;
+use super::{PolicyUpdate, log_policy_update};
 
 /// Watches one policy file.
 #[derive(Debug)]
@@ -57,6 +60,45 @@ impl FilePolicySource {
             Err(error) => {
                 Metrics::count_result(&state.metrics.policy_reload, false);
                 PolicyUpdate::Invalid(error)
+            }
+        }
+    }
+}
+
+/// Looks at the policy file every `interval` until `stop` turns true, logging what changed (the
+/// server made the first look when it started, with [`FilePolicySource::poll`]).
+pub async fn watch(
+    mut source: FilePolicySource,
+    state: Arc<State>,
+    interval: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+        // Reading a file blocks; it runs on the blocking pool so that a slow disk never stalls
+        // the workers answering reviews.
+        let look = {
+            let state = state.clone();
+            tokio::task::spawn_blocking(move || {
+                let update = source.poll(&state);
+                (source, update)
+            })
+        };
+        match look.await {
+            Ok((returned, update)) => {
+                source = returned;
+                log_policy_update(update);
+            }
+            Err(error) => {
+                // Only a panic gets here, and it took the source with it: say so loudly rather
+                // than stop re-reading silently.
+                tracing::error!(%error, "reading the policy file failed; it is no longer re-read");
+                return;
             }
         }
     }

@@ -1,5 +1,7 @@
-//! Where the policy comes from. Every source hands a validated [`Policy`](crate::Policy) to the
-//! shared [`State`](crate::state::State); an invalid version never replaces the one in force.
+//! Where the policy comes from: a file polled on an interval ([`file`]) or a ConfigMap watched
+//! through the API ([`configmap`]). The server starts one of them as a background task beside
+//! its listeners. Every source hands a validated [`Policy`](crate::Policy) to the shared
+//! [`State`](crate::state::State); an invalid version never replaces the one in force.
 
 pub mod configmap;
 pub mod file;
@@ -17,4 +19,21 @@ pub enum PolicyUpdate {
     Invalid(crate::policy::Error),
     /// The source could not be read; the policy in force stays.
     Unreadable(String),
+}
+
+/// Logs what a look at the policy file found: a new policy, or why the one in force stays.
+pub(crate) fn log_policy_update(update: PolicyUpdate) {
+    match update {
+        PolicyUpdate::Unchanged => {}
+        PolicyUpdate::Loaded(summary) => tracing::info!(policy = %summary, "policy loaded"),
+        PolicyUpdate::Staged(summary) => {
+            tracing::info!(policy = %summary, "policy loaded; it has quotas and goes into force once the pod watch has listed every Spark pod")
+        }
+        PolicyUpdate::Invalid(error) => {
+            tracing::error!(error = %error, "policy is invalid; the policy in force (if any) stays")
+        }
+        PolicyUpdate::Unreadable(error) => {
+            tracing::error!(%error, "policy file unreadable; the policy in force (if any) stays")
+        }
+    }
 }

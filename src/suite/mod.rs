@@ -521,23 +521,12 @@ fn review_body(
                 .and_then(Value::as_str)
                 .unwrap_or("default")
                 .to_owned();
-            json!({
-                "apiVersion": "admission.k8s.io/v1",
-                "kind": "AdmissionReview",
-                "request": {
-                    "uid": format!("spark-admission-test-{index}"),
-                    "kind": {"group": "", "version": "v1", "kind": "Pod"},
-                    "resource": {"group": "", "version": "v1", "resource": "pods"},
-                    "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
-                    "requestResource": {"group": "", "version": "v1", "resource": "pods"},
-                    "name": document.pointer("/metadata/name").cloned().unwrap_or(json!("")),
-                    "namespace": namespace,
-                    "operation": "CREATE",
-                    "userInfo": {"username": "spark-admission-test"},
-                    "object": document,
-                    "dryRun": false,
-                },
-            })
+            crate::admission::create_review(
+                document,
+                &namespace,
+                &format!("spark-admission-test-{index}"),
+                "spark-admission-test",
+            )
         }
         other => {
             return Err(format!(
