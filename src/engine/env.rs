@@ -4,6 +4,7 @@ use k8s_openapi::api::core::v1::{EnvVar, Pod};
 
 use crate::policy::{Mode, Rule};
 
+use super::precedence::last_setters;
 use super::{SparkPod, selected_containers};
 
 pub(super) fn apply(
@@ -13,25 +14,22 @@ pub(super) fn apply(
     rules: &[&Rule],
     warnings: &mut Vec<String>,
 ) {
-    // Per container, the last rule setting each variable, in order of first mention so new
-    // variables are appended in policy order.
+    // Per container, the last rule setting each variable; containers and variables in order of
+    // first mention, so new variables are appended in policy order.
+    let settings = last_setters(rules, |rule| {
+        // Only a rule with variables needs its containers worked out.
+        let containers = (!rule.env.is_empty()).then(|| selected_containers(rule, original, spark));
+        containers.into_iter().flatten().flat_map(move |index| {
+            rule.env
+                .iter()
+                .map(move |var| ((index, var.name.as_str()), var))
+        })
+    });
     let mut plan: Vec<(usize, Vec<(&EnvVar, &Rule)>)> = Vec::new();
-    for rule in rules.iter().filter(|r| !r.env.is_empty()) {
-        for index in selected_containers(rule, original, spark) {
-            let slot = match plan.iter().position(|(i, _)| *i == index) {
-                Some(slot) => slot,
-                None => {
-                    plan.push((index, Vec::new()));
-                    plan.len() - 1
-                }
-            };
-            let vars = &mut plan[slot].1;
-            for var in &rule.env {
-                match vars.iter_mut().find(|(v, _)| v.name == var.name) {
-                    Some(entry) => *entry = (var, *rule),
-                    None => vars.push((var, *rule)),
-                }
-            }
+    for ((index, _), setting) in settings {
+        match plan.iter_mut().find(|(i, _)| *i == index) {
+            Some((_, vars)) => vars.push(setting),
+            None => plan.push((index, vec![setting])),
         }
     }
     let (Some(original_spec), Some(spec)) = (original.spec.as_ref(), desired.spec.as_mut()) else {

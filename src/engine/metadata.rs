@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::Pod;
 
 use crate::policy::{Mode, Rule, Template, sanitize_label_value};
 
+use super::precedence::last_setters_by_key;
 use super::{APPLIED_RULES_ANNOTATION, POLICY_HASH_ANNOTATION, SparkPod};
 
 pub(super) fn apply(
@@ -17,7 +18,7 @@ pub(super) fn apply(
     policy_hash: &str,
     warnings: &mut Vec<String>,
 ) {
-    for (key, (template, rule)) in last_setter(rules, |r| &r.labels) {
+    for (key, (template, rule)) in last_setters_by_key(rules, |r| &r.labels) {
         let Some(value) = expand(template, spark, rule, "label", key, warnings) else {
             continue;
         };
@@ -38,7 +39,7 @@ pub(super) fn apply(
             warnings,
         );
     }
-    for (key, (template, rule)) in last_setter(rules, |r| &r.annotations) {
+    for (key, (template, rule)) in last_setters_by_key(rules, |r| &r.annotations) {
         if let Some(value) = expand(template, spark, rule, "annotation", key, warnings) {
             set_keyed(
                 original.metadata.annotations.as_ref(),
@@ -58,20 +59,6 @@ pub(super) fn apply(
         .get_or_insert_with(BTreeMap::new);
     annotations.insert(APPLIED_RULES_ANNOTATION.to_owned(), applied.join(","));
     annotations.insert(POLICY_HASH_ANNOTATION.to_owned(), policy_hash.to_owned());
-}
-
-/// For every key any matching rule sets, the last such rule and its value: later rules win.
-pub(super) fn last_setter<'r, V: 'r>(
-    rules: &[&'r Rule],
-    field: impl Fn(&'r Rule) -> &'r BTreeMap<String, V>,
-) -> BTreeMap<&'r str, (&'r V, &'r Rule)> {
-    let mut winners = BTreeMap::new();
-    for rule in rules {
-        for (key, value) in field(rule) {
-            winners.insert(key.as_str(), (value, *rule));
-        }
-    }
-    winners
 }
 
 fn expand(

@@ -6,13 +6,15 @@
 //!
 //! How rules combine: the matching rules are found first, against the pod as it arrived. Then,
 //! field by field (a label key, an env var of a container, a resource of a container), the last
-//! matching rule that sets the field decides its value and its mode. `merge` keeps a value the
-//! pod arrived with; `enforce` replaces it. Deciding per field, rather than replaying rules one
-//! after another, is what makes the result idempotent: the desired pod of a desired pod is itself.
+//! matching rule that sets the field decides its value and its mode (decided in `precedence`, once
+//! for every concern). `merge` keeps a value the pod arrived with; `enforce` replaces it.
+//! Deciding per field, rather than replaying rules one after another, is what makes the result
+//! idempotent: the desired pod of a desired pod is itself.
 
 mod env;
 mod matching;
 mod metadata;
+mod precedence;
 mod resources;
 mod scheduling;
 mod spark;

@@ -14,6 +14,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity as KubeQuantity;
 
 use crate::policy::{OnExceed, Quantity, Rule};
 
+use super::precedence::last_setters;
 use super::{SparkPod, selected_containers};
 
 /// The resource policy in force for one container, each entry from the last rule setting it.
@@ -22,6 +23,14 @@ struct Effective<'r> {
     requests: BTreeMap<&'r str, (&'r Quantity, &'r Rule)>,
     limits: BTreeMap<&'r str, (&'r Quantity, &'r Rule)>,
     max: Caps<'r>,
+}
+
+/// The entries of a role's resource policy, each decided per container and resource.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Part {
+    DefaultRequest,
+    DefaultLimit,
+    Max,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -75,21 +84,39 @@ pub(super) fn apply(
     rules: &[&Rule],
     warnings: &mut Vec<String>,
 ) -> Option<String> {
-    let mut plan: BTreeMap<usize, Effective> = BTreeMap::new();
-    for rule in rules {
+    let settings = last_setters(rules, |rule| {
+        let mut entries = Vec::new();
         let Some(policy) = rule.resources_for(spark.role) else {
-            continue;
+            return entries;
         };
         for index in selected_containers(rule, original, spark) {
-            let effective = plan.entry(index).or_default();
-            for (name, q) in &policy.default.requests {
-                effective.requests.insert(name, (q, *rule));
+            for (part, amounts) in [
+                (Part::DefaultRequest, &policy.default.requests),
+                (Part::DefaultLimit, &policy.default.limits),
+                (Part::Max, &policy.max),
+            ] {
+                entries.extend(
+                    amounts
+                        .iter()
+                        .map(|(name, q)| ((index, part, name.as_str()), (q, policy.on_exceed))),
+                );
             }
-            for (name, q) in &policy.default.limits {
-                effective.limits.insert(name, (q, *rule));
+        }
+        entries
+    });
+    let mut plan: BTreeMap<usize, Effective> = BTreeMap::new();
+    for ((index, part, name), ((q, on_exceed), rule)) in settings {
+        let effective = plan.entry(index).or_default();
+        // Each (container, part, resource) comes once: the insertions never replace.
+        match part {
+            Part::DefaultRequest => {
+                effective.requests.insert(name, (q, rule));
             }
-            for (name, q) in &policy.max {
-                effective.max.insert(name, (q, policy.on_exceed, *rule));
+            Part::DefaultLimit => {
+                effective.limits.insert(name, (q, rule));
+            }
+            Part::Max => {
+                effective.max.insert(name, (q, on_exceed, rule));
             }
         }
     }

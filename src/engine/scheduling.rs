@@ -6,7 +6,8 @@ use k8s_openapi::api::core::v1::{
 
 use crate::policy::{Mode, Rule};
 
-use super::metadata::{last_setter, set_keyed};
+use super::metadata::set_keyed;
+use super::precedence::{last_rule_setting, last_setters_by_key};
 
 /// The scheduler the apiserver fills in when a pod names none; under `merge` it does not count
 /// as the pod's own choice.
@@ -21,7 +22,7 @@ pub(super) fn apply(
     let (Some(original_spec), Some(spec)) = (original.spec.as_ref(), desired.spec.as_mut()) else {
         return;
     };
-    for (key, (value, rule)) in last_setter(rules, |r| &r.node_selector) {
+    for (key, (value, rule)) in last_setters_by_key(rules, |r| &r.node_selector) {
         set_keyed(
             original_spec.node_selector.as_ref(),
             &mut spec.node_selector,
@@ -149,13 +150,6 @@ fn merged_term(term: &NodeSelectorTerm, part: &NodeSelectorTerm) -> NodeSelector
         }
     }
     merged
-}
-
-fn last_rule_setting<'r, T>(
-    rules: &[&'r Rule],
-    field: impl Fn(&'r Rule) -> Option<&'r T>,
-) -> Option<(&'r T, &'r Rule)> {
-    rules.iter().rev().find_map(|r| field(r).map(|v| (v, *r)))
 }
 
 /// Sets `priorityClassName`. The apiserver's Priority admission plugin runs before webhooks and

@@ -3,33 +3,29 @@
 //! Each rule field is read on its own, so a mistake in one field never hides a mistake in
 //! another. Objects capture unknown keys instead of failing on the first one, so every typo is
 //! reported, with the closest allowed name as a hint.
+//!
+//! This module holds the entry point, the `Checker` that collects problems, the readers every
+//! concern shares (objects, lists, strings, quantities, label keys, paths) and the checks that
+//! span rules. Each concern's fields are read in the file named like the engine file that
+//! applies them: `matching`, `metadata`, `scheduling`, `env`, `resources`; quotas in `quotas`.
+//! Parsing never looks at a pod or the cluster, and never stops at the first problem.
 
-use std::collections::{BTreeMap, BTreeSet};
+mod env;
+mod matching;
+mod metadata;
+mod quotas;
+mod resources;
+mod scheduling;
 
-use k8s_openapi::api::core::v1::{EnvVar, NodeAffinity, Toleration};
-use serde::Deserialize;
+use std::collections::BTreeMap;
+
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use super::labels::{check_dns_subdomain, check_label_value, check_qualified_name};
+use super::labels::{check_label_value, check_qualified_name};
 use super::{
-    ContainerSelection, Error, Glob, Mode, OnExceed, Policy, Problem, Problems, Quantity, Quota,
-    QuotaLimits, ResourceAmounts, ResourcePolicy, Result, Role, Rule, Selector, Template,
-    policy_hash,
+    ContainerSelection, Error, Mode, Policy, Problem, Problems, Quantity, Result, Rule, policy_hash,
 };
-
-/// Labels Spark uses to find and track its own pods; a policy that changed them would break
-/// Spark (and the quota counting), so they cannot be set.
-const SPARK_OWNED_LABELS: &[&str] = &[
-    "spark-role",
-    "spark-app-selector",
-    "spark-app-name",
-    "spark-exec-id",
-    "sparkoperator.k8s.io/app-name",
-];
-
-/// Annotations this webhook writes itself.
-const OWN_ANNOTATION_PREFIX: &str = "spark-admission.io/";
 
 const RULE_FIELDS: &[&str] = &[
     "name",
@@ -47,7 +43,6 @@ const RULE_FIELDS: &[&str] = &[
     "schedulerName",
 ];
 const TOP_FIELDS: &[&str] = &["rules", "quotas"];
-const QUOTA_FIELDS: &[&str] = &["name", "match", "perApplication", "perNamespace"];
 
 /// Longest message of one problem, and longest path, in characters: a problem quotes what it
 /// found, and what it found may be a megabyte long.
@@ -443,15 +438,6 @@ impl Checker {
         Some(rule)
     }
 
-    fn dns_name(&mut self, value: &Value, path: &str, what: &str) -> Option<String> {
-        let name = self.string(value, path)?;
-        if let Err(why) = check_dns_subdomain(&name) {
-            self.problem(path, format!("{name:?} is not {what}: it {why}"));
-            return None;
-        }
-        Some(name)
-    }
-
     fn mode(&mut self, value: &Value, path: &str) -> Mode {
         match value.as_str() {
             Some("merge") => Mode::Merge,
@@ -461,68 +447,6 @@ impl Checker {
                 Mode::Merge
             }
         }
-    }
-
-    fn globs(&mut self, value: &Value, path: &str, lower_dns: bool) -> Vec<Glob> {
-        self.list(value, path, |c, item, p| {
-            let text = c.string(item, p)?;
-            if lower_dns
-                && let Some(bad) = text.chars().find(|ch| !(ch.is_ascii_lowercase() || ch.is_ascii_digit() || matches!(ch, '-' | '.' | '*' | '?')))
-            {
-                c.problem(p, format!("{text:?} cannot match any name: {bad:?} never appears in Kubernetes names (lower case a-z, 0-9, '-', '.'; plus * and ? as wildcards)"));
-                return None;
-            }
-            match Glob::new(&text) {
-                Ok(glob) => Some(glob),
-                Err(why) => {
-                    c.problem(p, why);
-                    None
-                }
-            }
-        })
-    }
-
-    fn selector(&mut self, value: &Value, path: &str, roles_allowed: bool) -> Selector {
-        const FIELDS: &[&str] = &[
-            "namespaces",
-            "roles",
-            "appNames",
-            "podLabels",
-            "serviceAccounts",
-        ];
-        let mut selector = Selector::default();
-        let Some(map) = self.object(value, path, FIELDS) else {
-            return selector;
-        };
-        for (key, value) in map {
-            let field = key_path(path, key);
-            match key.as_str() {
-                "namespaces" => selector.namespaces = self.globs(value, &field, true),
-                "appNames" => selector.app_names = self.globs(value, &field, false),
-                "serviceAccounts" => selector.service_accounts = self.globs(value, &field, true),
-                "roles" if !roles_allowed => self.problem(
-                    field,
-                    "a quota counts every Spark pod of an application, drivers and executors alike, so roles cannot be set here; remove it",
-                ),
-                "roles" => {
-                    selector.roles = self.list(value, &field, |c, item, p| match item.as_str().and_then(Role::from_label) {
-                        Some(role) => Some(role),
-                        None => {
-                            c.problem(p, format!("{} is not a Spark role; allowed: driver, executor", scalar_text(item)));
-                            None
-                        }
-                    })
-                }
-                "podLabels" => {
-                    selector.pod_labels = self.string_map(value, &field);
-                    for (k, v) in &selector.pod_labels {
-                        self.check_label(&field, k, Some(v));
-                    }
-                }
-                _ => {}
-            }
-        }
-        selector
     }
 
     fn check_label(&mut self, path: &str, key: &str, value: Option<&str>) {
@@ -542,367 +466,10 @@ impl Checker {
         }
     }
 
-    fn templates(&mut self, value: &Value, path: &str) -> BTreeMap<String, Template> {
-        let mut out = BTreeMap::new();
-        for (key, text) in self.string_map(value, path) {
-            match Template::parse(&text) {
-                Ok(template) => {
-                    out.insert(key, template);
-                }
-                Err(why) => self.problem(key_path(path, &key), why),
-            }
-        }
-        out
-    }
-
-    fn labels(&mut self, value: &Value, path: &str) -> BTreeMap<String, Template> {
-        let labels = self.templates(value, path);
-        for (key, template) in &labels {
-            self.check_label(path, key, None);
-            if SPARK_OWNED_LABELS.contains(&key.as_str()) {
-                self.problem(key_path(path, key), format!("{key:?} is Spark's own label (Spark finds its pods by it); a policy cannot set it"));
-            }
-            // A template's variables are sanitised at expansion; its literal text must already
-            // be valid, or every pod would get a mangled value.
-            let literal = template.literal_text();
-            let check = if template.has_variables() {
-                literal
-                    .chars()
-                    .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
-                    .map(|bad| format!("may only hold letters, digits, '-', '_' and '.' besides variables, not {bad:?}"))
-                    .or_else(|| (literal.len() > 63).then(|| "is longer than 63 characters even before expansion".to_owned()))
-            } else {
-                check_label_value(&literal).err()
-            };
-            if let Some(why) = check {
-                self.problem(
-                    key_path(path, key),
-                    format!("{:?} is not a valid label value: {why}", template.as_str()),
-                );
-            }
-        }
-        labels
-    }
-
-    fn annotations(&mut self, value: &Value, path: &str) -> BTreeMap<String, Template> {
-        let annotations = self.templates(value, path);
-        for key in annotations.keys() {
-            if let Err(why) = check_qualified_name(key) {
-                self.problem(
-                    key_path(path, key),
-                    format!("{key:?} is not a valid annotation key: {why}"),
-                );
-            }
-            if key.starts_with(OWN_ANNOTATION_PREFIX) {
-                self.problem(key_path(path, key), format!("annotations under {OWN_ANNOTATION_PREFIX} are written by spark-admission itself"));
-            }
-        }
-        annotations
-    }
-
-    fn node_selector(&mut self, value: &Value, path: &str) -> BTreeMap<String, String> {
-        let selector = self.string_map(value, path);
-        for (key, value) in &selector {
-            self.check_label(path, key, Some(value));
-        }
-        selector
-    }
-
-    fn affinity(&mut self, value: &Value, path: &str) -> Option<NodeAffinity> {
-        let map = self.object(value, path, &["nodeAffinity"])?;
-        let node_path = key_path(path, "nodeAffinity");
-        let node = map.get("nodeAffinity")?;
-        let raw: RawNodeAffinity = self.typed(node, &node_path)?;
-        let before = self.problems.len();
-        self.report_unknown(&raw.unknown, &node_path, RawNodeAffinity::FIELDS);
-        if let Some(required) = &raw.required {
-            let required_path =
-                key_path(&node_path, "requiredDuringSchedulingIgnoredDuringExecution");
-            self.report_unknown(&required.unknown, &required_path, &["nodeSelectorTerms"]);
-            if required.node_selector_terms.is_empty() {
-                self.problem(
-                    key_path(&required_path, "nodeSelectorTerms"),
-                    "must hold at least one term",
-                );
-            }
-            for (i, term) in required.node_selector_terms.iter().enumerate() {
-                self.term(
-                    term,
-                    &index_path(&key_path(&required_path, "nodeSelectorTerms"), i),
-                );
-            }
-        }
-        for (i, preferred) in raw.preferred.iter().flatten().enumerate() {
-            let p = index_path(
-                &key_path(
-                    &node_path,
-                    "preferredDuringSchedulingIgnoredDuringExecution",
-                ),
-                i,
-            );
-            self.report_unknown(&preferred.unknown, &p, &["weight", "preference"]);
-            if !(1..=100).contains(&preferred.weight) {
-                self.problem(
-                    key_path(&p, "weight"),
-                    format!("{} is out of range; allowed: 1 to 100", preferred.weight),
-                );
-            }
-            self.term(&preferred.preference, &key_path(&p, "preference"));
-        }
-        if self.problems.len() != before {
-            return None;
-        }
-        // Structure checked above; the Kubernetes type reads the same document.
-        self.typed(node, &node_path)
-    }
-
-    fn term(&mut self, term: &RawTerm, path: &str) {
-        self.report_unknown(&term.unknown, path, &["matchExpressions", "matchFields"]);
-        let expressions = term.match_expressions.as_deref().unwrap_or_default();
-        let fields = term.match_fields.as_deref().unwrap_or_default();
-        if expressions.is_empty() && fields.is_empty() {
-            // Kubernetes treats an empty term as matching no node at all.
-            self.problem(
-                path,
-                "an empty term matches no node; give matchExpressions or matchFields",
-            );
-        }
-        for (i, requirement) in expressions.iter().enumerate() {
-            let p = index_path(&key_path(path, "matchExpressions"), i);
-            if let Err(why) = check_qualified_name(&requirement.key) {
-                self.problem(
-                    key_path(&p, "key"),
-                    format!("{:?} is not a valid label key: {why}", requirement.key),
-                );
-            }
-            self.requirement(requirement, &p);
-        }
-        for (i, requirement) in fields.iter().enumerate() {
-            let p = index_path(&key_path(path, "matchFields"), i);
-            if requirement.key != "metadata.name" {
-                self.problem(
-                    key_path(&p, "key"),
-                    format!(
-                        "{:?} is not a node field; allowed: metadata.name",
-                        requirement.key
-                    ),
-                );
-            }
-            self.requirement(requirement, &p);
-        }
-    }
-
-    fn requirement(&mut self, requirement: &RawRequirement, path: &str) {
-        self.report_unknown(&requirement.unknown, path, &["key", "operator", "values"]);
-        let values = requirement.values.as_deref().unwrap_or_default();
-        let problem = match requirement.operator.as_str() {
-            "In" | "NotIn" if values.is_empty() => Some((
-                "values",
-                format!("operator {} needs at least one value", requirement.operator),
-            )),
-            "Exists" | "DoesNotExist" if !values.is_empty() => Some((
-                "values",
-                format!("operator {} takes no values", requirement.operator),
-            )),
-            "Gt" | "Lt" if values.len() != 1 || values[0].parse::<i64>().is_err() => Some((
-                "values",
-                format!(
-                    "operator {} needs exactly one integer value",
-                    requirement.operator
-                ),
-            )),
-            "In" | "NotIn" | "Exists" | "DoesNotExist" | "Gt" | "Lt" => None,
-            other => Some((
-                "operator",
-                format!(
-                    "{other:?} is not an operator; allowed: In, NotIn, Exists, DoesNotExist, Gt, Lt"
-                ),
-            )),
-        };
-        if let Some((field, message)) = problem {
-            self.problem(key_path(path, field), message);
-        }
-        for (i, value) in values.iter().enumerate() {
-            if let Err(why) = check_label_value(value) {
-                self.problem(
-                    index_path(&key_path(path, "values"), i),
-                    format!("{value:?} is not a valid label value: {why}"),
-                );
-            }
-        }
-    }
-
     fn report_unknown(&mut self, unknown: &BTreeMap<String, Value>, path: &str, allowed: &[&str]) {
         for key in unknown.keys() {
             self.problem(key_path(path, key), unknown_field_message(key, allowed));
         }
-    }
-
-    fn toleration(&mut self, value: &Value, path: &str) -> Option<Toleration> {
-        let raw: RawToleration = self.typed(value, path)?;
-        let before = self.problems.len();
-        self.report_unknown(&raw.unknown, path, RawToleration::FIELDS);
-        let operator = raw.operator.as_deref().unwrap_or("Equal");
-        match operator {
-            "Equal" | "" => {
-                if raw.key.as_deref().unwrap_or_default().is_empty() {
-                    self.problem(
-                        key_path(path, "key"),
-                        "an empty key matches every taint and needs operator Exists",
-                    );
-                }
-            }
-            "Exists" => {
-                if !raw.value.as_deref().unwrap_or_default().is_empty() {
-                    self.problem(
-                        key_path(path, "value"),
-                        "operator Exists takes no value; remove it or use operator Equal",
-                    );
-                }
-            }
-            other => self.problem(
-                key_path(path, "operator"),
-                format!("{other:?} is not a toleration operator; allowed: Equal, Exists"),
-            ),
-        }
-        if let Some(key) = raw.key.as_deref().filter(|k| !k.is_empty())
-            && let Err(why) = check_qualified_name(key)
-        {
-            self.problem(
-                key_path(path, "key"),
-                format!("{key:?} is not a valid taint key: {why}"),
-            );
-        }
-        let effect = raw.effect.as_deref().unwrap_or_default();
-        if !matches!(effect, "" | "NoSchedule" | "PreferNoSchedule" | "NoExecute") {
-            self.problem(key_path(path, "effect"), format!("{effect:?} is not a taint effect; allowed: NoSchedule, PreferNoSchedule, NoExecute (or omit it for all)"));
-        }
-        if raw.toleration_seconds.is_some() && effect != "NoExecute" {
-            self.problem(
-                key_path(path, "tolerationSeconds"),
-                "only applies with effect NoExecute",
-            );
-        }
-        if self.problems.len() != before {
-            return None;
-        }
-        self.typed(value, path)
-    }
-
-    fn env(&mut self, value: &Value, path: &str) -> Vec<EnvVar> {
-        let vars = self.list(value, path, |c, v, p| c.env_var(v, p));
-        let mut seen = BTreeSet::new();
-        for (i, var) in vars.iter().enumerate() {
-            if !seen.insert(var.name.as_str()) {
-                self.problem(
-                    index_path(path, i),
-                    format!("{:?} is listed twice; each variable once", var.name),
-                );
-            }
-        }
-        vars
-    }
-
-    fn env_var(&mut self, value: &Value, path: &str) -> Option<EnvVar> {
-        let raw: RawEnvVar = self.typed(value, path)?;
-        let before = self.problems.len();
-        self.report_unknown(&raw.unknown, path, &["name", "value", "valueFrom"]);
-        let name_ok = !raw.name.is_empty()
-            && !raw.name.starts_with(|c: char| c.is_ascii_digit())
-            && raw
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-        if !name_ok {
-            self.problem(key_path(path, "name"), format!("{:?} is not a valid variable name; use letters, digits, '_', '-', '.', not starting with a digit", raw.name));
-        }
-        match (&raw.value, &raw.value_from) {
-            (Some(_), Some(_)) => self.problem(path, "give either value or valueFrom, not both"),
-            (None, None) => self.problem(path, "needs value or valueFrom"),
-            _ => {}
-        }
-        if let Some(source) = &raw.value_from {
-            let p = key_path(path, "valueFrom");
-            self.report_unknown(&source.unknown, &p, RawEnvSource::FIELDS);
-            let count = [
-                source.secret_key_ref.is_some(),
-                source.config_map_key_ref.is_some(),
-                source.field_ref.is_some(),
-                source.resource_field_ref.is_some(),
-            ]
-            .iter()
-            .filter(|b| **b)
-            .count();
-            if count != 1 {
-                self.problem(
-                    &p,
-                    format!("needs exactly one of {}", RawEnvSource::FIELDS.join(", ")),
-                );
-            }
-            for (field, selector) in [
-                ("secretKeyRef", &source.secret_key_ref),
-                ("configMapKeyRef", &source.config_map_key_ref),
-            ] {
-                let Some(selector) = selector else { continue };
-                let sp = key_path(&p, field);
-                self.report_unknown(&selector.unknown, &sp, &["name", "key", "optional"]);
-                match &selector.name {
-                    None => self.problem(
-                        key_path(&sp, "name"),
-                        "missing; name the object to read from",
-                    ),
-                    Some(name) => {
-                        if let Err(why) = check_dns_subdomain(name) {
-                            self.problem(
-                                key_path(&sp, "name"),
-                                format!("{name:?} is not an object name: it {why}"),
-                            );
-                        }
-                    }
-                }
-                match &selector.key {
-                    None => self.problem(key_path(&sp, "key"), "missing; name the key to read"),
-                    Some(key)
-                        if key.is_empty()
-                            || !key.chars().all(|c| {
-                                c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
-                            }) =>
-                    {
-                        self.problem(
-                            key_path(&sp, "key"),
-                            format!(
-                                "{key:?} is not a valid key; use letters, digits, '-', '_', '.'"
-                            ),
-                        );
-                    }
-                    Some(_) => {}
-                }
-            }
-            if let Some(field_ref) = &source.field_ref {
-                self.report_unknown(
-                    &field_ref.unknown,
-                    &key_path(&p, "fieldRef"),
-                    &["apiVersion", "fieldPath"],
-                );
-            }
-            if let Some(resource_ref) = &source.resource_field_ref {
-                let rp = key_path(&p, "resourceFieldRef");
-                self.report_unknown(
-                    &resource_ref.unknown,
-                    &rp,
-                    &["containerName", "resource", "divisor"],
-                );
-                if let Some(divisor) = &resource_ref.divisor
-                    && let Err(why) = Quantity::parse(divisor)
-                {
-                    self.problem(key_path(&rp, "divisor"), why.to_string());
-                }
-            }
-        }
-        if self.problems.len() != before {
-            return None;
-        }
-        self.typed(value, path)
     }
 
     fn containers(&mut self, value: &Value, path: &str) -> ContainerSelection {
@@ -993,130 +560,6 @@ impl Checker {
             }
         }
     }
-
-    fn resources(
-        &mut self,
-        value: &Value,
-        path: &str,
-    ) -> (Option<ResourcePolicy>, Option<ResourcePolicy>) {
-        let Some(map) = self.object(value, path, &["driver", "executor"]) else {
-            return (None, None);
-        };
-        let driver = map
-            .get("driver")
-            .and_then(|v| self.resource_policy(v, &key_path(path, "driver")));
-        let executor = map
-            .get("executor")
-            .and_then(|v| self.resource_policy(v, &key_path(path, "executor")));
-        (driver, executor)
-    }
-
-    fn resource_policy(&mut self, value: &Value, path: &str) -> Option<ResourcePolicy> {
-        let map = self.object(value, path, &["default", "max", "onExceed"])?;
-        let mut policy = ResourcePolicy::default();
-        if let Some(default) = map.get("default") {
-            let dp = key_path(path, "default");
-            if let Some(amounts) = self.object(default, &dp, &["requests", "limits"]) {
-                policy.default = ResourceAmounts {
-                    requests: amounts
-                        .get("requests")
-                        .map(|v| self.quantity_map(v, &key_path(&dp, "requests")))
-                        .unwrap_or_default(),
-                    limits: amounts
-                        .get("limits")
-                        .map(|v| self.quantity_map(v, &key_path(&dp, "limits")))
-                        .unwrap_or_default(),
-                };
-            }
-        }
-        if let Some(max) = map.get("max") {
-            policy.max = self.quantity_map(max, &key_path(path, "max"));
-        }
-        if let Some(on_exceed) = map.get("onExceed") {
-            policy.on_exceed = match on_exceed.as_str() {
-                Some("deny") => OnExceed::Deny,
-                Some("clamp") => OnExceed::Clamp,
-                _ => {
-                    self.problem(key_path(path, "onExceed"), format!("{} is not allowed; allowed: deny (reject the pod), clamp (lower CPU to the max; memory is still denied)", scalar_text(on_exceed)));
-                    OnExceed::Deny
-                }
-            };
-        }
-        // Defaults that break the rule's own max or each other would reject or break every pod
-        // that relies on them.
-        for (resource, request) in &policy.default.requests {
-            if let Some(limit) = policy.default.limits.get(resource).filter(|l| request > *l) {
-                self.problem(key_path(path, &format!("default.requests.{resource}")), format!("{request} is above the default limit {limit}; a request must not exceed its limit"));
-            }
-        }
-        for (kind, amounts) in [
-            ("requests", &policy.default.requests),
-            ("limits", &policy.default.limits),
-        ] {
-            for (resource, amount) in amounts {
-                if let Some(max) = policy.max.get(resource).filter(|m| amount > *m) {
-                    self.problem(key_path(path, &format!("default.{kind}.{resource}")), format!("{amount} is above this rule's max {max}; every pod given this default would be over the max"));
-                }
-            }
-        }
-        Some(policy)
-    }
-
-    fn quota(&mut self, value: &Value, path: &str) -> Option<Quota> {
-        let map = self.object(value, path, QUOTA_FIELDS)?;
-        let mut quota = Quota {
-            name: self.name(map, path),
-            ..Quota::default()
-        };
-        if let Some(selector) = map.get("match") {
-            quota.selector = self.selector(selector, &key_path(path, "match"), false);
-        }
-        if let Some(limits) = map.get("perApplication") {
-            quota.per_application =
-                self.quota_limits(limits, &key_path(path, "perApplication"), true);
-        }
-        if let Some(limits) = map.get("perNamespace") {
-            quota.per_namespace = self.quota_limits(limits, &key_path(path, "perNamespace"), false);
-        }
-        if quota.per_application.is_none() && quota.per_namespace.is_none() {
-            self.problem(path, "a quota needs perApplication or perNamespace limits");
-        }
-        Some(quota)
-    }
-
-    fn quota_limits(
-        &mut self,
-        value: &Value,
-        path: &str,
-        per_application: bool,
-    ) -> Option<QuotaLimits> {
-        let allowed: &[&str] = if per_application {
-            &["maxExecutors", "maxCpu", "maxMemory"]
-        } else {
-            &["maxApplications", "maxCpu", "maxMemory"]
-        };
-        let map = self.object(value, path, allowed)?;
-        let mut limits = QuotaLimits::default();
-        if let Some(max) = map.get("maxExecutors") {
-            limits.max_executors = self.typed::<u32>(max, &key_path(path, "maxExecutors"));
-        }
-        if let Some(max) = map.get("maxApplications") {
-            limits.max_applications = self.typed::<u32>(max, &key_path(path, "maxApplications"));
-        }
-        if let Some(max) = map.get("maxCpu") {
-            limits.max_cpu = self.quantity(max, &key_path(path, "maxCpu"));
-        }
-        if let Some(max) = map.get("maxMemory") {
-            limits.max_memory = self.quantity(max, &key_path(path, "maxMemory"));
-        }
-        if map.is_empty() {
-            self.problem(
-                path,
-                format!("sets no limit; give at least one of {}", allowed.join(", ")),
-            );
-        }
-        Some(limits)
-    }
 }
 
 fn kind_of(value: &Value) -> &'static str {
@@ -1138,141 +581,9 @@ fn scalar_text(value: &Value) -> String {
     }
 }
 
+/// The fields a strict mirror of a Kubernetes type (in `scheduling` and `env`) did not expect,
+/// each to be reported as unknown.
 type Unknown = BTreeMap<String, Value>;
-
-// Strict mirrors of the Kubernetes types a policy may hold. Kubernetes' own types ignore
-// unknown fields; these capture them so typos become errors.
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawNodeAffinity {
-    #[serde(rename = "requiredDuringSchedulingIgnoredDuringExecution")]
-    required: Option<RawNodeSelector>,
-    #[serde(rename = "preferredDuringSchedulingIgnoredDuringExecution")]
-    preferred: Option<Vec<RawPreferred>>,
-    #[serde(flatten)]
-    unknown: Unknown,
-}
-
-impl RawNodeAffinity {
-    const FIELDS: &[&str] = &[
-        "requiredDuringSchedulingIgnoredDuringExecution",
-        "preferredDuringSchedulingIgnoredDuringExecution",
-    ];
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawNodeSelector {
-    node_selector_terms: Vec<RawTerm>,
-    #[serde(flatten)]
-    unknown: Unknown,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawTerm {
-    match_expressions: Option<Vec<RawRequirement>>,
-    match_fields: Option<Vec<RawRequirement>>,
-    #[serde(flatten)]
-    unknown: Unknown,
-}
-
-#[derive(Deserialize)]
-struct RawRequirement {
-    key: String,
-    operator: String,
-    values: Option<Vec<String>>,
-    #[serde(flatten)]
-    unknown: Unknown,
-}
-
-#[derive(Deserialize)]
-struct RawPreferred {
-    weight: i32,
-    preference: RawTerm,
-    #[serde(flatten)]
-    unknown: Unknown,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawToleration {
-    key: Option<String>,
-    operator: Option<String>,
-    value: Option<String>,
-    effect: Option<String>,
-    toleration_seconds: Option<i64>,
-    #[serde(flatten)]
-    unknown: Unknown,
-}
-
-impl RawToleration {
-    const FIELDS: &[&str] = &["key", "operator", "value", "effect", "tolerationSeconds"];
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawEnvVar {
-    name: String,
-    value: Option<String>,
-    value_from: Option<RawEnvSource>,
-    #[serde(flatten)]
-    unknown: Unknown,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawEnvSource {
-    secret_key_ref: Option<RawKeySelector>,
-    config_map_key_ref: Option<RawKeySelector>,
-    field_ref: Option<RawFieldRef>,
-    resource_field_ref: Option<RawResourceFieldRef>,
-    #[serde(flatten)]
-    unknown: Unknown,
-}
-
-impl RawEnvSource {
-    const FIELDS: &[&str] = &[
-        "secretKeyRef",
-        "configMapKeyRef",
-        "fieldRef",
-        "resourceFieldRef",
-    ];
-}
-
-#[derive(Deserialize)]
-struct RawKeySelector {
-    name: Option<String>,
-    key: Option<String>,
-    #[serde(rename = "optional")]
-    _optional: Option<bool>,
-    #[serde(flatten)]
-    unknown: Unknown,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawFieldRef {
-    #[serde(rename = "apiVersion")]
-    _api_version: Option<String>,
-    #[serde(rename = "fieldPath")]
-    _field_path: String,
-    #[serde(flatten)]
-    unknown: Unknown,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawResourceFieldRef {
-    #[serde(rename = "containerName")]
-    _container_name: Option<String>,
-    #[serde(rename = "resource")]
-    _resource: String,
-    divisor: Option<String>,
-    #[serde(flatten)]
-    unknown: Unknown,
-}
 
 #[cfg(test)]
 mod tests {

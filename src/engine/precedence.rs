@@ -1,0 +1,111 @@
+//! Which of the matching rules decides a field: the last one that sets it, and its mode with it.
+//!
+//! Every concern asks this once per field: a label, annotation or nodeSelector key,
+//! `priorityClassName`, `schedulerName`, an env var of a container, a resource entry of a
+//! container. The answer is written here only, so that no concern can drift from the others.
+//! This module only chooses between rules; it never reads or changes a pod.
+
+use std::collections::BTreeMap;
+
+use crate::policy::Rule;
+
+/// For every field the matching `rules` (in policy order) set, the value and the rule of the
+/// last rule setting it, in the order the fields are first set: a field set again keeps its
+/// place, so new entries come out in policy order. `settings` lists the fields one rule sets,
+/// each with its value.
+pub(super) fn last_setters<'r, K, V, I>(
+    rules: &[&'r Rule],
+    mut settings: impl FnMut(&'r Rule) -> I,
+) -> Vec<(K, (V, &'r Rule))>
+where
+    K: Ord + Clone,
+    I: IntoIterator<Item = (K, V)>,
+{
+    let mut places: BTreeMap<K, usize> = BTreeMap::new();
+    let mut winners: Vec<(K, (V, &'r Rule))> = Vec::new();
+    for rule in rules {
+        for (field, value) in settings(rule) {
+            match places.get(&field).and_then(|&place| winners.get_mut(place)) {
+                Some((_, winner)) => *winner = (value, *rule),
+                None => {
+                    places.insert(field.clone(), winners.len());
+                    winners.push((field, (value, *rule)));
+                }
+            }
+        }
+    }
+    winners
+}
+
+/// [`last_setters`] of a map field (labels, annotations, nodeSelector), in key order.
+pub(super) fn last_setters_by_key<'r, V>(
+    rules: &[&'r Rule],
+    field: impl Fn(&'r Rule) -> &'r BTreeMap<String, V>,
+) -> BTreeMap<&'r str, (&'r V, &'r Rule)> {
+    last_setters(rules, |rule| {
+        field(rule).iter().map(|(key, value)| (key.as_str(), value))
+    })
+    .into_iter()
+    .collect()
+}
+
+/// [`last_setters`] of a field that holds one value (`priorityClassName`, `schedulerName`).
+pub(super) fn last_rule_setting<'r, T>(
+    rules: &[&'r Rule],
+    field: impl Fn(&'r Rule) -> Option<&'r T>,
+) -> Option<(&'r T, &'r Rule)> {
+    last_setters(rules, |rule| field(rule).map(|value| ((), value)))
+        .pop()
+        .map(|((), setting)| setting)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(name: &str) -> Rule {
+        Rule {
+            name: name.to_owned(),
+            ..Rule::default()
+        }
+    }
+
+    #[test]
+    fn the_last_rule_setting_a_field_wins_and_the_field_keeps_its_first_place() {
+        let (a, b, c) = (rule("a"), rule("b"), rule("c"));
+        let sets: [(&str, &[(&str, u8)]); 3] = [
+            ("a", &[("x", 1), ("y", 1)]),
+            ("b", &[("z", 2)]),
+            ("c", &[("x", 3)]),
+        ];
+        let settings = |r: &Rule| -> Vec<(&str, u8)> {
+            sets.iter()
+                .filter(|(name, _)| *name == r.name)
+                .flat_map(|(_, fields)| fields.iter().copied())
+                .collect()
+        };
+        let winners: Vec<(&str, u8, &str)> = last_setters(&[&a, &b, &c], settings)
+            .into_iter()
+            .map(|(field, (value, rule))| (field, value, rule.name.as_str()))
+            .collect();
+        assert_eq!(winners, [("x", 3, "c"), ("y", 1, "a"), ("z", 2, "b")]);
+        assert!(last_setters(&[], settings).is_empty());
+    }
+
+    #[test]
+    fn a_single_valued_field_is_decided_by_the_last_rule_that_sets_it() {
+        let mut a = rule("a");
+        a.scheduler_name = Some("yunikorn".to_owned());
+        let b = rule("b");
+        let mut c = rule("c");
+        c.scheduler_name = Some("volcano".to_owned());
+        let last = |rules: &[&Rule]| {
+            last_rule_setting(rules, |r| r.scheduler_name.as_ref())
+                .map(|(value, rule)| (value.clone(), rule.name.clone()))
+        };
+        assert_eq!(last(&[&a, &b, &c]), Some(("volcano".into(), "c".into())));
+        assert_eq!(last(&[&c, &b, &a]), Some(("yunikorn".into(), "a".into())));
+        assert_eq!(last(&[&a, &b]), Some(("yunikorn".into(), "a".into())));
+        assert_eq!(last(&[&b]), None);
+    }
+}
