@@ -10,7 +10,7 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,77 +24,30 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-const BIN: &str = env!("CARGO_BIN_EXE_spark-admission");
-
-struct Process {
-    child: Child,
-    webhook: SocketAddr,
-    admin: SocketAddr,
-    dir: tempfile::TempDir,
+/// `spark-admission serve` in a fresh directory with development certificates and `env` set,
+/// once ready; it logs warnings only.
+async fn start(env: &[(&str, &str)]) -> ServeProcess {
+    let mut env = env.to_vec();
+    env.push(("SPARK_ADMISSION_LOG_LEVEL", "warn"));
+    ServeProcess::start_fresh(&env).await
 }
 
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// What these tests do with a running server besides reviews.
+trait Probe {
+    /// A TLS connector trusting the server's generated CA, offering `alpn`.
+    fn connector(&self, alpn: &[u8]) -> TlsConnector;
+    /// A TLS connection to the webhook port whose handshake completed.
+    async fn tls(
+        &self,
+        connector: &TlsConnector,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>>;
+    /// The process's peak resident memory.
+    fn peak_rss_kib(&self) -> u64;
+    /// Whether the process still runs.
+    fn alive(&mut self) -> bool;
 }
 
-impl Process {
-    /// `spark-admission serve` with development certificates and `env` set, once ready.
-    async fn start(env: &[(&str, &str)]) -> Self {
-        Self::start_binary(BIN, env).await
-    }
-
-    async fn start_binary(bin: &str, env: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let (webhook_port, admin_port) = (free_port(), free_port());
-        let mut command = Command::new(bin);
-        command
-            .arg("serve")
-            .current_dir(dir.path())
-            .env(
-                "SPARK_ADMISSION_LISTEN",
-                format!("127.0.0.1:{webhook_port}"),
-            )
-            .env(
-                "SPARK_ADMISSION_ADMIN_LISTEN",
-                format!("127.0.0.1:{admin_port}"),
-            )
-            .env("SPARK_ADMISSION_LOG_LEVEL", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(dir.path().join("serve.log")).unwrap(),
-            ));
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let process = Self {
-            child: command.spawn().unwrap(),
-            webhook: format!("127.0.0.1:{webhook_port}").parse().unwrap(),
-            admin: format!("127.0.0.1:{admin_port}").parse().unwrap(),
-            dir,
-        };
-        let started = Instant::now();
-        while admin_status(process.admin, "/readyz").await != Some(StatusCode::OK) {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "not ready: {}",
-                process.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        process
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
-    }
-
-    fn ca(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("certs/ca.crt")).unwrap()
-    }
-
+impl Probe for ServeProcess {
     fn connector(&self, alpn: &[u8]) -> TlsConnector {
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(self.ca().as_bytes()) {
@@ -111,7 +64,6 @@ impl Process {
         TlsConnector::from(Arc::new(config))
     }
 
-    /// A TLS connection to the webhook port whose handshake completed.
     async fn tls(
         &self,
         connector: &TlsConnector,
@@ -139,21 +91,6 @@ fn status_kib(pid: u32, field: &str) -> u64 {
         .find_map(|line| line.strip_prefix(&format!("{field}:")))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
-}
-
-/// A GET on the admin port, `None` if the connection failed or was closed.
-async fn admin_status(addr: SocketAddr, path: &str) -> Option<StatusCode> {
-    let stream = TcpStream::connect(addr).await.ok()?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .ok()?;
-    tokio::spawn(connection);
-    let request = hyper::Request::get(path)
-        .header("host", "localhost")
-        .body(full(Bytes::new()))
-        .unwrap();
-    let response = sender.send_request(request).await.ok()?;
-    Some(response.status())
 }
 
 /// Waits until the server closes `stream` (end of file or an error), at most `within`.
@@ -190,7 +127,7 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_after_the_handshake_are_closed_while_reviews_are_answered() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let server = Process::start(&[("SPARK_ADMISSION_FIRST_REQUEST_TIMEOUT", "2s")]).await;
+    let server = start(&[("SPARK_ADMISSION_FIRST_REQUEST_TIMEOUT", "2s")]).await;
     let connector = server.connector(b"http/1.1");
     let mut idle = Vec::new();
     for _ in 0..200 {
@@ -258,7 +195,7 @@ async fn concurrent_7mib_reviews_over_http2_stay_within_the_body_budget() {
     // Two 7 MiB bodies fit at once; the others wait 300 ms, then get 503. The body timeout is
     // long because a debug build on a loaded machine reads 7 MiB through a 64 KiB window
     // slowly, and memory, not speed, is the point here.
-    let mut server = Process::start(&[
+    let mut server = start(&[
         ("SPARK_ADMISSION_MAX_BODY_BYTES_IN_FLIGHT", "15Mi"),
         ("SPARK_ADMISSION_QUEUE_TIMEOUT", "300ms"),
         ("SPARK_ADMISSION_REQUEST_TIMEOUT", "60s"),
@@ -371,7 +308,7 @@ async fn concurrent_7mib_reviews_over_http2_stay_within_the_body_budget() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_listener_refuses_connections_past_its_cap_and_serves_the_ones_it_holds() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let server = Process::start(&[
+    let server = start(&[
         ("SPARK_ADMISSION_MAX_CONNECTIONS", "20"),
         ("SPARK_ADMISSION_ADMIN_MAX_CONNECTIONS", "4"),
         ("SPARK_ADMISSION_FIRST_REQUEST_TIMEOUT", "60s"),
@@ -450,12 +387,12 @@ async fn each_listener_refuses_connections_past_its_cap_and_serves_the_ones_it_h
 #[ignore = "a measurement: about 20 s of flood, prints figures"]
 async fn measure_peak_memory_under_the_worst_admissible_load() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let bin = std::env::var("SPARK_ADMISSION_BIN").unwrap_or_else(|_| BIN.to_owned());
+    let bin = std::env::var("SPARK_ADMISSION_BIN").unwrap_or_else(|_| SERVE_BIN.to_owned());
     let connections: usize = std::env::var("FLOOD_CONNECTIONS")
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(500);
-    let server = Process::start_binary(&bin, &[]).await;
+    let server = ServeProcess::start_binary(&bin, None, &[]).await;
     let pid = server.child.id();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle = status_kib(pid, "VmRSS");
@@ -612,7 +549,7 @@ async fn a_keep_alive_connection_is_closed_when_idle_but_never_during_a_request(
     let _ = rustls::crypto::ring::default_provider().install_default();
     // The handshake timeout is shorter than the idle one: it bounds TLS only, and must not
     // close a keep-alive connection the client is about to reuse.
-    let server = Process::start(&[
+    let server = start(&[
         ("SPARK_ADMISSION_HANDSHAKE_TIMEOUT", "1s"),
         ("SPARK_ADMISSION_FIRST_REQUEST_TIMEOUT", "1s"),
         ("SPARK_ADMISSION_IDLE_TIMEOUT", "3s"),

@@ -3,6 +3,8 @@
 // Test code: a failed expectation is a failed test.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod support;
+
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
@@ -55,7 +57,12 @@ fn check_accepts_every_example_policy_with_a_summary() {
             text(&out.stderr)
         );
         let stdout = text(&out.stdout);
-        assert!(stdout.contains("ok") && stdout.contains("hash"), "{stdout}");
+        let policy = std::fs::read_to_string(&path).expect("policy");
+        assert!(
+            stdout.starts_with(&format!("{}: ok, ", path.display()))
+                && stdout.ends_with(&format!(", hash {}\n", support::policy_hash(&policy))),
+            "{stdout}"
+        );
     }
 }
 
@@ -137,8 +144,9 @@ fn mutate_exits_3_with_the_denial_on_stderr() {
     assert_eq!(out.status.code(), Some(3));
     let stderr = text(&out.stderr);
     assert!(
-        stderr.contains("denied: container spark-kubernetes-executor")
-            && stderr.contains("max 1Gi"),
+        stderr.contains(
+            "denied: container spark-kubernetes-executor requests memory 2432Mi, over the max 1Gi set by rule caps"
+        ),
         "{stderr}"
     );
     assert!(out.stdout.is_empty());

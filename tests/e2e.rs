@@ -337,6 +337,28 @@ impl Registration {
         .await
     }
 
+    /// A registration as the deploy manifests make it (`failurePolicy: Fail`,
+    /// `reinvocationPolicy: IfNeeded`) calling `/mutate` on `balancer`, which passes each request
+    /// on to one of several replicas whose CA is `ca_bundle`.
+    async fn through_balancer(
+        client: &Client,
+        name: &str,
+        balancer: &Haproxy,
+        ca_bundle: &str,
+        namespace: &TestNamespace,
+    ) -> Self {
+        Self::create_for(
+            client,
+            name,
+            &format!("https://127.0.0.1:{}/mutate", balancer.port),
+            ca_bundle,
+            namespace,
+            "Fail",
+            "IfNeeded",
+        )
+        .await
+    }
+
     /// Like [`Registration::create_for`], for CREATE of ConfigMaps (which carry no labels to
     /// select them by) instead of Spark pods.
     async fn create_for_configmaps(
@@ -786,9 +808,15 @@ fn assert_policy_applied(pod: &Pod, namespace: &str) {
         Some(&namespace.to_owned()),
         "{name}"
     );
-    assert!(labels.contains_key("spark-app"), "{name}");
-    assert!(
-        annotation(pod, "spark-admission.io/policy-hash").is_some(),
+    // Every pod here is a fixture's or the e2e Spark job's, both of application nightly-etl.
+    assert_eq!(
+        labels.get("spark-app").map(String::as_str),
+        Some("nightly-etl"),
+        "{name}"
+    );
+    assert_eq!(
+        annotation(pod, "spark-admission.io/policy-hash"),
+        Some(support::policy_hash(POLICY)),
         "{name}"
     );
     assert_eq!(env_count(pod, "DB_PASS"), 1, "{name}");
@@ -1482,5 +1510,9 @@ async fn policy_configmap_edits_apply_live_invalid_ones_are_refused_or_ignored_a
     }
     let took = wait_for_policy(&pods, "three", &mut counter, Duration::from_secs(30)).await;
     eprintln!("after the apiserver restart, policy edit in force after {took:?}");
-    assert!(webhook.admin("/readyz").await.is_some(), "still ready");
+    assert_eq!(
+        webhook.admin("/readyz").await.as_deref(),
+        Some("ready\n"),
+        "still ready"
+    );
 }

@@ -1,5 +1,7 @@
 //! Property tests over generated pods and policies:
-//! 1. the patch applied to the pod the apiserver sent (managedFields and all) gives the desired pod;
+//! 1. the patch applied to the pod as the apiserver sent it, the raw JSON of `request.object`
+//!    (managedFields, `creationTimestamp: null`, fields newer than the typed model and all), gives
+//!    the desired pod and leaves everything else as sent;
 //! 2. idempotence: evaluating the desired pod again yields an empty patch;
 //! 3. the engine never panics, whatever the pod and the (valid) policy.
 
@@ -30,6 +32,7 @@ struct PodShape {
     zones: Vec<&'static str>,
     priority_class: Option<&'static str>,
     tolerate_dedicated: bool,
+    newer_field: bool,
 }
 
 fn pod_shape() -> impl Strategy<Value = PodShape> {
@@ -57,7 +60,7 @@ fn pod_shape() -> impl Strategy<Value = PodShape> {
         prop::option::of(prop::sample::select(vec!["1Gi", "2432Mi", "80Gi"])),
         prop::collection::vec(prop::sample::select(vec!["a", "b", "c"]), 0..3),
         prop::option::of(prop::sample::select(vec!["urgent", "spark-batch"])),
-        any::<bool>(),
+        (any::<bool>(), any::<bool>()),
     )
         .prop_map(
             |(
@@ -72,7 +75,7 @@ fn pod_shape() -> impl Strategy<Value = PodShape> {
                 memory,
                 zones,
                 priority_class,
-                tolerate_dedicated,
+                (tolerate_dedicated, newer_field),
             )| PodShape {
                 driver,
                 namespace,
@@ -86,6 +89,7 @@ fn pod_shape() -> impl Strategy<Value = PodShape> {
                 zones,
                 priority_class,
                 tolerate_dedicated,
+                newer_field,
             },
         )
 }
@@ -120,6 +124,14 @@ fn build_pod(shape: &PodShape) -> Value {
             if !env.iter().any(|e| e["name"] == json!(name)) {
                 env.push(json!({"name": name, "value": value}));
             }
+        }
+        if shape.newer_field {
+            // A field of a newer Kubernetes (1.34's container restart rules) than the typed
+            // model (k8s-openapi's v1_33): the webhook never reads it, the apiserver keeps it.
+            spark.insert(
+                "restartPolicyRules".into(),
+                json!([{"action": "Restart", "exitCodes": {"operator": "In", "values": [42]}}]),
+            );
         }
         let resources = spark["resources"].as_object_mut().expect("resources");
         for (kind, resource, value) in [
@@ -241,12 +253,18 @@ proptest! {
         };
         let patch = spark_admission::patch::diff(lean.clone(), first.desired.clone()).expect("diff");
 
-        // (1) What the apiserver does: apply the patch to the pod exactly as it sent it.
-        let mut applied = serde_json::to_value(&pod).expect("pod json");
-        json_patch::patch(&mut applied, &patch).expect("patch applies");
-        let mut expected = first.desired.clone();
-        expected.metadata.managed_fields = managed_fields;
-        prop_assert_eq!(applied, serde_json::to_value(&expected).expect("json"));
+        // (1) What the apiserver does: apply the patch to the pod exactly as it sent it, the raw
+        // JSON, not a typed round trip of it.
+        let mut applied = sent.clone();
+        json_patch::patch(&mut applied, &patch).expect("patch applies to the pod as sent");
+        // It must give the desired pod, plus, untouched, what the typed model cannot hold and
+        // the engine so never saw: the difference between the raw pod and its typed round trip.
+        let unread = json_patch::diff(&serde_json::to_value(&pod).expect("pod json"), &sent);
+        let mut desired = first.desired.clone();
+        desired.metadata.managed_fields = managed_fields;
+        let mut expected = serde_json::to_value(&desired).expect("json");
+        json_patch::patch(&mut expected, &unread).expect("what the typed model drops, put back");
+        prop_assert_eq!(applied, expected);
 
         // (2) The server's path gives the same answer: the review as the apiserver sends it,
         // parsed without managedFields, reviewed, the patch base64-encoded in the response.

@@ -5,16 +5,12 @@
 // Test code: a failed expectation is a failed test.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::sync::Arc;
-use std::time::Duration;
+mod support;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
+use std::sync::Arc;
+
 use serde_json::{Value, json};
-use spark_admission::server::router;
 use spark_admission::state::State;
-use tower::ServiceExt;
 
 const INVALID: &str = "rules: [{name: Bad_Name, nodeSelectr: {pool: spark}}]";
 
@@ -49,19 +45,7 @@ fn state() -> Arc<State> {
 }
 
 async fn call(state: &Arc<State>, body: Vec<u8>) -> Value {
-    let app = router(state.clone(), Duration::from_secs(3));
-    let response = app
-        .oneshot(
-            Request::post("/validate-policy")
-                .header("content-type", "application/json")
-                .body(Body::from(body))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    serde_json::from_slice(&bytes).unwrap()
+    support::review_by_router(state, "/validate-policy", body).await
 }
 
 fn refusal(answer: &Value) -> String {

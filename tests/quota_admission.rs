@@ -4,19 +4,14 @@
 // Test code: a failed expectation is a failed test.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::sync::Arc;
-use std::time::Duration;
+mod support;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
+use std::sync::Arc;
+
 use serde_json::Value;
 use spark_admission::Policy;
-use spark_admission::server::router;
 use spark_admission::state::State;
-use tower::ServiceExt;
-
-const EXECUTOR_REVIEW: &str = include_str!("fixtures/spark-4.3/executor-review.json");
+use support::EXECUTOR_REVIEW;
 
 /// A state whose policy (with quotas) is in force over an empty, synced pod watch.
 fn state_with(policy: &str) -> Arc<State> {
@@ -30,7 +25,7 @@ fn state_with(policy: &str) -> Arc<State> {
 
 /// The executor fixture's review for a pod named `name`, with request uid `uid`.
 fn review(name: &str, uid: &str, dry_run: bool) -> Vec<u8> {
-    let mut review: Value = serde_json::from_str(EXECUTOR_REVIEW).unwrap();
+    let mut review: Value = serde_json::from_slice(EXECUTOR_REVIEW).unwrap();
     review["request"]["uid"] = Value::from(uid);
     review["request"]["name"] = Value::from(name);
     review["request"]["object"]["metadata"]["name"] = Value::from(name);
@@ -39,19 +34,7 @@ fn review(name: &str, uid: &str, dry_run: bool) -> Vec<u8> {
 }
 
 async fn call(state: &Arc<State>, body: Vec<u8>) -> Value {
-    let app = router(state.clone(), Duration::from_secs(3));
-    let response = app
-        .oneshot(
-            Request::post("/mutate")
-                .header("content-type", "application/json")
-                .body(Body::from(body))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    serde_json::from_slice(&bytes).unwrap()
+    support::review_by_router(state, "/mutate", body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -122,10 +105,8 @@ async fn a_dry_run_reserves_nothing_and_a_reinvoked_call_counts_the_pod_once() {
     ));
     let refused = call(&state, review("exec-2", "uid-3", false)).await;
     assert!(!allowed(&refused));
-    assert!(
-        refused["response"]["status"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("would have 2 executors, the limit is 1")
+    assert_eq!(
+        refused["response"]["status"]["message"],
+        "quota one: application spark-d5eb9fa038f44e899300d4aa4fad7491 (nightly-etl) would have 2 executors, the limit is 1; ask for fewer with spark.executor.instances or spark.dynamicAllocation.maxExecutors"
     );
 }

@@ -5,70 +5,12 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::StatusCode;
 use support::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_spark-admission");
-
-struct Process {
-    child: Child,
-    webhook: std::net::SocketAddr,
-    admin: std::net::SocketAddr,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `spark-admission serve` in `dir` with only environment variables set.
-async fn spawn_serve(dir: &std::path::Path, extra_env: &[(&str, String)]) -> Process {
-    let (webhook_port, admin_port) = (free_port(), free_port());
-    let mut command = Command::new(BIN);
-    command
-        .arg("serve")
-        .current_dir(dir)
-        .env(
-            "SPARK_ADMISSION_LISTEN",
-            format!("127.0.0.1:{webhook_port}"),
-        )
-        .env(
-            "SPARK_ADMISSION_ADMIN_LISTEN",
-            format!("127.0.0.1:{admin_port}"),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(
-            std::fs::File::create(dir.join("serve.log")).unwrap(),
-        ));
-    for (key, value) in extra_env {
-        command.env(key, value);
-    }
-    let process = Process {
-        child: command.spawn().unwrap(),
-        webhook: format!("127.0.0.1:{webhook_port}").parse().unwrap(),
-        admin: format!("127.0.0.1:{admin_port}").parse().unwrap(),
-    };
-    let started = Instant::now();
-    loop {
-        if tokio::net::TcpStream::connect(process.admin).await.is_ok()
-            && admin_get(process.admin, "/readyz").await.0 == StatusCode::OK
-        {
-            return process;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "server not ready: {}",
-            std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 fn sigterm(child: &Child) {
     let status = Command::new("kill")
@@ -81,7 +23,7 @@ fn sigterm(child: &Child) {
 #[tokio::test]
 async fn serve_with_no_arguments_generates_certificates_and_uses_the_example_policy() {
     let dir = tempfile::tempdir().unwrap();
-    let process = spawn_serve(dir.path(), &[]).await;
+    let process = ServeProcess::start(dir.path(), &[]).await;
     let ca =
         std::fs::read_to_string(dir.path().join("certs/ca.crt")).expect("CA generated into certs/");
     let client = support::Client::new(&[ca], process.webhook);
@@ -106,7 +48,7 @@ async fn serve_with_no_arguments_generates_certificates_and_uses_the_example_pol
     let mut process = process;
     sigterm(&process.child);
     assert!(process.child.wait().unwrap().success());
-    let _again = spawn_serve(dir.path(), &[]).await;
+    let _again = ServeProcess::start(dir.path(), &[]).await;
     assert_eq!(
         before,
         std::fs::read(dir.path().join("certs/tls.crt")).unwrap()
@@ -117,7 +59,7 @@ async fn serve_with_no_arguments_generates_certificates_and_uses_the_example_pol
 async fn sigterm_during_a_stream_of_requests_loses_none_in_flight() {
     let dir = tempfile::tempdir().unwrap();
     let certs_dir = dir.path().join("pki");
-    let status = Command::new(BIN)
+    let status = Command::new(SERVE_BIN)
         .args(["certs", "--dns", "localhost", "127.0.0.1", "--out"])
         .arg(&certs_dir)
         .output()
@@ -134,18 +76,16 @@ async fn sigterm_during_a_stream_of_requests_loses_none_in_flight() {
         "certs prints the caBundle"
     );
 
-    let mut process = spawn_serve(
+    let (cert, key) = (
+        certs_dir.join("tls.crt").display().to_string(),
+        certs_dir.join("tls.key").display().to_string(),
+    );
+    let mut process = ServeProcess::start(
         dir.path(),
         &[
-            (
-                "SPARK_ADMISSION_TLS_CERT",
-                certs_dir.join("tls.crt").display().to_string(),
-            ),
-            (
-                "SPARK_ADMISSION_TLS_KEY",
-                certs_dir.join("tls.key").display().to_string(),
-            ),
-            ("SPARK_ADMISSION_SHUTDOWN_DELAY", "200ms".to_owned()),
+            ("SPARK_ADMISSION_TLS_CERT", &cert),
+            ("SPARK_ADMISSION_TLS_KEY", &key),
+            ("SPARK_ADMISSION_SHUTDOWN_DELAY", "200ms"),
         ],
     )
     .await;
@@ -241,16 +181,12 @@ fn invalid_policy_configmap_review(namespace: &str, name: &str) -> Vec<u8> {
 #[tokio::test]
 async fn guard_configmap_names_the_policy_configmap_validate_policy_checks_in_file_mode() {
     let dir = tempfile::tempdir().unwrap();
-    let process = spawn_serve(
+    let process = ServeProcess::start(
         dir.path(),
-        &[(
-            "SPARK_ADMISSION_GUARD_CONFIGMAP",
-            "team-a/spark-policy".to_owned(),
-        )],
+        &[("SPARK_ADMISSION_GUARD_CONFIGMAP", "team-a/spark-policy")],
     )
     .await;
-    let ca = std::fs::read_to_string(dir.path().join("certs/ca.crt")).unwrap();
-    let client = support::Client::new(&[ca], process.webhook);
+    let client = support::Client::new(&[process.ca()], process.webhook);
     let allowed = |body: &[u8]| {
         let review: serde_json::Value = serde_json::from_slice(body).unwrap();
         review["response"]["allowed"].as_bool().unwrap()

@@ -103,14 +103,23 @@ async fn a_denial_is_allowed_false_with_403_and_the_message() {
     assert!(!response.allowed);
     let denial = response.status.expect("status");
     assert_eq!(denial.code, 403);
-    assert!(
-        denial.message.contains("memory 2432Mi, over the max 1Gi"),
-        "{}",
-        denial.message
+    // SPEC §4: the container, the resource, the value and the limit; the executor's memory
+    // request and its limit are both 2432Mi, so both are named.
+    assert_eq!(
+        denial.message,
+        "container spark-kubernetes-executor requests memory 2432Mi, over the max 1Gi set by rule caps; \
+         container spark-kubernetes-executor has a limit of memory 2432Mi, over the max 1Gi set by rule caps"
     );
     assert!(response.patch.is_none());
     let metrics = server.metrics().await;
-    assert!(metrics.contains("result=\"denied\"} 1"), "{metrics}");
+    assert_eq!(
+        series_value(
+            &metrics,
+            "spark_admission_requests_total{operation=\"CREATE\",role=\"executor\",result=\"denied\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
     server.stop().await;
 }
 
@@ -150,7 +159,7 @@ async fn bad_bodies_get_documented_answers_and_the_server_keeps_serving() {
             "8 MiB",
             vec![b' '; 8 * 1024 * 1024],
             StatusCode::PAYLOAD_TOO_LARGE,
-            "limit",
+            "body is larger than the 7340032 byte limit",
         ),
     ];
     for (name, body, expected, fragment) in cases {
@@ -200,12 +209,38 @@ async fn admin_port_reports_health_readiness_and_metrics() {
     for name in [
         "# TYPE spark_admission_requests_total counter",
         "# TYPE spark_admission_request_duration_seconds histogram",
-        "spark_admission_policy_info{hash=",
-        "spark_admission_certificate_expiry_timestamp_seconds ",
-        "spark_admission_certificate_reload_total{result=\"ok\"} 1",
     ] {
         assert!(metrics.contains(name), "{name} missing:\n{metrics}");
     }
+    let value = |series: &str| series_value(&metrics, series);
+    // The built-in example's text.
+    let example = std::fs::read_to_string("examples/policies/platform.yaml").unwrap();
+    let policy_hash = policy_hash(&example);
+    assert_eq!(
+        value(&format!(
+            "spark_admission_policy_info{{hash=\"{policy_hash}\"}}"
+        )),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        value("spark_admission_certificate_reload_total{result=\"ok\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            "spark_admission_requests_total{operation=\"CREATE\",role=\"executor\",result=\"patched\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    // The serving certificate's own notAfter, read from the file the server loaded.
+    let not_after = certificate_not_after(&server.cert_dir().join("tls.crt"));
+    assert_eq!(
+        value("spark_admission_certificate_expiry_timestamp_seconds"),
+        Some(not_after as f64),
+        "{metrics}"
+    );
     assert_eq!(
         admin_get(server.admin, "/nope").await.0,
         StatusCode::NOT_FOUND

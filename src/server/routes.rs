@@ -1,6 +1,7 @@
 //! The HTTP applications: the webhook (`/mutate`, `/validate-policy`) and the admin port
 //! (`/healthz`, `/readyz`, `/metrics`). Both are plain `axum::Router`s over the shared state, so
-//! tests drive them with `tower::ServiceExt::oneshot` without sockets.
+//! tests drive them with `tower::ServiceExt::oneshot` without sockets: tests/routes.rs (every
+//! status `/mutate` and `/readyz` answer), tests/policy_configmap.rs, tests/quota_admission.rs.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

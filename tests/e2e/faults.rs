@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 
+use super::support::certificate_not_after;
 use super::{
     EXECUTOR_REVIEW, Haproxy, Registration, TestNamespace, Webhook, annotation, client,
     create_fixture, ensure_namespace, kubectl, labels, put_policy, spark_container,
@@ -204,14 +205,12 @@ async fn two_replicas_under_load_survive_restarts_kills_certificate_rotation_and
     let mut replicas = [first, second];
     let balancer = tcp_balancer(&[&replicas[0], &replicas[1]]);
     let namespace = TestNamespace::create(&client, "faults").await;
-    let _registration = Registration::create_for(
+    let _registration = Registration::through_balancer(
         &client,
         "e2e-faults",
-        &format!("https://127.0.0.1:{}/mutate", balancer.port),
+        &balancer,
         &replicas[0].ca_bundle,
         &namespace,
-        "Fail",
-        "IfNeeded",
     )
     .await;
     let pods = Api::<Pod>::namespaced(client.clone(), &namespace.name);
@@ -248,17 +247,29 @@ async fn two_replicas_under_load_survive_restarts_kills_certificate_rotation_and
         replicas[0].metric(EXPIRY).await,
         replicas[1].metric(EXPIRY).await,
     ];
+    for (replica, before) in replicas.iter().zip(expiry_before) {
+        assert_eq!(
+            before,
+            certificate_not_after(&replica.pki().join("tls.crt")) as f64,
+            "the expiry shown is the serving certificate's notAfter"
+        );
+    }
     rotate_certificate(&replicas[0].pki(), &[&replicas[1].pki()]);
     let rotated_at = Instant::now();
     for (replica, before) in replicas.iter().zip(expiry_before) {
+        let rotated = certificate_not_after(&replica.pki().join("tls.crt")) as f64;
+        assert!(
+            rotated < before - 300.0 * 86_400.0,
+            "the new certificate is the 30-day one: {rotated}, was {before}"
+        );
         loop {
             let now = replica.metric(EXPIRY).await;
-            if now > 0.0 && now < before - 300.0 * 86_400.0 {
+            if now == rotated {
                 break;
             }
             assert!(
                 rotated_at.elapsed() < Duration::from_secs(15),
-                "the 30-day certificate is not in force: expiry {now} (was {before})"
+                "the 30-day certificate is not in force: expiry {now}, its notAfter {rotated} (was {before})"
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

@@ -1,13 +1,15 @@
-//! Shared by the server tests: an in-process server on ephemeral ports with its own CA, and a
-//! real TLS client (rustls, hyper) that trusts it.
+//! Shared by the server tests: an in-process server on ephemeral ports with its own CA, a real
+//! TLS client (rustls, hyper) that trusts it, `serve` as a process, and calls to the webhook's
+//! router without a socket.
 
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -16,11 +18,15 @@ use hyper::StatusCode;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use spark_admission::certs;
-use spark_admission::server::{Options, Server};
+use spark_admission::server::{Options, Server, router};
 use spark_admission::state::State;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_rustls::TlsConnector;
+use tower::ServiceExt;
+
+/// The binary under test.
+pub const SERVE_BIN: &str = env!("CARGO_BIN_EXE_spark-admission");
 
 pub const EXECUTOR_REVIEW: &[u8] = include_bytes!("../fixtures/spark-4.3/executor-review.json");
 pub const DRIVER_REVIEW: &[u8] = include_bytes!("../fixtures/spark-4.3/driver-review.json");
@@ -190,6 +196,147 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The status of a GET on the admin port, `None` if the connection failed or was closed.
+pub async fn admin_status(addr: SocketAddr, path: &str) -> Option<StatusCode> {
+    let stream = TcpStream::connect(addr).await.ok()?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .ok()?;
+    tokio::spawn(connection);
+    let request = hyper::Request::get(path)
+        .header("host", "localhost")
+        .body(full(Bytes::new()))
+        .unwrap();
+    let response = sender.send_request(request).await.ok()?;
+    Some(response.status())
+}
+
+/// `spark-admission serve` as a process, its options from the environment only, on loopback
+/// ports that were free; killed when dropped. Its stderr goes to `serve.log` in its directory.
+pub struct ServeProcess {
+    pub child: Child,
+    pub webhook: SocketAddr,
+    pub admin: SocketAddr,
+    /// The working directory (`certs/` is generated there when no certificate is given).
+    pub dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ServeProcess {
+    /// Started in `dir`, which outlives it: a second start there finds the same certificates.
+    pub async fn start(dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_binary(SERVE_BIN, Some(dir), env).await
+    }
+
+    /// Started in a fresh temporary directory, removed after the process is gone.
+    pub async fn start_fresh(env: &[(&str, &str)]) -> Self {
+        Self::start_binary(SERVE_BIN, None, env).await
+    }
+
+    /// `bin serve` in `dir` (or a fresh temporary one), once `/readyz` answers 200.
+    pub async fn start_binary(bin: &str, dir: Option<&Path>, env: &[(&str, &str)]) -> Self {
+        let temp = match dir {
+            Some(_) => None,
+            None => Some(tempfile::tempdir().unwrap()),
+        };
+        let dir = dir
+            .or_else(|| temp.as_ref().map(|t| t.path()))
+            .unwrap()
+            .to_path_buf();
+        let (webhook_port, admin_port) = (free_port(), free_port());
+        let mut command = Command::new(bin);
+        command
+            .arg("serve")
+            .current_dir(&dir)
+            .env(
+                "SPARK_ADMISSION_LISTEN",
+                format!("127.0.0.1:{webhook_port}"),
+            )
+            .env(
+                "SPARK_ADMISSION_ADMIN_LISTEN",
+                format!("127.0.0.1:{admin_port}"),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.join("serve.log")).unwrap(),
+            ));
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let process = Self {
+            child: command.spawn().unwrap(),
+            webhook: format!("127.0.0.1:{webhook_port}").parse().unwrap(),
+            admin: format!("127.0.0.1:{admin_port}").parse().unwrap(),
+            dir,
+            _temp: temp,
+        };
+        let started = Instant::now();
+        while admin_status(process.admin, "/readyz").await != Some(StatusCode::OK) {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "serve not ready: {}",
+                process.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        process
+    }
+
+    /// What it logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
+    }
+
+    /// The CA it generated into `certs/`.
+    pub fn ca(&self) -> String {
+        std::fs::read_to_string(self.dir.join("certs/ca.crt")).unwrap()
+    }
+}
+
+/// Sends `request` to the webhook application `app` without a socket
+/// (`tower::ServiceExt::oneshot`) and reads the whole answer.
+pub async fn oneshot_router(
+    app: axum::Router,
+    request: axum::http::Request<axum::body::Body>,
+) -> (StatusCode, Bytes) {
+    let response = app.oneshot(request).await.unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, body)
+}
+
+/// POSTs `body` to `path` of `router(state)` with serve's default request timeout (3 s).
+pub async fn post_to_router(
+    state: &Arc<State>,
+    path: &str,
+    body: impl Into<axum::body::Body>,
+) -> (StatusCode, Bytes) {
+    let request = axum::http::Request::post(path)
+        .header("content-type", "application/json")
+        .body(body.into())
+        .unwrap();
+    oneshot_router(router(state.clone(), Duration::from_secs(3)), request).await
+}
+
+/// The AdmissionReview `router(state)` answers to `body` at `path`, which must be a 200.
+pub async fn review_by_router(state: &Arc<State>, path: &str, body: Vec<u8>) -> serde_json::Value {
+    let (status, answer) = post_to_router(state, path, body).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    serde_json::from_slice(&answer).unwrap()
+}
+
 /// A GET on the admin port over plain HTTP.
 pub async fn admin_get(addr: SocketAddr, path: &str) -> (StatusCode, String) {
     let stream = TcpStream::connect(addr).await.unwrap();
@@ -338,6 +485,27 @@ impl Connection {
     pub fn is_closed(&self) -> bool {
         self.sender.is_closed()
     }
+}
+
+/// The notAfter of the first certificate of a PEM file, in unix seconds, read from the file
+/// itself (the figure `spark_admission_certificate_expiry_timestamp_seconds` must show).
+pub fn certificate_not_after(pem_file: &Path) -> i64 {
+    let pem = std::fs::read(pem_file).unwrap();
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+    pem.parse_x509().unwrap().validity().not_after.timestamp()
+}
+
+/// The policy hash README.md defines: the first 12 hex digits of the SHA-256 of the policy text.
+pub fn policy_hash(text: &str) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(text.as_bytes()))[..12].to_owned()
+}
+
+/// The value of one series (its name with labels, as exposed) in a Prometheus text exposition.
+pub fn series_value(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// The response of a review, parsed.
