@@ -127,8 +127,18 @@ impl Properties {
             replacement.push('=');
         }
         replacement.push_str(&escape(value, false));
-        self.text
-            .replace_range(entry.value_span.clone(), &replacement);
+        let span = entry.value_span.clone();
+        if replacement.is_empty()
+            && self.text[..span.start].ends_with('\r')
+            && self.text[span.end..].starts_with('\n')
+        {
+            // The value sat alone on a line continued by `\` + CR, and its line ended with LF:
+            // emptied, the CR and LF would meet as one CRLF break and the continuation would run
+            // on into the next definition. A blank keeps them apart; Java skips blanks at the
+            // start of a continuation line, so the value read back is still empty.
+            replacement.push(' ');
+        }
+        self.text.replace_range(span, &replacement);
         self.reread();
     }
 
@@ -765,6 +775,22 @@ mod tests {
                 conf.text()
             );
         }
+    }
+
+    #[test]
+    fn emptying_a_value_alone_on_a_cr_continued_line_keeps_the_next_definition() {
+        // Found by the property test below: `=\` CR `=` LF `u` is "" = "=" and "u" = "". Emptied
+        // in place, CR and LF would meet as one break and swallow `u` into the value.
+        let mut conf = parse("=\\\r=\nu");
+        assert_eq!(pairs(conf.text()), vec![pair("", "="), pair("u", "")]);
+        conf.set("", "");
+        assert_eq!(conf.get(""), Some(""));
+        assert_eq!(
+            pairs(conf.text()),
+            vec![pair("", ""), pair("u", "")],
+            "{:?}",
+            conf.text()
+        );
     }
 
     #[test]
