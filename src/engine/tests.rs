@@ -591,6 +591,60 @@ fn resource_defaults_fill_only_what_is_missing() {
     assert_eq!(quantity(spark, "limits", "cpu").as_deref(), Some("3"));
 }
 
+/// The apiserver stores quantities in canonical form (see `policy::quantity`); the webhook writes
+/// the policy's in that form, so the pod it answers with is the pod stored. What Spark put on
+/// the pod is left exactly as Spark wrote it.
+#[test]
+fn policy_quantities_are_written_canonically_and_the_pods_own_are_left_as_written() {
+    let (mut pod, ctx) = executor();
+    let spark = pod
+        .spec
+        .as_mut()
+        .expect("spec")
+        .containers
+        .iter_mut()
+        .find(|c| c.name == EXECUTOR_EXEC)
+        .expect("spark");
+    let resources = spark.resources.as_mut().expect("resources");
+    // Not canonical (Kubernetes would store 2400m), as a pod template might write it.
+    resources.limits.as_mut().expect("limits").insert(
+        "cpu".into(),
+        k8s_openapi::apimachinery::pkg::api::resource::Quantity("2.4".into()),
+    );
+    let out = run(
+        &pod,
+        &ctx,
+        "rules: [{name: r, resources: {executor: {default: {requests: {ephemeral-storage: ' 2', example.com/gpu: 0.5Gi}, limits: {memory: 1e3, ephemeral-storage: 2048Mi}}}}}]",
+    );
+    let spark = container(&out.desired, EXECUTOR_EXEC);
+    assert_eq!(
+        quantity(spark, "requests", "ephemeral-storage").as_deref(),
+        Some("2")
+    );
+    assert_eq!(
+        quantity(spark, "requests", "example.com/gpu").as_deref(),
+        Some("512Mi")
+    );
+    assert_eq!(
+        quantity(spark, "limits", "ephemeral-storage").as_deref(),
+        Some("2Gi")
+    );
+    assert_eq!(quantity(spark, "limits", "cpu").as_deref(), Some("2.4"));
+    assert_eq!(
+        quantity(spark, "requests", "memory").as_deref(),
+        Some("2432Mi")
+    );
+
+    let clamped = run(
+        &pod,
+        &ctx,
+        "rules: [{name: caps, resources: {executor: {max: {cpu: ' 1.5'}, onExceed: clamp}}}]",
+    );
+    let spark = container(&clamped.desired, EXECUTOR_EXEC);
+    assert_eq!(quantity(spark, "requests", "cpu").as_deref(), Some("1500m"));
+    assert_eq!(quantity(spark, "limits", "cpu").as_deref(), Some("1500m"));
+}
+
 #[test]
 fn a_default_limit_below_the_request_is_not_applied_and_warns() {
     let (pod, ctx) = executor();

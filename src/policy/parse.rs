@@ -986,7 +986,8 @@ impl Checker {
                 );
                 None
             }
-            Ok(q) => Some(q),
+            // Written into pods as the apiserver would store it (`cpu: " 2"` as `2`).
+            Ok(q) => Some(q.canonical()),
             Err(why) => {
                 self.problem(path, why.to_string());
                 None
