@@ -987,7 +987,7 @@ impl Checker {
                 None
             }
             // Written into pods as the apiserver would store it (`cpu: " 2"` as `2`).
-            Ok(q) => Some(q.canonical()),
+            Ok(q) => Some(q.as_pod_resource()),
             Err(why) => {
                 self.problem(path, why.to_string());
                 None

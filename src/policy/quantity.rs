@@ -160,16 +160,25 @@ impl Quantity {
         }
     }
 
-    /// The same quantity, written as the apiserver writes it back: what it stores after
-    /// decoding this text from JSON (see [`canonical_text`]). A policy's quantities are kept in
-    /// this form, so what the webhook writes into a pod is what the apiserver stores, and a
-    /// reinvocation finds nothing to change.
+    /// The same quantity, written as the apiserver writes a `resource.Quantity` back after
+    /// decoding this text from JSON (see [`stored_text`]).
     #[must_use]
     pub fn canonical(&self) -> Self {
-        Self {
-            text: canonical_text(&self.text, self.nanos),
-            nanos: self.nanos,
-        }
+        let (text, nanos) = stored_text(&self.text, self.nanos, false);
+        Self { text, nanos }
+    }
+
+    /// The same amount as the apiserver stores it in a pod's requests or limits (or any other
+    /// `ResourceList`): its defaulting rounds every value up to a thousandth of a unit
+    /// (`SetDefaults_ResourceList`, "round up resource values to milli scale"), which writes a
+    /// value that needed it afresh, then the canonical form applies (`100u` is stored as `1m`,
+    /// `0.0001` as `1m`). A policy's quantities are kept in this form, so what the webhook
+    /// writes into a pod is what the apiserver stores and a reinvocation finds nothing to
+    /// change.
+    #[must_use]
+    pub fn as_pod_resource(&self) -> Self {
+        let (text, nanos) = stored_text(&self.text, self.nanos, true);
+        Self { text, nanos }
     }
 
     /// The quantity as it was written.
@@ -194,11 +203,14 @@ enum Format {
     DecimalExponent,
 }
 
-/// The text the apiserver stores for a quantity written as `text` whose value is `nanos`,
-/// following apimachinery's `resource.Quantity` (the rules of `ParseQuantity`,
-/// `CanonicalizeBytes` and `AsCanonicalBytes`, read in Kubernetes 1.20 and unchanged since):
+/// The text (and value) the apiserver stores for a quantity written as `text` whose value is
+/// `nanos`, following apimachinery's `resource.Quantity` (the rules of `ParseQuantity`,
+/// `CanonicalizeBytes`, `AsCanonicalBytes` and `RoundUp`, read in Kubernetes 1.20 and unchanged
+/// since):
 ///
 /// - surrounding whitespace is dropped (`UnmarshalJSON` trims it before parsing);
+/// - with `round_to_milli` (a `ResourceList`), a value finer than a thousandth is rounded up
+///   to one, away from zero, and written afresh;
 /// - a text already in canonical form is kept byte for byte, and Kubernetes' test of "already
 ///   canonical" is cheap rather than exact: the value must fit its fast integer path, and then
 ///   a decimal text counts when its exponent is a multiple of 3, its digits (the whole part
@@ -209,34 +221,51 @@ enum Format {
 ///   fractional digits, in the family of the suffix it was written with: `1.5` is `1500m`,
 ///   `1024Mi` is `1Gi`, `2000m` is `2`, `1.5e3` is `1500`, `.001e12` is `1e9`. A binary value
 ///   below 1024 in magnitude, or not a whole number, is written in decimal (`0.5Gi` is
-///   `512Mi`, `.001Ki` is `1024m`), and a binary value is capped at 2^63-1.
+///   `512Mi`, `.001Ki` is `1024m`), and a binary value past the fast path is capped at 2^63-1.
 ///
 /// One departure: Kubernetes has no decimal suffix past `E` and then writes the digits with no
 /// suffix at all (so `1000E` would be stored as `1`); here such a value is written with `E`
 /// and the digits it needs (`1000E`), keeping its value.
-fn canonical_text(text: &str, nanos: i128) -> String {
+fn stored_text(text: &str, nanos: i128, round_to_milli: bool) -> (String, i128) {
+    const NANOS_PER_MILLI: i128 = 1_000_000;
+    let round = |nanos: i128| {
+        if !round_to_milli {
+            return nanos;
+        }
+        // Away from zero, as `RoundUp` does.
+        let magnitude = nanos.abs();
+        // Saturating: a value within a milli of i128's end is past anything comparable anyway.
+        let rounded =
+            magnitude.saturating_add(NANOS_PER_MILLI - 1) / NANOS_PER_MILLI * NANOS_PER_MILLI;
+        if nanos < 0 { -rounded } else { rounded }
+    };
     let text = text.trim();
     if text == "0" {
-        return text.to_owned();
+        return (text.to_owned(), 0);
     }
     let Some(parts) = Parts::of(text) else {
-        return text.to_owned();
+        return (text.to_owned(), nanos);
     };
-    if let Some(kept) = parts.kept_as_written() {
-        return if kept { text.to_owned() } else { write(nanos, parts.format) };
+    if let Some((kept, scale)) = parts.fast_path() {
+        // `RoundUp` leaves a value of scale -3 or more alone, its text included.
+        if round_to_milli && scale < -3 {
+            let rounded = round(nanos);
+            return (write(rounded, parts.format), rounded);
+        }
+        return if kept {
+            (text.to_owned(), nanos)
+        } else {
+            (write(nanos, parts.format), nanos)
+        };
     }
-    let mut format = parts.format;
     let mut nanos = nanos;
-    if format == Format::BinarySi {
-        // Past the integer fast path Kubernetes caps binary values, then writes a value
-        // between -1 and 1 in decimal.
+    if parts.format == Format::BinarySi {
+        // Past the integer fast path Kubernetes caps binary values.
         let cap = i128::from(i64::MAX) * NANOS_PER_UNIT;
         nanos = nanos.clamp(-cap, cap);
     }
-    if format == Format::BinarySi && nanos.abs() < NANOS_PER_UNIT {
-        format = Format::DecimalSi;
-    }
-    write(nanos, format)
+    let nanos = round(nanos);
+    (write(nanos, parts.format), nanos)
 }
 
 /// A quantity's text taken apart as Kubernetes' scanner takes it.
@@ -290,8 +319,8 @@ impl<'t> Parts<'t> {
     }
 
     /// Kubernetes' integer fast path: `None` when the value does not take it, else whether
-    /// the text counts as canonical and is kept as written.
-    fn kept_as_written(&self) -> Option<bool> {
+    /// the text counts as canonical and is kept as written, and the value's decimal scale.
+    fn fast_path(&self) -> Option<(bool, i32)> {
         let digits = i32::try_from(self.whole.len() + self.fraction.len()).ok()?;
         let fraction_digits = i32::try_from(self.fraction.len()).ok()?;
         let (precision, scale, multiplier) = match self.format {
@@ -310,12 +339,13 @@ impl<'t> Parts<'t> {
         let shifted = format!("{}{}", self.whole, self.fraction);
         let value: i64 = shifted.parse().ok()?;
         value.checked_mul(multiplier)?;
-        Some(match self.format {
+        let kept = match self.format {
             Format::BinarySi => value & 0x07 != 0,
             Format::DecimalSi | Format::DecimalExponent => {
                 scale % 3 == 0 && !shifted.ends_with("000") && !shifted.starts_with('0')
             }
-        })
+        };
+        Some((kept, scale))
     }
 }
 
@@ -512,13 +542,44 @@ mod tests {
             ("02", "02"),
             ("64Gi", "64Gi"),
             ("2432Mi", "2432Mi"),
-            // Past `E` Kubernetes has no suffix; the value is kept (see `canonical_text`).
+            // Past `E` Kubernetes has no suffix; the value is kept (see `stored_text`).
             ("1000E", "1000E"),
             ("12345E", "12345E"),
         ] {
             let written = q(input).canonical();
             assert_eq!(written.as_str(), expected, "{input:?}");
             assert_eq!(written, q(input), "{input:?}: the value is unchanged");
+        }
+    }
+
+    /// In a pod's requests and limits the apiserver first rounds up to milli-units
+    /// (`SetDefaults_ResourceList` in Kubernetes' `pkg/apis/core/v1/defaults.go`); the
+    /// end-to-end test checks these against a real apiserver too.
+    #[test]
+    fn pod_resources_are_rounded_up_to_milli_units_then_written_canonically() {
+        for (input, expected) in [
+            ("100u", "1m"),
+            ("0.0001", "1m"),
+            ("1n", "1m"),
+            ("1500u", "2m"),
+            ("1.0001", "1001m"),
+            ("1e-4", "1e-3"),
+            (".000000000001Ki", "1m"),
+            // Nothing to round: as `canonical`, written texts kept as written included.
+            ("1e-3", "1e-3"),
+            ("+2", "+2"),
+            (" 2", "2"),
+            ("1000.0", "1k"),
+            ("0.5Gi", "512Mi"),
+            ("1.5", "1500m"),
+            ("64Gi", "64Gi"),
+        ] {
+            assert_eq!(q(input).as_pod_resource().as_str(), expected, "{input:?}");
+            assert_eq!(
+                q(input).as_pod_resource(),
+                q(expected),
+                "{input:?}: the value is the rounded one"
+            );
         }
     }
 
