@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod spark_conf;
 
-use crate::engine::{self, RequestContext};
+use crate::engine::{self, ClusterFacts, RequestContext};
 use crate::policy::{Policy, Role};
 use crate::source::configmap::ConfigMapRef;
 
@@ -313,9 +313,14 @@ fn operation_name(operation: &Operation) -> &'static str {
     }
 }
 
-/// Answers one admission request with the policy. Only CREATE of a Spark pod is mutated;
-/// everything else is allowed unchanged.
-pub fn review(mut request: AdmissionRequest<Pod>, policy: &Policy) -> (ResponseReview, Summary) {
+/// Answers one admission request with the policy, knowing `cluster` of the cluster (what the
+/// server has learnt from it; `ClusterFacts::default()` when nothing is known). Only CREATE of a
+/// Spark pod is mutated; everything else is allowed unchanged.
+pub fn review(
+    mut request: AdmissionRequest<Pod>,
+    policy: &Policy,
+    cluster: &ClusterFacts,
+) -> (ResponseReview, Summary) {
     let mut response = Response::allow(&request.uid);
     let is_pod = request.kind.group.is_empty()
         && request.kind.kind == "Pod"
@@ -336,12 +341,18 @@ pub fn review(mut request: AdmissionRequest<Pod>, policy: &Policy) -> (ResponseR
         .take()
         .filter(|_| is_pod && request.operation == Operation::Create)
     {
-        mutate(pod, &mut response, &mut summary, policy);
+        mutate(pod, &mut response, &mut summary, policy, cluster);
     }
     (response.into_review(), summary)
 }
 
-fn mutate(mut pod: Pod, response: &mut Response, summary: &mut Summary, policy: &Policy) {
+fn mutate(
+    mut pod: Pod,
+    response: &mut Response,
+    summary: &mut Summary,
+    policy: &Policy,
+    cluster: &ClusterFacts,
+) {
     if summary.pod.is_empty() {
         summary.pod = pod.metadata.generate_name.clone().unwrap_or_default();
     }
@@ -350,6 +361,7 @@ fn mutate(mut pod: Pod, response: &mut Response, summary: &mut Summary, policy: 
     pod.metadata.managed_fields = None;
     let context = RequestContext {
         namespace: summary.namespace.clone(),
+        cluster: cluster.clone(),
     };
     let Some(evaluation) = engine::evaluate(&pod, &context, policy) else {
         return;
