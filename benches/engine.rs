@@ -33,6 +33,7 @@ fn engine(c: &mut Criterion) {
     pod.metadata.managed_fields = None;
     let context = RequestContext {
         namespace: "spark-jobs".into(),
+        ..RequestContext::default()
     };
     // The server owns the request's pod and hands it to the diff; the copy made here for each
     // iteration is setup, outside the timing.
@@ -55,7 +56,7 @@ fn engine(c: &mut Criterion) {
         group.bench_function(format!("policy/{name}"), |b| {
             b.iter(|| {
                 let request = admission::parse_review(black_box(body)).expect("parses");
-                let (review, _) = admission::review(request, &policy);
+                let (review, _) = admission::review(request, &policy, &Default::default());
                 serde_json::to_vec(&review).expect("serialises")
             })
         });

@@ -237,7 +237,7 @@ fn quota(c: &mut Criterion) {
 
     // The claim the server would decide, checked once: it matches the quota and is admitted.
     let request = admission::parse_review(EXECUTOR_REVIEW).expect("fixture parses");
-    let (_, summary) = admission::review(request, &with_quota);
+    let (_, summary) = admission::review(request, &with_quota, &Default::default());
     let claim = summary.quota_claim.expect("the quota matches the fixture");
     assert_eq!(claim.key.namespace, FIXTURE_NAMESPACE);
     assert_eq!(claim.entry.app.as_deref(), Some(FIXTURE_APP));
@@ -247,13 +247,13 @@ fn quota(c: &mut Criterion) {
     let mut group = c.benchmark_group("quota-review");
     let rules_only = || {
         let request = admission::parse_review(black_box(EXECUTOR_REVIEW)).expect("parses");
-        let (review, summary) = admission::review(request, &rules);
+        let (review, summary) = admission::review(request, &rules, &Default::default());
         assert!(summary.quota_claim.is_none());
         serde_json::to_vec(&review).expect("serialises")
     };
     let with_decision = |tracker: &Tracker, dry_run: bool| {
         let request = admission::parse_review(black_box(EXECUTOR_REVIEW)).expect("parses");
-        let (review, mut summary) = admission::review(request, &with_quota);
+        let (review, mut summary) = admission::review(request, &with_quota, &Default::default());
         let claim = summary.quota_claim.take().expect("claim");
         let decision = tracker.admit_locally(&with_quota.quotas, &claim, dry_run);
         assert!(decision.admitted());
@@ -300,6 +300,7 @@ fn quota(c: &mut Criterion) {
     pod.metadata.managed_fields = None;
     let context = RequestContext {
         namespace: FIXTURE_NAMESPACE.to_owned(),
+        ..RequestContext::default()
     };
     let desired = evaluate(&pod, &context, &with_quota)
         .expect("spark pod")

@@ -9,11 +9,15 @@
 //! the moment the watch has synced. Until then the previous policy keeps serving (at start-up
 //! there is none, so the server is not ready). Pods arriving meanwhile are therefore decided
 //! exactly as before the change, never against a half-listed cluster.
+//!
+//! The cluster facts the engine needs (the global default PriorityClass) come from another
+//! watch ([`crate::cluster`]); readiness waits for its first listing, for a bounded time only.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::admission::PolicyConfigMap;
+use crate::engine::ClusterFacts;
 use crate::metrics::{Metrics, QuotaUsageLabels};
 use crate::policy::Policy;
 use crate::quota::{self, Tracker};
@@ -44,6 +48,10 @@ pub struct State {
     /// The policy ConfigMap (namespace, name, data key) that `/validate-policy` guards. Named
     /// for what it held first, the data key alone.
     pub policy_configmap: PolicyConfigMap,
+    cluster: RwLock<ClusterFacts>,
+    // True from when the server starts watching PriorityClasses until their first listing, or
+    // until it gives up waiting for it: not ready meanwhile.
+    awaiting_cluster_facts: AtomicBool,
 }
 
 impl State {
@@ -65,6 +73,8 @@ impl State {
             quota_watch_generation: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
             policy_configmap: PolicyConfigMap::with_key(policy_key),
+            cluster: RwLock::new(ClusterFacts::default()),
+            awaiting_cluster_facts: AtomicBool::new(false),
         }
     }
 
@@ -73,6 +83,41 @@ impl State {
     pub fn with_policy_configmap(mut self, configmap: ConfigMapRef) -> Self {
         self.policy_configmap = PolicyConfigMap::new(configmap);
         self
+    }
+
+    /// What is known of the cluster, for the next request.
+    pub fn cluster_facts(&self) -> ClusterFacts {
+        match self.cluster.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Readiness now waits for the cluster facts: until [`State::set_cluster_facts`] or
+    /// [`State::stop_awaiting_cluster_facts`].
+    pub fn await_cluster_facts(&self) {
+        self.awaiting_cluster_facts.store(true, Ordering::Release);
+    }
+
+    /// Whether readiness is waiting for the cluster facts.
+    pub fn is_awaiting_cluster_facts(&self) -> bool {
+        self.awaiting_cluster_facts.load(Ordering::Acquire)
+    }
+
+    /// The cluster facts from a complete listing, in force for the next request; readiness no
+    /// longer waits for them.
+    pub fn set_cluster_facts(&self, facts: ClusterFacts) {
+        match self.cluster.write() {
+            Ok(mut guard) => *guard = facts,
+            Err(poisoned) => *poisoned.into_inner() = facts,
+        }
+        self.stop_awaiting_cluster_facts();
+    }
+
+    /// Readiness no longer waits for the cluster facts (they could not be listed in time); the
+    /// ones in force stay until a listing brings others.
+    pub fn stop_awaiting_cluster_facts(&self) {
+        self.awaiting_cluster_facts.store(false, Ordering::Release);
     }
 
     /// The policy in force, if one was loaded.
@@ -188,9 +233,12 @@ impl State {
         }
     }
 
-    /// Ready: a policy is in force and the server is not shutting down.
+    /// Ready: a policy is in force, the cluster facts are not awaited and the server is not
+    /// shutting down.
     pub fn is_ready(&self) -> bool {
-        !self.shutting_down.load(Ordering::Acquire) && self.policy().is_some()
+        !self.shutting_down.load(Ordering::Acquire)
+            && !self.is_awaiting_cluster_facts()
+            && self.policy().is_some()
     }
 
     /// Whether SIGTERM (or another shutdown signal) has been received.
@@ -266,6 +314,33 @@ mod tests {
             generation,
             "a new watch"
         );
+    }
+
+    #[test]
+    fn readiness_waits_for_the_cluster_facts_only_while_they_are_awaited() {
+        let state = State::new("policy.yaml");
+        state.set_policy(Policy::parse(RULES_ONLY).unwrap());
+        assert!(
+            state.is_ready(),
+            "nothing is awaited by default (no client, tests)"
+        );
+        state.await_cluster_facts();
+        assert!(!state.is_ready());
+        assert_eq!(state.cluster_facts(), ClusterFacts::default());
+        let facts = ClusterFacts {
+            global_default_priority_class: Some("normal".to_owned()),
+        };
+        state.set_cluster_facts(facts.clone());
+        assert!(state.is_ready());
+        assert_eq!(state.cluster_facts(), facts);
+
+        // Given up on: ready, with what is known so far (nothing, at start).
+        let state = State::new("policy.yaml");
+        state.set_policy(Policy::parse(RULES_ONLY).unwrap());
+        state.await_cluster_facts();
+        state.stop_awaiting_cluster_facts();
+        assert!(state.is_ready());
+        assert_eq!(state.cluster_facts(), ClusterFacts::default());
     }
 
     #[test]

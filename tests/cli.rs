@@ -174,6 +174,45 @@ fn mutate_reads_a_yaml_pod_from_stdin_with_the_namespace_flag() {
     );
 }
 
+/// As the apiserver sends it on a cluster whose global default class is `normal`: the Priority
+/// plugin wrote the class and its value. Told so, `mutate` lets the policy's class replace it
+/// under merge and drops the value (SPEC §4, priorityClassName); not told, it keeps the class.
+#[test]
+fn mutate_with_the_global_default_priority_class_replaces_it_under_merge() {
+    let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"exec-1","labels":{"spark-role":"executor"}},"spec":{"priorityClassName":"normal","priority":1000,"preemptionPolicy":"PreemptLowerPriority","containers":[{"name":"spark-kubernetes-executor","image":"spark"}]}}"#;
+    let policy = policy_file("rules: [{name: batch, priorityClassName: spark-batch}]");
+    let path = policy.path().to_str().expect("utf-8");
+    let out = run_with_stdin(
+        &[
+            "mutate",
+            "-p",
+            path,
+            "-o",
+            "json",
+            "--global-default-priority-class",
+            "normal",
+            "-",
+        ],
+        pod,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let mutated: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(mutated["spec"]["priorityClassName"], "spark-batch");
+    assert_eq!(mutated["spec"].get("priority"), None);
+    assert_eq!(mutated["spec"].get("preemptionPolicy"), None);
+
+    let out = run_with_stdin(&["mutate", "-p", path, "-o", "json", "-"], pod);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let mutated: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(mutated["spec"]["priorityClassName"], "normal");
+    assert_eq!(mutated["spec"]["priority"], 1000);
+    assert!(
+        text(&out.stderr).contains("kept the pod's \"normal\""),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 #[test]
 fn mutate_leaves_a_non_spark_pod_unchanged() {
     let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web","labels":{"app":"web"}},"spec":{"containers":[{"name":"web","image":"nginx"}]}}"#;

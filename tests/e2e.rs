@@ -28,6 +28,8 @@ use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_spark-admission");
 
+#[path = "e2e/cluster_defaults.rs"]
+mod cluster_defaults;
 #[path = "e2e/faults.rs"]
 mod faults;
 #[path = "e2e/quotas.rs"]

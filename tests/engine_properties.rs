@@ -246,7 +246,7 @@ proptest! {
         let pod: Pod = serde_json::from_value(sent.clone()).expect("pod");
         let mut lean = pod.clone();
         let managed_fields = lean.metadata.managed_fields.take();
-        let context = RequestContext { namespace: shape.namespace.to_owned() };
+        let context = RequestContext { namespace: shape.namespace.to_owned(), ..RequestContext::default() };
 
         let Some(first) = evaluate(&lean, &context, &policy) else {
             panic!("fixtures are Spark pods");
@@ -275,7 +275,7 @@ proptest! {
             &serde_json::to_vec(&review).expect("json"),
         )
         .expect("review parses");
-        let (answer, _) = spark_admission::admission::review(request, &policy);
+        let (answer, _) = spark_admission::admission::review(request, &policy, &Default::default());
         prop_assert_eq!(answer.response.allowed, first.denial.is_none());
         if first.denial.is_none() {
             let sent_patch = answer.response.decoded_patch().unwrap_or_default();
@@ -303,7 +303,7 @@ proptest! {
         let labels = pod.metadata.labels.get_or_insert_with(Default::default);
         labels.insert("spark-app-name".into(), app);
         labels.insert("spark-role".into(), role.into());
-        let out = evaluate(&pod, &RequestContext { namespace: ns }, &policy).expect("spark pod");
+        let out = evaluate(&pod, &RequestContext { namespace: ns, ..RequestContext::default() }, &policy).expect("spark pod");
         for value in out.desired.metadata.labels.iter().flatten().map(|(_, v)| v) {
             if !pod.metadata.labels.as_ref().is_some_and(|l| l.values().any(|o| o == value)) {
                 prop_assert!(spark_admission::policy::check_label_value(value).is_ok(), "{:?}", value);

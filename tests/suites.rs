@@ -141,6 +141,42 @@ cases:
     );
 }
 
+/// A pod the apiserver gave the cluster's global default class: with the suite saying which
+/// class that is, a policy's class under merge replaces it (SPEC §4, priorityClassName); without,
+/// the pod keeps it and the warning says so.
+#[test]
+fn a_case_can_state_the_clusters_global_default_priority_class() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite = dir.path().join("priority.test.yaml");
+    std::fs::write(
+        &suite,
+        "policy: {rules: [{name: batch, priorityClassName: spark-batch}]}
+cases:
+  - name: the global default is replaced
+    input: &pod
+      metadata: {name: exec-1, namespace: jobs, labels: {spark-role: executor}}
+      spec:
+        priorityClassName: normal
+        priority: 1000
+        containers: [{name: spark-kubernetes-executor, image: spark}]
+    globalDefaultPriorityClass: normal
+    expect: {priorityClassName: spark-batch}
+  - name: another class is kept
+    input: *pod
+    globalDefaultPriorityClass: low
+    expect: {priorityClassName: normal, warnings: [kept the pod's \"normal\"]}
+  - name: nothing known, the class is kept
+    input: *pod
+    expect: {priorityClassName: normal}
+",
+    )
+    .unwrap();
+    let out = run(&["test", suite.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.ends_with("\n3 passed, 0 failed\n"), "{stdout}");
+}
+
 #[test]
 fn unknown_fields_and_broken_references_exit_2_with_every_problem() {
     let out = run(&["test", "tests/data/suites/bad"]);

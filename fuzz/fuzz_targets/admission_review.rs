@@ -29,7 +29,7 @@ static POLICY: LazyLock<Policy> =
 fn answer(body: &[u8]) -> Option<ResponseReview> {
     let request = admission::parse_review(body).ok()?;
     let uid = request.uid.clone();
-    let (review, summary) = admission::review(request, &POLICY);
+    let (review, summary) = admission::review(request, &POLICY, &Default::default());
     assert_eq!(
         review.response.uid, uid,
         "the answer carries the request's uid"
@@ -108,6 +108,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let context = RequestContext {
         namespace: request.namespace.clone().unwrap_or_default(),
+        ..RequestContext::default()
     };
     let Some(evaluation) = engine::evaluate(&original, &context, &POLICY) else {
         panic!("a patch for a pod the engine does not take as a Spark pod");

@@ -1,7 +1,8 @@
 //! Kubernetes quantities: parsing, and the exact values comparisons rest on.
 //!
 //! Two inputs from each run: the raw bytes as text (never a panic; `parse` and the allocation-free
-//! `nanos_of` agree; the text is kept as written), and a quantity assembled from the bytes
+//! `nanos_of` agree; the text is kept as written; the forms the apiserver stores keep the value,
+//! read back as it, and are fixed points), and a quantity assembled from the bytes
 //! (sign, digits, fraction, suffix or exponent) whose value is also computed here, independently,
 //! as digits times a power of two times a power of ten. The parser must give that value whenever
 //! it accepts the text, and must accept it whenever no intermediate can come near 128 bits.
@@ -83,6 +84,47 @@ fn build(u: &mut Unstructured<'_>) -> Result<Built> {
     Ok(Built { text, nanos, small })
 }
 
+/// `canonical` keeps the value, except a binary value past 2^63-1 units, which Kubernetes caps
+/// and so does `canonical`; `as_pod_resource` rounds it up to milli-units, away from zero. Both texts read back as
+/// their value (when they are within what the parser holds) and are their own stored form.
+fn stored_forms_hold_the_value(quantity: &Quantity) {
+    const NANOS: i128 = 1_000_000_000;
+    let cap = i128::from(i64::MAX) * NANOS;
+    let canonical = quantity.canonical();
+    if quantity.nanos().abs() <= cap {
+        assert_eq!(
+            canonical.nanos(),
+            quantity.nanos(),
+            "{:?} -> {canonical}",
+            quantity.as_str()
+        );
+    }
+    let stored = quantity.as_pod_resource();
+    let magnitude = canonical.nanos().unsigned_abs();
+    if magnitude < i128::MAX.unsigned_abs() - 1_000_000 {
+        let rounded = magnitude.div_ceil(1_000_000) * 1_000_000;
+        assert_eq!(
+            stored.nanos().unsigned_abs(),
+            rounded,
+            "{:?} -> {stored}",
+            quantity.as_str()
+        );
+        assert_eq!(stored.nanos().signum(), canonical.nanos().signum());
+    }
+    for form in [&canonical, &stored] {
+        if let Some(read) = Quantity::nanos_of(form.as_str()) {
+            assert_eq!(
+                read,
+                form.nanos(),
+                "{:?} -> {form} reads back differently",
+                quantity.as_str()
+            );
+        }
+    }
+    assert_eq!(canonical.canonical().as_str(), canonical.as_str());
+    assert_eq!(stored.as_pod_resource().as_str(), stored.as_str());
+}
+
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
         let parsed = Quantity::parse(text);
@@ -95,6 +137,7 @@ fuzz_target!(|data: &[u8]| {
             Ok(quantity) => {
                 assert_eq!(quantity.as_str(), text);
                 assert_eq!(quantity.to_string(), text);
+                stored_forms_hold_the_value(&quantity);
             }
             // Garbage says what the syntax is; a valid but huge quantity says it is too large.
             Err(error) if error.is_out_of_range() => {
@@ -109,6 +152,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     for built in [&a, &b] {
+        if let Ok(quantity) = Quantity::parse(&built.text) {
+            stored_forms_hold_the_value(&quantity);
+        }
         let parsed = Quantity::nanos_of(&built.text);
         match (parsed, built.nanos) {
             (Some(got), Some(want)) => assert_eq!(got, want, "value of {:?}", built.text),

@@ -126,6 +126,7 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
     };
     let context = RequestContext {
         namespace: namespace.to_owned(),
+        ..RequestContext::default()
     };
     let Some(evaluation) = engine::evaluate(&pod, &context, &LABELS_POLICY) else {
         panic!("a pod labelled spark-role={role} is not taken as a Spark pod");

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod spark_conf;
 
-use crate::engine::{self, RequestContext};
+use crate::engine::{self, ClusterFacts, RequestContext};
 use crate::policy::{Policy, Role};
 use crate::source::configmap::ConfigMapRef;
 
@@ -354,9 +354,14 @@ pub fn create_review(
     })
 }
 
-/// Answers one admission request with the policy. Only CREATE of a Spark pod is mutated;
-/// everything else is allowed unchanged.
-pub fn review(mut request: AdmissionRequest<Pod>, policy: &Policy) -> (ResponseReview, Summary) {
+/// Answers one admission request with the policy, knowing `cluster` of the cluster (what the
+/// server has learnt from it; `ClusterFacts::default()` when nothing is known). Only CREATE of a
+/// Spark pod is mutated; everything else is allowed unchanged.
+pub fn review(
+    mut request: AdmissionRequest<Pod>,
+    policy: &Policy,
+    cluster: &ClusterFacts,
+) -> (ResponseReview, Summary) {
     let mut response = Response::allow(&request.uid);
     let mutates = mutates(&request);
     let mut summary = Summary {
@@ -371,12 +376,18 @@ pub fn review(mut request: AdmissionRequest<Pod>, policy: &Policy) -> (ResponseR
         quota_claim: None,
     };
     if let Some(pod) = request.object.take().filter(|_| mutates) {
-        mutate(pod, &mut response, &mut summary, policy);
+        mutate(pod, &mut response, &mut summary, policy, cluster);
     }
     (response.into_review(), summary)
 }
 
-fn mutate(mut pod: Pod, response: &mut Response, summary: &mut Summary, policy: &Policy) {
+fn mutate(
+    mut pod: Pod,
+    response: &mut Response,
+    summary: &mut Summary,
+    policy: &Policy,
+    cluster: &ClusterFacts,
+) {
     if summary.pod.is_empty() {
         summary.pod = pod.metadata.generate_name.clone().unwrap_or_default();
     }
@@ -385,6 +396,7 @@ fn mutate(mut pod: Pod, response: &mut Response, summary: &mut Summary, policy: 
     pod.metadata.managed_fields = None;
     let context = RequestContext {
         namespace: summary.namespace.clone(),
+        cluster: cluster.clone(),
     };
     let Some(evaluation) = engine::evaluate(&pod, &context, policy) else {
         return;

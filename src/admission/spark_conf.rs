@@ -155,8 +155,10 @@ pub fn answer(
     let mut response = Response::allow(&candidate.uid);
     let mut fitted = Fitted::default();
     let executor = executor_pod(&candidate, app_name);
+    // Sized, not scheduled: the priority class (the only cluster fact) changes no charge.
     let context = RequestContext {
         namespace: candidate.namespace.clone(),
+        ..RequestContext::default()
     };
     let Some(evaluation) = engine::evaluate(&executor, &context, policy) else {
         return (response.into_review(), fitted);

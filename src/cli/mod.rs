@@ -276,6 +276,12 @@ struct MutateArgs {
     /// evaluated.
     #[arg(long)]
     pods: Option<PathBuf>,
+    /// The cluster's global default PriorityClass (`globalDefault: true`), which the apiserver
+    /// writes into a pod naming no class before webhooks run: a pod with it then counts as
+    /// having no class under merge, as in the server (which watches PriorityClasses). Without
+    /// it, no global default is known.
+    #[arg(long, value_name = "NAME")]
+    global_default_priority_class: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

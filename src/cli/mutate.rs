@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::input::{load_policy, parse_document, read_input, read_pod_list};
 use super::{MutateArgs, OutputFormat};
-use crate::admission;
+use crate::{admission, engine};
 
 /// The request uid and user of the review a bare pod is wrapped in.
 const UID: &str = "spark-admission-mutate";
@@ -106,7 +106,10 @@ pub(super) fn mutate(args: &MutateArgs) -> anyhow::Result<ExitCode> {
         None => format!("a {}", request.kind.kind),
     };
 
-    let (review, mut summary) = admission::review(request, &policy);
+    let cluster = engine::ClusterFacts {
+        global_default_priority_class: args.global_default_priority_class.clone(),
+    };
+    let (review, mut summary) = admission::review(request, &policy, &cluster);
     let response = review.response;
     match summary.role {
         None if summary.operation != "CREATE" => eprintln!(

@@ -39,6 +39,20 @@ pub const POLICY_HASH_ANNOTATION: &str = "spark-admission.io/policy-hash";
 pub struct RequestContext {
     /// `request.namespace` (the pod's own `metadata.namespace` is usually unset on CREATE).
     pub namespace: String,
+    /// What the cluster's own admission plugins act on before the webhook sees the pod.
+    pub cluster: ClusterFacts,
+}
+
+/// Facts about the cluster that decide how a pod arrived, gathered outside the engine (the
+/// server watches them; `mutate` and suites are told them) and passed in, since the engine does
+/// no I/O. The default is "nothing known", which is how the engine behaved before it had any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterFacts {
+    /// The PriorityClass with `globalDefault: true`, when there is one and it is known. The
+    /// apiserver's Priority plugin writes it into every pod that names no class before webhooks
+    /// run, so under `merge` a pod with this class counts as having none (like the
+    /// `default-scheduler`). `None`: no global default, or not known.
+    pub global_default_priority_class: Option<String>,
 }
 
 /// The result of evaluating a Spark pod.
@@ -78,7 +92,7 @@ pub fn evaluate(pod: &Pod, context: &RequestContext, policy: &Policy) -> Option<
         &policy.hash,
         &mut warnings,
     );
-    scheduling::apply(pod, &mut desired, &rules, &mut warnings);
+    scheduling::apply(pod, &mut desired, &rules, &context.cluster, &mut warnings);
     env::apply(pod, &mut desired, &spark, &rules, &mut warnings);
     let mut denial = resources::apply(pod, &mut desired, &spark, &rules, &mut warnings);
     if let Some(ambiguous) = &spark.ambiguous_container {

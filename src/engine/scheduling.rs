@@ -6,6 +6,7 @@ use k8s_openapi::api::core::v1::{
 
 use crate::policy::{Mode, Rule};
 
+use super::ClusterFacts;
 use super::metadata::set_keyed;
 use super::precedence::{last_rule_setting, last_setters_by_key};
 
@@ -17,6 +18,7 @@ pub(super) fn apply(
     original: &Pod,
     desired: &mut Pod,
     rules: &[&Rule],
+    cluster: &ClusterFacts,
     warnings: &mut Vec<String>,
 ) {
     let (Some(original_spec), Some(spec)) = (original.spec.as_ref(), desired.spec.as_mut()) else {
@@ -41,7 +43,7 @@ pub(super) fn apply(
             add_toleration(spec, toleration);
         }
     }
-    apply_priority_class(original_spec, spec, rules, warnings);
+    apply_priority_class(original_spec, spec, rules, cluster, warnings);
     apply_scheduler(original_spec, spec, rules, warnings);
 }
 
@@ -156,18 +158,23 @@ fn merged_term(term: &NodeSelectorTerm, part: &NodeSelectorTerm) -> NodeSelector
 /// has already filled `priority` (and `preemptionPolicy`) from the pod's old class or the
 /// default; left in place they contradict the new class and the apiserver rejects the pod, so
 /// they are removed and the plugin fills them again from the new class.
+///
+/// The plugin also writes the cluster's global default class into a pod that names none, so
+/// under `merge` that class is not the pod's own choice and the policy's replaces it.
 fn apply_priority_class(
     original: &PodSpec,
     spec: &mut PodSpec,
     rules: &[&Rule],
+    cluster: &ClusterFacts,
     warnings: &mut Vec<String>,
 ) {
     let Some((class, rule)) = last_rule_setting(rules, |r| r.priority_class_name.as_ref()) else {
         return;
     };
+    let global_default = cluster.global_default_priority_class.as_deref();
     match original.priority_class_name.as_deref().filter(|c| !c.is_empty()) {
         Some(existing) if existing == class => {}
-        Some(existing) if rule.mode == Mode::Merge => warnings.push(format!(
+        Some(existing) if rule.mode == Mode::Merge && Some(existing) != global_default => warnings.push(format!(
             "priorityClassName: kept the pod's {existing:?}, not {class:?} from rule {} (mode merge)",
             rule.name
         )),

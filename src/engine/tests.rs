@@ -18,7 +18,13 @@ fn fixture(review: &str) -> (Pod, RequestContext) {
         .as_str()
         .expect("namespace")
         .to_owned();
-    (pod, RequestContext { namespace })
+    (
+        pod,
+        RequestContext {
+            namespace,
+            ..RequestContext::default()
+        },
+    )
 }
 
 fn executor() -> (Pod, RequestContext) {
@@ -591,6 +597,60 @@ fn resource_defaults_fill_only_what_is_missing() {
     assert_eq!(quantity(spark, "limits", "cpu").as_deref(), Some("3"));
 }
 
+/// The apiserver stores quantities in canonical form (see `policy::quantity`); the webhook writes
+/// the policy's in that form, so the pod it answers with is the pod stored. What Spark put on
+/// the pod is left exactly as Spark wrote it.
+#[test]
+fn policy_quantities_are_written_canonically_and_the_pods_own_are_left_as_written() {
+    let (mut pod, ctx) = executor();
+    let spark = pod
+        .spec
+        .as_mut()
+        .expect("spec")
+        .containers
+        .iter_mut()
+        .find(|c| c.name == EXECUTOR_EXEC)
+        .expect("spark");
+    let resources = spark.resources.as_mut().expect("resources");
+    // Not canonical (Kubernetes would store 2400m), as a pod template might write it.
+    resources.limits.as_mut().expect("limits").insert(
+        "cpu".into(),
+        k8s_openapi::apimachinery::pkg::api::resource::Quantity("2.4".into()),
+    );
+    let out = run(
+        &pod,
+        &ctx,
+        "rules: [{name: r, resources: {executor: {default: {requests: {ephemeral-storage: ' 2', example.com/gpu: 0.5Gi}, limits: {memory: 1e3, ephemeral-storage: 2048Mi}}}}}]",
+    );
+    let spark = container(&out.desired, EXECUTOR_EXEC);
+    assert_eq!(
+        quantity(spark, "requests", "ephemeral-storage").as_deref(),
+        Some("2")
+    );
+    assert_eq!(
+        quantity(spark, "requests", "example.com/gpu").as_deref(),
+        Some("512Mi")
+    );
+    assert_eq!(
+        quantity(spark, "limits", "ephemeral-storage").as_deref(),
+        Some("2Gi")
+    );
+    assert_eq!(quantity(spark, "limits", "cpu").as_deref(), Some("2.4"));
+    assert_eq!(
+        quantity(spark, "requests", "memory").as_deref(),
+        Some("2432Mi")
+    );
+
+    let clamped = run(
+        &pod,
+        &ctx,
+        "rules: [{name: caps, resources: {executor: {max: {cpu: ' 1.5'}, onExceed: clamp}}}]",
+    );
+    let spark = container(&clamped.desired, EXECUTOR_EXEC);
+    assert_eq!(quantity(spark, "requests", "cpu").as_deref(), Some("1500m"));
+    assert_eq!(quantity(spark, "limits", "cpu").as_deref(), Some("1500m"));
+}
+
 #[test]
 fn a_default_limit_below_the_request_is_not_applied_and_warns() {
     let (pod, ctx) = executor();
@@ -739,6 +799,112 @@ fn priority_class_merge_keeps_the_pods_own() {
         (spec.priority_class_name.as_deref(), spec.priority),
         (Some("spark-batch"), None)
     );
+}
+
+/// The executor as the apiserver sends it on a cluster whose global default class is `normal`
+/// (value 1000): the Priority plugin wrote the class, its value and its preemption policy.
+fn executor_given_the_global_default() -> (Pod, RequestContext) {
+    let (mut pod, mut ctx) = executor();
+    let spec = pod.spec.as_mut().expect("spec");
+    spec.priority_class_name = Some("normal".into());
+    spec.priority = Some(1000);
+    spec.preemption_policy = Some("PreemptLowerPriority".into());
+    ctx.cluster.global_default_priority_class = Some("normal".into());
+    (pod, ctx)
+}
+
+#[test]
+fn merge_replaces_the_global_default_class_and_drops_what_the_plugin_filled() {
+    let (pod, ctx) = executor_given_the_global_default();
+    let out = run(
+        &pod,
+        &ctx,
+        "rules: [{name: p, priorityClassName: spark-batch}]",
+    );
+    let spec = out.desired.spec.as_ref().expect("spec");
+    assert_eq!(spec.priority_class_name.as_deref(), Some("spark-batch"));
+    assert_eq!(
+        spec.priority, None,
+        "the plugin fills it again from spark-batch"
+    );
+    assert_eq!(spec.preemption_policy, None);
+    assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+}
+
+#[test]
+fn merge_keeps_a_class_that_is_not_the_global_default_and_warns() {
+    let (mut pod, ctx) = executor_given_the_global_default();
+    pod.spec.as_mut().expect("spec").priority_class_name = Some("urgent".into());
+    let out = run(
+        &pod,
+        &ctx,
+        "rules: [{name: p, priorityClassName: spark-batch}]",
+    );
+    let spec = out.desired.spec.as_ref().expect("spec");
+    assert_eq!(
+        (spec.priority_class_name.as_deref(), spec.priority),
+        (Some("urgent"), Some(1000))
+    );
+    assert_eq!(
+        out.warnings,
+        vec![
+            "priorityClassName: kept the pod's \"urgent\", not \"spark-batch\" from rule p (mode merge)"
+                .to_owned()
+        ]
+    );
+}
+
+#[test]
+fn enforce_replaces_the_pods_class_whatever_the_global_default() {
+    for (pod_class, global_default) in [
+        ("normal", Some("normal")),
+        ("urgent", Some("normal")),
+        ("urgent", None),
+    ] {
+        let (mut pod, mut ctx) = executor_given_the_global_default();
+        pod.spec.as_mut().expect("spec").priority_class_name = Some(pod_class.into());
+        ctx.cluster.global_default_priority_class = global_default.map(str::to_owned);
+        let out = run(
+            &pod,
+            &ctx,
+            "rules: [{name: p, mode: enforce, priorityClassName: spark-batch}]",
+        );
+        let spec = out.desired.spec.as_ref().expect("spec");
+        assert_eq!(
+            (
+                spec.priority_class_name.as_deref(),
+                spec.priority,
+                spec.preemption_policy.as_deref()
+            ),
+            (Some("spark-batch"), None, None),
+            "{pod_class} {global_default:?}"
+        );
+    }
+}
+
+#[test]
+fn without_a_known_global_default_merge_keeps_the_class_the_pod_arrived_with() {
+    let (pod, mut ctx) = executor_given_the_global_default();
+    ctx.cluster.global_default_priority_class = None;
+    let out = run(
+        &pod,
+        &ctx,
+        "rules: [{name: p, priorityClassName: spark-batch}]",
+    );
+    let spec = out.desired.spec.as_ref().expect("spec");
+    assert_eq!(
+        (spec.priority_class_name.as_deref(), spec.priority),
+        (Some("normal"), Some(1000))
+    );
+    assert_eq!(out.warnings.len(), 1, "{:?}", out.warnings);
+}
+
+#[test]
+fn a_policy_naming_the_global_default_itself_changes_nothing() {
+    let (pod, ctx) = executor_given_the_global_default();
+    let out = run(&pod, &ctx, "rules: [{name: p, priorityClassName: normal}]");
+    assert_eq!(out.desired.spec, pod.spec);
+    assert!(out.warnings.is_empty(), "{:?}", out.warnings);
 }
 
 #[test]

@@ -160,6 +160,27 @@ impl Quantity {
         }
     }
 
+    /// The same quantity, written as the apiserver writes a `resource.Quantity` back after
+    /// decoding this text from JSON (see [`stored_text`]).
+    #[must_use]
+    pub fn canonical(&self) -> Self {
+        let (text, nanos) = stored_text(&self.text, self.nanos, false);
+        Self { text, nanos }
+    }
+
+    /// The same amount as the apiserver stores it in a pod's requests or limits (or any other
+    /// `ResourceList`): its defaulting rounds every value up to a thousandth of a unit
+    /// (`SetDefaults_ResourceList`, "round up resource values to milli scale"), which writes a
+    /// value that needed it afresh, then the canonical form applies (`100u` is stored as `1m`,
+    /// `0.0001` as `1m`). A policy's quantities are kept in this form, so what the webhook
+    /// writes into a pod is what the apiserver stores and a reinvocation finds nothing to
+    /// change.
+    #[must_use]
+    pub fn as_pod_resource(&self) -> Self {
+        let (text, nanos) = stored_text(&self.text, self.nanos, true);
+        Self { text, nanos }
+    }
+
     /// The quantity as it was written.
     pub fn as_str(&self) -> &str {
         &self.text
@@ -169,6 +190,220 @@ impl Quantity {
     pub fn nanos(&self) -> i128 {
         self.nanos
     }
+}
+
+/// How Kubernetes writes a quantity back, which depends on how it was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// No suffix or `n u m k M G T P E`.
+    DecimalSi,
+    /// `Ki Mi Gi Ti Pi Ei`.
+    BinarySi,
+    /// `e3`, `E-2`.
+    DecimalExponent,
+}
+
+/// The text (and value) the apiserver stores for a quantity written as `text` whose value is
+/// `nanos`, following apimachinery's `resource.Quantity` (the rules of `ParseQuantity`,
+/// `CanonicalizeBytes`, `AsCanonicalBytes` and `RoundUp`, read in Kubernetes 1.20 and unchanged
+/// since):
+///
+/// - surrounding whitespace is dropped (`UnmarshalJSON` trims it before parsing);
+/// - with `round_to_milli` (a `ResourceList`), a value finer than a thousandth is rounded up
+///   to one, away from zero, and written afresh;
+/// - a text already in canonical form is kept byte for byte, and Kubernetes' test of "already
+///   canonical" is cheap rather than exact: the value must fit its fast integer path, and then
+///   a decimal text counts when its exponent is a multiple of 3, its digits (the whole part
+///   without leading zeros, then the fraction) do not end in `000` and do not start with `0`;
+///   a binary one when those digits are not a multiple of 8. So `+2`, `02` and `1e3` are kept
+///   as written;
+/// - otherwise the value is written with the largest exponent that loses nothing and no
+///   fractional digits, in the family of the suffix it was written with: `1.5` is `1500m`,
+///   `1024Mi` is `1Gi`, `2000m` is `2`, `1.5e3` is `1500`, `.001e12` is `1e9`. A binary value
+///   below 1024 in magnitude, or not a whole number, is written in decimal (`0.5Gi` is
+///   `512Mi`, `.001Ki` is `1024m`), and a binary value past the fast path is capped at 2^63-1.
+///
+/// One departure: Kubernetes has no decimal suffix past `E` and then writes the digits with no
+/// suffix at all (so `1000E` would be stored as `1`); here such a value is written with `E`
+/// and the digits it needs (`1000E`), keeping its value.
+fn stored_text(text: &str, nanos: i128, round_to_milli: bool) -> (String, i128) {
+    const NANOS_PER_MILLI: i128 = 1_000_000;
+    let round = |nanos: i128| {
+        if !round_to_milli {
+            return nanos;
+        }
+        // Away from zero, as `RoundUp` does.
+        let magnitude = nanos.abs();
+        // Saturating: a value within a milli of i128's end is past anything comparable anyway.
+        let rounded =
+            magnitude.saturating_add(NANOS_PER_MILLI - 1) / NANOS_PER_MILLI * NANOS_PER_MILLI;
+        if nanos < 0 { -rounded } else { rounded }
+    };
+    let text = text.trim();
+    if text == "0" {
+        return (text.to_owned(), 0);
+    }
+    let Some(parts) = Parts::of(text) else {
+        return (text.to_owned(), nanos);
+    };
+    if let Some((kept, scale)) = parts.fast_path() {
+        // `RoundUp` leaves a value of scale -3 or more alone, its text included.
+        if round_to_milli && scale < -3 {
+            let rounded = round(nanos);
+            return (write(rounded, parts.format), rounded);
+        }
+        return if kept {
+            (text.to_owned(), nanos)
+        } else {
+            (write(nanos, parts.format), nanos)
+        };
+    }
+    let mut nanos = nanos;
+    if parts.format == Format::BinarySi {
+        // Past the integer fast path Kubernetes caps binary values.
+        let cap = i128::from(i64::MAX) * NANOS_PER_UNIT;
+        nanos = nanos.clamp(-cap, cap);
+    }
+    let nanos = round(nanos);
+    (write(nanos, parts.format), nanos)
+}
+
+/// A quantity's text taken apart as Kubernetes' scanner takes it.
+struct Parts<'t> {
+    /// The whole part without leading zeros, `0` when nothing is left.
+    whole: &'t str,
+    fraction: &'t str,
+    format: Format,
+    /// The power of the suffix: of 10 for decimal, of 2 for binary.
+    exponent: i32,
+}
+
+impl<'t> Parts<'t> {
+    fn of(text: &'t str) -> Option<Self> {
+        let unsigned = text.strip_prefix(['+', '-']).unwrap_or(text);
+        let number_end = unsigned
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(unsigned.len());
+        let (number, suffix) = unsigned.split_at(number_end);
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        let whole = whole.trim_start_matches('0');
+        let whole = if whole.is_empty() { "0" } else { whole };
+        let (format, exponent) = match suffix {
+            "" => (Format::DecimalSi, 0),
+            "n" => (Format::DecimalSi, -9),
+            "u" => (Format::DecimalSi, -6),
+            "m" => (Format::DecimalSi, -3),
+            "k" => (Format::DecimalSi, 3),
+            "M" => (Format::DecimalSi, 6),
+            "G" => (Format::DecimalSi, 9),
+            "T" => (Format::DecimalSi, 12),
+            "P" => (Format::DecimalSi, 15),
+            "E" => (Format::DecimalSi, 18),
+            "Ki" => (Format::BinarySi, 10),
+            "Mi" => (Format::BinarySi, 20),
+            "Gi" => (Format::BinarySi, 30),
+            "Ti" => (Format::BinarySi, 40),
+            "Pi" => (Format::BinarySi, 50),
+            "Ei" => (Format::BinarySi, 60),
+            exponent if is_exponent(exponent) => {
+                (Format::DecimalExponent, exponent[1..].parse().ok()?)
+            }
+            _ => return None,
+        };
+        Some(Self {
+            whole,
+            fraction,
+            format,
+            exponent,
+        })
+    }
+
+    /// Kubernetes' integer fast path: `None` when the value does not take it, else whether
+    /// the text counts as canonical and is kept as written, and the value's decimal scale.
+    fn fast_path(&self) -> Option<(bool, i32)> {
+        let digits = i32::try_from(self.whole.len() + self.fraction.len()).ok()?;
+        let fraction_digits = i32::try_from(self.fraction.len()).ok()?;
+        let (precision, scale, multiplier) = match self.format {
+            Format::DecimalSi | Format::DecimalExponent => (18 - digits, self.exponent, 1_i64),
+            Format::BinarySi if self.fraction.is_empty() => (
+                15 - digits - self.exponent * 3 / 10 - 1,
+                0,
+                1_i64 << self.exponent,
+            ),
+            Format::BinarySi => return None,
+        };
+        let scale = scale - fraction_digits;
+        if precision < 0 || scale < -9 {
+            return None;
+        }
+        let shifted = format!("{}{}", self.whole, self.fraction);
+        let value: i64 = shifted.parse().ok()?;
+        value.checked_mul(multiplier)?;
+        let kept = match self.format {
+            Format::BinarySi => value & 0x07 != 0,
+            Format::DecimalSi | Format::DecimalExponent => {
+                scale % 3 == 0 && !shifted.ends_with("000") && !shifted.starts_with('0')
+            }
+        };
+        Some((kept, scale))
+    }
+}
+
+/// Writes `nanos` canonically in `format`: no fractional digits, the largest exponent that
+/// loses nothing.
+fn write(nanos: i128, format: Format) -> String {
+    if nanos == 0 {
+        return "0".to_owned();
+    }
+    if format == Format::BinarySi
+        && nanos.abs() >= 1024 * NANOS_PER_UNIT
+        && nanos % NANOS_PER_UNIT == 0
+    {
+        let mut units = nanos / NANOS_PER_UNIT;
+        let mut power = 0;
+        while power < 6 && units % 1024 == 0 {
+            units /= 1024;
+            power += 1;
+        }
+        let suffix = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"][power];
+        return format!("{units}{suffix}");
+    }
+    // Every factor of 10 into the exponent, then back down to a multiple of 3. The mantissa
+    // never grows past `nanos`: at most two factors come back, and only after as many left.
+    let mut mantissa = nanos;
+    let mut exponent: i32 = -9;
+    while mantissa % 10 == 0 {
+        mantissa /= 10;
+        exponent += 1;
+    }
+    while exponent.rem_euclid(3) != 0 {
+        mantissa *= 10;
+        exponent -= 1;
+    }
+    if format == Format::DecimalExponent {
+        return if exponent == 0 {
+            mantissa.to_string()
+        } else {
+            format!("{mantissa}e{exponent}")
+        };
+    }
+    let (mantissa, suffix) = match exponent {
+        -9 => (mantissa.to_string(), "n"),
+        -6 => (mantissa.to_string(), "u"),
+        -3 => (mantissa.to_string(), "m"),
+        0 => (mantissa.to_string(), ""),
+        3 => (mantissa.to_string(), "k"),
+        6 => (mantissa.to_string(), "M"),
+        9 => (mantissa.to_string(), "G"),
+        12 => (mantissa.to_string(), "T"),
+        15 => (mantissa.to_string(), "P"),
+        18 => (mantissa.to_string(), "E"),
+        beyond => {
+            let zeros = usize::try_from(beyond - 18).unwrap_or_default();
+            (format!("{mantissa}{}", "0".repeat(zeros)), "E")
+        }
+    };
+    format!("{mantissa}{suffix}")
 }
 
 /// `e`/`E`, an optional sign, then at least one digit.
@@ -232,6 +467,119 @@ mod tests {
             assert_eq!(Quantity::mebibytes(n).as_str(), format!("{n}Mi"));
             assert_eq!(Quantity::whole(n), q(&n.to_string()));
             assert_eq!(Quantity::whole(n).as_str(), n.to_string());
+        }
+    }
+
+    /// Written as Kubernetes writes them back. Sources, apimachinery 1.20.2
+    /// `pkg/api/resource`: the `Quantity` doc comment ("1.5 will be serialized as "1500m"",
+    /// "1.5Gi will be serialized as "1536Mi""), `TestQuantityString` (each `expect` is kept as
+    /// written when parsed, each `alternate` is written as its `expect`) and
+    /// `TestQuantityParseEmit`. `TestQuantityString`'s `1000e-12` is left out: its exponent is
+    /// outside the -9..18 a policy may use.
+    #[test]
+    fn quantities_are_written_as_kubernetes_writes_them() {
+        let documented = [
+            ("1.5", "1500m"),
+            ("1.5Gi", "1536Mi"),
+            // TestQuantityString, alternates.
+            ("1024Mi", "1Gi"),
+            ("307200Ki", "300Mi"),
+            ("1025024Mi", "1001Gi"),
+            ("1024Gi", "1Ti"),
+            ("5000m", "5"),
+            ("0.5", "500m"),
+            ("1000M", "1G"),
+            ("0.001T", "1G"),
+            ("1000u", "1m"),
+            ("1.08", "1080m"),
+            ("1080000000n", "1080m"),
+            (".001e12", "1e9"),
+            ("0.001e0", "1e-3"),
+            ("00", "0"),
+            // TestQuantityParseEmit.
+            ("1Ki", "1Ki"),
+            ("1Mi", "1Mi"),
+            ("1Gi", "1Gi"),
+            (".001Ki", "1024m"),
+            (".000001Ki", "1024u"),
+            (".000000001Ki", "1024n"),
+            (".000000000001Ki", "2n"),
+        ];
+        for (input, expected) in documented {
+            assert_eq!(q(input).canonical().as_str(), expected, "{input}");
+        }
+        // TestQuantityString, expects: already canonical, kept byte for byte.
+        for kept in [
+            "1Gi", "300Mi", "6Ki", "1001Gi", "1Ti", "5", "500m", "1G", "1m", "80m", "1080m",
+            "300M", "1T", "1234567M", "1234567m", "3k", "1025", "0", "1e9", "1e-3", "1e-9",
+            "80e-3", "300e6", "1e12", "1e3", "3e3", "1n", "80n", "1080n", "1u", "80u", "1080u",
+        ] {
+            assert_eq!(q(kept).canonical().as_str(), kept);
+        }
+    }
+
+    /// What the rules above give for what policies hold. The end-to-end test
+    /// `quantities_are_stored_as_written_here` checks each against a real apiserver.
+    #[test]
+    fn policy_quantities_are_written_without_spaces_fractions_or_needless_digits() {
+        for (input, expected) in [
+            (" 2", "2"),
+            ("2 ", "2"),
+            // A YAML number: `memory: 1e3` reaches the parser as the float 1000.0.
+            ("1000.0", "1k"),
+            ("2000m", "2"),
+            ("0.5Gi", "512Mi"),
+            ("1.5e3", "1500"),
+            ("2.5Gi", "2560Mi"),
+            ("1536Mi", "1536Mi"),
+            ("1048576Ki", "1Gi"),
+            ("0.1", "100m"),
+            ("0.0001", "100u"),
+            ("10e3", "10e3"),
+            // Kubernetes keeps these as written: its test of "canonical" looks at the digits.
+            ("1e3", "1e3"),
+            ("+2", "+2"),
+            ("02", "02"),
+            ("64Gi", "64Gi"),
+            ("2432Mi", "2432Mi"),
+            // Past `E` Kubernetes has no suffix; the value is kept (see `stored_text`).
+            ("1000E", "1000E"),
+            ("12345E", "12345E"),
+        ] {
+            let written = q(input).canonical();
+            assert_eq!(written.as_str(), expected, "{input:?}");
+            assert_eq!(written, q(input), "{input:?}: the value is unchanged");
+        }
+    }
+
+    /// In a pod's requests and limits the apiserver first rounds up to milli-units
+    /// (`SetDefaults_ResourceList` in Kubernetes' `pkg/apis/core/v1/defaults.go`); the
+    /// end-to-end test checks these against a real apiserver too.
+    #[test]
+    fn pod_resources_are_rounded_up_to_milli_units_then_written_canonically() {
+        for (input, expected) in [
+            ("100u", "1m"),
+            ("0.0001", "1m"),
+            ("1n", "1m"),
+            ("1500u", "2m"),
+            ("1.0001", "1001m"),
+            ("1e-4", "1e-3"),
+            (".000000000001Ki", "1m"),
+            // Nothing to round: as `canonical`, written texts kept as written included.
+            ("1e-3", "1e-3"),
+            ("+2", "+2"),
+            (" 2", "2"),
+            ("1000.0", "1k"),
+            ("0.5Gi", "512Mi"),
+            ("1.5", "1500m"),
+            ("64Gi", "64Gi"),
+        ] {
+            assert_eq!(q(input).as_pod_resource().as_str(), expected, "{input:?}");
+            assert_eq!(
+                q(input).as_pod_resource(),
+                q(expected),
+                "{input:?}: the value is the rounded one"
+            );
         }
     }
 

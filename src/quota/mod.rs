@@ -162,6 +162,7 @@ quotas:
             &pod,
             &crate::engine::RequestContext {
                 namespace: "analytics".to_owned(),
+                ..Default::default()
             },
             &policy,
         )

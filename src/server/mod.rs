@@ -219,6 +219,22 @@ impl Server {
                 stop_rx.clone(),
             )),
         };
+        let priority_class_watch = match &kube_client {
+            Ok(client) => {
+                // Before the admin port serves, so readiness never reports ready without it.
+                state.await_cluster_facts();
+                Some(tokio::spawn(crate::cluster::watch_priority_classes(
+                    client.clone(),
+                    state.clone(),
+                    crate::cluster::FIRST_LISTING_WAIT,
+                    stop_rx.clone(),
+                )))
+            }
+            Err(error) => {
+                tracing::info!(%error, "no Kubernetes client: the cluster's global default PriorityClass is not known, so a policy's priorityClassName under merge does not replace it (a pod the apiserver gave that class keeps it, with a warning)");
+                None
+            }
+        };
         let configmap_watch = match (kube_client.ok(), options.policy_configmap.clone()) {
             (Some(client), Some(source)) => {
                 tracing::info!(configmap = %source, "watching the policy ConfigMap");
@@ -318,6 +334,9 @@ impl Server {
         let _ = admin_task.await;
         let _ = certificate_reload.await;
         for watch in [file_watch, configmap_watch].into_iter().flatten() {
+            let _ = watch.await;
+        }
+        if let Some(watch) = priority_class_watch {
             let _ = watch.await;
         }
         let _ = quota_watch.await;

@@ -168,7 +168,7 @@ async fn mutate(AxumState(app): AxumState<WebhookApp>, headers: HeaderMap, body:
         }
     };
     let uid = request.uid.clone();
-    let (mut review, mut summary) = admission::review(request, &policy);
+    let (mut review, mut summary) = admission::review(request, &policy, &app.state.cluster_facts());
     if let Some(claim) = summary.quota_claim.take() {
         let decision = app
             .state
@@ -333,6 +333,12 @@ async fn readyz(AxumState(state): AxumState<Arc<State>>) -> Response {
             .into_response()
     } else if state.policy().is_none() {
         (StatusCode::SERVICE_UNAVAILABLE, "no valid policy loaded\n").into_response()
+    } else if state.is_awaiting_cluster_facts() && !state.is_shutting_down() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the first listing of PriorityClasses (the global default)\n",
+        )
+            .into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
     }

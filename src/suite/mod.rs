@@ -78,6 +78,7 @@ const CASE_FIELDS: &[&str] = &[
     "dryRun",
     "operation",
     "clusterPods",
+    "globalDefaultPriorityClass",
     "expect",
 ];
 const OPERATIONS: &[&str] = &["CREATE", "UPDATE", "DELETE", "CONNECT"];
@@ -165,6 +166,8 @@ struct Case {
     dry_run: bool,
     /// The cluster's pods for quotas; none by default, as on an empty cluster.
     cluster: Vec<LeanPod>,
+    /// What the server would know of the cluster (its global default PriorityClass).
+    cluster_facts: crate::engine::ClusterFacts,
     expect: Expect,
 }
 
@@ -210,6 +213,8 @@ struct RawCase {
     operation: Option<String>,
     #[serde(default)]
     cluster_pods: Option<Value>,
+    #[serde(default)]
+    global_default_priority_class: Option<String>,
     expect: Value,
 }
 
@@ -307,7 +312,7 @@ fn run_case(case: &Case, policy: &Policy) -> Vec<Failure> {
             )];
         }
     };
-    let (mut review, mut summary) = crate::admission::review(request, policy);
+    let (mut review, mut summary) = crate::admission::review(request, policy, &case.cluster_facts);
     if let Some(claim) = summary.quota_claim.take() {
         let decision =
             crate::quota::Tracker::offline(crate::quota::watch::ledger_of(&case.cluster))
@@ -483,6 +488,9 @@ impl Loader<'_> {
             object,
             dry_run,
             cluster: cluster?,
+            cluster_facts: crate::engine::ClusterFacts {
+                global_default_priority_class: raw.global_default_priority_class,
+            },
             expect: expect?,
         })
     }

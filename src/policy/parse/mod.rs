@@ -553,7 +553,8 @@ impl Checker {
                 );
                 None
             }
-            Ok(q) => Some(q),
+            // Written into pods as the apiserver would store it (`cpu: " 2"` as `2`).
+            Ok(q) => Some(q.as_pod_resource()),
             Err(why) => {
                 self.problem(path, why.to_string());
                 None
