@@ -64,6 +64,16 @@ fn container<'p>(pod: &'p Pod, name: &str) -> &'p Container {
         .unwrap_or_else(|| panic!("no container {name}"))
 }
 
+fn container_mut<'p>(pod: &'p mut Pod, name: &str) -> &'p mut Container {
+    pod.spec
+        .as_mut()
+        .expect("spec")
+        .containers
+        .iter_mut()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no container {name}"))
+}
+
 fn env<'p>(container: &'p Container, name: &str) -> Vec<&'p EnvVar> {
     container
         .env
@@ -603,14 +613,7 @@ fn resource_defaults_fill_only_what_is_missing() {
 #[test]
 fn policy_quantities_are_written_canonically_and_the_pods_own_are_left_as_written() {
     let (mut pod, ctx) = executor();
-    let spark = pod
-        .spec
-        .as_mut()
-        .expect("spec")
-        .containers
-        .iter_mut()
-        .find(|c| c.name == EXECUTOR_EXEC)
-        .expect("spark");
+    let spark = container_mut(&mut pod, EXECUTOR_EXEC);
     let resources = spark.resources.as_mut().expect("resources");
     // Not canonical (Kubernetes would store 2400m), as a pod template might write it.
     resources.limits.as_mut().expect("limits").insert(
@@ -691,14 +694,7 @@ fn cpu_over_max_with_deny_rejects_naming_container_resource_value_and_limit() {
 #[test]
 fn cpu_over_max_with_clamp_is_lowered_and_warned() {
     let (mut pod, ctx) = executor();
-    let spark = pod
-        .spec
-        .as_mut()
-        .expect("spec")
-        .containers
-        .iter_mut()
-        .find(|c| c.name == EXECUTOR_EXEC)
-        .expect("spark");
+    let spark = container_mut(&mut pod, EXECUTOR_EXEC);
     let resources = spark.resources.as_mut().expect("resources");
     resources.limits.as_mut().expect("limits").insert(
         "cpu".into(),
@@ -1068,14 +1064,7 @@ fn a_huge_but_valid_cpu_quantity_is_denied_as_not_comparable_under_deny_and_clam
     let huge = "170141183460469231731687303715n";
     for on_exceed in ["deny", "clamp"] {
         let (mut pod, ctx) = executor();
-        let spark = pod
-            .spec
-            .as_mut()
-            .expect("spec")
-            .containers
-            .iter_mut()
-            .find(|c| c.name == EXECUTOR_EXEC)
-            .expect("spark");
+        let spark = container_mut(&mut pod, EXECUTOR_EXEC);
         spark
             .resources
             .as_mut()
