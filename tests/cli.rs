@@ -548,3 +548,34 @@ fn the_deployed_policy_is_the_checked_example_policy() {
     let out = run(&["check", "deploy/base/policy.yaml"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
+
+#[test]
+fn an_error_says_each_cause_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cert = dir.path().join("missing.crt");
+    let key = dir.path().join("missing.key");
+    let out = run(&[
+        "serve",
+        "--tls-cert",
+        cert.to_str().expect("utf-8 path"),
+        "--tls-key",
+        key.to_str().expect("utf-8 path"),
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    let error = stderr
+        .lines()
+        .find(|line| line.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line: {stderr}"));
+    assert_eq!(
+        error,
+        format!(
+            "error: failed to load the serving certificate: failed to read certificate files: {}: No such file or directory (os error 2)",
+            cert.display()
+        )
+    );
+}

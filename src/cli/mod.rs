@@ -335,11 +335,29 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The error and its causes, each said once. This crate's errors carry their cause in their own
+/// message too (so that a log line or an HTTP answer is whole on its own), so printing the
+/// chain as anyhow's `{:#}` does would repeat every cause.
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if text.contains(&message) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&message);
+    }
+    text
+}
+
 fn report(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", describe(&error));
             ExitCode::from(1)
         }
     }
