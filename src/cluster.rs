@@ -294,7 +294,7 @@ mod tests {
         wait_until_ready(&state, Duration::from_secs(20)).await;
         let took = started.elapsed();
         assert!(took >= wait, "ready after {took:?}");
-        assert_eq!(state.cluster_facts(), ClusterFacts::default());
+        assert_eq!(*state.cluster_facts(), ClusterFacts::default());
         task.abort();
     }
 }

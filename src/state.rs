@@ -48,7 +48,7 @@ pub struct State {
     /// The policy ConfigMap (namespace, name, data key) that `/validate-policy` guards. Named
     /// for what it held first, the data key alone.
     pub policy_configmap: PolicyConfigMap,
-    cluster: RwLock<ClusterFacts>,
+    cluster: RwLock<Arc<ClusterFacts>>,
     // True from when the server starts watching PriorityClasses until their first listing, or
     // until it gives up waiting for it: not ready meanwhile.
     awaiting_cluster_facts: AtomicBool,
@@ -73,7 +73,7 @@ impl State {
             quota_watch_generation: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
             policy_configmap: PolicyConfigMap::with_key(policy_key),
-            cluster: RwLock::new(ClusterFacts::default()),
+            cluster: RwLock::new(Arc::default()),
             awaiting_cluster_facts: AtomicBool::new(false),
         }
     }
@@ -85,8 +85,8 @@ impl State {
         self
     }
 
-    /// What is known of the cluster, for the next request.
-    pub fn cluster_facts(&self) -> ClusterFacts {
+    /// What is known of the cluster, for the next request (shared: a request costs no copy).
+    pub fn cluster_facts(&self) -> Arc<ClusterFacts> {
         match self.cluster.read() {
             Ok(guard) => guard.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -108,8 +108,8 @@ impl State {
     /// longer waits for them.
     pub fn set_cluster_facts(&self, facts: ClusterFacts) {
         match self.cluster.write() {
-            Ok(mut guard) => *guard = facts,
-            Err(poisoned) => *poisoned.into_inner() = facts,
+            Ok(mut guard) => *guard = Arc::new(facts),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(facts),
         }
         self.stop_awaiting_cluster_facts();
     }
@@ -326,13 +326,13 @@ mod tests {
         );
         state.await_cluster_facts();
         assert!(!state.is_ready());
-        assert_eq!(state.cluster_facts(), ClusterFacts::default());
+        assert_eq!(*state.cluster_facts(), ClusterFacts::default());
         let facts = ClusterFacts {
             global_default_priority_class: Some("normal".to_owned()),
         };
         state.set_cluster_facts(facts.clone());
         assert!(state.is_ready());
-        assert_eq!(state.cluster_facts(), facts);
+        assert_eq!(*state.cluster_facts(), facts);
 
         // Given up on: ready, with what is known so far (nothing, at start).
         let state = State::new("policy.yaml");
@@ -340,7 +340,7 @@ mod tests {
         state.await_cluster_facts();
         state.stop_awaiting_cluster_facts();
         assert!(state.is_ready());
-        assert_eq!(state.cluster_facts(), ClusterFacts::default());
+        assert_eq!(*state.cluster_facts(), ClusterFacts::default());
     }
 
     #[test]
