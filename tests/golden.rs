@@ -105,7 +105,8 @@ async fn the_server_answers_every_golden_file() {
     for (name, golden) in goldens() {
         let policy = std::fs::read_to_string(&golden.policy).unwrap();
         let mut server = TestServer::builder().policy_file(&policy).start().await;
-        wait_until_ready(&server).await;
+        // Ready once the policy file is loaded.
+        wait_until(|| async { admin_get(server.admin, "/readyz").await.0 == StatusCode::OK }).await;
         let body = std::fs::read(&golden.fixture).unwrap();
         let (status, answer) = server.client().post("/mutate", body).await;
         let answer: Value = serde_json::from_slice(&answer).unwrap();
@@ -136,16 +137,6 @@ async fn the_server_answers_every_golden_file() {
         }
         server.stop().await;
     }
-}
-
-async fn wait_until_ready(server: &TestServer) {
-    for _ in 0..100 {
-        if admin_get(server.admin, "/readyz").await.0 == StatusCode::OK {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("the server never loaded the policy file");
 }
 
 #[test]

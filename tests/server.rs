@@ -334,20 +334,6 @@ async fn validate_policy_refuses_an_invalid_policy_configmap_with_every_error() 
     server.stop().await;
 }
 
-async fn wait_until<F, Fut>(mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..100 {
-        if condition().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("condition not met within 5 s");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificate_rotation_by_symlink_swap_drops_no_request() {
     let mut server = TestServer::start().await;
