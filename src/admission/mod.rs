@@ -3,6 +3,7 @@
 //! Spark pods are reviewed here; the driver's configuration ConfigMap in [`spark_conf`].
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use base64::Engine;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodSpec, PodStatus};
@@ -360,7 +361,7 @@ pub fn create_review(
 pub fn review(
     mut request: AdmissionRequest<Pod>,
     policy: &Policy,
-    cluster: &ClusterFacts,
+    cluster: &Arc<ClusterFacts>,
 ) -> (ResponseReview, Summary) {
     let mut response = Response::allow(&request.uid);
     let mutates = mutates(&request);
@@ -386,7 +387,7 @@ fn mutate(
     response: &mut Response,
     summary: &mut Summary,
     policy: &Policy,
-    cluster: &ClusterFacts,
+    cluster: &Arc<ClusterFacts>,
 ) {
     if summary.pod.is_empty() {
         summary.pod = pod.metadata.generate_name.clone().unwrap_or_default();
@@ -396,7 +397,7 @@ fn mutate(
     pod.metadata.managed_fields = None;
     let context = RequestContext {
         namespace: summary.namespace.clone(),
-        cluster: cluster.clone(),
+        cluster: Arc::clone(cluster),
     };
     let Some(evaluation) = engine::evaluate(&pod, &context, policy) else {
         return;

@@ -106,9 +106,9 @@ pub(super) fn mutate(args: &MutateArgs) -> anyhow::Result<ExitCode> {
         None => format!("a {}", request.kind.kind),
     };
 
-    let cluster = engine::ClusterFacts {
+    let cluster = std::sync::Arc::new(engine::ClusterFacts {
         global_default_priority_class: args.global_default_priority_class.clone(),
-    };
+    });
     let (review, mut summary) = admission::review(request, &policy, &cluster);
     let response = review.response;
     match summary.role {

@@ -19,6 +19,8 @@ mod resources;
 mod scheduling;
 mod spark;
 
+use std::sync::Arc;
+
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::policy::{Policy, Role, Rule};
@@ -39,8 +41,9 @@ pub const POLICY_HASH_ANNOTATION: &str = "spark-admission.io/policy-hash";
 pub struct RequestContext {
     /// `request.namespace` (the pod's own `metadata.namespace` is usually unset on CREATE).
     pub namespace: String,
-    /// What the cluster's own admission plugins act on before the webhook sees the pod.
-    pub cluster: ClusterFacts,
+    /// What the cluster's own admission plugins act on before the webhook sees the pod; shared
+    /// with the server's state, so a request copies nothing of it.
+    pub cluster: Arc<ClusterFacts>,
 }
 
 /// Facts about the cluster that decide how a pod arrived, gathered outside the engine (the

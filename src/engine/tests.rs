@@ -805,7 +805,8 @@ fn executor_given_the_global_default() -> (Pod, RequestContext) {
     spec.priority_class_name = Some("normal".into());
     spec.priority = Some(1000);
     spec.preemption_policy = Some("PreemptLowerPriority".into());
-    ctx.cluster.global_default_priority_class = Some("normal".into());
+    std::sync::Arc::make_mut(&mut ctx.cluster).global_default_priority_class =
+        Some("normal".into());
     (pod, ctx)
 }
 
@@ -859,7 +860,8 @@ fn enforce_replaces_the_pods_class_whatever_the_global_default() {
     ] {
         let (mut pod, mut ctx) = executor_given_the_global_default();
         pod.spec.as_mut().expect("spec").priority_class_name = Some(pod_class.into());
-        ctx.cluster.global_default_priority_class = global_default.map(str::to_owned);
+        std::sync::Arc::make_mut(&mut ctx.cluster).global_default_priority_class =
+            global_default.map(str::to_owned);
         let out = run(
             &pod,
             &ctx,
@@ -881,7 +883,7 @@ fn enforce_replaces_the_pods_class_whatever_the_global_default() {
 #[test]
 fn without_a_known_global_default_merge_keeps_the_class_the_pod_arrived_with() {
     let (pod, mut ctx) = executor_given_the_global_default();
-    ctx.cluster.global_default_priority_class = None;
+    std::sync::Arc::make_mut(&mut ctx.cluster).global_default_priority_class = None;
     let out = run(
         &pod,
         &ctx,

@@ -167,7 +167,7 @@ struct Case {
     /// The cluster's pods for quotas; none by default, as on an empty cluster.
     cluster: Vec<LeanPod>,
     /// What the server would know of the cluster (its global default PriorityClass).
-    cluster_facts: crate::engine::ClusterFacts,
+    cluster_facts: std::sync::Arc<crate::engine::ClusterFacts>,
     expect: Expect,
 }
 
@@ -488,9 +488,9 @@ impl Loader<'_> {
             object,
             dry_run,
             cluster: cluster?,
-            cluster_facts: crate::engine::ClusterFacts {
+            cluster_facts: std::sync::Arc::new(crate::engine::ClusterFacts {
                 global_default_priority_class: raw.global_default_priority_class,
-            },
+            }),
             expect: expect?,
         })
     }
