@@ -333,10 +333,10 @@ impl Server {
         let _ = stop_tx.send(true);
         let _ = admin_task.await;
         let _ = certificate_reload.await;
-        for watch in [file_watch, configmap_watch].into_iter().flatten() {
-            let _ = watch.await;
-        }
-        if let Some(watch) = priority_class_watch {
+        for watch in [file_watch, configmap_watch, priority_class_watch]
+            .into_iter()
+            .flatten()
+        {
             let _ = watch.await;
         }
         let _ = quota_watch.await;
