@@ -25,6 +25,7 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             reservation_ttl: args.quota_reservation_ttl,
             confirm_margin: args.quota_confirm_margin,
             confirm_timeout: args.quota_confirm_timeout,
+            verified_callers: false,
         },
     );
     if let Some((namespace, name)) = args

@@ -36,6 +36,10 @@ pub struct Options {
     pub confirm_margin: u32,
     /// Longest wait for that LIST; past it, the decision uses this replica's own view.
     pub confirm_timeout: Duration,
+    /// Whether every caller is known to be the kube-apiserver (`serve --client-ca`: the TLS
+    /// handshake verified its client certificate). Only then may an admission the watch has
+    /// not confirmed yet hold room against namespace limits (SPEC §5, "Untrusted callers").
+    pub verified_callers: bool,
 }
 
 impl Default for Options {
@@ -44,6 +48,7 @@ impl Default for Options {
             reservation_ttl: Duration::from_secs(30),
             confirm_margin: 10,
             confirm_timeout: Duration::from_secs(2),
+            verified_callers: false,
         }
     }
 }
