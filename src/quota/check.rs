@@ -9,8 +9,8 @@ use crate::policy::{Quota, QuotaLimits, Role};
 
 use super::Charge;
 
-use super::Claim;
 use super::ledger::Usage;
+use super::{Claim, ClaimKind};
 
 /// Which totals a limit is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -69,6 +69,7 @@ pub fn check(quota: &Quota, claim: &Claim, usage: &Usage) -> Vec<Violation> {
         };
         if let Some(max) = limits.max_executors
             && claim.entry.role == Role::Executor
+            && claim.kind == ClaimKind::Create
         {
             let executors = u64::from(totals.executors) + 1;
             if executors > u64::from(max) {
@@ -93,6 +94,7 @@ pub fn check(quota: &Quota, claim: &Claim, usage: &Usage) -> Vec<Violation> {
     if let Some(limits) = &quota.per_namespace {
         let namespace = &claim.key.namespace;
         if let Some(max) = limits.max_applications
+            && claim.kind == ClaimKind::Create
             && claim.entry.app.is_some()
             && !usage.app.is_some_and(|app| app.present)
         {
@@ -159,6 +161,7 @@ pub fn near_application_limit(quota: &Quota, claim: &Claim, usage: &Usage, margi
     let margin = i128::from(margin);
     let executors_near = limits.max_executors.is_some_and(|max| {
         claim.entry.role == Role::Executor
+            && claim.kind == ClaimKind::Create
             && i128::from(totals.executors) + 1 + margin > i128::from(max)
     });
     let reached = totals.charge.plus(claim.entry.charge.times(1 + margin));
@@ -271,6 +274,7 @@ mod tests {
                 charge: Charge { cpu, memory },
             },
             quotas: vec![0],
+            kind: ClaimKind::Create,
         }
     }
 

@@ -34,7 +34,7 @@ use crate::policy::Policy;
 
 pub use charge::Charge;
 pub use check::{Scope, Violation};
-pub use ledger::{Entry, Ledger, PodKey, TrackedPod};
+pub use ledger::{Entry, Ledger, Own, PodKey, TrackedPod};
 pub use tracker::{Confirmation, Decision, Options, Tracker};
 
 /// Errors confirming an application's pods with the API.
@@ -78,6 +78,20 @@ pub struct Claim {
     pub entry: Entry,
     /// Indices of the policy's quotas that match the pod.
     pub quotas: Vec<usize>,
+    /// A new pod, or new resources for a live one.
+    pub kind: ClaimKind,
+}
+
+/// What a claim is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimKind {
+    /// A pod being created: it adds a pod (an executor, perhaps a new application) and is
+    /// reserved once admitted.
+    Create,
+    /// A live pod whose resources are raised (an UPDATE or `pods/resize`): only its charge
+    /// changes, from what it has to what the entry says; nothing is reserved, the watch shows
+    /// the new charge.
+    Resize,
 }
 
 impl Claim {
@@ -95,16 +109,6 @@ impl Claim {
         desired: &Pod,
         request_uid: &str,
     ) -> Option<Self> {
-        let quotas: Vec<usize> = policy
-            .quotas
-            .iter()
-            .enumerate()
-            .filter(|(_, quota)| matches(&quota.selector, spark))
-            .map(|(index, _)| index)
-            .collect();
-        if quotas.is_empty() {
-            return None;
-        }
         let name = match desired.metadata.name.as_deref().filter(|n| !n.is_empty()) {
             Some(name) => name.to_owned(),
             // Braces and spaces cannot appear in a pod name, so this never equals a real one.
@@ -117,6 +121,32 @@ impl Claim {
                     .unwrap_or_default()
             ),
         };
+        Self::of(policy, spark, desired, name, ClaimKind::Create)
+    }
+
+    /// The claim of a live Spark pod `name` whose resources change to those of `updated`.
+    /// `None` when no quota matches.
+    pub fn resize(policy: &Policy, spark: &SparkPod, updated: &Pod, name: &str) -> Option<Self> {
+        Self::of(policy, spark, updated, name.to_owned(), ClaimKind::Resize)
+    }
+
+    fn of(
+        policy: &Policy,
+        spark: &SparkPod,
+        pod: &Pod,
+        name: String,
+        kind: ClaimKind,
+    ) -> Option<Self> {
+        let quotas: Vec<usize> = policy
+            .quotas
+            .iter()
+            .enumerate()
+            .filter(|(_, quota)| matches(&quota.selector, spark))
+            .map(|(index, _)| index)
+            .collect();
+        if quotas.is_empty() {
+            return None;
+        }
         Some(Self {
             key: PodKey {
                 namespace: spark.namespace.clone(),
@@ -126,10 +156,19 @@ impl Claim {
                 app: spark.app_id.clone(),
                 app_name: spark.app_name.clone(),
                 role: spark.role,
-                charge: Charge::of_pod(desired),
+                charge: Charge::of_pod(pod),
             },
             quotas,
+            kind,
         })
+    }
+
+    /// The pod this claim is about, as the ledger leaves it out of the totals.
+    pub fn own(&self) -> Own<'_> {
+        match self.kind {
+            ClaimKind::Create => Own::Created(&self.key),
+            ClaimKind::Resize => Own::Resized(&self.key),
+        }
     }
 }
 

@@ -67,7 +67,7 @@ pub fn usage(policy: &Policy, ledger: &Ledger, applications: bool) -> Vec<ScopeU
                         ratio: ratio(count as f64, f64::from(max)),
                     });
                 }
-                push_charge(&mut measures, quota_charge_limits(limits), ns.charge);
+                push_charge(&mut measures, quota_charge_limits(limits), ns.all().charge);
                 rows.push(ScopeUsage {
                     quota: quota.name.clone(),
                     namespace: (*namespace).clone(),
@@ -86,15 +86,16 @@ pub fn usage(policy: &Policy, ledger: &Ledger, applications: bool) -> Vec<ScopeU
                     continue;
                 }
                 let mut measures = Vec::new();
+                let all = usage.all();
                 if let Some(max) = limits.max_executors {
                     measures.push(Measure {
                         resource: "executors",
-                        used: usage.executors.to_string(),
+                        used: all.executors.to_string(),
                         limit: max.to_string(),
-                        ratio: ratio(f64::from(usage.executors), f64::from(max)),
+                        ratio: ratio(f64::from(all.executors), f64::from(max)),
                     });
                 }
-                push_charge(&mut measures, quota_charge_limits(limits), usage.charge);
+                push_charge(&mut measures, quota_charge_limits(limits), all.charge);
                 rows.push(ScopeUsage {
                     quota: quota.name.clone(),
                     namespace: (*namespace).clone(),

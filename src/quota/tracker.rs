@@ -21,9 +21,9 @@ use kube::api::{Api, ListParams};
 use crate::policy::{Quota, check_label_value};
 
 use super::check::{Violation, check, near_application_limit};
-use super::ledger::{AppTotals, Entry, Ledger, Member, PodKey, TrackedPod, Usage};
+use super::ledger::{AppTotals, Entry, Ledger, Member, Own, PodKey, TrackedPod, Usage};
 use super::watch::{LeanPod, SPARK_POD_SELECTOR, tracked};
-use super::{Claim, Error};
+use super::{Claim, ClaimKind, Error};
 
 /// How the tracker decides.
 #[derive(Debug, Clone)]
@@ -89,12 +89,18 @@ pub struct Listed {
     pub pods: Vec<(String, Entry)>,
 }
 
+/// At most this many confirming LISTs are in flight at once: any client can send reviews that
+/// ask for one (an application near its limit), and each is a quorum read of etcd. Past it, a
+/// LIST waits for a turn within the confirm timeout, then the replica's own view decides.
+pub const MAX_CONCURRENT_LISTS: usize = 8;
+
 /// The ledger, whether it is in step with the cluster, and how to confirm.
 pub struct Tracker {
     ledger: Mutex<Ledger>,
     synced: AtomicBool,
     in_step: AtomicBool,
     client: OnceLock<kube::Client>,
+    lists: tokio::sync::Semaphore,
     options: Options,
 }
 
@@ -106,6 +112,7 @@ impl Tracker {
             synced: AtomicBool::new(false),
             in_step: AtomicBool::new(false),
             client: OnceLock::new(),
+            lists: tokio::sync::Semaphore::new(MAX_CONCURRENT_LISTS),
             options,
         }
     }
@@ -204,7 +211,12 @@ impl Tracker {
         let confirmation = match listed {
             Ok(listed) => {
                 let members = ledger.app_members(&claim.key.namespace, &app);
-                usage.app = Some(merge(&listed, &members, &claim.key.name));
+                usage.app = Some(merge(
+                    &listed,
+                    &members,
+                    claim.own(),
+                    self.options.verified_callers,
+                ));
                 Confirmation::Listed
             }
             Err(error) => Confirmation::Failed(error.to_string()),
@@ -245,7 +257,16 @@ impl Tracker {
                     let ledger = self.lock();
                     let members = ledger.app_members(namespace, app);
                     // No pod is being decided: an empty name matches none.
-                    let totals = merge(&listed, &members, "");
+                    let nobody = PodKey {
+                        namespace: namespace.to_owned(),
+                        name: String::new(),
+                    };
+                    let totals = merge(
+                        &listed,
+                        &members,
+                        Own::Created(&nobody),
+                        self.options.verified_callers,
+                    );
                     let name = listed
                         .pods
                         .iter()
@@ -263,13 +284,18 @@ impl Tracker {
             name: String::new(),
         };
         let totals = ledger
-            .usage(namespace, Some(app), &nobody)
+            .usage(
+                Some(app),
+                Own::Created(&nobody),
+                self.options.verified_callers,
+            )
             .app
             .unwrap_or_default();
         (totals, app_name(&ledger, namespace, app), confirmation)
     }
 
-    /// [`list_application`] within `--quota-confirm-timeout`.
+    /// [`list_application`] within `--quota-confirm-timeout`, waiting for its turn among the
+    /// [`MAX_CONCURRENT_LISTS`] within that time too.
     async fn list(
         &self,
         client: &kube::Client,
@@ -277,7 +303,12 @@ impl Tracker {
         app: &str,
     ) -> Result<Listed, Error> {
         let timeout = self.options.confirm_timeout;
-        tokio::time::timeout(timeout, list_application(client, namespace, app))
+        let turn_and_list = async {
+            // The semaphore is never closed; a closed one would only skip the wait.
+            let _turn = self.lists.acquire().await.ok();
+            list_application(client, namespace, app).await
+        };
+        tokio::time::timeout(timeout, turn_and_list)
             .await
             .unwrap_or_else(|_| {
                 Err(Error::Timeout {
@@ -290,7 +321,11 @@ impl Tracker {
 
     fn usage_now(&self, ledger: &mut Ledger, claim: &Claim) -> Usage {
         ledger.expire(Instant::now());
-        ledger.usage(&claim.key.namespace, claim.entry.app.as_deref(), &claim.key)
+        ledger.usage(
+            claim.entry.app.as_deref(),
+            claim.own(),
+            self.options.verified_callers,
+        )
     }
 
     /// The client and application to LIST, when the decision must be confirmed.
@@ -329,7 +364,7 @@ impl Tracker {
             .iter()
             .flat_map(|q| check(q, claim, &usage))
             .collect();
-        if violations.is_empty() && !dry_run {
+        if violations.is_empty() && !dry_run && claim.kind == ClaimKind::Create {
             ledger.reserve(
                 &claim.key,
                 &claim.entry,
@@ -355,14 +390,24 @@ fn app_name(ledger: &Ledger, namespace: &str, app: &str) -> Option<String> {
 
 /// The application's totals from a consistent LIST merged with this replica's view, leaving
 /// out the pod being decided (`own`):
-/// - every listed pod counts;
-/// - a pod this replica admitted and the LIST does not show yet counts (it is still in flight);
+/// - every listed pod counts: a stored pod with the name of a pod being created is another
+///   pod (that creation will fail with AlreadyExists), and only a resized pod is itself listed;
 /// - a pod the watch shows and the LIST does not counts only if the watch saw it after the
-///   LIST was taken (created since); otherwise it was deleted before the LIST.
-pub fn merge(listed: &Listed, members: &[Member<'_>], own: &str) -> AppTotals {
+///   LIST was taken (created since); otherwise it was deleted before the LIST;
+/// - a pod this replica admitted and neither shows counts (it is still in flight); it makes
+///   the application present in its namespace only when `reservations_make_present` (callers
+///   verified: see [`Ledger::usage`]).
+pub fn merge(
+    listed: &Listed,
+    members: &[Member<'_>],
+    own: Own<'_>,
+    reservations_make_present: bool,
+) -> AppTotals {
+    let own_name = own.key().name.as_str();
+    let is_own = |name: &str| matches!(own, Own::Resized(_)) && name == own_name;
     let mut totals = AppTotals::default();
-    let mut count = |entry: &Entry| {
-        totals.present = true;
+    let mut count = |entry: &Entry, present: bool| {
+        totals.present |= present;
         totals.charge = totals.charge.plus(entry.charge);
         if entry.role == crate::policy::Role::Executor {
             totals.executors += 1;
@@ -370,24 +415,32 @@ pub fn merge(listed: &Listed, members: &[Member<'_>], own: &str) -> AppTotals {
     };
     let mut seen = HashSet::new();
     for (name, entry) in &listed.pods {
-        if name != own && seen.insert(name.as_str()) {
-            count(entry);
+        if !is_own(name) && seen.insert(name.as_str()) {
+            count(entry, true);
         }
     }
     for member in members {
-        match *member {
-            Member::Reserved(name, entry) if name != own && !seen.contains(name) => count(entry),
-            Member::Tracked(name, entry, version) if name != own && !seen.contains(name) => {
-                let newer = match (version, listed.resource_version) {
-                    (Some(seen_at), Some(listed_at)) => seen_at > listed_at,
-                    // Versions that are not numbers cannot be ordered: count it, to be safe.
-                    _ => true,
-                };
-                if newer {
-                    count(entry);
-                }
+        if let Member::Tracked(name, entry, version) = *member
+            && !is_own(name)
+            && !seen.contains(name)
+        {
+            let newer = match (version, listed.resource_version) {
+                (Some(seen_at), Some(listed_at)) => seen_at > listed_at,
+                // Versions that are not numbers cannot be ordered: count it, to be safe.
+                _ => true,
+            };
+            if newer {
+                seen.insert(name);
+                count(entry, true);
             }
-            _ => {}
+        }
+    }
+    for member in members {
+        if let Member::Reserved(name, entry) = *member
+            && name != own_name
+            && !seen.contains(name)
+        {
+            count(entry, reservations_make_present);
         }
     }
     totals
@@ -461,6 +514,7 @@ mod tests {
                 },
             },
             quotas: vec![0],
+            kind: ClaimKind::Create,
         }
     }
 
@@ -556,7 +610,6 @@ mod tests {
             pods: vec![
                 ("driver".to_owned(), driver.clone()),
                 ("exec-1".to_owned(), executor.clone()),
-                ("exec-own".to_owned(), executor.clone()),
             ],
         };
         let members = [
@@ -573,13 +626,52 @@ mod tests {
             // The pod being decided: never counted against itself.
             Member::Reserved("exec-own", &executor),
         ];
-        let totals = merge(&listed, &members, "exec-own");
+        let own = key("exec-own");
+        let totals = merge(&listed, &members, Own::Created(&own), true);
         assert_eq!(totals.executors, 3, "exec-1, exec-new, exec-in-flight");
         assert_eq!(totals.charge.cpu, 4, "with the driver");
         assert!(totals.present);
         assert_eq!(
-            merge(&Listed::default(), &[], "exec-own"),
+            merge(&Listed::default(), &[], Own::Created(&own), true),
             AppTotals::default()
         );
+    }
+
+    #[test]
+    fn the_merge_counts_a_stored_pod_of_the_created_name_but_not_a_resized_pod_itself() {
+        let executor = entry(Role::Executor);
+        let listed = Listed {
+            resource_version: Some(100),
+            pods: vec![("exec-1".to_owned(), executor.clone())],
+        };
+        let members = [
+            Member::Tracked("exec-1", &executor, Some(90)),
+            Member::Reserved("exec-1", &executor),
+        ];
+        let name = key("exec-1");
+        // A CREATE reusing the stored pod's name: the stored pod counts, once.
+        let created = merge(&listed, &members, Own::Created(&name), false);
+        assert_eq!(created.executors, 1);
+        // A resize of that pod: the pod itself is left out.
+        let resized = merge(&listed, &members, Own::Resized(&name), false);
+        assert_eq!(resized.executors, 0);
+    }
+
+    #[test]
+    fn reservations_alone_make_an_application_present_only_for_verified_callers() {
+        let executor = entry(Role::Executor);
+        let members = [Member::Reserved("exec-1", &executor)];
+        let own = key("exec-2");
+        let unverified = merge(&Listed::default(), &members, Own::Created(&own), false);
+        assert_eq!((unverified.executors, unverified.present), (1, false));
+        let verified = merge(&Listed::default(), &members, Own::Created(&own), true);
+        assert_eq!((verified.executors, verified.present), (1, true));
+    }
+
+    fn key(name: &str) -> PodKey {
+        PodKey {
+            namespace: "analytics".to_owned(),
+            name: name.to_owned(),
+        }
     }
 }
