@@ -14,6 +14,7 @@ use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation};
 use serde::{Deserialize, Serialize};
 
 pub mod spark_conf;
+pub mod update;
 
 use crate::engine::{self, ClusterFacts, RequestContext};
 use crate::policy::{Policy, Role};
@@ -357,7 +358,10 @@ pub fn create_review(
 
 /// Answers one admission request with the policy, knowing `cluster` of the cluster (what the
 /// server has learnt from it; `ClusterFacts::default()` when nothing is known). Only CREATE of a
-/// Spark pod is mutated; everything else is allowed unchanged.
+/// Spark pod is mutated. An UPDATE of a Spark pod is refused when it changes the labels quotas
+/// count it by or raises its resources past the policy's caps ([`update`]); when it raises
+/// them on a pod quotas match, `summary.quota_claim` holds the claim to decide. Everything else
+/// is allowed unchanged.
 pub fn review(
     mut request: AdmissionRequest<Pod>,
     policy: &Policy,
@@ -376,8 +380,12 @@ pub fn review(
         denial: None,
         quota_claim: None,
     };
-    if let Some(pod) = request.object.take().filter(|_| mutates) {
+    if mutates && let Some(pod) = request.object.take() {
         mutate(pod, &mut response, &mut summary, policy, cluster);
+    } else if update::guards(&request)
+        && let (Some(old), Some(new)) = (request.old_object.as_ref(), request.object.as_ref())
+    {
+        update::review(old, new, &mut response, &mut summary, policy, cluster);
     }
     (response.into_review(), summary)
 }

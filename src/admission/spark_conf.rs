@@ -45,7 +45,8 @@ const DRIVER_SERVICE_ACCOUNT: &str = "spark.kubernetes.authenticate.driver.servi
 /// A Spark driver's configuration that can be fitted.
 #[derive(Debug, Clone)]
 pub struct Candidate {
-    uid: String,
+    /// The request's uid.
+    pub uid: String,
     /// The namespace.
     pub namespace: String,
     /// The ConfigMap's name.
@@ -130,6 +131,20 @@ pub fn candidate(request: AdmissionRequest<ConfigMap>) -> Result<Candidate, Unch
         properties,
         size,
     })
+}
+
+impl Candidate {
+    /// Whether a quota of `policy` could limit this application's executors: one with
+    /// per-application limits (the only ones fitted, [`crate::quota::fit`]) whose namespaces
+    /// select the ConfigMap's. Only then are the application's totals worth a consistent
+    /// LIST: a review for a namespace no quota limits costs the apiserver nothing, whoever
+    /// sent it.
+    pub fn may_be_limited(&self, policy: &Policy) -> bool {
+        policy.quotas.iter().any(|quota| {
+            quota.per_application.is_some()
+                && crate::quota::report::applies_to_namespace(quota, &self.namespace)
+        })
+    }
 }
 
 /// What fitting a configuration did.

@@ -257,6 +257,10 @@ async fn mutate_spark_conf(
             tracing::debug!(reason = %unchanged.reason, "ConfigMap allowed unchanged");
             unchanged.review()
         }
+        Ok(candidate) if !candidate.may_be_limited(&policy) => {
+            tracing::debug!(namespace = %candidate.namespace, "no quota limits applications in this namespace: ConfigMap allowed unchanged");
+            ResponseReview::allowed(&candidate.uid)
+        }
         Ok(candidate) => {
             let (totals, app_name, confirmation) = app
                 .state

@@ -24,7 +24,8 @@ use serde_json::{Map, Value};
 
 use super::labels::{check_label_value, check_qualified_name};
 use super::{
-    ContainerSelection, Error, Mode, Policy, Problem, Problems, Quantity, Result, Rule, policy_hash,
+    ContainerSelection, Error, Mode, Policy, Problem, Problems, Quantity, Quota, Result, Rule,
+    policy_hash,
 };
 
 const RULE_FIELDS: &[&str] = &[
@@ -330,7 +331,7 @@ impl Checker {
         }
         self.unique_names(policy.rules.iter().map(|r| r.name.as_str()), "rules");
         self.unique_names(policy.quotas.iter().map(|q| q.name.as_str()), "quotas");
-        self.labels_matched_but_also_set(&policy.rules);
+        self.labels_matched_but_also_set(&policy.rules, &policy.quotas);
         policy
     }
 
@@ -351,8 +352,10 @@ impl Checker {
 
     /// A rule that matches on a label another rule sets would match or not depending on
     /// whether the webhook has seen the pod before, which breaks idempotence under
-    /// `reinvocationPolicy: IfNeeded`.
-    fn labels_matched_but_also_set(&mut self, rules: &[Rule]) {
+    /// `reinvocationPolicy: IfNeeded`. A quota matches the pod as it arrived, before any rule
+    /// set its labels, so one matching on a label a rule sets would never apply to a pod that
+    /// did not carry the label already: refused for the same reason.
+    fn labels_matched_but_also_set(&mut self, rules: &[Rule], quotas: &[Quota]) {
         // First setter of each label, found once: a search per matched label would be
         // quadratic in the number of rules.
         let mut setters: BTreeMap<&str, &str> = BTreeMap::new();
@@ -361,14 +364,27 @@ impl Checker {
                 setters.entry(key.as_str()).or_insert(rule.name.as_str());
             }
         }
-        for (index, rule) in rules.iter().enumerate() {
-            for key in rule.selector.pod_labels.keys() {
+        let selectors = rules
+            .iter()
+            .enumerate()
+            .map(|(index, rule)| ("rules", index, &rule.selector))
+            .chain(
+                quotas
+                    .iter()
+                    .enumerate()
+                    .map(|(index, quota)| ("quotas", index, &quota.selector)),
+            );
+        for (list, index, selector) in selectors {
+            for key in selector.pod_labels.keys() {
                 if let Some(setter) = setters.get(key.as_str()) {
+                    let why = if list == "rules" {
+                        "a rule cannot match on a label the policy sets, because the result would differ between the first and a repeated admission"
+                    } else {
+                        "a quota matches the pod as it arrives, before rules set labels, so it would apply only to pods that carried the label already"
+                    };
                     self.problem(
-                        format!("rules[{index}].match.podLabels.{key}"),
-                        format!(
-                            "label {key:?} is also set by rule {setter:?}; a rule cannot match on a label the policy sets, because the result would differ between the first and a repeated admission"
-                        ),
+                        format!("{list}[{index}].match.podLabels.{key}"),
+                        format!("label {key:?} is also set by rule {setter:?}; {why}"),
                     );
                 }
             }
@@ -772,6 +788,18 @@ quotas:
             &found,
             "rules[1].match.podLabels.team",
             "also set by rule \"a\"",
+        );
+    }
+
+    #[test]
+    fn a_quota_matching_on_a_label_the_policy_sets_is_refused() {
+        let found = problems(
+            "rules: [{name: teams, labels: {team: x}}]\nquotas: [{name: q, match: {podLabels: {team: x}}, perApplication: {maxExecutors: 2}}]",
+        );
+        has(
+            &found,
+            "quotas[0].match.podLabels.team",
+            "label \"team\" is also set by rule \"teams\"; a quota matches the pod as it arrives, before rules set labels, so it would apply only to pods that carried the label already",
         );
     }
 
