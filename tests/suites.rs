@@ -284,3 +284,70 @@ for suite in root.findall("testsuite"):
         );
     }
 }
+
+/// A suite from an untrusted change (a pull request's CI runs it) must not read, and so print
+/// in its diffs, files outside the tree it is run on, nor hang the run or exhaust memory on a
+/// special file. Every such reference is refused, with the reason, in one report.
+#[test]
+fn a_suite_reads_only_regular_files_of_bounded_size_inside_its_root() {
+    let root = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("secret.yaml");
+    std::fs::write(&secret, "metadata: {name: do-not-print-me}\n").unwrap();
+    std::os::unix::fs::symlink(&secret, root.path().join("link.yaml")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", root.path().join("zero.yaml")).unwrap();
+    let fifo = root.path().join("fifo.yaml");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let big = root.path().join("big.yaml");
+    std::fs::write(&big, vec![b'#'; 9 << 20]).unwrap();
+    std::fs::create_dir(root.path().join("suites")).unwrap();
+    let suite = root.path().join("suites/hostile.test.yaml");
+    std::fs::write(
+        &suite,
+        format!(
+            "policy: {{rules: [{{name: a}}]}}
+cases:
+  - {{name: absolute, input: {secret}, expect: {{admitted: true}}}}
+  - {{name: dotdot, input: ../../{outside_name}/secret.yaml, expect: {{admitted: true}}}}
+  - {{name: link, input: ../link.yaml, expect: {{admitted: true}}}}
+  - {{name: zero, input: ../zero.yaml, expect: {{admitted: true}}}}
+  - {{name: fifo, input: ../fifo.yaml, expect: {{admitted: true}}}}
+  - {{name: big, input: ../big.yaml, expect: {{admitted: true}}}}
+",
+            secret = secret.display(),
+            outside_name = outside.path().file_name().unwrap().to_str().unwrap(),
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["test", "--root", root.path().to_str().unwrap()])
+        .arg(&suite)
+        .output()
+        .expect("binary runs");
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}{}", text(&out.stderr));
+    assert!(!stdout.contains("do-not-print-me"), "{stdout}");
+    let root_shown = std::fs::canonicalize(root.path()).unwrap();
+    let secret_shown = std::fs::canonicalize(&secret).unwrap();
+    let outside_root = format!(
+        "it resolves to {}, outside {}; a suite reads only files under the directory it runs in (or --root)",
+        secret_shown.display(),
+        root_shown.display()
+    );
+    for (case, reason) in [
+        (0, outside_root.as_str()),
+        (1, outside_root.as_str()),
+        (2, outside_root.as_str()),
+        (3, "it resolves to /dev/zero, outside"),
+        (4, "not a regular file"),
+        (5, "larger than the 8 MiB a suite file may hold"),
+    ] {
+        let line = stdout
+            .lines()
+            .find(|line| line.contains(&format!("cases[{case}].input: failed to read ")))
+            .unwrap_or_else(|| panic!("no problem for case {case} in:\n{stdout}"));
+        assert!(line.contains(reason), "case {case}: {line}");
+    }
+    assert!(stdout.contains("suite has 6 errors"), "{stdout}");
+}

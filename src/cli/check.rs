@@ -105,7 +105,7 @@ fn usage_table(rows: &[crate::quota::report::ScopeUsage]) -> String {
 
 /// Runs the suites and reports every case; the exit code says how it went.
 pub(super) fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
-    let (reports, totals) = crate::suite::run_paths(&args.paths);
+    let (reports, totals) = crate::suite::run_paths(&args.paths, &args.root);
     let text = crate::suite::text_report(&reports, totals);
     match args.output {
         TestFormat::Text => {

@@ -320,6 +320,11 @@ struct TestArgs {
     /// Report format.
     #[arg(long, short = 'o', value_enum, default_value = "text")]
     output: TestFormat,
+    /// The directory whose files suites may read (what a suite names must resolve inside it,
+    /// links followed); by default the current directory. The suites named on the command
+    /// line may be anywhere.
+    #[arg(long, default_value = ".")]
+    root: PathBuf,
 }
 
 /// Parses the command line and runs the command.

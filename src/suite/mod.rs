@@ -9,6 +9,12 @@
 //! Suite files are found by name: `*.test.yaml` or `*.test.yml` (a file given by path is read
 //! whatever its name). Unknown fields are errors, reported all at once with their path and the
 //! closest allowed name, as for policies.
+//!
+//! A suite may come from an untrusted change (a pull request's CI runs it), and what it reads
+//! is printed in diffs. So the files it names must resolve, symbolic links followed, inside a
+//! root directory (the directory `test` runs in, or `--root`), must be regular files (a FIFO
+//! would block the run, `/dev/zero` would never end) and at most [`MAX_FILE_BYTES`] long; the
+//! suite file itself too, but the one the user named on the command line may be anywhere.
 
 mod expect;
 pub mod junit;
@@ -82,6 +88,32 @@ const CASE_FIELDS: &[&str] = &[
     "expect",
 ];
 const OPERATIONS: &[&str] = &["CREATE", "UPDATE", "DELETE", "CONNECT"];
+
+/// The most a suite file, or a file it names, may hold: an AdmissionReview is at most 7 MiB.
+pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Reads `path` whole if it is a regular file of at most [`MAX_FILE_BYTES`], as UTF-8.
+fn read_regular_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let refuse = |message: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, message);
+    // Checked before opening: opening a FIFO for reading blocks until a writer comes.
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(refuse("not a regular file".to_owned()));
+    }
+    let file = std::fs::File::open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(refuse("not a regular file".to_owned()));
+    }
+    let mut text = String::new();
+    file.take(MAX_FILE_BYTES + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(refuse(format!(
+            "larger than the {} MiB a suite file may hold",
+            MAX_FILE_BYTES >> 20
+        )));
+    }
+    Ok(text)
+}
 
 /// Whether a file found in a directory is a suite.
 pub fn is_suite_file(path: &Path) -> bool {
@@ -219,9 +251,10 @@ struct RawCase {
 }
 
 impl Suite {
-    /// Reads a suite file and everything it refers to (paths are relative to the suite file).
-    pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+    /// Reads a suite file and everything it refers to (paths are relative to the suite file,
+    /// and must resolve inside `root`, a directory; see the module documentation).
+    pub fn load(path: &Path, root: &Path) -> Result<Self> {
+        let text = read_regular_file(path).map_err(|source| Error::Read {
             path: path.to_owned(),
             source,
         })?;
@@ -259,8 +292,13 @@ impl Suite {
             }])
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
+        let root = std::fs::canonicalize(root).map_err(|source| Error::Read {
+            path: root.to_owned(),
+            source,
+        })?;
         let mut loader = Loader {
             base,
+            root: &root,
             problems: Vec::new(),
         };
         let policy = loader.policy(&raw.policy);
@@ -365,6 +403,8 @@ fn check_keys(value: &Value, path: &str, allowed: &[&str], problems: &mut Vec<Pr
 /// Resolves what a suite refers to, collecting problems instead of stopping at the first.
 struct Loader<'a> {
     base: &'a Path,
+    /// Canonical: what the suite reads must resolve under it.
+    root: &'a Path,
     problems: Vec<Problem>,
 }
 
@@ -381,7 +421,21 @@ impl Loader<'_> {
         match value {
             Value::String(file) => {
                 let full = self.base.join(file);
-                match std::fs::read_to_string(&full) {
+                let confined = std::fs::canonicalize(&full).and_then(|resolved| {
+                    if resolved.starts_with(self.root) {
+                        Ok(resolved)
+                    } else {
+                        Err(std::io::Error::new(
+                            std::io::ErrorKind::PermissionDenied,
+                            format!(
+                                "it resolves to {}, outside {}; a suite reads only files under the directory it runs in (or --root), so that a suite from an untrusted change cannot print files from elsewhere",
+                                resolved.display(),
+                                self.root.display()
+                            ),
+                        ))
+                    }
+                });
+                match confined.and_then(|resolved| read_regular_file(&resolved)) {
                     Ok(text) => match parse_document(&text) {
                         Ok(document) => Some((document, Some(text))),
                         Err(message) => {
@@ -648,7 +702,7 @@ pub struct SuiteReport {
 }
 
 /// Finds, loads and runs the suites of `paths`.
-pub fn run_paths(paths: &[PathBuf]) -> (Vec<SuiteReport>, Totals) {
+pub fn run_paths(paths: &[PathBuf], root: &Path) -> (Vec<SuiteReport>, Totals) {
     let (files, errors) = discover(paths);
     let mut reports: Vec<SuiteReport> = errors
         .into_iter()
@@ -663,7 +717,7 @@ pub fn run_paths(paths: &[PathBuf]) -> (Vec<SuiteReport>, Totals) {
         })
         .collect();
     for file in files {
-        reports.push(match Suite::load(&file) {
+        reports.push(match Suite::load(&file, root) {
             Ok(suite) => SuiteReport {
                 cases: suite.run(),
                 name: suite.name,
