@@ -126,7 +126,7 @@ pub async fn watch_priority_classes(
             None => return,
             Some(Err(error)) => tracing::warn!(
                 %error,
-                "PriorityClass watch failed (needs get/list/watch on priorityclasses); retrying with backoff, the global default known so far stays"
+                "PriorityClass watch failed (needs list/watch on priorityclasses); retrying with backoff, the global default known so far stays"
             ),
             Some(Ok(Event::Init)) => listing = Some(BTreeMap::new()),
             Some(Ok(Event::InitApply(class))) => {

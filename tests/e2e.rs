@@ -453,11 +453,21 @@ impl Registration {
                     )])),
                     match_expressions: None,
                 }),
+                // As deploy/base/mutatingwebhook.yaml: pods are guarded on UPDATE (and resize)
+                // too, ConfigMaps only reviewed at creation.
                 rules: Some(vec![RuleWithOperations {
                     api_groups: Some(vec![String::new()]),
                     api_versions: Some(vec!["v1".to_owned()]),
-                    operations: Some(vec!["CREATE".to_owned()]),
-                    resources: Some(vec![resource.to_owned()]),
+                    operations: Some(if resource == "pods" {
+                        vec!["CREATE".to_owned(), "UPDATE".to_owned()]
+                    } else {
+                        vec!["CREATE".to_owned()]
+                    }),
+                    resources: Some(if resource == "pods" {
+                        vec!["pods".to_owned(), "pods/resize".to_owned()]
+                    } else {
+                        vec![resource.to_owned()]
+                    }),
                     scope: Some("Namespaced".to_owned()),
                 }]),
                 match_policy: None,

@@ -85,7 +85,7 @@ struct ServeArgs {
     )]
     policy_file: Option<PathBuf>,
     /// Policy ConfigMap as NAMESPACE/NAME, watched through the Kubernetes API (in-cluster
-    /// credentials, else KUBECONFIG). Needs get/list/watch on that ConfigMap and create on
+    /// credentials, else KUBECONFIG). Needs list/watch on that ConfigMap and create on
     /// events.
     #[arg(long, env = "SPARK_ADMISSION_POLICY_CONFIGMAP", value_parser = parse_configmap)]
     policy_configmap: Option<(String, String)>,
