@@ -625,3 +625,197 @@ quotas:
         );
     }
 }
+
+/// `kubectl` against the test cluster; the output and whether it succeeded.
+fn kubectl_result(args: &[&str]) -> (bool, String) {
+    let out = Command::new("kubectl")
+        .args(args)
+        .output()
+        .expect("kubectl runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Issue 19: a user who can create and label pods in their namespace tries to get more
+/// executors than `maxExecutors` by taking pods out of the count (removing `spark-role`, which
+/// makes the label-selector watch report the pod deleted while it runs on) and by re-creating
+/// live pods' names (the apiserver refuses those with AlreadyExists, but only after admission).
+#[tokio::test]
+#[ignore = "needs the e2e cluster: tests/e2e/run.sh"]
+async fn relabelled_pods_and_reused_names_never_get_an_application_past_max_executors() {
+    let Scenario {
+        webhook,
+        namespace,
+        pods,
+        client: _client,
+        _registration,
+    } = Scenario::start("quota-hostile", THREE_EXECUTORS).await;
+    for i in 1..=3 {
+        create_fixture(&pods, EXECUTOR_REVIEW, &format!("exec-{i}"))
+            .await
+            .unwrap();
+    }
+    let ns = namespace.name.as_str();
+    for i in 1..=3 {
+        let pod = format!("exec-{i}");
+        let (ok, out) = kubectl_result(&["-n", ns, "label", "pod", &pod, "spark-role-"]);
+        assert!(!ok, "the label was removed: {out}");
+        assert!(
+            out.contains(&format!(
+                "Spark pod {ns}/{pod} cannot change its labels spark-role and spark-app-selector after creation (this update changes spark-role from \"executor\" to none)"
+            )),
+            "{out}"
+        );
+        let (ok, out) = kubectl_result(&[
+            "-n",
+            ns,
+            "label",
+            "--overwrite",
+            "pod",
+            &pod,
+            "spark-app-selector=spark-elsewhere",
+        ]);
+        assert!(!ok, "the application was changed: {out}");
+        // Any other label is the pod's own business (Spark sets spark-exec-inactive so).
+        let (ok, out) = kubectl_result(&["-n", ns, "label", "pod", &pod, "debug=yes"]);
+        assert!(ok, "{out}");
+    }
+    // Every pod kept its labels, so the application is full: a new executor is refused...
+    let refused = create_fixture(&pods, EXECUTOR_REVIEW, "exec-4")
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("would have 4 executors, the limit is 3"),
+        "{refused}"
+    );
+    // ...and so is one reusing a live pod's name: the webhook decides it as the fourth pod it
+    // would be, before the apiserver's AlreadyExists.
+    for i in 1..=3 {
+        let refused = create_fixture(&pods, EXECUTOR_REVIEW, &format!("exec-{i}"))
+            .await
+            .unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("would have 4 executors, the limit is 3"),
+            "exec-{i}: {refused}"
+        );
+    }
+    let refused = create_fixture(&pods, EXECUTOR_REVIEW, "exec-5")
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("the limit is 3"), "{refused}");
+    assert_eq!(executor_count(&pods).await, 3);
+    for i in 1..=3 {
+        let stored = pods.get(&format!("exec-{i}")).await.unwrap();
+        assert_eq!(
+            labels(&stored).get("spark-role").map(String::as_str),
+            Some("executor")
+        );
+    }
+    let updates_denied = webhook
+        .metric("spark_admission_requests_total{operation=\"UPDATE\",role=\"executor\",result=\"denied\"}")
+        .await;
+    assert_eq!(updates_denied, 6.0);
+}
+
+/// Spark's own update of its executor pods still passes the UPDATE guard: with
+/// `spark.kubernetes.executor.deleteOnTermination=false` the driver labels an executor pod that
+/// ended `spark-exec-inactive=true` (an UPDATE of the pod), then asks for a replacement. There
+/// is no kubelet here, so the test reports the executor Failed as a kubelet would.
+#[tokio::test]
+#[ignore = "needs the e2e cluster: tests/e2e/run.sh"]
+async fn spark_labels_an_ended_executor_inactive_through_the_update_guard_and_replaces_it() {
+    let Scenario {
+        webhook,
+        namespace,
+        pods,
+        client: _client,
+        _registration,
+    } = Scenario::start("quota-inactive", THREE_EXECUTORS).await;
+    let mut spark = SparkSubmit::client_mode(
+        &namespace.name,
+        "inactive-label",
+        &[
+            ("spark.executor.instances", "1"),
+            ("spark.kubernetes.executor.deleteOnTermination", "false"),
+        ],
+    );
+    let first = wait_for_executors(&pods, &mut spark, 1).await.remove(0);
+    let ended = serde_json::json!({"status": {"phase": "Failed", "reason": "Error"}});
+    pods.patch_status(
+        &first,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&ended),
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    loop {
+        let pod = pods.get(&first).await.unwrap();
+        if labels(&pod).get("spark-exec-inactive").map(String::as_str) == Some("true") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90) && spark.exit_code().is_none(),
+            "Spark did not label {first} inactive; spark-submit log:\n{}",
+            spark.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // The replacement: the ended pod is terminal, so it no longer counts against the 3.
+    let executors = wait_for_executors(&pods, &mut spark, 2).await;
+    let still_running = spark.exit_code().is_none();
+    spark.stop();
+    assert!(still_running, "{}", spark.log());
+    assert_eq!(executors.len(), 2, "{executors:?}");
+    let log = spark.log();
+    assert!(
+        !log.contains("spark-admission"),
+        "no refusal reached Spark: {log}"
+    );
+    let unchanged = webhook
+        .metric("spark_admission_requests_total{operation=\"UPDATE\",role=\"executor\",result=\"unchanged\"}")
+        .await;
+    assert!(
+        unchanged >= 1.0,
+        "the label update went through the webhook: {unchanged}"
+    );
+    let denied = webhook
+        .metric("spark_admission_requests_total{operation=\"UPDATE\",role=\"executor\",result=\"denied\"}")
+        .await;
+    assert_eq!(denied, 0.0);
+}
+
+/// Waits until `count` executor pods are stored (names in creation order), failing with the
+/// spark-submit log if it takes longer than 2 minutes or Spark exits.
+async fn wait_for_executors(pods: &Api<Pod>, spark: &mut SparkSubmit, count: usize) -> Vec<String> {
+    let started = Instant::now();
+    loop {
+        let mut list = pods
+            .list(&ListParams::default().labels("spark-role=executor"))
+            .await
+            .unwrap()
+            .items;
+        if list.len() >= count {
+            list.sort_by_key(|pod| pod.metadata.creation_timestamp.clone().map(|t| t.0));
+            return list
+                .into_iter()
+                .filter_map(|pod| pod.metadata.name)
+                .collect();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120) && spark.exit_code().is_none(),
+            "{count} executor pods not created ({} found); spark-submit log:\n{}",
+            list.len(),
+            spark.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
