@@ -722,7 +722,9 @@ async fn relabelled_pods_and_reused_names_never_get_an_application_past_max_exec
     let updates_denied = webhook
         .metric("spark_admission_requests_total{operation=\"UPDATE\",role=\"executor\",result=\"denied\"}")
         .await;
-    assert_eq!(updates_denied, 6.0);
+    // Six refused label changes; the apiserver may run a PATCH's admission more than once (it
+    // retries the update in its storage loop), so each is counted at least once.
+    assert!(updates_denied >= 6.0, "{updates_denied}");
 }
 
 /// Spark's own update of its executor pods still passes the UPDATE guard: with
