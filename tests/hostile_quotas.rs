@@ -372,3 +372,28 @@ async fn confirming_lists_are_at_most_eight_at_once_however_many_reviews_ask() {
         "{most} LISTs in flight at once"
     );
 }
+
+#[tokio::test]
+async fn reviews_of_pods_the_apiserver_could_never_store_reserve_nothing() {
+    // The apiserver validates names and labels after admission; a forged review may carry a
+    // megabyte where an application id goes, and a reservation would keep it for 30 s.
+    let policy = "quotas: [{name: apps, perApplication: {maxExecutors: 100}}]";
+    let state = state_with(policy, Options::default());
+    let huge = "a".repeat(1 << 20);
+    for body in [
+        executor("exec-1", &huge, "1"),
+        executor("Not_A_Pod_Name", "spark-a", "1"),
+        review_with(&executor("exec-2", "spark-a", "1"), |review| {
+            review["request"]["namespace"] = json!("no.dots-in-a-namespace");
+        }),
+    ] {
+        let response = answer(&state, "/mutate", body).await;
+        assert!(allowed(&response), "{}", message(&response));
+    }
+    assert_eq!(state.quotas.with_ledger(|l| l.reservations()), 0);
+    // A pod it could store is reserved.
+    assert!(allowed(
+        &answer(&state, "/mutate", executor("exec-3", "spark-a", "1")).await
+    ));
+    assert_eq!(state.quotas.with_ledger(|l| l.reservations()), 1);
+}

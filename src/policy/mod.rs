@@ -18,7 +18,9 @@ use std::fmt;
 use k8s_openapi::api::core::v1::{EnvVar, NodeAffinity, Toleration};
 
 pub use glob::Glob;
-pub use labels::{check_label_value, check_qualified_name, sanitize_label_value};
+pub use labels::{
+    check_dns_subdomain, check_label_value, check_qualified_name, sanitize_label_value,
+};
 pub use quantity::{Quantity, QuantityError};
 pub use template::{Template, Variable};
 

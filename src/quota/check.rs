@@ -275,6 +275,7 @@ mod tests {
             },
             quotas: vec![0],
             kind: ClaimKind::Create,
+            storable: true,
         }
     }
 

@@ -208,16 +208,39 @@ pub struct AppTotals {
     pub present: bool,
 }
 
+/// The most reservations a ledger holds. Each is a pod admitted in the last
+/// `--quota-reservation-ttl` that the watch has not shown yet: a few hundred at most on a busy
+/// cluster whose watch works, since the watch shows a pod milliseconds after it is stored. Any
+/// client can make reservations, though, each holding up to about 1 KiB (names the apiserver
+/// could store, see [`crate::quota::Claim::storable`]), so past this many the oldest gives way:
+/// what a flood of forged reviews can hold stays near 20 MiB.
+pub const MAX_RESERVATIONS: usize = 20_000;
+
 /// Live pods, reservations and totals.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Ledger {
     pods: HashMap<PodKey, TrackedPod>,
     reservations: HashMap<PodKey, Reservation>,
+    max_reservations: usize,
     // When reservations expire, earliest first, one entry per reservation made. A reservation's
     // time never moves, so an entry that comes up and finds no reservation under its key, or
     // one made later (with an entry of its own), is simply dropped.
     expiry: BinaryHeap<Reverse<(Instant, PodKey)>>,
     namespaces: HashMap<String, NamespaceUsage>,
+    evicted: u64,
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Self {
+            pods: HashMap::new(),
+            reservations: HashMap::new(),
+            max_reservations: MAX_RESERVATIONS,
+            expiry: BinaryHeap::new(),
+            namespaces: HashMap::new(),
+            evicted: 0,
+        }
+    }
 }
 
 impl Ledger {
@@ -234,6 +257,12 @@ impl Ledger {
     /// Reservations held.
     pub fn reservations(&self) -> usize {
         self.reservations.len()
+    }
+
+    /// Reservations released before their time to keep under [`MAX_RESERVATIONS`], since the
+    /// ledger was made.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
     }
 
     /// The totals of every namespace with Spark pods or reservations.
@@ -306,6 +335,7 @@ impl Ledger {
             );
             return;
         }
+        while self.reservations.len() >= self.max_reservations.max(1) && self.evict_oldest() {}
         self.add(key, entry, Side::Reserved);
         self.expiry.push(Reverse((expires, key.clone())));
         self.reservations.insert(
@@ -443,6 +473,24 @@ impl Ledger {
                 .map(|r| Member::Reserved(name, &r.entry))
         });
         live.chain(reserved).collect()
+    }
+
+    /// Releases the reservation that expires first (every one has the same time to live, so
+    /// the oldest); false when there is none.
+    fn evict_oldest(&mut self) -> bool {
+        while let Some(Reverse((when, key))) = self.expiry.pop() {
+            // An entry whose reservation was released, or made again later, is stale.
+            if self
+                .reservations
+                .get(&key)
+                .is_some_and(|r| r.expires == when)
+            {
+                self.release(&key);
+                self.evicted += 1;
+                return true;
+            }
+        }
+        false
     }
 
     /// Releases the reservation under `key`, if any.
@@ -640,6 +688,29 @@ mod tests {
         ledger.reserve(&key("e1"), &executor, now + Duration::from_secs(40));
         assert_eq!(ledger.expire(now + Duration::from_secs(39)), 0);
         assert_eq!(ledger.expire(now + Duration::from_secs(40)), 1);
+    }
+
+    #[test]
+    fn past_the_most_reservations_the_oldest_gives_way() {
+        let mut ledger = Ledger {
+            max_reservations: 3,
+            ..Ledger::new()
+        };
+        let now = Instant::now();
+        for i in 0..5_u64 {
+            ledger.reserve(
+                &key(&format!("e{i}")),
+                &entry(Some("a"), Role::Executor, 1),
+                now + Duration::from_secs(30 + i),
+            );
+        }
+        assert_eq!(ledger.reservations(), 3);
+        assert_eq!(ledger.evicted(), 2);
+        let names: Vec<String> = ledger.reservations.keys().map(|k| k.name.clone()).collect();
+        for kept in ["e2", "e3", "e4"] {
+            assert!(names.contains(&kept.to_owned()), "{names:?}");
+        }
+        assert_eq!(executors(created(&ledger, Some("a"), "x")), Some(3));
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub mod watch;
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::engine::{SparkPod, matches};
-use crate::policy::Policy;
+use crate::policy::{Policy, check_dns_subdomain, check_label_value};
 
 pub use charge::Charge;
 pub use check::{Scope, Violation};
@@ -80,6 +80,12 @@ pub struct Claim {
     pub quotas: Vec<usize>,
     /// A new pod, or new resources for a live one.
     pub kind: ClaimKind,
+    /// Whether the apiserver could store this pod at all: its namespace, name (or
+    /// generateName) and application id are valid. The apiserver validates them only after
+    /// admission, so a review from anyone can carry anything, a 3 MiB label value included.
+    /// Only a storable pod is reserved, since a reservation keeps its strings for
+    /// `--quota-reservation-ttl`.
+    pub storable: bool,
 }
 
 /// What a claim is for.
@@ -109,19 +115,25 @@ impl Claim {
         desired: &Pod,
         request_uid: &str,
     ) -> Option<Self> {
-        let name = match desired.metadata.name.as_deref().filter(|n| !n.is_empty()) {
-            Some(name) => name.to_owned(),
-            // Braces and spaces cannot appear in a pod name, so this never equals a real one.
-            None => format!(
-                "{}{{request {request_uid}}}",
-                desired
+        let (name, valid_name) = match desired.metadata.name.as_deref().filter(|n| !n.is_empty()) {
+            Some(name) => (name.to_owned(), check_dns_subdomain(name).is_ok()),
+            None => {
+                let prefix = desired
                     .metadata
                     .generate_name
                     .as_deref()
-                    .unwrap_or_default()
-            ),
+                    .unwrap_or_default();
+                // The apiserver appends 5 characters to generateName; a uid it makes is 36.
+                let valid = prefix.len() <= 253 - 5
+                    && check_dns_subdomain(&format!("{prefix}x")).is_ok()
+                    && request_uid.len() <= 64;
+                // Braces and spaces cannot appear in a pod name, so this never equals a real one.
+                (format!("{prefix}{{request {request_uid}}}"), valid)
+            }
         };
-        Self::of(policy, spark, desired, name, ClaimKind::Create)
+        let mut claim = Self::of(policy, spark, desired, name, ClaimKind::Create)?;
+        claim.storable &= valid_name;
+        Some(claim)
     }
 
     /// The claim of a live Spark pod `name` whose resources change to those of `updated`.
@@ -147,6 +159,14 @@ impl Claim {
         if quotas.is_empty() {
             return None;
         }
+        // A namespace is a DNS label: a subdomain of at most 63 characters without dots.
+        let namespace_valid = spark.namespace.len() <= 63
+            && !spark.namespace.contains('.')
+            && check_dns_subdomain(&spark.namespace).is_ok();
+        let app_valid = spark
+            .app_id
+            .as_deref()
+            .is_none_or(|app| check_label_value(app).is_ok());
         Some(Self {
             key: PodKey {
                 namespace: spark.namespace.clone(),
@@ -154,12 +174,17 @@ impl Claim {
             },
             entry: Entry {
                 app: spark.app_id.clone(),
-                app_name: spark.app_name.clone(),
+                // Only for messages: an invalid one is not worth keeping.
+                app_name: spark
+                    .app_name
+                    .clone()
+                    .filter(|name| check_label_value(name).is_ok()),
                 role: spark.role,
                 charge: Charge::of_pod(pod),
             },
             quotas,
             kind,
+            storable: namespace_valid && app_valid,
         })
     }
 

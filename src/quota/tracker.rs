@@ -364,7 +364,7 @@ impl Tracker {
             .iter()
             .flat_map(|q| check(q, claim, &usage))
             .collect();
-        if violations.is_empty() && !dry_run && claim.kind == ClaimKind::Create {
+        if violations.is_empty() && !dry_run && claim.kind == ClaimKind::Create && claim.storable {
             ledger.reserve(
                 &claim.key,
                 &claim.entry,
@@ -515,6 +515,7 @@ mod tests {
             },
             quotas: vec![0],
             kind: ClaimKind::Create,
+            storable: true,
         }
     }
 
