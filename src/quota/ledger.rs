@@ -211,10 +211,10 @@ pub struct AppTotals {
 /// The most reservations a ledger holds. Each is a pod admitted in the last
 /// `--quota-reservation-ttl` that the watch has not shown yet: a few hundred at most on a busy
 /// cluster whose watch works, since the watch shows a pod milliseconds after it is stored. Any
-/// client can make reservations, though, each holding up to about 1 KiB (names the apiserver
+/// client can make reservations, though, each holding up to about 2 KiB (names the apiserver
 /// could store, see [`crate::quota::Claim::storable`]), so past this many the oldest gives way:
-/// what a flood of forged reviews can hold stays near 20 MiB.
-pub const MAX_RESERVATIONS: usize = 20_000;
+/// what a flood of forged reviews can hold stays under about 20 MiB.
+pub const MAX_RESERVATIONS: usize = 10_000;
 
 /// Live pods, reservations and totals.
 #[derive(Debug)]
