@@ -436,6 +436,9 @@ async fn serve_connection(
             return;
         }
     };
+    // Where a caller comes from, at debug level: what a NetworkPolicy for the webhook port
+    // has to let in (deploy/README.md, "Who can call the webhook").
+    tracing::debug!(%peer, client = tls::client_subject(&tls).as_deref().unwrap_or("-"), "TLS handshake done");
     let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let timeouts = connection::Timeouts {
         drain_idle: if http2 { Duration::ZERO } else { drain_idle },

@@ -365,6 +365,14 @@ impl WebhookTls {
     }
 }
 
+/// The subject of the client certificate `stream`'s peer presented, if any (for logs: which
+/// caller a connection came from).
+pub fn client_subject<IO>(stream: &tokio_rustls::server::TlsStream<IO>) -> Option<String> {
+    let leaf = stream.get_ref().1.peer_certificates()?.first()?;
+    let (_, certificate) = x509_parser::parse_x509_certificate(leaf).ok()?;
+    Some(certificate.subject().to_string())
+}
+
 /// Whether a failed handshake was a client refused for its certificate: none presented, or
 /// one that does not chain to the client CA (unknown issuer, expired, not for client auth).
 pub fn is_client_certificate_refusal(error: &std::io::Error) -> bool {
