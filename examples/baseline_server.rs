@@ -107,6 +107,7 @@ fn main() -> anyhow::Result<()> {
         admin_listen: args.admin_listen,
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
+        client_ca: None,
         policy_file: None,
         policy_configmap: None,
         request_timeout: Duration::from_secs(3),

@@ -110,6 +110,11 @@ pub struct Metrics {
     pub certificate_expiry: Gauge,
     /// `spark_admission_certificate_reload_total{result}`.
     pub certificate_reload: Family<ResultLabels, Counter>,
+    /// `spark_admission_client_ca_reload_total{result}`: loads of the `--client-ca` bundle.
+    pub client_ca_reload: Family<ResultLabels, Counter>,
+    /// `spark_admission_client_certificates_refused_total`: webhook handshakes refused for a
+    /// missing or untrusted client certificate.
+    pub client_certificates_refused: Counter,
     /// `spark_admission_tracked_pods`.
     pub tracked_pods: Gauge,
     /// `spark_admission_policy_staged`: 1 while a policy with quotas waits for the pod watch.
@@ -210,6 +215,18 @@ impl Metrics {
             "Serving certificate loads, by result (ok, error)",
             certificate_reload.clone(),
         );
+        let client_ca_reload = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "spark_admission_client_ca_reload",
+            "Loads of the client CA bundle (--client-ca), by result (ok, error)",
+            client_ca_reload.clone(),
+        );
+        let client_certificates_refused = Counter::default();
+        registry.register(
+            "spark_admission_client_certificates_refused",
+            "TLS handshakes on the webhook port refused because the client presented no certificate or one the client CA does not vouch for (--client-ca)",
+            client_certificates_refused.clone(),
+        );
         let tracked_pods = Gauge::default();
         registry.register(
             "spark_admission_tracked_pods",
@@ -273,7 +290,12 @@ impl Metrics {
             let _ = requests_shed.get_or_create(&ShedLabels { reason });
         }
         // Both results exist from the start, so `increase()` sees the first error too.
-        for family in [&policy_reload, &certificate_reload, &quota_confirm] {
+        for family in [
+            &policy_reload,
+            &certificate_reload,
+            &client_ca_reload,
+            &quota_confirm,
+        ] {
             for result in ["ok", "error"] {
                 let _ = family.get_or_create_owned(&ResultLabels {
                     result: result.to_owned(),
@@ -292,6 +314,8 @@ impl Metrics {
             policy_info,
             certificate_expiry,
             certificate_reload,
+            client_ca_reload,
+            client_certificates_refused,
             tracked_pods,
             policy_staged,
             spark_conf_lowered,
@@ -416,6 +440,8 @@ mod tests {
             "spark_admission_request_duration_seconds_bucket{le=\"5e-05\"}",
             "spark_admission_policy_info{hash=\"def\"} 1",
             "spark_admission_certificate_expiry_timestamp_seconds",
+            "spark_admission_client_ca_reload_total{result=\"error\"} 0",
+            "spark_admission_client_certificates_refused_total 0",
         ] {
             assert!(text.contains(name), "{name} missing:\n{text}");
         }

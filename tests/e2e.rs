@@ -28,6 +28,8 @@ use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_spark-admission");
 
+#[path = "e2e/client_ca.rs"]
+mod client_ca;
 #[path = "e2e/cluster_defaults.rs"]
 mod cluster_defaults;
 #[path = "e2e/faults.rs"]

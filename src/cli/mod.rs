@@ -32,7 +32,9 @@ pub struct Cli {
 enum Command {
     /// Run the webhook server (HTTPS) and its admin port (HTTP: /healthz, /readyz, /metrics).
     Serve(Box<ServeArgs>),
-    /// Write a CA and a serving certificate signed by it, and print the caBundle.
+    /// Write a CA and a serving certificate signed by it, and print the caBundle; or with
+    /// --client, a client CA and the client certificate the kube-apiserver presents to a
+    /// server run with --client-ca.
     Certs(CertsArgs),
     /// Validate a policy file; prints every error with its path and exits 1, or a summary.
     Check(CheckArgs),
@@ -73,6 +75,14 @@ struct ServeArgs {
     /// Serving private key (PEM), re-read when it changes.
     #[arg(long, env = "SPARK_ADMISSION_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// CA bundle (PEM) that callers of the webhook port must present a client certificate
+    /// from, re-read when it changes: a client without one is refused in the TLS handshake,
+    /// before any HTTP. Make the kube-apiserver present one with its AdmissionConfiguration
+    /// (deploy/README.md); `certs --client` writes a CA and a client pair. With it, in-flight
+    /// admissions also count against namespace quota limits (the callers are verified). The
+    /// admin port is not affected.
+    #[arg(long, env = "SPARK_ADMISSION_CLIENT_CA")]
+    client_ca: Option<PathBuf>,
     /// Where development certificates are kept when no --tls-cert is given.
     #[arg(long, env = "SPARK_ADMISSION_CERTS_DIR", default_value = "certs")]
     certs_dir: PathBuf,
@@ -179,12 +189,19 @@ struct ServeArgs {
 struct CertsArgs {
     /// DNS names (or IP addresses) of the serving certificate, e.g.
     /// spark-admission.spark-admission.svc.
-    #[arg(long, required = true, num_args = 1..)]
+    #[arg(long, required_unless_present = "client", num_args = 1..)]
     dns: Vec<String>,
-    /// Directory for ca.crt, ca.key, tls.crt and tls.key.
+    /// Instead of a serving pair: a new client CA and a client certificate with this common
+    /// name (e.g. kube-apiserver), written as client-ca.crt, client-ca.key, client.crt and
+    /// client.key. `serve --client-ca` takes client-ca.crt; the kube-apiserver presents
+    /// client.crt and client.key (deploy/README.md).
+    #[arg(long, value_name = "NAME", conflicts_with = "dns")]
+    client: Option<String>,
+    /// Directory for ca.crt, ca.key, tls.crt and tls.key (with --client: client-ca.crt,
+    /// client-ca.key, client.crt and client.key).
     #[arg(long)]
     out: PathBuf,
-    /// Validity of the serving certificate, in days.
+    /// Validity of the serving (or client) certificate, in days.
     #[arg(long, default_value_t = 365)]
     days: u32,
 }

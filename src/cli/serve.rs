@@ -25,7 +25,8 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             reservation_ttl: args.quota_reservation_ttl,
             confirm_margin: args.quota_confirm_margin,
             confirm_timeout: args.quota_confirm_timeout,
-            verified_callers: false,
+            // A client certificate from the client CA is what makes a caller the apiserver.
+            verified_callers: args.client_ca.is_some(),
         },
     );
     if let Some((namespace, name)) = args
@@ -50,6 +51,7 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         admin_listen: args.admin_listen,
         tls_cert,
         tls_key,
+        client_ca: args.client_ca.clone(),
         policy_file: args.policy_file.clone(),
         policy_configmap: args.policy_configmap.clone().map(|(namespace, name)| {
             crate::source::configmap::ConfigMapRef {
@@ -130,8 +132,21 @@ fn development_certificates(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     Ok((cert, key))
 }
 
-/// Writes a CA and a serving certificate signed by it, and prints the caBundle.
+/// Writes a CA and a serving certificate signed by it, and prints the caBundle; or with
+/// `--client`, a client CA and a client certificate signed by it.
 pub(super) fn certs(args: &CertsArgs) -> anyhow::Result<ExitCode> {
+    if let Some(name) = &args.client {
+        crate::certs::generate_client(name, args.days)?.write_client(&args.out)?;
+        eprintln!(
+            "wrote {dir}/{ca}, {dir}/{ca_key}, {dir}/{cert}, {dir}/{key}: give {dir}/{ca} to `serve --client-ca`, and {cert} and {key} to the kube-apiserver's webhook kubeconfig (deploy/README.md); keep {ca_key} off the cluster",
+            dir = args.out.display(),
+            ca = crate::certs::CLIENT_CA_CERT_FILE,
+            ca_key = crate::certs::CLIENT_CA_KEY_FILE,
+            cert = crate::certs::CLIENT_CERT_FILE,
+            key = crate::certs::CLIENT_KEY_FILE,
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let generated = crate::certs::generate(&args.dns, args.days)?;
     generated.write(&args.out)?;
     eprintln!(

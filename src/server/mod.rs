@@ -1,5 +1,5 @@
-//! The server: the TLS webhook listener, the plain-HTTP admin listener, the certificate reload
-//! loop, and the graceful drain on shutdown; it starts the policy source ([`crate::source`]:
+//! The server: the TLS webhook listener, the plain-HTTP admin listener, the certificate (and
+//! client CA) reload loops, and the graceful drain on shutdown; it starts the policy source ([`crate::source`]:
 //! the file's polling loop or the ConfigMap watch) beside them.
 //!
 //! Nothing here is on the policy path: requests are answered by [`routes`] from the shared
@@ -26,7 +26,7 @@ use crate::state::State;
 
 pub use limits::Limits;
 pub use routes::{MAX_BODY_BYTES, admin_router, router, router_with_budget};
-pub use tls::CertificateStore;
+pub use tls::{CertificateStore, WebhookTls};
 
 /// Errors starting the server.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +43,9 @@ pub enum Error {
     /// The certificate pair is unusable at start.
     #[error("failed to load the serving certificate: {0}")]
     Certificate(#[from] tls::Error),
+    /// The client CA bundle is unusable at start.
+    #[error("failed to load --client-ca: {0}")]
+    ClientCa(#[source] tls::Error),
     /// No Kubernetes client could be made for the ConfigMap watch.
     #[error("failed to create a Kubernetes client (in-cluster or KUBECONFIG): {0}")]
     Kubernetes(#[source] kube::Error),
@@ -62,6 +65,9 @@ pub struct Options {
     pub tls_cert: PathBuf,
     /// Serving key (PEM).
     pub tls_key: PathBuf,
+    /// CA bundle (PEM) that webhook clients' certificates must chain to; `None` asks clients
+    /// for no certificate.
+    pub client_ca: Option<PathBuf>,
     /// Policy file, re-read on change; `None` uses the policy already in the state.
     pub policy_file: Option<PathBuf>,
     /// Policy ConfigMap, watched through the API (instead of a file).
@@ -88,6 +94,7 @@ pub struct Server {
     webhook: TcpListener,
     admin: TcpListener,
     certificates: Arc<CertificateStore>,
+    tls: Arc<WebhookTls>,
     policy_source: Option<FilePolicySource>,
     kube_client: std::result::Result<kube::Client, String>,
 }
@@ -100,6 +107,17 @@ impl Server {
             CertificateStore::load(&options.tls_cert, &options.tls_key)?;
         state.metrics.certificate_expiry.set(not_after);
         Metrics::count_result(&state.metrics.certificate_reload, true);
+        let certificates = Arc::new(certificates);
+        let tls = match &options.client_ca {
+            Some(path) => {
+                let (tls, summary) = WebhookTls::with_client_ca(certificates.clone(), path)
+                    .map_err(Error::ClientCa)?;
+                Metrics::count_result(&state.metrics.client_ca_reload, true);
+                tracing::info!(client_ca = %path.display(), certificates = summary.certificates, "webhook clients must present a certificate from the client CA");
+                tls
+            }
+            None => WebhookTls::new(certificates.clone())?,
+        };
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -125,7 +143,8 @@ impl Server {
             state,
             webhook,
             admin,
-            certificates: Arc::new(certificates),
+            certificates,
+            tls: Arc::new(tls),
             policy_source,
             kube_client,
         })
@@ -171,6 +190,7 @@ impl Server {
             webhook,
             admin,
             certificates,
+            tls,
             policy_source,
             kube_client,
         } = self;
@@ -186,8 +206,6 @@ impl Server {
             state.clone(),
             close_connections_when_draining,
         ));
-        let tls_config = certificates.server_config()?;
-        let acceptor = TlsAcceptor::from(tls_config);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 
         let certificate_reload = tokio::spawn(certificate_reload_loop(
@@ -196,6 +214,14 @@ impl Server {
             options.reload_interval,
             stop_rx.clone(),
         ));
+        let client_ca_watch = tls.verifies_clients().then(|| {
+            tokio::spawn(tls::watch_client_ca(
+                tls.clone(),
+                state.metrics.client_ca_reload.clone(),
+                options.reload_interval,
+                stop_rx.clone(),
+            ))
+        });
         let file_watch = policy_source.map(|source| {
             tokio::spawn(crate::source::file::watch(
                 source,
@@ -298,7 +324,7 @@ impl Server {
                         connections.spawn(serve_connection(
                             tcp,
                             peer,
-                            acceptor.clone(),
+                            tls.acceptor(),
                             app.clone(),
                             drain_rx.clone(),
                             options.handshake_timeout,
@@ -333,9 +359,14 @@ impl Server {
         let _ = stop_tx.send(true);
         let _ = admin_task.await;
         let _ = certificate_reload.await;
-        for watch in [file_watch, configmap_watch, priority_class_watch]
-            .into_iter()
-            .flatten()
+        for watch in [
+            file_watch,
+            configmap_watch,
+            priority_class_watch,
+            client_ca_watch,
+        ]
+        .into_iter()
+        .flatten()
         {
             let _ = watch.await;
         }
@@ -391,6 +422,11 @@ async fn serve_connection(
     let _ = tcp.set_nodelay(true);
     let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
+        Ok(Err(error)) if tls::is_client_certificate_refusal(&error) => {
+            state.metrics.client_certificates_refused.inc();
+            tracing::debug!(%peer, %error, "TLS handshake refused: no client certificate from the client CA");
+            return;
+        }
         Ok(Err(error)) => {
             tracing::debug!(%peer, %error, "TLS handshake failed");
             return;
@@ -400,6 +436,9 @@ async fn serve_connection(
             return;
         }
     };
+    // Where a caller comes from, at debug level: what a NetworkPolicy for the webhook port
+    // has to let in (deploy/README.md, "Who can call the webhook").
+    tracing::debug!(%peer, client = tls::client_subject(&tls).as_deref().unwrap_or("-"), "TLS handshake done");
     let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let timeouts = connection::Timeouts {
         drain_idle: if http2 { Duration::ZERO } else { drain_idle },

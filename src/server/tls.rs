@@ -1,20 +1,33 @@
-//! The serving certificate: loaded from PEM files, swapped in place when the files change, and
-//! kept when a new pair is bad.
+//! The webhook listener's TLS: the serving certificate and, with `serve --client-ca`, the CA
+//! bundle that callers' client certificates must chain to. Both are loaded from PEM files,
+//! swapped in place when the files change, and kept when a new file is bad.
 //!
 //! Each TLS handshake asks the store for the current pair, so a new certificate applies to new
-//! connections at once while established connections keep theirs: rotation drops nothing.
+//! connections at once while established connections keep theirs: rotation drops nothing. The
+//! client CA works the same way one level up: each new connection takes the rustls
+//! configuration in force when it arrives ([`WebhookTls::acceptor`]), and a new bundle swaps
+//! in a new configuration. A client without a certificate from that CA is refused inside the
+//! handshake, so nothing it sends ever reaches HTTP. This module never reads a request.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
-use rustls::ServerConfig;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::{
+    ClientHello, NoServerSessionStorage, ResolvesServerCert, WebPkiClientVerifier,
+};
 use rustls::sign::CertifiedKey;
+use rustls::{RootCertStore, ServerConfig};
+use tokio_rustls::TlsAcceptor;
 
 use crate::files::FileWatch;
+use crate::metrics::{Metrics, ResultLabels};
 
 /// Errors loading a certificate pair.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +62,37 @@ pub enum Error {
     /// The certificate could not be read as X.509 for its expiry.
     #[error("failed to read the certificate's expiry: {0}")]
     Expiry(String),
+    /// The client CA file could not be read.
+    #[error("failed to read the client CA bundle: {0}")]
+    ReadClientCa(#[source] std::io::Error),
+    /// The client CA file is not PEM.
+    #[error("failed to parse the client CA bundle {path}: {source}")]
+    ClientCaPem {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    /// A certificate of the client CA bundle cannot be a trust anchor.
+    #[error("the client CA bundle {path}: certificate {number} {reason}")]
+    ClientCaCertificate {
+        /// The file.
+        path: PathBuf,
+        /// Its position in the file, from 1.
+        number: usize,
+        /// What is wrong, with the certificate's subject where it could be read.
+        reason: String,
+    },
+    /// rustls refused to build a verifier from the bundle.
+    #[error("the client CA bundle {path} cannot verify client certificates: {source}")]
+    ClientVerifier {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: rustls::server::VerifierBuilderError,
+    },
 }
 
 /// Shorthand for results of this module.
@@ -149,13 +193,262 @@ impl CertificateStore {
     /// A rustls server configuration that takes its certificate from this store: TLS 1.2 and
     /// 1.3, ALPN h2 and http/1.1.
     pub fn server_config(self: &Arc<Self>) -> Result<Arc<ServerConfig>> {
-        let mut config = ServerConfig::builder_with_provider(self.provider.clone())
+        self.server_config_verifying(None)
+    }
+
+    /// [`CertificateStore::server_config`], requiring a client certificate that `verifier`
+    /// accepts when one is given.
+    fn server_config_verifying(
+        self: &Arc<Self>,
+        verifier: Option<Arc<dyn ClientCertVerifier>>,
+    ) -> Result<Arc<ServerConfig>> {
+        let builder = ServerConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(Error::Pair)?
-            .with_no_client_auth()
-            .with_cert_resolver(self.clone());
+            .map_err(Error::Pair)?;
+        let verifying = verifier.is_some();
+        let mut config = match verifier {
+            Some(verifier) => builder.with_client_cert_verifier(verifier),
+            None => builder.with_no_client_auth(),
+        }
+        .with_cert_resolver(self.clone());
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        if verifying {
+            // A resumed session skips certificate verification: the client's chain comes from
+            // the session, checked against the CA in force back then. The apiserver never
+            // resumes (Go's client keeps no session cache unless told to), so every
+            // connection gets a full handshake against the current bundle, at no cost.
+            config.session_storage = Arc::new(NoServerSessionStorage {});
+            config.send_tls13_tickets = 0;
+        }
         Ok(Arc::new(config))
+    }
+}
+
+/// The webhook listener's rustls configuration: the serving certificate from a
+/// [`CertificateStore`] and, with a client CA, mandatory client certificates.
+pub struct WebhookTls {
+    certificates: Arc<CertificateStore>,
+    client_ca: Option<ClientCa>,
+    config: RwLock<Arc<ServerConfig>>,
+}
+
+impl std::fmt::Debug for WebhookTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookTls")
+            .field("certificates", &self.certificates)
+            .field("client_ca", &self.client_ca.as_ref().map(|ca| &ca.path))
+            .finish()
+    }
+}
+
+/// The client CA bundle file and what was last read from it.
+struct ClientCa {
+    path: PathBuf,
+    watch: Mutex<FileWatch>,
+}
+
+/// What a client CA bundle held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientCaSummary {
+    /// CA certificates in the bundle.
+    pub certificates: usize,
+    /// The earliest expiry among them, as a Unix timestamp.
+    pub not_after: i64,
+}
+
+/// What a reload of the client CA bundle found.
+#[derive(Debug)]
+pub enum ClientCaReload {
+    /// The file did not change (or there is no client CA).
+    Unchanged,
+    /// A new bundle is in force for new connections.
+    Reloaded(ClientCaSummary),
+    /// The file changed but the new bundle is bad; the old one stays.
+    Failed(Error),
+}
+
+impl WebhookTls {
+    /// Serves `certificates` and asks for no client certificate.
+    pub fn new(certificates: Arc<CertificateStore>) -> Result<Self> {
+        let config = certificates.server_config_verifying(None)?;
+        Ok(Self {
+            certificates,
+            client_ca: None,
+            config: RwLock::new(config),
+        })
+    }
+
+    /// Serves `certificates` and requires every client to present a certificate that chains
+    /// to a CA of the PEM bundle `client_ca`; fails when the bundle is unusable.
+    pub fn with_client_ca(
+        certificates: Arc<CertificateStore>,
+        client_ca: &Path,
+    ) -> Result<(Self, ClientCaSummary)> {
+        let mut watch = FileWatch::new(vec![client_ca.to_owned()]);
+        let contents = watch
+            .changed()
+            .map_err(Error::ReadClientCa)?
+            .unwrap_or_default();
+        let (verifier, summary) = parse_client_ca(&certificates.provider, &contents, client_ca)?;
+        let config = certificates.server_config_verifying(Some(verifier))?;
+        Ok((
+            Self {
+                certificates,
+                client_ca: Some(ClientCa {
+                    path: client_ca.to_owned(),
+                    watch: Mutex::new(watch),
+                }),
+                config: RwLock::new(config),
+            },
+            summary,
+        ))
+    }
+
+    /// Whether clients must present a certificate.
+    pub fn verifies_clients(&self) -> bool {
+        self.client_ca.is_some()
+    }
+
+    /// An acceptor with the configuration in force, for one new connection.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        let config = match self.config.read() {
+            Ok(config) => config.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        TlsAcceptor::from(config)
+    }
+
+    /// Re-reads the client CA bundle; a good new one applies to new connections, a bad one
+    /// leaves the old one in force.
+    pub fn reload_client_ca_if_changed(&self) -> ClientCaReload {
+        let Some(client_ca) = &self.client_ca else {
+            return ClientCaReload::Unchanged;
+        };
+        let changed = match client_ca.watch.lock() {
+            Ok(mut watch) => watch.changed(),
+            Err(poisoned) => poisoned.into_inner().changed(),
+        };
+        let contents = match changed {
+            Ok(None) => return ClientCaReload::Unchanged,
+            Ok(Some(contents)) => contents,
+            Err(error) => return ClientCaReload::Failed(Error::ReadClientCa(error)),
+        };
+        let parsed = parse_client_ca(&self.certificates.provider, &contents, &client_ca.path)
+            .and_then(|(verifier, summary)| {
+                Ok((
+                    self.certificates.server_config_verifying(Some(verifier))?,
+                    summary,
+                ))
+            });
+        match parsed {
+            Ok((config, summary)) => {
+                match self.config.write() {
+                    Ok(mut current) => *current = config,
+                    Err(poisoned) => *poisoned.into_inner() = config,
+                }
+                ClientCaReload::Reloaded(summary)
+            }
+            Err(error) => ClientCaReload::Failed(error),
+        }
+    }
+
+    /// Forgets what was last read of the client CA bundle, so the next reload re-reads and
+    /// re-checks it even when it did not change (used to retry a file caught half-written).
+    pub fn forget_client_ca_read(&self) {
+        if let Some(client_ca) = &self.client_ca {
+            let fresh = FileWatch::new(vec![client_ca.path.clone()]);
+            match client_ca.watch.lock() {
+                Ok(mut watch) => *watch = fresh,
+                Err(poisoned) => *poisoned.into_inner() = fresh,
+            }
+        }
+    }
+}
+
+/// The subject of the client certificate `stream`'s peer presented, if any (for logs: which
+/// caller a connection came from).
+pub fn client_subject<IO>(stream: &tokio_rustls::server::TlsStream<IO>) -> Option<String> {
+    let leaf = stream.get_ref().1.peer_certificates()?.first()?;
+    let (_, certificate) = x509_parser::parse_x509_certificate(leaf).ok()?;
+    Some(certificate.subject().to_string())
+}
+
+/// Whether a failed handshake was a client refused for its certificate: none presented, or
+/// one that does not chain to the client CA (unknown issuer, expired, not for client auth).
+pub fn is_client_certificate_refusal(error: &std::io::Error) -> bool {
+    let Some(error) = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    else {
+        return false;
+    };
+    // On the server side the only certificate verified is the client's.
+    matches!(
+        error,
+        rustls::Error::NoCertificatesPresented | rustls::Error::InvalidCertificate(_)
+    )
+}
+
+/// Every `interval`, re-reads the client CA bundle of `tls` (a no-op without one), until
+/// `stop`. Reloads are counted in `reloads` (`ok`, `error`); a bad bundle is read once more on
+/// the next tick before it is called bad (an in-place write may be caught half done), and the
+/// same failure is reported once.
+pub async fn watch_client_ca(
+    tls: Arc<WebhookTls>,
+    reloads: Family<ResultLabels, Counter>,
+    interval: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    if !tls.verifies_clients() {
+        return;
+    }
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut retrying = false;
+    let mut last_reported: Option<String> = None;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+        // Reading files blocks: on the blocking pool, away from the workers answering reviews.
+        let tick = {
+            let tls = tls.clone();
+            tokio::task::spawn_blocking(move || tls.reload_client_ca_if_changed())
+        };
+        let outcome = match tick.await {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                tracing::error!(%error, "reloading the client CA bundle failed; trying again at the next interval");
+                continue;
+            }
+        };
+        match outcome {
+            ClientCaReload::Unchanged => {}
+            ClientCaReload::Reloaded(summary) => {
+                retrying = false;
+                last_reported = None;
+                Metrics::count_result(&reloads, true);
+                tracing::info!(
+                    certificates = summary.certificates,
+                    not_after = summary.not_after,
+                    "client CA bundle reloaded; new connections are verified against it"
+                );
+            }
+            ClientCaReload::Failed(_) if !retrying => {
+                retrying = true;
+                tls.forget_client_ca_read();
+            }
+            ClientCaReload::Failed(error) => {
+                retrying = false;
+                let message = error.to_string();
+                if last_reported.as_ref() != Some(&message) {
+                    Metrics::count_result(&reloads, false);
+                    tracing::error!(%error, "new client CA bundle refused; the old one stays");
+                    last_reported = Some(message);
+                }
+            }
+        }
     }
 }
 
@@ -202,4 +495,63 @@ fn parse_pair(
         key: Arc::new(certified),
         not_after,
     })
+}
+
+/// A verifier requiring a client certificate chaining to one of the CA certificates in
+/// `contents` (the one file's bytes), and what the bundle held.
+fn parse_client_ca(
+    provider: &Arc<CryptoProvider>,
+    contents: &[Vec<u8>],
+    path: &Path,
+) -> Result<(Arc<dyn ClientCertVerifier>, ClientCaSummary)> {
+    let pem = contents.first().map(Vec::as_slice).unwrap_or_default();
+    let certificates = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| Error::ClientCaPem {
+            path: path.to_owned(),
+            source,
+        })?;
+    if certificates.is_empty() {
+        return Err(Error::NoCertificate(path.to_owned()));
+    }
+    let refuse = |number: usize, reason: String| Error::ClientCaCertificate {
+        path: path.to_owned(),
+        number,
+        reason,
+    };
+    let mut roots = RootCertStore::empty();
+    let mut not_after = i64::MAX;
+    for (index, certificate) in certificates.into_iter().enumerate() {
+        let number = index + 1;
+        let (_, x509) = x509_parser::parse_x509_certificate(&certificate)
+            .map_err(|e| refuse(number, format!("is not an X.509 certificate: {e}")))?;
+        // A leaf given by mistake (the apiserver's own client certificate, or the serving
+        // one) would load as an anchor and then match nothing, which would show only as
+        // every call refused; say so now instead.
+        if !x509.is_ca() {
+            return Err(refuse(
+                number,
+                format!(
+                    "({}) is not a CA certificate (no basicConstraints CA:TRUE): give the CA that issued the kube-apiserver's client certificate, not a certificate it issued",
+                    x509.subject()
+                ),
+            ));
+        }
+        not_after = not_after.min(x509.validity().not_after.timestamp());
+        let subject = x509.subject().to_string();
+        roots
+            .add(certificate)
+            .map_err(|e| refuse(number, format!("({subject}) cannot be a trust anchor: {e}")))?;
+    }
+    let summary = ClientCaSummary {
+        certificates: roots.len(),
+        not_after,
+    };
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|source| Error::ClientVerifier {
+            path: path.to_owned(),
+            source,
+        })?;
+    Ok((verifier, summary))
 }

@@ -12,10 +12,14 @@
 # Files written in DIR:
 #   env            shell exports: KUBECONFIG E2E_APISERVER_URL E2E_ADMIN_TOKEN
 #                  E2E_WEBHOOK_TOKEN E2E_DIR E2E_CA_FILE E2E_ETCD_URL
+#                  E2E_WEBHOOK_CLIENT_CA E2E_WEBHOOK_CLIENT_CERT E2E_WEBHOOK_CLIENT_KEY
 #   kubeconfig     admin kubeconfig (token auth, CA pinned)
+#   admission.yaml AdmissionConfiguration: the webhook plugins use webhook-client.kubeconfig
+#   webhook-client.kubeconfig  the client certificate the apiserver presents to every webhook
 #   pids           "etcd PID" and "kube-apiserver PID" lines
 #   state          ports and paths (sourced by this script)
 #   pki/           ca.crt ca.key apiserver.crt apiserver.key sa.key sa.pub
+#                  webhook-client-ca.crt webhook-client-ca.key webhook-client.crt webhook-client.key
 #   tokens.csv     static token file (admin in system:masters; webhook SA user)
 #   logs/          etcd.log kube-apiserver.log
 #   etcd-data/     etcd data dir
@@ -107,6 +111,23 @@ EXT
     -days 3650 -sha256 -extfile "$pki/apiserver.ext" -out "$pki/apiserver.crt" 2>/dev/null
   openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null
   openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
+  # The client certificate the apiserver presents to webhooks (admission.yaml), from a CA of
+  # its own: a webhook run with --client-ca trusts whatever that CA signed, so it signs
+  # nothing else (the cluster CA above also vouches for every user's client certificate).
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -sha256 \
+    -keyout "$pki/webhook-client-ca.key" -out "$pki/webhook-client-ca.crt" \
+    -subj "/CN=spark-admission-e2e-webhook-client-ca" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -keyout "$pki/webhook-client.key" -out "$pki/webhook-client.csr" \
+    -subj "/CN=kube-apiserver-webhook-client" 2>/dev/null
+  cat > "$pki/webhook-client.ext" <<EXT
+basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=clientAuth
+EXT
+  openssl x509 -req -in "$pki/webhook-client.csr" -CA "$pki/webhook-client-ca.crt" \
+    -CAkey "$pki/webhook-client-ca.key" -CAcreateserial -days 3650 -sha256 \
+    -extfile "$pki/webhook-client.ext" -out "$pki/webhook-client.crt" 2>/dev/null
   chmod 600 "$pki"/*.key
 }
 
@@ -163,6 +184,7 @@ start_apiserver() {
     --authorization-mode=RBAC \
     --token-auth-file="$d/tokens.csv" \
     --disable-admission-plugins=ServiceAccount \
+    --admission-control-config-file="$d/admission.yaml" \
     --allow-privileged=true \
     --profiling=false \
     --v=1 \
@@ -218,6 +240,33 @@ contexts:
 current-context: e2e
 KC
   chmod 600 "$d/kubeconfig"
+  # How the apiserver authenticates to admission webhooks. The user "*" matches every webhook
+  # (the tests' webhooks are https://127.0.0.1:RANDOM-PORT); a webhook that asks for no client
+  # certificate never sees it, so only webhooks run with --client-ca are affected.
+  cat > "$d/webhook-client.kubeconfig" <<KC
+apiVersion: v1
+kind: Config
+users:
+- name: "*"
+  user:
+    client-certificate: $d/pki/webhook-client.crt
+    client-key: $d/pki/webhook-client.key
+KC
+  cat > "$d/admission.yaml" <<ADM
+apiVersion: apiserver.config.k8s.io/v1
+kind: AdmissionConfiguration
+plugins:
+- name: MutatingAdmissionWebhook
+  configuration:
+    apiVersion: apiserver.config.k8s.io/v1
+    kind: WebhookAdmissionConfiguration
+    kubeConfigFile: $d/webhook-client.kubeconfig
+- name: ValidatingAdmissionWebhook
+  configuration:
+    apiVersion: apiserver.config.k8s.io/v1
+    kind: WebhookAdmissionConfiguration
+    kubeConfigFile: $d/webhook-client.kubeconfig
+ADM
   cat > "$d/env" <<ENV
 export E2E_DIR='$d'
 export KUBECONFIG='$d/kubeconfig'
@@ -227,6 +276,9 @@ export E2E_WEBHOOK_TOKEN='$WEBHOOK_TOKEN'
 export E2E_WEBHOOK_USER='$WEBHOOK_SA_USER'
 export E2E_CA_FILE='$d/pki/ca.crt'
 export E2E_ETCD_URL='http://127.0.0.1:$ETCD_CLIENT_PORT'
+export E2E_WEBHOOK_CLIENT_CA='$d/pki/webhook-client-ca.crt'
+export E2E_WEBHOOK_CLIENT_CERT='$d/pki/webhook-client.crt'
+export E2E_WEBHOOK_CLIENT_KEY='$d/pki/webhook-client.key'
 ENV
 }
 
@@ -241,7 +293,8 @@ cmd_start() {
   fi
   [[ -x $ETCD ]] || die "etcd not found: run tests/e2e/setup.sh"
   command -v openssl >/dev/null || die "openssl not found: run tests/e2e/setup.sh"
-  rm -rf "$d/etcd-data" "$d/pki" "$d/logs" "$d/pids" "$d/state" "$d/env" "$d/kubeconfig" "$d/tokens.csv"
+  rm -rf "$d/etcd-data" "$d/pki" "$d/logs" "$d/pids" "$d/state" "$d/env" "$d/kubeconfig" "$d/tokens.csv" \
+    "$d/admission.yaml" "$d/webhook-client.kubeconfig"
   mkdir -p "$d/logs"
   read -r ETCD_CLIENT_PORT ETCD_PEER_PORT APISERVER_PORT < <(free_ports 3)
   ADMIN_TOKEN=$(rand_token)

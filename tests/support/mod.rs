@@ -70,6 +70,7 @@ pub struct TestServerBuilder {
     policy_file: Option<String>,
     shutdown_delay: Duration,
     drain_timeout: Duration,
+    client_ca: Option<PathBuf>,
 }
 
 impl TestServer {
@@ -78,6 +79,7 @@ impl TestServer {
             policy_file: None,
             shutdown_delay: Duration::ZERO,
             drain_timeout: Duration::from_secs(10),
+            client_ca: None,
         }
     }
 
@@ -134,6 +136,12 @@ impl TestServerBuilder {
         self
     }
 
+    /// `--client-ca`: the PEM bundle at `path` (which the test may rewrite).
+    pub fn client_ca(mut self, path: PathBuf) -> Self {
+        self.client_ca = Some(path);
+        self
+    }
+
     pub async fn start(self) -> TestServer {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
@@ -154,6 +162,7 @@ impl TestServerBuilder {
             admin_listen: "127.0.0.1:0".parse().unwrap(),
             tls_cert: tls_dir.join(certs::CERT_FILE),
             tls_key: tls_dir.join(certs::KEY_FILE),
+            client_ca: self.client_ca,
             policy_file,
             policy_configmap: None,
             request_timeout: Duration::from_secs(3),
