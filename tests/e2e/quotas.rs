@@ -821,3 +821,59 @@ async fn wait_for_executors(pods: &Api<Pod>, spark: &mut SparkSubmit, count: usi
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// SPEC §5 "Untrusted callers": once the TLS handshake proves every caller is the apiserver
+/// (`--client-ca`; cluster.sh makes the test apiserver present its certificate), every
+/// admission in flight holds namespace room, so on one replica concurrent creations from many
+/// applications cannot overshoot a namespace limit. (Without it they may, by the creations in
+/// flight: `namespace_limit_overshoot_under_concurrent_creations_from_many_applications`.)
+#[tokio::test]
+#[ignore = "needs the e2e cluster: tests/e2e/run.sh"]
+async fn with_verified_callers_a_namespace_limit_holds_exactly_under_concurrent_creations() {
+    use futures::StreamExt;
+
+    let client = client().await;
+    let policy = r#"
+quotas:
+  - name: namespace-cpu
+    perNamespace: {maxCpu: "40"}
+"#;
+    let client_ca = super::env("E2E_WEBHOOK_CLIENT_CA");
+    let webhook = Webhook::start_with(policy, &["--client-ca", &client_ca], &[]).await;
+    for run in 1..=3 {
+        let namespace = TestNamespace::create(&client, &format!("quota-verified-{run}")).await;
+        let _registration = Registration::create(
+            &client,
+            &format!("e2e-quota-verified-{run}"),
+            &webhook,
+            &namespace,
+            "Fail",
+            "IfNeeded",
+        )
+        .await;
+        let pods = Api::<Pod>::namespaced(client.clone(), &namespace.name);
+        // 40 executors of 2 CPUs, each of its own application: 20 fit the 40 CPUs.
+        let stored = futures::stream::iter(0..40)
+            .map(|i| {
+                let pods = pods.clone();
+                let name = namespace.name.clone();
+                async move {
+                    let mut pod = super::fixture_pod(EXECUTOR_REVIEW, &name, &format!("exec-{i}"));
+                    if let Some(labels) = pod.metadata.labels.as_mut() {
+                        labels.insert("spark-app-selector".to_owned(), format!("app-{i}"));
+                    }
+                    pods.create(&kube::api::PostParams::default(), &pod)
+                        .await
+                        .is_ok()
+                }
+            })
+            .buffer_unordered(16)
+            .collect::<Vec<bool>>()
+            .await
+            .into_iter()
+            .filter(|&ok| ok)
+            .count();
+        assert_eq!(stored, 20, "run {run}: exactly what fits");
+        assert_eq!(executor_count(&pods).await, 20);
+    }
+}
