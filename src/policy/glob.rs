@@ -37,25 +37,42 @@ impl Glob {
     pub fn matches(&self, text: &str) -> bool {
         let pattern = self.pattern.as_bytes();
         let text = text.as_bytes();
-        // Iterative wildcard matching with one backtrack point (the last `*`).
+        // Iterative wildcard matching with one backtrack point (the last `*`), over bytes:
+        // `?` and a `*` that takes one more both step over a whole UTF-8 character, so the
+        // text position is always at a character's start, where a literal byte of the pattern
+        // (itself valid UTF-8) can only match the same character's bytes.
         let (mut p, mut t) = (0, 0);
         let mut star: Option<(usize, usize)> = None;
         while t < text.len() {
-            if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == text[t]) {
+            if p < pattern.len() && pattern[p] == b'?' {
+                p += 1;
+                t += utf8_width(text[t]);
+            } else if p < pattern.len() && pattern[p] == text[t] {
                 p += 1;
                 t += 1;
             } else if p < pattern.len() && pattern[p] == b'*' {
                 star = Some((p, t));
                 p += 1;
             } else if let Some((star_p, star_t)) = star {
+                let next = star_t + utf8_width(text[star_t]);
                 p = star_p + 1;
-                t = star_t + 1;
-                star = Some((star_p, star_t + 1));
+                t = next;
+                star = Some((star_p, next));
             } else {
                 return false;
             }
         }
-        pattern[p..].iter().all(|&c| c == b'*')
+        t == text.len() && pattern[p..].iter().all(|&c| c == b'*')
+    }
+}
+
+/// The length of the UTF-8 character whose first byte is `first`.
+fn utf8_width(first: u8) -> usize {
+    match first {
+        0xF0.. => 4,
+        0xE0.. => 3,
+        0xC0.. => 2,
+        _ => 1,
     }
 }
 
@@ -85,6 +102,20 @@ mod tests {
         assert!(g("analytics").matches("analytics"));
         assert!(!g("analytics").matches("analytics2"));
         assert!(g("a*b*c").matches("aXbYbZc"));
+    }
+
+    #[test]
+    fn question_mark_is_one_character_not_one_byte() {
+        assert!(g("caf?").matches("café"));
+        assert!(!g("caf??").matches("café"));
+        assert!(g("?").matches("日"));
+        assert!(g("??").matches("日本"));
+        assert!(!g("?").matches("日本"));
+        assert!(g("*?").matches("日"));
+        assert!(g("a*?b").matches("a🦀b"));
+        assert!(!g("a*??b").matches("a🦀b"));
+        assert!(g("*é").matches("xxé"));
+        assert!(!g("*é").matches("xxe"));
     }
 
     #[test]
