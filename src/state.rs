@@ -164,6 +164,29 @@ impl State {
         }
     }
 
+    /// The pod watch of `generation` listed every Spark pod (`pods`): the tracker holds them
+    /// and is synced, and a staged policy goes into force. Returns false, changing nothing,
+    /// when that watch is no longer wanted: a policy without quotas came in while it was
+    /// listing and reset the tracker, and marking it synced now would let the next policy with
+    /// quotas go into force at once, on a ledger no watch updates.
+    pub fn quota_watch_listed(
+        &self,
+        generation: u64,
+        pods: std::collections::HashMap<quota::PodKey, quota::TrackedPod>,
+    ) -> bool {
+        // Under the lock `set_policy` holds while it resets the tracker, so the two never
+        // interleave.
+        let staged = self.lock_staged();
+        if *self.quota_watch_wanted.borrow() != Some(generation) {
+            return false;
+        }
+        self.quotas.synced_with(pods);
+        drop(staged);
+        self.update_tracked_pods();
+        self.quota_watch_synced();
+        true
+    }
+
     /// The pod watch listed every Spark pod: a staged policy goes into force.
     pub fn quota_watch_synced(&self) {
         let staged = self.lock_staged().take();
@@ -314,6 +337,30 @@ mod tests {
             generation,
             "a new watch"
         );
+    }
+
+    #[test]
+    fn a_listing_finished_by_a_watch_no_longer_wanted_marks_nothing_synced() {
+        let state = State::new("policy.yaml");
+        assert_eq!(
+            state.set_policy(Policy::parse(WITH_QUOTAS).unwrap()),
+            Installed::Staged
+        );
+        let old = state.quota_watch_wanted().borrow().unwrap();
+        // A policy without quotas arrives while that watch is listing...
+        state.set_policy(Policy::parse(RULES_ONLY).unwrap());
+        // ...then the old watch finishes its listing.
+        assert!(!state.quota_watch_listed(old, Default::default()));
+        assert!(!state.quotas.is_synced());
+        // The next policy with quotas waits for its own watch.
+        assert_eq!(
+            state.set_policy(Policy::parse(WITH_QUOTAS).unwrap()),
+            Installed::Staged
+        );
+        let new = state.quota_watch_wanted().borrow().unwrap();
+        assert_ne!(new, old);
+        assert!(state.quota_watch_listed(new, Default::default()));
+        assert_eq!(state.policy().unwrap().quotas.len(), 1, "in force now");
     }
 
     #[test]

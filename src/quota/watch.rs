@@ -189,6 +189,10 @@ pub async fn run(
             },
             _ = stop.wait_for(|stop| *stop) => return,
         };
+        // `wait_for(Option::is_some)` returned it, so it is a generation.
+        let Some(generation) = generation else {
+            continue;
+        };
         tracing::info!("the policy has quotas: watching Spark pods in every namespace");
         let api: Api<LeanPod> = Api::all(client.clone());
         let config = watcher::Config::default().labels(SPARK_POD_SELECTOR);
@@ -198,7 +202,7 @@ pub async fn run(
             let event = tokio::select! {
                 event = events.next() => event,
                 // The state already forgot the pods (`State::set_policy`).
-                _ = wanted.wait_for(|wanted| *wanted != generation) => {
+                _ = wanted.wait_for(|wanted| *wanted != Some(generation)) => {
                     tracing::info!("the policy has no quotas any more: the pod watch stops");
                     break;
                 }
@@ -219,10 +223,13 @@ pub async fn run(
                 Some(Ok(Event::InitDone)) => {
                     let pods = listing.take().unwrap_or_default();
                     let count = pods.len();
-                    state.quotas.synced_with(pods);
-                    state.update_tracked_pods();
-                    tracing::info!(pods = count, "the pod watch listed every live Spark pod");
-                    state.quota_watch_synced();
+                    if state.quota_watch_listed(generation, pods) {
+                        tracing::info!(pods = count, "the pod watch listed every live Spark pod");
+                    } else {
+                        tracing::info!(
+                            "the policy has no quotas any more: this listing is dropped"
+                        );
+                    }
                 }
                 Some(Ok(Event::Apply(pod))) => {
                     match tracked(&pod) {
