@@ -255,7 +255,7 @@ fn executor_pod(candidate: &Candidate, app_name: Option<&str>) -> Pod {
         .iter()
         .filter_map(|(key, value)| {
             key.strip_prefix(EXECUTOR_LABEL_PREFIX)
-                .map(|label| (label.to_owned(), value.to_owned()))
+                .map(|label| (label.to_owned(), value.into_owned()))
         })
         .collect();
     labels.insert(ROLE_LABEL.to_owned(), "executor".to_owned());
