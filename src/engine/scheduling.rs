@@ -14,7 +14,7 @@ use crate::policy::{Mode, Rule};
 
 use super::ClusterFacts;
 use super::dedup::{ByJson, Seen, dedup_keeping_first, missing};
-use super::metadata::set_keyed;
+use super::metadata::{quoted, set_keyed};
 use super::precedence::{last_rule_setting, last_setters_by_key};
 
 /// The scheduler the apiserver fills in when a pod names none; under `merge` it does not count
@@ -188,6 +188,9 @@ fn merged_term(mut term: NodeSelectorTerm, part: &NodeSelectorTerm) -> NodeSelec
         };
         let list = target.get_or_insert_with(Vec::new);
         let added: Vec<_> = missing(list, extra).into_iter().cloned().collect();
+        // Exactly: a pod's terms usually hold one requirement, and doubling that list for the
+        // policy's one would be most of what the AND costs.
+        list.reserve_exact(added.len());
         list.extend(added);
     }
     term
@@ -211,12 +214,18 @@ fn apply_priority_class(
         return;
     };
     let global_default = cluster.global_default_priority_class.as_deref();
-    match original.priority_class_name.as_deref().filter(|c| !c.is_empty()) {
+    match original
+        .priority_class_name
+        .as_deref()
+        .filter(|c| !c.is_empty())
+    {
         Some(existing) if existing == class => {}
-        Some(existing) if rule.mode == Mode::Merge && Some(existing) != global_default => warnings.push(format!(
-            "priorityClassName: kept the pod's {existing:?}, not {class:?} from rule {} (mode merge)",
-            rule.name
-        )),
+        Some(existing) if rule.mode == Mode::Merge && Some(existing) != global_default => warnings
+            .push(format!(
+                "priorityClassName: kept the pod's {}, not {class:?} from rule {} (mode merge)",
+                quoted(existing),
+                rule.name
+            )),
         _ => {
             spec.priority_class_name = Some(class.clone());
             spec.priority = None;
@@ -241,7 +250,8 @@ fn apply_scheduler(
     {
         Some(existing) if existing == scheduler => {}
         Some(existing) if rule.mode == Mode::Merge => warnings.push(format!(
-            "schedulerName: kept the pod's {existing:?}, not {scheduler:?} from rule {} (mode merge)",
+            "schedulerName: kept the pod's {}, not {scheduler:?} from rule {} (mode merge)",
+            quoted(existing),
             rule.name
         )),
         _ => spec.scheduler_name = Some(scheduler.clone()),
