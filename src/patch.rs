@@ -20,6 +20,8 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
 use k8s_openapi::api::core::v1::{
     Affinity, Container, NodeAffinity, NodeSelector, NodeSelectorTerm, Pod, PodSpec,
 };
@@ -33,6 +35,9 @@ pub enum Error {
     /// A pod could not be turned into JSON (not expected for pods that were parsed from JSON).
     #[error("failed to serialize pod to JSON: {0}")]
     Serialize(#[source] serde_json::Error),
+    /// A path came out as an invalid JSON Pointer (a bug: paths are escaped when built).
+    #[error("built an invalid JSON Pointer: {0}")]
+    Pointer(String),
 }
 
 /// Shorthand for results of this module.
@@ -60,6 +65,23 @@ impl Encoded {
 
 /// The JSON Patch that turns `original` into `desired`, as JSON text; empty when they are equal.
 pub fn encode(original: Pod, desired: Pod) -> Result<Encoded> {
+    let mut emitter = Emitter::default();
+    walk(original, desired, &mut emitter)?;
+    Ok(emitter.finish())
+}
+
+/// The JSON Patch that turns `original` into `desired`; empty when they are equal. The same
+/// operations as [`encode`], as values (for tools and tests; the server sends the text).
+pub fn diff(original: Pod, desired: Pod) -> Result<json_patch::Patch> {
+    let mut emitter = Emitter {
+        values: Some(Vec::new()),
+        ..Emitter::default()
+    };
+    walk(original, desired, &mut emitter)?;
+    Ok(json_patch::Patch(emitter.values.unwrap_or_default()))
+}
+
+fn walk(original: Pod, desired: Pod, emitter: &mut Emitter) -> Result<()> {
     // `apiVersion` and `kind` never change.
     let mut pod = Fields::default();
     pod.object(
@@ -71,23 +93,16 @@ pub fn encode(original: Pod, desired: Pod) -> Result<Encoded> {
         (Some(before), Some(after)) => pod.object("spec", spec_fields(before, after)?),
         (before, after) => pod.value("spec", before, after),
     }
-    let mut emitter = Emitter::default();
-    pod.emit(&mut emitter)?;
-    Ok(emitter.finish())
+    pod.emit(emitter)
 }
 
-/// The JSON Patch that turns `original` into `desired`; empty when they are equal. The same
-/// operations as [`encode`], as values.
-pub fn diff(original: Pod, desired: Pod) -> Result<json_patch::Patch> {
-    let encoded = encode(original, desired)?;
-    serde_json::from_slice(&encoded.json).map_err(Error::Serialize)
-}
-
-/// Writes the operations found, as the elements of one JSON array, with the path of the value
-/// being compared.
+/// Writes the operations found, as the elements of one JSON array (or, for [`diff`], as
+/// values), with the path of the value being compared.
 #[derive(Default)]
 struct Emitter {
     out: Vec<u8>,
+    /// Set when the operations are wanted as values rather than text.
+    values: Option<Vec<PatchOperation>>,
     operations: usize,
     /// The JSON Pointer of where the walk is, escaped.
     path: String,
@@ -105,6 +120,10 @@ impl Emitter {
         }
     }
 
+    fn pointer(&self) -> Result<PointerBuf> {
+        PointerBuf::parse(&self.path).map_err(|e| Error::Pointer(e.to_string()))
+    }
+
     /// Starts an operation, in the form `json_patch` serialises one: `op`, `path`, `value`.
     fn begin(&mut self, op: &str) -> Result<()> {
         self.out
@@ -117,6 +136,15 @@ impl Emitter {
     }
 
     fn with_value(&mut self, op: &str, value: &impl Serialize) -> Result<()> {
+        if self.values.is_some() {
+            let (path, value) = (self.pointer()?, json(value)?);
+            let operation = match op {
+                "add" => PatchOperation::Add(AddOperation { path, value }),
+                _ => PatchOperation::Replace(ReplaceOperation { path, value }),
+            };
+            self.values.get_or_insert_with(Vec::new).push(operation);
+            return Ok(());
+        }
         self.begin(op)?;
         self.out.extend_from_slice(b",\"value\":");
         serde_json::to_writer(&mut self.out, value).map_err(Error::Serialize)?;
@@ -133,6 +161,13 @@ impl Emitter {
     }
 
     fn remove(&mut self) -> Result<()> {
+        if self.values.is_some() {
+            let path = self.pointer()?;
+            self.values
+                .get_or_insert_with(Vec::new)
+                .push(PatchOperation::Remove(RemoveOperation { path }));
+            return Ok(());
+        }
         self.begin("remove")?;
         self.out.push(b'}');
         Ok(())
