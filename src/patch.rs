@@ -4,20 +4,30 @@
 //! `/` and `~` in keys (`prometheus.io~1scrape`) and array positions are always right, and
 //! applying it to the original yields exactly the desired pod.
 //!
-//! Turning a whole pod into JSON twice costs several times more than the policy itself: Spark's
-//! container carries dozens of env vars. So the two pods are turned into JSON field by field,
-//! and only the fields that differ are written (on both sides); list elements the engine left
-//! equal (containers, env vars, tolerations) become the same placeholder on both sides, so array
-//! positions, and with them the paths, stay exact; string maps (labels, annotations,
-//! nodeSelector) keep only their differing keys. The diff of what remains is the patch.
+//! The operations are exactly those of a diff of the two whole pods as JSON (objects key by key
+//! in key order, removed keys after, arrays position by position, as `json_patch::diff`), but
+//! neither pod is ever turned into JSON whole: a 3 MiB pod is tens of MiB as a tree of JSON
+//! values, and Spark's container alone carries dozens of env vars. The typed pods are walked
+//! side by side instead. A part equal on both sides costs a comparison; the lists a request can
+//! make long (containers and init containers, their env, tolerations, node selector terms and
+//! their requirements, preferred terms) are walked element by element and the string maps
+//! (labels, annotations, nodeSelector) key by key, and only what differs, one element or field
+//! at a time, is turned into JSON and diffed. Each operation is written out as JSON text when it
+//! is found, so the memory a patch takes is its own text, whatever the size of the pods.
+//!
+//! This module never changes a pod; it only writes down how they differ.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{
+    Affinity, Container, NodeAffinity, NodeSelector, NodeSelectorTerm, Pod, PodSpec,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde_json::{Map, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 /// Errors from building a patch.
 #[derive(Debug, thiserror::Error)]
@@ -33,168 +43,428 @@ pub enum Error {
 /// Shorthand for results of this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-fn json<T: serde::Serialize>(value: &T) -> Result<Value> {
+fn json<T: Serialize>(value: &T) -> Result<Value> {
     serde_json::to_value(value).map_err(Error::Serialize)
 }
 
-/// The JSON Patch that turns `original` into `desired`; empty when they are equal.
-pub fn diff(original: Pod, desired: Pod) -> Result<json_patch::Patch> {
-    // `apiVersion` and `kind` never change.
-    let mut pod = Sides::default();
-    pod.nested(
-        "metadata",
-        metadata_sides(original.metadata, desired.metadata)?,
-    );
-    pod.field("status", original.status, desired.status)?;
-    match (original.spec, desired.spec) {
-        (Some(before), Some(after)) => pod.nested("spec", spec_sides(before, after)?),
-        (before, after) => pod.field("spec", before, after)?,
+/// A JSON Patch as the JSON text the apiserver reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    /// The array of operations, `[]` when there is none.
+    pub json: Vec<u8>,
+    /// How many operations it holds.
+    pub operations: usize,
+}
+
+impl Encoded {
+    /// Whether the pods were equal.
+    pub fn is_empty(&self) -> bool {
+        self.operations == 0
     }
-    let mut operations = Vec::new();
-    let mut path = String::with_capacity(128);
-    diff_values(
-        &Value::Object(pod.before),
-        Value::Object(pod.after),
-        &mut path,
-        &mut operations,
-    )?;
-    Ok(json_patch::Patch(operations))
 }
 
-/// Two JSON objects assembled side by side from typed values, holding only what differs: a
-/// field equal on both sides is left out of both, so it costs a comparison, not a
-/// serialisation, and yields no operation.
+/// The JSON Patch that turns `original` into `desired`, as JSON text; empty when they are equal.
+pub fn encode(original: Pod, desired: Pod) -> Result<Encoded> {
+    let mut emitter = Emitter::default();
+    walk(original, desired, &mut emitter)?;
+    Ok(emitter.finish())
+}
+
+/// The JSON Patch that turns `original` into `desired`; empty when they are equal. The same
+/// operations as [`encode`], as values (for tools and tests; the server sends the text).
+pub fn diff(original: Pod, desired: Pod) -> Result<json_patch::Patch> {
+    let mut emitter = Emitter {
+        values: Some(Vec::new()),
+        ..Emitter::default()
+    };
+    walk(original, desired, &mut emitter)?;
+    Ok(json_patch::Patch(emitter.values.unwrap_or_default()))
+}
+
+fn walk(original: Pod, desired: Pod, emitter: &mut Emitter) -> Result<()> {
+    // `apiVersion` and `kind` never change.
+    let mut pod = Fields::default();
+    pod.object(
+        "metadata",
+        metadata_fields(original.metadata, desired.metadata)?,
+    );
+    pod.value("status", original.status, desired.status);
+    match (original.spec, desired.spec) {
+        (Some(before), Some(after)) => pod.object("spec", spec_fields(before, after)?),
+        (before, after) => pod.value("spec", before, after),
+    }
+    pod.emit(emitter)
+}
+
+/// Writes the operations found, as the elements of one JSON array (or, for [`diff`], as
+/// values), with the path of the value being compared.
 #[derive(Default)]
-struct Sides {
-    before: Map<String, Value>,
-    after: Map<String, Value>,
+struct Emitter {
+    out: Vec<u8>,
+    /// Set when the operations are wanted as values rather than text.
+    values: Option<Vec<PatchOperation>>,
+    operations: usize,
+    /// The JSON Pointer of where the walk is, escaped.
+    path: String,
 }
 
-impl Sides {
-    /// An optional field under its JSON name: each present side is written when they differ.
-    fn field<T: serde::Serialize + PartialEq>(
+impl Emitter {
+    fn finish(mut self) -> Encoded {
+        if self.operations == 0 {
+            self.out.push(b'[');
+        }
+        self.out.push(b']');
+        Encoded {
+            json: self.out,
+            operations: self.operations,
+        }
+    }
+
+    fn pointer(&self) -> Result<PointerBuf> {
+        PointerBuf::parse(&self.path).map_err(|e| Error::Pointer(e.to_string()))
+    }
+
+    /// Starts an operation, in the form `json_patch` serialises one: `op`, `path`, `value`.
+    fn begin(&mut self, op: &str) -> Result<()> {
+        self.out
+            .push(if self.operations == 0 { b'[' } else { b',' });
+        self.operations += 1;
+        self.out.extend_from_slice(b"{\"op\":\"");
+        self.out.extend_from_slice(op.as_bytes());
+        self.out.extend_from_slice(b"\",\"path\":");
+        serde_json::to_writer(&mut self.out, &self.path).map_err(Error::Serialize)
+    }
+
+    fn with_value(&mut self, op: &str, value: &impl Serialize) -> Result<()> {
+        if self.values.is_some() {
+            let (path, value) = (self.pointer()?, json(value)?);
+            let operation = match op {
+                "add" => PatchOperation::Add(AddOperation { path, value }),
+                _ => PatchOperation::Replace(ReplaceOperation { path, value }),
+            };
+            self.values.get_or_insert_with(Vec::new).push(operation);
+            return Ok(());
+        }
+        self.begin(op)?;
+        self.out.extend_from_slice(b",\"value\":");
+        serde_json::to_writer(&mut self.out, value).map_err(Error::Serialize)?;
+        self.out.push(b'}');
+        Ok(())
+    }
+
+    fn add(&mut self, value: &impl Serialize) -> Result<()> {
+        self.with_value("add", value)
+    }
+
+    fn replace(&mut self, value: &impl Serialize) -> Result<()> {
+        self.with_value("replace", value)
+    }
+
+    fn remove(&mut self) -> Result<()> {
+        if self.values.is_some() {
+            let path = self.pointer()?;
+            self.values
+                .get_or_insert_with(Vec::new)
+                .push(PatchOperation::Remove(RemoveOperation { path }));
+            return Ok(());
+        }
+        self.begin("remove")?;
+        self.out.push(b'}');
+        Ok(())
+    }
+
+    /// Steps into `key`, escaped as RFC 6901 requires (`~` as `~0`, `/` as `~1`); returns
+    /// where to step back to.
+    fn enter(&mut self, key: &str) -> usize {
+        let back = self.path.len();
+        self.path.push('/');
+        for c in key.chars() {
+            match c {
+                '~' => self.path.push_str("~0"),
+                '/' => self.path.push_str("~1"),
+                c => self.path.push(c),
+            }
+        }
+        back
+    }
+
+    fn enter_index(&mut self, index: usize) -> usize {
+        use std::fmt::Write;
+        let back = self.path.len();
+        // Writing to a String cannot fail.
+        let _ = write!(self.path, "/{index}");
+        back
+    }
+
+    fn leave(&mut self, back: usize) {
+        self.path.truncate(back);
+    }
+
+    /// The RFC 6902 diff of two JSON values, with the operations `json_patch::diff` produces:
+    /// objects key by key, arrays position by position (appends add at the end, surplus is
+    /// removed from the end). Written here because `json_patch::diff` re-parses its JSON Pointer
+    /// at every key it visits, and builds the operations as values.
+    fn values(&mut self, before: &Value, after: &Value) -> Result<()> {
+        match (before, after) {
+            (Value::Object(before), Value::Object(after)) => {
+                for (key, after_value) in after {
+                    let back = self.enter(key);
+                    match before.get(key) {
+                        Some(before_value) => self.values(before_value, after_value)?,
+                        None => self.add(after_value)?,
+                    }
+                    self.leave(back);
+                }
+                for key in before.keys().filter(|key| !after.contains_key(*key)) {
+                    let back = self.enter(key);
+                    self.remove()?;
+                    self.leave(back);
+                }
+            }
+            (Value::Array(before), Value::Array(after)) => {
+                for (index, a) in after.iter().enumerate() {
+                    let back = self.enter_index(index);
+                    match before.get(index) {
+                        Some(b) => self.values(b, a)?,
+                        None => self.add(a)?,
+                    }
+                    self.leave(back);
+                }
+                self.remove_tail(after.len(), before.len())?;
+            }
+            (before, after) if before == after => {}
+            (_, after) => self.replace(after)?,
+        }
+        Ok(())
+    }
+
+    /// Removes the elements from `after_length` to `before_length`: removing at the first
+    /// surplus position repeatedly removes the whole tail.
+    fn remove_tail(&mut self, after_length: usize, before_length: usize) -> Result<()> {
+        for _ in after_length..before_length {
+            let back = self.enter_index(after_length);
+            self.remove()?;
+            self.leave(back);
+        }
+        Ok(())
+    }
+
+    /// Two lists position by position, as [`Emitter::values`] walks arrays: an element equal on
+    /// both sides costs a comparison, a differing pair is diffed by `element`, one pair at a
+    /// time.
+    fn list<T: Serialize + PartialEq>(
         &mut self,
-        key: &str,
+        before: Vec<T>,
+        after: Vec<T>,
+        element: fn(&mut Emitter, T, T) -> Result<()>,
+    ) -> Result<()> {
+        let (before_length, after_length) = (before.len(), after.len());
+        let mut before = before.into_iter();
+        for (index, a) in after.into_iter().enumerate() {
+            let back = self.enter_index(index);
+            match before.next() {
+                Some(b) if b == a => {}
+                Some(b) => element(self, b, a)?,
+                None => self.add(&json(&a)?)?,
+            }
+            self.leave(back);
+        }
+        self.remove_tail(after_length, before_length)
+    }
+
+    /// Two string maps key by key: only the keys whose values differ are visited, so a large
+    /// annotation the policy left alone is compared, never copied.
+    fn string_maps(
+        &mut self,
+        before: &BTreeMap<String, String>,
+        after: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        for (key, value) in after {
+            let old = before.get(key);
+            if old == Some(value) {
+                continue;
+            }
+            let back = self.enter(key);
+            match old {
+                Some(_) => self.replace(value)?,
+                None => self.add(value)?,
+            }
+            self.leave(back);
+        }
+        for key in before.keys().filter(|key| !after.contains_key(*key)) {
+            let back = self.enter(key);
+            self.remove()?;
+            self.leave(back);
+        }
+        Ok(())
+    }
+}
+
+/// A differing pair of list elements diffed as JSON (tolerations, env vars, requirements).
+fn plain<T: Serialize>(emitter: &mut Emitter, before: T, after: T) -> Result<()> {
+    emitter.values(&json(&before)?, &json(&after)?)
+}
+
+type Emit = Box<dyn FnOnce(&mut Emitter) -> Result<()>>;
+
+/// The differing fields of one object, each with how to write its operations, emitted in the
+/// order a diff of the two objects as JSON visits them: the fields the desired side has, in key
+/// order, then those only the original has (removed), in key order.
+#[derive(Default)]
+struct Fields {
+    fields: Vec<(Cow<'static, str>, bool, Emit)>,
+}
+
+impl Fields {
+    fn push(
+        &mut self,
+        name: Cow<'static, str>,
+        in_after: bool,
+        emit: impl FnOnce(&mut Emitter) -> Result<()> + 'static,
+    ) {
+        self.fields.push((name, in_after, Box::new(emit)));
+    }
+
+    fn emit(mut self, emitter: &mut Emitter) -> Result<()> {
+        // Names are unique within an object: the order is the key order of a JSON object.
+        self.fields.sort_by(|a, b| a.0.cmp(&b.0));
+        let (present, removed): (Vec<_>, Vec<_>) = self
+            .fields
+            .into_iter()
+            .partition(|(_, in_after, _)| *in_after);
+        for (name, _, emit) in present.into_iter().chain(removed) {
+            let back = emitter.enter(&name);
+            emit(emitter)?;
+            emitter.leave(back);
+        }
+        Ok(())
+    }
+
+    /// An optional field compared whole: added, removed, or diffed as JSON when it changed.
+    fn value<T: Serialize + PartialEq + 'static>(
+        &mut self,
+        name: &'static str,
         before: Option<T>,
         after: Option<T>,
-    ) -> Result<()> {
-        if before != after {
-            if let Some(before) = before {
-                self.before.insert(key.to_owned(), json(&before)?);
-            }
-            if let Some(after) = after {
-                self.after.insert(key.to_owned(), json(&after)?);
-            }
+    ) {
+        if before == after {
+            return;
         }
-        Ok(())
+        let in_after = after.is_some();
+        self.push(name.into(), in_after, move |e| match (before, after) {
+            (Some(before), Some(after)) => plain(e, before, after),
+            (None, Some(after)) => e.add(&json(&after)?),
+            (Some(_), None) => e.remove(),
+            (None, None) => Ok(()),
+        });
     }
 
-    /// The rest of an object once the fields handled one by one were taken out of it: when it
-    /// differs, all of it is written on both sides. Call before `field`, which may override.
-    fn rest<T: serde::Serialize + PartialEq>(&mut self, before: &T, after: &T) -> Result<()> {
-        if before != after {
-            if let Value::Object(map) = json(before)? {
-                self.before.extend(map);
-            }
-            if let Value::Object(map) = json(after)? {
-                self.after.extend(map);
-            }
-        }
-        Ok(())
-    }
-
-    /// An object field built the same way; left out when nothing in it differs.
-    fn nested(&mut self, key: &str, inner: Sides) {
-        if !inner.before.is_empty() || !inner.after.is_empty() {
-            self.before
-                .insert(key.to_owned(), Value::Object(inner.before));
-            self.after
-                .insert(key.to_owned(), Value::Object(inner.after));
+    /// An object field whose own fields were gathered in `inner`; nothing when none differs.
+    fn object(&mut self, name: &'static str, inner: Fields) {
+        if !inner.fields.is_empty() {
+            self.push(name.into(), true, move |e| inner.emit(e));
         }
     }
 
-    /// A string map (labels, annotations, nodeSelector). When both sides have one, only the keys
-    /// whose values differ are written, so a large annotation the policy left alone is compared,
-    /// never copied; the operations are the same as for the whole maps.
-    fn map(
-        &mut self,
-        key: &str,
-        before: Option<BTreeMap<String, String>>,
-        after: Option<BTreeMap<String, String>>,
-    ) -> Result<()> {
-        let (before, after) = match (before, after) {
-            (Some(before), Some(after)) => (before, after),
-            (before, after) => return self.field(key, before, after),
-        };
+    /// The rest of an object once the fields handled one by one were taken out of it (left
+    /// empty on both sides): when it differs, each of its fields as JSON.
+    fn rest<T: Serialize + PartialEq>(&mut self, before: &T, after: &T) -> Result<()> {
         if before == after {
             return Ok(());
         }
-        let mut before_keys = Map::new();
-        for (name, value) in &before {
-            if after.get(name) != Some(value) {
-                before_keys.insert(name.clone(), Value::String(value.clone()));
+        let (Value::Object(mut before), Value::Object(after)) = (json(before)?, json(after)?)
+        else {
+            return Ok(());
+        };
+        for (name, after) in after {
+            match before.remove(&name) {
+                Some(before) if before == after => {}
+                Some(before) => self.push(name.into(), true, move |e| e.values(&before, &after)),
+                None => self.push(name.into(), true, move |e| e.add(&after)),
             }
         }
-        let mut after_keys = Map::new();
-        for (name, value) in after {
-            if before.get(&name) != Some(&value) {
-                after_keys.insert(name, Value::String(value));
-            }
+        for name in before.into_iter().map(|(name, _)| name) {
+            self.push(name.into(), false, Emitter::remove);
         }
-        self.before
-            .insert(key.to_owned(), Value::Object(before_keys));
-        self.after.insert(key.to_owned(), Value::Object(after_keys));
         Ok(())
     }
 
-    /// An optional list: element by element (see [`Sides::list`]) when both sides have one.
-    fn optional_list<T: serde::Serialize + PartialEq>(
+    /// A string map (labels, annotations, nodeSelector), key by key when both sides have one.
+    fn map(
         &mut self,
-        key: &str,
-        before: Option<Vec<T>>,
-        after: Option<Vec<T>>,
-    ) -> Result<()> {
+        name: &'static str,
+        before: Option<BTreeMap<String, String>>,
+        after: Option<BTreeMap<String, String>>,
+    ) {
         match (before, after) {
-            (Some(before), Some(after)) => self.list(key, before, after, plain_json),
-            (before, after) => self.field(key, before, after),
+            (Some(before), Some(after)) => {
+                if before != after {
+                    self.push(name.into(), true, move |e| e.string_maps(&before, &after));
+                }
+            }
+            (before, after) => self.value(name, before, after),
         }
     }
 
-    /// A list field with equal elements replaced by placeholders (see [`lists`]).
-    fn list<T: PartialEq>(
+    /// A list, element by element (with `element` for a differing pair) when both sides have
+    /// one.
+    fn list<T: Serialize + PartialEq + 'static>(
         &mut self,
-        key: &str,
-        before: Vec<T>,
-        after: Vec<T>,
-        pair: impl Fn(Option<T>, Option<T>) -> Result<(Value, Value)>,
+        name: &'static str,
+        before: Option<Vec<T>>,
+        after: Option<Vec<T>>,
+        element: fn(&mut Emitter, T, T) -> Result<()>,
+    ) {
+        match (before, after) {
+            (Some(before), Some(after)) => {
+                if before != after {
+                    self.push(name.into(), true, move |e| e.list(before, after, element));
+                }
+            }
+            (before, after) => self.value(name, before, after),
+        }
+    }
+
+    /// An optional object field with fields of its own (`inner` gathers them) when both sides
+    /// have it.
+    fn optional_object<T: Serialize + PartialEq + 'static>(
+        &mut self,
+        name: &'static str,
+        before: Option<T>,
+        after: Option<T>,
+        inner: fn(T, T) -> Result<Fields>,
     ) -> Result<()> {
-        if before != after {
-            let (before, after) = lists(before, after, pair)?;
-            self.before.insert(key.to_owned(), before);
-            self.after.insert(key.to_owned(), after);
+        match (before, after) {
+            (Some(before), Some(after)) => {
+                if before != after {
+                    self.object(name, inner(before, after)?);
+                }
+            }
+            (before, after) => self.value(name, before, after),
         }
         Ok(())
     }
 }
 
 /// Metadata: labels and annotations (what the policy sets) apart from the rest.
-fn metadata_sides(mut before: ObjectMeta, mut after: ObjectMeta) -> Result<Sides> {
+fn metadata_fields(mut before: ObjectMeta, mut after: ObjectMeta) -> Result<Fields> {
     let labels = (before.labels.take(), after.labels.take());
     let annotations = (before.annotations.take(), after.annotations.take());
-    let mut sides = Sides::default();
-    sides.rest(&before, &after)?;
-    sides.map("labels", labels.0, labels.1)?;
-    sides.map("annotations", annotations.0, annotations.1)?;
-    Ok(sides)
+    let mut fields = Fields::default();
+    fields.rest(&before, &after)?;
+    fields.map("labels", labels.0, labels.1);
+    fields.map("annotations", annotations.0, annotations.1);
+    Ok(fields)
 }
 
-/// The spec: every field the policy may set apart, containers element by element, and the
-/// rest (volumes, init containers and the like) compared whole.
-fn spec_sides(mut before: PodSpec, mut after: PodSpec) -> Result<Sides> {
+/// The spec: every field the policy may set apart, lists element by element, and the rest
+/// (volumes and the like) compared whole.
+fn spec_fields(mut before: PodSpec, mut after: PodSpec) -> Result<Fields> {
     let containers = (
         std::mem::take(&mut before.containers),
         std::mem::take(&mut after.containers),
     );
+    let init_containers = (before.init_containers.take(), after.init_containers.take());
     let node_selector = (before.node_selector.take(), after.node_selector.take());
     let affinity = (before.affinity.take(), after.affinity.take());
     let tolerations = (before.tolerations.take(), after.tolerations.take());
@@ -208,171 +478,114 @@ fn spec_sides(mut before: PodSpec, mut after: PodSpec) -> Result<Sides> {
         after.preemption_policy.take(),
     );
     let scheduler = (before.scheduler_name.take(), after.scheduler_name.take());
-    let mut sides = Sides::default();
-    sides.rest(&before, &after)?;
-    sides.map("nodeSelector", node_selector.0, node_selector.1)?;
-    sides.field("affinity", affinity.0, affinity.1)?;
-    sides.optional_list("tolerations", tolerations.0, tolerations.1)?;
-    sides.field("priorityClassName", priority_class.0, priority_class.1)?;
-    sides.field("priority", priority.0, priority.1)?;
-    sides.field("preemptionPolicy", preemption.0, preemption.1)?;
-    sides.field("schedulerName", scheduler.0, scheduler.1)?;
-    sides.list("containers", containers.0, containers.1, container_json)?;
-    Ok(sides)
-}
-
-/// The RFC 6902 diff of two documents, with the same operations `json_patch::diff` produces:
-/// objects key by key, arrays position by position (appends add at the end, surplus is
-/// removed from the end). Written here because `json_patch::diff` re-parses its JSON Pointer
-/// at every key it visits, which cost more than the rest of the patch work together.
-fn diff_values(
-    before: &Value,
-    after: Value,
-    path: &mut String,
-    operations: &mut Vec<PatchOperation>,
-) -> Result<()> {
-    match (before, after) {
-        (Value::Object(before), Value::Object(after)) => {
-            let removed: Vec<&String> = before
-                .keys()
-                .filter(|key| !after.contains_key(*key))
-                .collect();
-            for (key, after_value) in after {
-                let length = path.len();
-                push_token(path, &key);
-                match before.get(&key) {
-                    Some(before_value) => diff_values(before_value, after_value, path, operations)?,
-                    None => operations.push(PatchOperation::Add(AddOperation {
-                        path: pointer(path)?,
-                        value: after_value,
-                    })),
-                }
-                path.truncate(length);
-            }
-            for key in removed {
-                let length = path.len();
-                push_token(path, key);
-                operations.push(PatchOperation::Remove(RemoveOperation {
-                    path: pointer(path)?,
-                }));
-                path.truncate(length);
-            }
-        }
-        (Value::Array(before), Value::Array(after)) => {
-            let after_length = after.len();
-            for (index, a) in after.into_iter().enumerate() {
-                let length = path.len();
-                push_index(path, index);
-                match before.get(index) {
-                    Some(b) => diff_values(b, a, path, operations)?,
-                    None => operations.push(PatchOperation::Add(AddOperation {
-                        path: pointer(path)?,
-                        value: a,
-                    })),
-                }
-                path.truncate(length);
-            }
-            // Removing at the first surplus position repeatedly removes the whole tail.
-            for _ in after_length..before.len() {
-                let length = path.len();
-                push_index(path, after_length);
-                operations.push(PatchOperation::Remove(RemoveOperation {
-                    path: pointer(path)?,
-                }));
-                path.truncate(length);
-            }
-        }
-        (before, after) if *before == after => {}
-        (_, after) => operations.push(PatchOperation::Replace(ReplaceOperation {
-            path: pointer(path)?,
-            value: after,
-        })),
-    }
-    Ok(())
-}
-
-/// Appends `/token`, escaped as RFC 6901 requires (`~` as `~0`, `/` as `~1`).
-fn push_token(path: &mut String, token: &str) {
-    path.push('/');
-    for c in token.chars() {
-        match c {
-            '~' => path.push_str("~0"),
-            '/' => path.push_str("~1"),
-            c => path.push(c),
-        }
-    }
-}
-
-fn push_index(path: &mut String, index: usize) {
-    use std::fmt::Write;
-    // Writing to a String cannot fail.
-    let _ = write!(path, "/{index}");
-}
-
-fn pointer(path: &str) -> Result<PointerBuf> {
-    PointerBuf::parse(path).map_err(|e| Error::Pointer(e.to_string()))
-}
-
-/// Both lists as JSON arrays, with elements equal at the same position replaced by the same
-/// placeholder on both sides. `pair` turns one differing pair into JSON.
-fn lists<T: PartialEq>(
-    before: Vec<T>,
-    after: Vec<T>,
-    pair: impl Fn(Option<T>, Option<T>) -> Result<(Value, Value)>,
-) -> Result<(Value, Value)> {
-    let length = before.len().max(after.len());
-    let (mut before_list, mut after_list) = (
-        Vec::with_capacity(before.len()),
-        Vec::with_capacity(after.len()),
+    let mut fields = Fields::default();
+    fields.rest(&before, &after)?;
+    fields.map("nodeSelector", node_selector.0, node_selector.1);
+    fields.optional_object("affinity", affinity.0, affinity.1, affinity_fields)?;
+    fields.list("tolerations", tolerations.0, tolerations.1, plain);
+    fields.value("priorityClassName", priority_class.0, priority_class.1);
+    fields.value("priority", priority.0, priority.1);
+    fields.value("preemptionPolicy", preemption.0, preemption.1);
+    fields.value("schedulerName", scheduler.0, scheduler.1);
+    fields.list(
+        "containers",
+        Some(containers.0),
+        Some(containers.1),
+        container,
     );
-    let mut before = before.into_iter();
-    let mut after = after.into_iter();
-    for _ in 0..length {
-        match (before.next(), after.next()) {
-            (Some(b), Some(a)) if b == a => {
-                before_list.push(Value::Null);
-                after_list.push(Value::Null);
-            }
-            (b, a) => {
-                let (b_present, a_present) = (b.is_some(), a.is_some());
-                let (b, a) = pair(b, a)?;
-                if b_present {
-                    before_list.push(b);
-                }
-                if a_present {
-                    after_list.push(a);
-                }
-            }
-        }
-    }
-    Ok((Value::Array(before_list), Value::Array(after_list)))
-}
-
-fn plain_json<T: serde::Serialize>(before: Option<T>, after: Option<T>) -> Result<(Value, Value)> {
-    Ok((
-        before
-            .as_ref()
-            .map(json)
-            .transpose()?
-            .unwrap_or(Value::Null),
-        after.as_ref().map(json).transpose()?.unwrap_or(Value::Null),
-    ))
+    fields.list(
+        "initContainers",
+        init_containers.0,
+        init_containers.1,
+        container,
+    );
+    Ok(fields)
 }
 
 /// A changed container: env vars (usually most of it, and mostly unchanged) element by
 /// element, resources apart, and the rest compared whole.
-fn container_json(before: Option<Container>, after: Option<Container>) -> Result<(Value, Value)> {
-    let (mut before, mut after) = match (before, after) {
-        (Some(before), Some(after)) => (before, after),
-        (before, after) => return plain_json(before, after),
-    };
+fn container(emitter: &mut Emitter, mut before: Container, mut after: Container) -> Result<()> {
     let env = (before.env.take(), after.env.take());
     let resources = (before.resources.take(), after.resources.take());
-    let mut sides = Sides::default();
-    sides.rest(&before, &after)?;
-    sides.field("resources", resources.0, resources.1)?;
-    sides.optional_list("env", env.0, env.1)?;
-    Ok((Value::Object(sides.before), Value::Object(sides.after)))
+    let mut fields = Fields::default();
+    fields.rest(&before, &after)?;
+    fields.value("resources", resources.0, resources.1);
+    fields.list("env", env.0, env.1, plain);
+    fields.emit(emitter)
+}
+
+/// Node affinity apart from pod (anti-)affinity, which the policy leaves alone.
+fn affinity_fields(mut before: Affinity, mut after: Affinity) -> Result<Fields> {
+    let node = (before.node_affinity.take(), after.node_affinity.take());
+    let mut fields = Fields::default();
+    fields.rest(&before, &after)?;
+    fields.optional_object("nodeAffinity", node.0, node.1, node_affinity_fields)?;
+    Ok(fields)
+}
+
+/// Required terms (ANDed with the policy's, so every one may change) and preferred terms
+/// (appended), element by element.
+fn node_affinity_fields(mut before: NodeAffinity, mut after: NodeAffinity) -> Result<Fields> {
+    let required = (
+        before
+            .required_during_scheduling_ignored_during_execution
+            .take(),
+        after
+            .required_during_scheduling_ignored_during_execution
+            .take(),
+    );
+    let preferred = (
+        before
+            .preferred_during_scheduling_ignored_during_execution
+            .take(),
+        after
+            .preferred_during_scheduling_ignored_during_execution
+            .take(),
+    );
+    let mut fields = Fields::default();
+    fields.rest(&before, &after)?;
+    fields.optional_object(
+        "requiredDuringSchedulingIgnoredDuringExecution",
+        required.0,
+        required.1,
+        node_selector_fields,
+    )?;
+    fields.list(
+        "preferredDuringSchedulingIgnoredDuringExecution",
+        preferred.0,
+        preferred.1,
+        plain,
+    );
+    Ok(fields)
+}
+
+fn node_selector_fields(mut before: NodeSelector, mut after: NodeSelector) -> Result<Fields> {
+    let terms = (
+        std::mem::take(&mut before.node_selector_terms),
+        std::mem::take(&mut after.node_selector_terms),
+    );
+    let mut fields = Fields::default();
+    fields.rest(&before, &after)?;
+    fields.list("nodeSelectorTerms", Some(terms.0), Some(terms.1), term);
+    Ok(fields)
+}
+
+/// A changed term: its requirements element by element (the policy's are appended to them).
+fn term(
+    emitter: &mut Emitter,
+    mut before: NodeSelectorTerm,
+    mut after: NodeSelectorTerm,
+) -> Result<()> {
+    let expressions = (
+        before.match_expressions.take(),
+        after.match_expressions.take(),
+    );
+    let match_fields = (before.match_fields.take(), after.match_fields.take());
+    let mut fields = Fields::default();
+    fields.rest(&before, &after)?;
+    fields.list("matchExpressions", expressions.0, expressions.1, plain);
+    fields.list("matchFields", match_fields.0, match_fields.1, plain);
+    fields.emit(emitter)
 }
 
 #[cfg(test)]
@@ -390,6 +603,12 @@ mod tests {
         let mut value = serde_json::to_value(pod).expect("json");
         json_patch::patch(&mut value, patch).expect("applies");
         value
+    }
+
+    fn values_diff(before: &Value, after: &Value) -> json_patch::Patch {
+        let mut emitter = Emitter::default();
+        emitter.values(before, after).expect("diff");
+        serde_json::from_slice(&emitter.finish().json).expect("a JSON Patch")
     }
 
     /// The hand-written diff gives exactly what `json_patch::diff` gives, on documents that
@@ -420,9 +639,7 @@ mod tests {
             ),
         ];
         for (before, after) in cases {
-            let mut operations = Vec::new();
-            diff_values(&before, after.clone(), &mut String::new(), &mut operations).expect("diff");
-            let ours = json_patch::Patch(operations);
+            let ours = values_diff(&before, &after);
             assert_eq!(
                 ours,
                 json_patch::diff(&before, &after),
@@ -432,6 +649,115 @@ mod tests {
             json_patch::patch(&mut applied, &ours).expect("applies");
             assert_eq!(applied, after);
         }
+    }
+
+    /// The operations, in order, are those of `json_patch::diff` of the two whole pods, for
+    /// changes in every part walked element by element: affinity terms and their requirements,
+    /// preferred terms, tolerations, init containers, env, a removed map, a replaced spec rest.
+    #[test]
+    fn every_part_gives_the_whole_pod_diff_in_order() {
+        let original: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "labels": {"a": "1", "gone": "x"}, "annotations": {"k": "v"}},
+            "spec": {
+                "containers": [
+                    {"name": "c0", "image": "i", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]},
+                    {"name": "c1", "image": "i", "resources": {"limits": {"cpu": "16"}}},
+                ],
+                "initContainers": [
+                    {"name": "i0", "image": "i", "resources": {"requests": {"cpu": "16"}}},
+                    {"name": "i1", "image": "i"},
+                ],
+                "affinity": {
+                    "nodeAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                            {"matchExpressions": [{"key": "a", "operator": "Exists"}]},
+                            {"matchFields": [{"key": "f", "operator": "In", "values": ["1"]}]},
+                            {"matchExpressions": [{"key": "c", "operator": "In", "values": ["1", "2"]}]},
+                        ]},
+                        "preferredDuringSchedulingIgnoredDuringExecution": [
+                            {"weight": 1, "preference": {"matchExpressions": [{"key": "p", "operator": "Exists"}]}},
+                        ],
+                    },
+                    "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{"topologyKey": "zone"}]},
+                },
+                "tolerations": [{"key": "t0", "operator": "Exists"}, {"key": "t1", "operator": "Exists"}],
+                "nodeSelector": {"pool": "a"},
+                "hostname": "h",
+                "priority": 5,
+            },
+        }))
+        .expect("pod");
+        let mut desired = original.clone();
+        let labels = desired.metadata.labels.as_mut().expect("labels");
+        labels.remove("gone");
+        labels.insert("b/c~d".into(), "2".into());
+        desired.metadata.annotations = None;
+        let spec = desired.spec.as_mut().expect("spec");
+        spec.hostname = Some("other".into());
+        spec.priority = None;
+        spec.priority_class_name = Some("batch".into());
+        spec.containers[0].env.as_mut().expect("env")[1].value = Some("3".into());
+        spec.containers[1].resources = None;
+        let init = spec.init_containers.as_mut().expect("init");
+        init[0].resources.as_mut().expect("resources").requests = Some(
+            [(
+                "cpu".to_owned(),
+                k8s_openapi::apimachinery::pkg::api::resource::Quantity("8".into()),
+            )]
+            .into(),
+        );
+        init.pop();
+        let node = spec
+            .affinity
+            .as_mut()
+            .expect("affinity")
+            .node_affinity
+            .as_mut()
+            .expect("node");
+        let terms = &mut node
+            .required_during_scheduling_ignored_during_execution
+            .as_mut()
+            .expect("required")
+            .node_selector_terms;
+        let extra: k8s_openapi::api::core::v1::NodeSelectorRequirement = serde_json::from_value(
+            serde_json::json!({"key": "z", "operator": "In", "values": ["1"]}),
+        )
+        .expect("requirement");
+        terms[0]
+            .match_expressions
+            .as_mut()
+            .expect("expressions")
+            .push(extra.clone());
+        terms[1].match_expressions = Some(vec![extra.clone()]);
+        terms[2].match_expressions.as_mut().expect("expressions")[0].values =
+            Some(vec!["2".into()]);
+        terms.push(terms[0].clone());
+        node.preferred_during_scheduling_ignored_during_execution
+            .as_mut()
+            .expect("preferred")
+            .insert(
+                0,
+                serde_json::from_value(serde_json::json!({"weight": 9, "preference": {}}))
+                    .expect("preferred"),
+            );
+        spec.affinity.as_mut().expect("affinity").pod_anti_affinity = None;
+        spec.tolerations.as_mut().expect("tolerations").remove(0);
+
+        let ours = diff(original.clone(), desired.clone()).expect("diff");
+        let whole = json_patch::diff(
+            &serde_json::to_value(&original).expect("json"),
+            &serde_json::to_value(&desired).expect("json"),
+        );
+        assert_eq!(ours, whole);
+        assert!(ours.0.len() > 15, "{ours:?}");
+        assert_eq!(
+            apply(&original, &ours),
+            serde_json::to_value(&desired).expect("json")
+        );
+        // The text is what serialising the operations gives.
+        let encoded = encode(original, desired).expect("encode");
+        assert_eq!(encoded.operations, ours.0.len());
+        assert_eq!(encoded.json, serde_json::to_vec(&ours).expect("json"));
     }
 
     /// Maps diffed by their differing keys and tolerations element by element give the very
@@ -494,6 +820,9 @@ mod tests {
     #[test]
     fn equal_pods_give_an_empty_patch() {
         assert!(diff(executor(), executor()).expect("diff").0.is_empty());
+        let encoded = encode(executor(), executor()).expect("encode");
+        assert!(encoded.is_empty());
+        assert_eq!(encoded.json, b"[]");
     }
 
     #[test]

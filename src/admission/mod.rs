@@ -433,14 +433,9 @@ fn mutate(
             &response.uid,
         );
     }
-    let encoded = crate::patch::diff(pod, evaluation.desired).and_then(|patch| {
-        if patch.0.is_empty() {
-            return Ok(None);
-        }
-        let bytes = serde_json::to_vec(&patch).map_err(crate::patch::Error::Serialize)?;
-        Ok(Some(
-            base64::engine::general_purpose::STANDARD.encode(bytes),
-        ))
+    // Written as text directly: a patch held as JSON values costs many times its text.
+    let encoded = crate::patch::encode(pod, evaluation.desired).map(|patch| {
+        (!patch.is_empty()).then(|| base64::engine::general_purpose::STANDARD.encode(patch.json))
     });
     match encoded {
         Ok(None) => {}

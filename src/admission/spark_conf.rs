@@ -20,7 +20,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodSpec, ResourceReq
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as KubeQuantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::admission::{AdmissionRequest, Operation};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::engine::{self, APP_ID_LABEL, ROLE_LABEL, RequestContext};
 use crate::policy::{Policy, Quota};
@@ -230,26 +230,30 @@ pub fn answer(
             .join(", "),
         candidate.app
     ));
-    let mut operations = Vec::new();
-    if candidate.has_annotations {
-        operations.push(json!({
+    let annotation = if candidate.has_annotations {
+        json!({
             "op": "add",
             "path": format!("/metadata/annotations/{}", LOWERED_ANNOTATION.replace('~', "~0").replace('/', "~1")),
             "value": record,
-        }));
+        })
     } else {
-        operations.push(json!({
+        json!({
             "op": "add",
             "path": "/metadata/annotations",
             "value": {LOWERED_ANNOTATION: record},
-        }));
-    }
-    operations.push(json!({
-        "op": "replace",
-        "path": format!("/data/{PROPERTIES_KEY}"),
-        "value": candidate.properties.text(),
-    }));
-    let patch = Value::Array(operations).to_string();
+        })
+    };
+    // The configuration goes into the patch straight from its text (a pair serialises as a
+    // JSON array): as a JSON value it would be one more copy of up to 3 MiB.
+    let replace = TextOperation {
+        op: "replace",
+        path: format!("/data/{PROPERTIES_KEY}"),
+        value: candidate.properties.text(),
+    };
+    let Ok(patch) = serde_json::to_vec(&(annotation, replace)) else {
+        // Not reachable: strings and maps of strings always serialise.
+        return (response.into_review(), Fitted::default());
+    };
     response.patch = Some(base64::engine::general_purpose::STANDARD.encode(patch));
     response.patch_type = Some("JSONPatch".to_owned());
     response.warnings.clone_from(&fitted.warnings);
@@ -258,6 +262,14 @@ pub fn answer(
         .insert("spark-conf-lowered".to_owned(), record);
     fitted.fit = Some(fit);
     (response.into_review(), fitted)
+}
+
+/// A JSON Patch operation whose value is borrowed text.
+#[derive(serde::Serialize)]
+struct TextOperation<'a> {
+    op: &'static str,
+    path: String,
+    value: &'a str,
 }
 
 /// The executor pod Spark will create from this configuration, as far as the policy can see
@@ -270,7 +282,7 @@ fn executor_pod(candidate: &Candidate, app_name: Option<&str>) -> Pod {
         .iter()
         .filter_map(|(key, value)| {
             key.strip_prefix(EXECUTOR_LABEL_PREFIX)
-                .map(|label| (label.to_owned(), value.to_owned()))
+                .map(|label| (label.to_owned(), value.into_owned()))
         })
         .collect();
     labels.insert(ROLE_LABEL.to_owned(), "executor".to_owned());
@@ -320,6 +332,8 @@ fn executor_pod(candidate: &Candidate, app_name: Option<&str>) -> Pod {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use serde_json::Value;
 
     use super::*;
     use crate::admission::parse_review_of;

@@ -1,4 +1,10 @@
 //! Environment variables, by name, into the selected containers.
+//!
+//! A container may arrive with tens of thousands of variables and the policy may set several:
+//! a variable is never looked for by a search per policy variable when that would multiply the
+//! two (see [`Positions`]).
+
+use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::{EnvVar, Pod};
 
@@ -25,11 +31,17 @@ pub(super) fn apply(
                 .map(move |var| ((index, var.name.as_str()), var))
         })
     });
+    // With `containers: all` every container of the pod is in the plan: its place is looked up,
+    // never searched for.
     let mut plan: Vec<(usize, Vec<(&EnvVar, &Rule)>)> = Vec::new();
+    let mut places: BTreeMap<usize, usize> = BTreeMap::new();
     for ((index, _), setting) in settings {
-        match plan.iter_mut().find(|(i, _)| *i == index) {
+        match places.get(&index).and_then(|&place| plan.get_mut(place)) {
             Some((_, vars)) => vars.push(setting),
-            None => plan.push((index, vec![setting])),
+            None => {
+                places.insert(index, plan.len());
+                plan.push((index, vec![setting]));
+            }
         }
     }
     let (Some(original_spec), Some(spec)) = (original.spec.as_ref(), desired.spec.as_mut()) else {
@@ -43,8 +55,9 @@ pub(super) fn apply(
             continue;
         };
         let existing = before.env.as_deref().unwrap_or_default();
+        let positions = Positions::of(existing, vars.len());
         for (var, rule) in vars {
-            match existing.iter().position(|e| e.name == var.name) {
+            match positions.of_name(existing, &var.name) {
                 Some(position) if existing[position] == *var => {}
                 Some(position) if rule.mode == Mode::Enforce => {
                     if let Some(slot) = container.env.as_mut().and_then(|e| e.get_mut(position)) {
@@ -57,6 +70,37 @@ pub(super) fn apply(
                 )),
                 None => container.env.get_or_insert_with(Vec::new).push(var.clone()),
             }
+        }
+    }
+}
+
+/// Where a variable name first appears in a container's env: a name the pod repeats is
+/// acted on at its first variable, as it always was.
+enum Positions<'a> {
+    /// Few lookups or a short list: each lookup searches the list.
+    Search,
+    /// Many lookups into a long list: the first position of every name.
+    Index(HashMap<&'a str, usize>),
+}
+
+impl<'a> Positions<'a> {
+    /// Searching costs the list's length per lookup; the index costs it once.
+    fn of(existing: &'a [EnvVar], lookups: usize) -> Self {
+        if lookups <= 2 || existing.len() <= super::dedup::SCAN_UP_TO {
+            return Self::Search;
+        }
+        let mut index = HashMap::with_capacity(existing.len());
+        for (position, var) in existing.iter().enumerate() {
+            index.entry(var.name.as_str()).or_insert(position);
+        }
+        Self::Index(index)
+    }
+
+    /// The position of the first variable named `name`.
+    fn of_name(&self, existing: &[EnvVar], name: &str) -> Option<usize> {
+        match self {
+            Self::Search => existing.iter().position(|e| e.name == name),
+            Self::Index(index) => index.get(name).copied(),
         }
     }
 }

@@ -25,7 +25,8 @@ pub(super) fn apply(
         let sanitized = sanitize_label_value(&value);
         if sanitized != value {
             warnings.push(format!(
-                "label {key}: {value:?} is not a valid label value, set as {sanitized:?} (rule {})",
+                "label {key}: {} is not a valid label value, set as {sanitized:?} (rule {})",
+                quoted(&value),
                 rule.name
             ));
         }
@@ -96,7 +97,9 @@ pub(super) fn set_keyed(
     match original.and_then(|m| m.get(key)) {
         Some(existing) if *existing == value => {}
         Some(existing) if rule.mode == Mode::Merge => warnings.push(format!(
-            "{what} {key}: kept the pod's {existing:?}, not {value:?} from rule {} (mode merge)",
+            "{what} {key}: kept the pod's {}, not {} from rule {} (mode merge)",
+            quoted(existing),
+            quoted(&value),
             rule.name
         )),
         _ => {
@@ -104,5 +107,35 @@ pub(super) fn set_keyed(
                 .get_or_insert_with(BTreeMap::new)
                 .insert(key.to_owned(), value);
         }
+    }
+}
+
+/// The longest text a warning quotes whole.
+const QUOTE_AT_MOST: usize = 200;
+
+/// `text` as a warning quotes it (Debug-quoted), cut after [`QUOTE_AT_MOST`] characters: a pod
+/// may carry megabytes in one label, and Debug-escaping control characters would make that
+/// several times more in the answer.
+pub(super) fn quoted(text: &str) -> String {
+    match text.char_indices().nth(QUOTE_AT_MOST) {
+        None => format!("{text:?}"),
+        Some((cut, _)) => format!("{:?}... ({} bytes in all)", &text[..cut], text.len()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_text_is_quoted_whole_and_a_long_one_cut() {
+        assert_eq!(quoted("a \"b\""), "\"a \\\"b\\\"\"");
+        let exact = "é".repeat(QUOTE_AT_MOST);
+        assert_eq!(quoted(&exact), format!("{exact:?}"));
+        let long = format!("{exact}tail");
+        assert_eq!(
+            quoted(&long),
+            format!("{exact:?}... ({} bytes in all)", long.len())
+        );
     }
 }

@@ -4,6 +4,11 @@
 //! The engine does no I/O, takes no locks and never calls the Kubernetes API, so it is the same
 //! code in the server, in `spark-admission mutate` and in tests, and it is fast.
 //!
+//! Its cost grows linearly with the size of every part of the pod (for a given policy): no
+//! list the pod brings is ever searched once per entry of another list it brings, since a pod
+//! of 3 MiB can hold tens of thousands of entries in one (`tests/cost_linear.rs` holds it to
+//! that).
+//!
 //! How rules combine: the matching rules are found first, against the pod as it arrived. Then,
 //! field by field (a label key, an env var of a container, a resource of a container), the last
 //! matching rule that sets the field decides its value and its mode (decided in `precedence`, once
@@ -11,6 +16,7 @@
 //! Deciding per field, rather than replaying rules one after another, is what makes the result
 //! idempotent: the desired pod of a desired pod is itself.
 
+mod dedup;
 mod env;
 mod matching;
 mod metadata;

@@ -63,8 +63,10 @@ pub fn lower_executor_counts(properties: &mut Properties, fit: u32) -> Vec<Chang
             None if unset_default.is_none_or(|default| default > u64::from(fit)) => None,
             None => return,
         };
-        properties.set(key, &fit.to_string());
-        changes.push(Change { key, from, to: fit });
+        // Only a text of 4 GiB fails to take the edit; it is then left as it is.
+        if properties.set(key, &fit.to_string()).is_ok() {
+            changes.push(Change { key, from, to: fit });
+        }
     };
     if dynamic {
         // Unset, maxExecutors is unbounded; the others default to at most it.

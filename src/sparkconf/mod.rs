@@ -31,6 +31,12 @@ pub enum Error {
         /// What is wrong, in words.
         problem: String,
     },
+    /// A text too large to index (offsets are 32 bits); a review is at most 7 MiB.
+    #[error("the text would be {bytes} bytes; at most 4 GiB can be read and edited")]
+    TooLarge {
+        /// Its size.
+        bytes: usize,
+    },
     /// A setting Spark would reject, or whose value cannot size an executor.
     #[error("{key}={value:?} is not allowed: {allowed}")]
     Setting {

@@ -883,7 +883,7 @@ mod tests {
         assert_eq!(size.memory, q("2867Mi")); // 2048 + (int)(0.4 * 2048)
         assert_eq!(size.cpu_request, q("2"));
 
-        conf.set("spark.executor.instances", "2");
+        conf.set("spark.executor.instances", "2").unwrap();
         let changed: Vec<(&str, &str)> = text
             .lines()
             .zip(conf.text().lines())
@@ -913,10 +913,10 @@ mod tests {
             let mut conf = Properties::parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
             let pairs: Vec<(String, String)> = conf
                 .iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
                 .collect();
             for (key, value) in &pairs {
-                conf.set(key, value);
+                conf.set(key, value).unwrap();
             }
             assert_eq!(conf.text(), text, "{name}");
         }
