@@ -1,7 +1,8 @@
 //! The hostile inputs of issue 19 sent to the real `spark-admission serve` binary: an executor
-//! pod with 45,000 distinct `nodeSelectorTerms` under the built-in rules, and four 2.9 MB driver
-//! ConfigMaps at once, each fitted to a quota. Each is answered, and the server's peak resident
-//! memory (VmHWM) stays far below the Deployment's 192Mi limit.
+//! pod with 45,000 distinct `nodeSelectorTerms` under the built-in rules (refused unread: it
+//! holds more JSON objects than a review is read with), the largest such pod that is read, and
+//! four 2.9 MB driver ConfigMaps at once, each fitted to a quota. Each is answered, and the
+//! server's peak resident memory (VmHWM) stays far below the Deployment's 192Mi limit.
 //!
 //! Quotas need a Kubernetes API (the pod watch, the application's LIST), so the server is given
 //! a fake one: plain HTTP on loopback answering every LIST with an empty list and holding every
@@ -72,9 +73,21 @@ fn kubeconfig(dir: &std::path::Path, api: SocketAddr) -> std::path::PathBuf {
     path
 }
 
-/// The reported pod: an executor with 45,000 distinct required terms (3.2 MB).
+/// The reported pod: an executor with 45,000 distinct required terms (3.2 MB). It holds 90,000
+/// JSON objects, so it is now refused before it is read (`admission::MAX_OBJECTS`).
 fn affinity_review() -> Vec<u8> {
-    let terms: Vec<Value> = (0..45_000)
+    affinity_review_of(45_000)
+}
+
+/// The largest such review the server reads: as many terms (two objects each) as fit under
+/// `admission::MAX_OBJECTS` beside what the executor fixture holds.
+fn largest_read_affinity_review() -> Vec<u8> {
+    affinity_review_of((spark_admission::admission::MAX_OBJECTS - 400) / 2)
+}
+
+/// An executor with `count` distinct required terms.
+fn affinity_review_of(count: usize) -> Vec<u8> {
+    let terms: Vec<Value> = (0..count)
         .map(|i| json!({"matchExpressions": [{"key": format!("k{i}"), "operator": "In", "values": ["v"]}]}))
         .collect();
     review_with(EXECUTOR_REVIEW, |review| {
@@ -152,7 +165,14 @@ async fn attack() -> Figures {
     let client = Client::new(&[process.ca()], process.webhook);
     let idle = vm_hwm(pid);
 
-    let body = affinity_review();
+    // The reported 45,000 terms: refused by name before a byte of them is read.
+    let (status, answer) = client.post("/mutate", affinity_review()).await;
+    assert_eq!(status, StatusCode::OK);
+    let refused = response(&answer);
+    assert!(!refused.allowed, "{refused:?}");
+    assert_eq!(refused.status.map(|s| s.code), Some(413));
+    // The largest affinity the server reads is answered and patched.
+    let body = largest_read_affinity_review();
     let started = Instant::now();
     let (status, answer) = client.post("/mutate", body).await;
     let affinity = started.elapsed();

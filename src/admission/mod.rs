@@ -42,6 +42,71 @@ pub enum Error {
     /// An AdmissionReview without a `request`.
     #[error("AdmissionReview has no request")]
     MissingRequest,
+    /// More JSON objects than a review is read with (see [`MAX_OBJECTS`]).
+    #[error(
+        "the review holds {objects} JSON objects, more than the {MAX_OBJECTS} spark-admission reads (a real Spark pod holds a few hundred, managedFields included); every one can take up to 3 KiB once read, so the request is refused rather than read"
+    )]
+    TooManyObjects {
+        /// How many it holds (counted up to a little past the limit).
+        objects: usize,
+        /// The request's uid, when it could be found without reading the objects, so the
+        /// answer can refuse the request by name.
+        uid: Option<String>,
+    },
+}
+
+/// The most JSON objects a review body may hold (counted outside strings, anywhere in it).
+///
+/// Reading a pod turns each JSON object into a typed Kubernetes struct, and some are large: a
+/// `Volume` takes 3.2 KiB whatever it holds, a `Container` 2.1 KiB, so `{"name":"v1"}` (13
+/// bytes) becomes 250 times its size, and a 3 MiB pod of volumes would take 600 MiB. A review
+/// is read on a worker thread without a pause, so at most one per thread is being read at
+/// once; this bound keeps each under about 32 MiB. The executor review of a real Spark 4.3 pod
+/// holds 306, managedFields included.
+pub const MAX_OBJECTS: usize = 10_000;
+
+/// How many JSON objects `body` holds outside strings, counting no further than `limit + 1`;
+/// a linear scan over bytes that allocates nothing. Only `"`, `\` and `{` matter: a `{`
+/// inside a string (managedFields' `k:{...}` keys, JSON in an annotation) is text.
+fn count_objects(body: &[u8], limit: usize) -> usize {
+    let mut objects = 0;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in body {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if byte == b'\\' {
+                escaped = true;
+            } else if byte == b'"' {
+                in_string = false;
+            }
+        } else if byte == b'"' {
+            in_string = true;
+        } else if byte == b'{' {
+            objects += 1;
+            if objects > limit {
+                break;
+            }
+        }
+    }
+    objects
+}
+
+/// The request uid of a review body, read without building anything else (every other value
+/// is skipped in place).
+fn request_uid(text: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Review {
+        request: Request,
+    }
+    #[derive(Deserialize)]
+    struct Request {
+        uid: String,
+    }
+    serde_json::from_str::<Review>(text)
+        .ok()
+        .map(|review| review.request.uid)
 }
 
 /// Shorthand for results of this module.
@@ -67,6 +132,22 @@ impl ResponseReview {
     /// (the load benchmark's baseline, `examples/baseline_server.rs`).
     pub fn allowed(uid: &str) -> Self {
         Response::allow(uid).into_review()
+    }
+
+    /// The refusal of a request that could not be read (`error`), when its uid could: the
+    /// user then sees why, where an HTTP error would only say that the webhook failed.
+    /// `None` for every other error, which is answered with HTTP 400.
+    pub fn refusing_unread(error: &Error) -> Option<Self> {
+        let Error::TooManyObjects { uid: Some(uid), .. } = error else {
+            return None;
+        };
+        let mut response = Response::allow(uid);
+        response.deny(
+            format!("spark-admission: {error}"),
+            "RequestEntityTooLarge",
+            413,
+        );
+        Some(response.into_review())
     }
 }
 
@@ -204,7 +285,15 @@ pub struct Summary {
 /// half the parse time of a Spark pod (a tree of maps as large as the pod spec), and nothing
 /// here reads or patches it. The returned pods have `managed_fields: None`.
 pub fn parse_review(body: &[u8]) -> Result<AdmissionRequest<Pod>> {
-    let request: AdmissionRequest<PodWithoutManagedFields> = parse_review_of(body)?;
+    parse_review_within(body, MAX_OBJECTS)
+}
+
+/// [`parse_review`] with another bound on the JSON objects read than [`MAX_OBJECTS`]: for
+/// measuring what reviews past the bound would cost (`tests/cost_linear.rs`: the engine stays
+/// linear however far the bound is raised), never for serving.
+pub fn parse_review_within(body: &[u8], max_objects: usize) -> Result<AdmissionRequest<Pod>> {
+    let request: AdmissionRequest<PodWithoutManagedFields> =
+        parse_review_of_within(body, max_objects)?;
     Ok(AdmissionRequest {
         types: request.types,
         uid: request.uid,
@@ -225,14 +314,29 @@ pub fn parse_review(body: &[u8]) -> Result<AdmissionRequest<Pod>> {
     })
 }
 
-/// Parses a request body carrying objects of type `K`, checking kind and version.
+/// Parses a request body carrying objects of type `K`, checking kind and version, and that it
+/// holds at most [`MAX_OBJECTS`] JSON objects.
 pub fn parse_review_of<K: kube::Resource + serde::de::DeserializeOwned>(
     body: &[u8],
+) -> Result<AdmissionRequest<K>> {
+    parse_review_of_within(body, MAX_OBJECTS)
+}
+
+fn parse_review_of_within<K: kube::Resource + serde::de::DeserializeOwned>(
+    body: &[u8],
+    max_objects: usize,
 ) -> Result<AdmissionRequest<K>> {
     // Checked up front because serde_json does not check the UTF-8 of what it skips
     // (`managedFields`, unknown keys): a body the apiserver could never have sent would
     // otherwise be answered as if it were valid.
     let text = std::str::from_utf8(body).map_err(Error::NotUtf8)?;
+    let objects = count_objects(body, max_objects);
+    if objects > max_objects {
+        return Err(Error::TooManyObjects {
+            objects,
+            uid: request_uid(text),
+        });
+    }
     let review: AdmissionReview<K> = serde_json::from_str(text).map_err(Error::Malformed)?;
     if review.types.kind != "AdmissionReview" || review.types.api_version != "admission.k8s.io/v1" {
         return Err(Error::WrongKind {
@@ -611,6 +715,52 @@ mod tests {
             parse_review(text.as_bytes()),
             Err(Error::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn objects_are_counted_outside_strings_only() {
+        assert_eq!(count_objects(br#"{"a": {"b": [{}, {}]}}"#, 100), 4);
+        // Braces in strings, escaped quotes included, are text.
+        assert_eq!(
+            count_objects(br#"{"k:{"name":"x"}": "{{{", "q": ""{", "r": {}}"#, 100),
+            2
+        );
+        assert_eq!(count_objects(EXECUTOR_REVIEW, 10_000), 306);
+        // The count stops just past the limit.
+        assert_eq!(count_objects(&b"{".repeat(1000), 10), 11);
+    }
+
+    #[test]
+    fn a_review_with_more_objects_than_it_reads_is_refused_by_uid_without_being_read() {
+        let mut review: serde_json::Value = serde_json::from_slice(EXECUTOR_REVIEW).unwrap();
+        let volumes: Vec<serde_json::Value> = (0..MAX_OBJECTS)
+            .map(|i| serde_json::json!({"name": format!("v{i}")}))
+            .collect();
+        review["request"]["object"]["spec"]["volumes"] = serde_json::Value::Array(volumes);
+        let body = serde_json::to_vec(&review).unwrap();
+        let error = parse_review(&body).unwrap_err();
+        let Error::TooManyObjects { objects, uid } = &error else {
+            panic!("{error}");
+        };
+        assert_eq!(*objects, MAX_OBJECTS + 1);
+        assert_eq!(uid.as_deref(), review["request"]["uid"].as_str());
+        let refusal = ResponseReview::refusing_unread(&error).unwrap().response;
+        assert!(!refusal.allowed);
+        let status = refusal.status.unwrap();
+        assert_eq!(status.code, 413);
+        assert_eq!(
+            status.message,
+            format!(
+                "spark-admission: the review holds {} JSON objects, more than the 10000 spark-admission reads (a real Spark pod holds a few hundred, managedFields included); every one can take up to 3 KiB once read, so the request is refused rather than read",
+                MAX_OBJECTS + 1
+            )
+        );
+        // Under the limit it is read as usual.
+        review["request"]["object"]["spec"]["volumes"]
+            .as_array_mut()
+            .unwrap()
+            .truncate(MAX_OBJECTS - 306);
+        assert!(parse_review(&serde_json::to_vec(&review).unwrap()).is_ok());
     }
 
     #[test]

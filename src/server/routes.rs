@@ -161,6 +161,11 @@ async fn mutate(AxumState(app): AxumState<WebhookApp>, headers: HeaderMap, body:
     };
     let request = match admission::parse_review(&bytes) {
         Ok(request) => request,
+        Err(error) if let Some(refusal) = ResponseReview::refusing_unread(&error) => {
+            tracing::warn!(%error, bytes = bytes.len(), "refused a /mutate request without reading it");
+            metrics.count_request("unknown", "none", Outcome::Denied.as_str());
+            return review_body(&refusal);
+        }
         Err(error) => {
             tracing::warn!(%error, bytes = bytes.len(), "malformed /mutate request");
             metrics.count_request("unknown", "none", Outcome::Error.as_str());
@@ -243,6 +248,10 @@ async fn mutate_spark_conf(
     };
     let request = match admission::parse_review_of(&bytes) {
         Ok(request) => request,
+        Err(error) if let Some(refusal) = ResponseReview::refusing_unread(&error) => {
+            tracing::warn!(%error, bytes = bytes.len(), "refused a request without reading it");
+            return review_body(&refusal);
+        }
         Err(error) => {
             tracing::warn!(%error, "malformed /mutate-spark-conf request");
             return json_error(StatusCode::BAD_REQUEST, error.to_string());
@@ -314,6 +323,10 @@ async fn validate_policy(
     };
     let request = match admission::parse_review_of(&bytes) {
         Ok(request) => request,
+        Err(error) if let Some(refusal) = ResponseReview::refusing_unread(&error) => {
+            tracing::warn!(%error, bytes = bytes.len(), "refused a request without reading it");
+            return review_body(&refusal);
+        }
         Err(error) => {
             tracing::warn!(%error, "malformed /validate-policy request");
             return json_error(StatusCode::BAD_REQUEST, error.to_string());
