@@ -180,9 +180,11 @@ impl State {
         if *self.quota_watch_wanted.borrow() != Some(generation) {
             return false;
         }
+        let count = pods.len();
         self.quotas.synced_with(pods);
         drop(staged);
         self.update_tracked_pods();
+        tracing::info!(pods = count, "the pod watch listed every live Spark pod");
         self.quota_watch_synced();
         true
     }

@@ -222,10 +222,7 @@ pub async fn run(
                 }
                 Some(Ok(Event::InitDone)) => {
                     let pods = listing.take().unwrap_or_default();
-                    let count = pods.len();
-                    if state.quota_watch_listed(generation, pods) {
-                        tracing::info!(pods = count, "the pod watch listed every live Spark pod");
-                    } else {
+                    if !state.quota_watch_listed(generation, pods) {
                         tracing::info!(
                             "the policy has no quotas any more: this listing is dropped"
                         );
