@@ -135,15 +135,18 @@ struct ServeArgs {
     /// accept (counted in spark_admission_connections_refused_total).
     #[arg(long, env = "SPARK_ADMISSION_MAX_CONNECTIONS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
-    /// Most webhook requests in flight at once; past it, a request waits up to
-    /// --queue-timeout (at most this many wait), then gets 503.
+    /// Most webhook requests answered at once (a request takes its slot once its body is
+    /// complete); past it, a request waits up to --queue-timeout (at most this many wait), then
+    /// gets 503.
     #[arg(long, env = "SPARK_ADMISSION_MAX_REQUESTS_IN_FLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     max_requests_in_flight: u32,
-    /// Most request body bytes held at once (e.g. 32Mi); a request reserves its
-    /// Content-Length before its body is read, and waits or gets 503 like the above.
+    /// Most request body bytes held at once (e.g. 32Mi): charged as they arrive (a declared
+    /// Content-Length reserves nothing), kept until the answer is handed over; a body with no
+    /// room waits up to --queue-timeout, then gets 503.
     #[arg(long, env = "SPARK_ADMISSION_MAX_BODY_BYTES_IN_FLIGHT", default_value = "32Mi", value_parser = parse_bytes)]
     max_body_bytes_in_flight: usize,
-    /// Longest wait for a request slot or body bytes before 503.
+    /// Longest wait for a request slot (taken once the body is complete) or for room for body
+    /// bytes, before 503.
     #[arg(long, env = "SPARK_ADMISSION_QUEUE_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
     queue_timeout: Duration,
     /// A connection (either port) that sends no request this long after it opened (after

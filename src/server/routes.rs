@@ -6,16 +6,21 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::extract::State as AxumState;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::{Request, State as AxumState};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::{Frame, SizeHint};
 use serde::Serialize;
 
-use super::limits::{Limits, RequestBudget, Ticket};
+use super::limits::{BodyBytes, Limits, RequestBudget, RequestSlot};
 use crate::admission::{self, Outcome, ResponseReview};
 use crate::metrics::{Metrics, RuleLabels};
 use crate::quota::Confirmation;
@@ -38,8 +43,8 @@ pub fn router(state: Arc<State>, request_timeout: Duration) -> Router {
     router_with_budget(state, request_timeout, budget)
 }
 
-/// The webhook application; every request takes a slot and its body's bytes from `budget`
-/// before its body is read.
+/// The webhook application; every request charges its body's bytes to `budget` as they
+/// arrive, then takes a request slot from it.
 pub fn router_with_budget(
     state: Arc<State>,
     request_timeout: Duration,
@@ -54,6 +59,7 @@ pub fn router_with_budget(
             request_timeout,
             budget,
         })
+        .layer(axum::middleware::from_fn(hold_answer_bytes))
 }
 
 /// The admin application (plain HTTP).
@@ -78,15 +84,101 @@ fn json_body(body: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-/// Reads the whole body within the size limit and the request timeout, after taking a request
-/// slot and the body's bytes from the budget (503 when they do not come within the queue
-/// wait). The ticket holds them until the caller drops it, after answering.
-async fn read_body(
-    app: &WebhookApp,
-    headers: &HeaderMap,
+/// What a request holds once its body is in: a request slot until its answer is built, then
+/// its bytes, as the answer's size, until the answer is handed to the connection (see
+/// [`hold_answer_bytes`]).
+struct Ticket {
+    slot: Option<RequestSlot>,
+    bytes: Option<BodyBytes>,
+    answer: Option<AnswerBytes>,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        // The handler drops its ticket once the answer is built: the slot goes back now, the
+        // bytes move to the answer.
+        self.slot.take();
+        if let (Some(bytes), Some(answer)) = (self.bytes.take(), &self.answer) {
+            answer.put(bytes);
+        }
+    }
+}
+
+/// Where a request's bytes wait between the handler and its answer's body.
+#[derive(Clone, Default)]
+struct AnswerBytes(Arc<std::sync::Mutex<Option<BodyBytes>>>);
+
+impl AnswerBytes {
+    fn put(&self, bytes: BodyBytes) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(bytes);
+    }
+
+    fn take(&self) -> Option<BodyBytes> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+}
+
+/// Keeps a request's bytes in the budget, shrunk to its answer's size, until the answer's body
+/// is dropped, which the connection does once the answer is handed over or the connection is
+/// closed for not taking it (`--write-timeout`). An answer its client does not read then
+/// counts against the memory bound like a body that is arriving.
+async fn hold_answer_bytes(mut request: Request, next: Next) -> Response {
+    let answer = AnswerBytes::default();
+    request.extensions_mut().insert(answer.clone());
+    let response = next.run(request).await;
+    let Some(mut bytes) = answer.take() else {
+        return response;
+    };
+    let size = response.body().size_hint();
+    bytes.shrink_to(usize::try_from(size.exact().unwrap_or(size.lower())).unwrap_or(usize::MAX));
+    response.map(|body| {
+        Body::new(Held {
+            body,
+            _bytes: bytes,
+        })
+    })
+}
+
+/// An answer's body with its request's bytes.
+struct Held {
     body: Body,
-) -> Result<(Bytes, Ticket), Response> {
-    let declared = headers
+    _bytes: BodyBytes,
+}
+
+impl HttpBody for Held {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Reads the whole body within the size limit and the request timeout, charging its bytes to
+/// the budget as they arrive (503 when there is no room for them within the queue wait), then
+/// takes a request slot (503 when none comes free within it). A declared Content-Length is
+/// checked against the limits but holds nothing: a client may declare what it never sends.
+async fn read_body(app: &WebhookApp, request: Request) -> Result<(Bytes, Ticket), Response> {
+    let (parts, body) = request.into_parts();
+    let declared = parts
+        .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
@@ -103,13 +195,12 @@ async fn read_body(
         tracing::warn!(%error, "request refused by the server's bounds");
         json_error(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
     };
-    let mut ticket = app.budget.admit(declared).await.map_err(overloaded)?;
+    let mut held = app.budget.body(declared).map_err(overloaded)?;
     let timeout = app.request_timeout;
     let collect = async {
-        // Without a Content-Length the bytes are taken as they arrive, one chunk ahead of
-        // keeping it; with one they were taken before reading.
         let mut body = Limited::new(body, MAX_BODY_BYTES);
-        let mut collected = Vec::with_capacity(declared.unwrap_or(0));
+        // Grown as bytes arrive, never sized by the declared length, for the same reason.
+        let mut collected = Vec::new();
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|error| {
                 if error.is::<LengthLimitError>() {
@@ -122,28 +213,36 @@ async fn read_body(
                 }
             })?;
             if let Ok(data) = frame.into_data() {
-                let total = collected.len() + data.len();
-                if total > ticket.held() {
-                    ticket.reserve(total).await.map_err(overloaded)?;
-                }
+                // The chunk is in memory already (one chunk per request ahead of the
+                // budget); it is kept only once charged.
+                held.charge(data.len()).await.map_err(overloaded)?;
                 collected.extend_from_slice(&data);
             }
         }
         Ok(Bytes::from(collected))
     };
-    match tokio::time::timeout(timeout, collect).await {
-        Err(_) => Err(json_error(
-            StatusCode::REQUEST_TIMEOUT,
-            format!("body not received within {timeout:?}"),
-        )),
-        Ok(Err(response)) => Err(response),
-        Ok(Ok(bytes)) => Ok((bytes, ticket)),
-    }
+    let bytes = match tokio::time::timeout(timeout, collect).await {
+        Err(_) => {
+            return Err(json_error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("body not received within {timeout:?}"),
+            ));
+        }
+        Ok(Err(response)) => return Err(response),
+        Ok(Ok(bytes)) => bytes,
+    };
+    let slot = app.budget.slot().await.map_err(overloaded)?;
+    let ticket = Ticket {
+        slot: Some(slot),
+        bytes: Some(held),
+        answer: parts.extensions.get::<AnswerBytes>().cloned(),
+    };
+    Ok((bytes, ticket))
 }
 
-async fn mutate(AxumState(app): AxumState<WebhookApp>, headers: HeaderMap, body: Body) -> Response {
+async fn mutate(AxumState(app): AxumState<WebhookApp>, request: Request) -> Response {
     let metrics = &app.state.metrics;
-    let (bytes, _ticket) = match read_body(&app, &headers, body).await {
+    let (bytes, _ticket) = match read_body(&app, request).await {
         Ok(read) => read,
         Err(response) => {
             tracing::warn!(status = %response.status(), "rejected /mutate body");
@@ -226,12 +325,8 @@ async fn mutate(AxumState(app): AxumState<WebhookApp>, headers: HeaderMap, body:
 
 /// The driver's configuration ConfigMap of a cluster-mode application: executor counts
 /// lowered to fit the quotas (SPEC §5a). Everything else is allowed unchanged.
-async fn mutate_spark_conf(
-    AxumState(app): AxumState<WebhookApp>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let (bytes, _ticket) = match read_body(&app, &headers, body).await {
+async fn mutate_spark_conf(AxumState(app): AxumState<WebhookApp>, request: Request) -> Response {
+    let (bytes, _ticket) = match read_body(&app, request).await {
         Ok(read) => read,
         Err(response) => return response,
     };
@@ -299,12 +394,8 @@ fn review_body(review: &ResponseReview) -> Response {
     }
 }
 
-async fn validate_policy(
-    AxumState(app): AxumState<WebhookApp>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let (bytes, _ticket) = match read_body(&app, &headers, body).await {
+async fn validate_policy(AxumState(app): AxumState<WebhookApp>, request: Request) -> Response {
+    let (bytes, _ticket) = match read_body(&app, request).await {
         Ok(read) => read,
         Err(response) => return response,
     };
