@@ -157,6 +157,12 @@ struct ServeArgs {
     /// long; above the apiserver's own 90s, so the apiserver closes its idle connections first.
     #[arg(long, env = "SPARK_ADMISSION_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
     idle_timeout: Duration,
+    /// Longest time an answer may take to be handed over once ready, and a socket write may
+    /// stay blocked; past it the connection is closed (an HTTP/2 client that opens no window,
+    /// a peer that stops reading). The apiserver stops waiting after the webhook's
+    /// timeoutSeconds (5 in deploy/), so no write it still waits for is cut.
+    #[arg(long, env = "SPARK_ADMISSION_WRITE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    write_timeout: Duration,
     /// Most connections the admin port holds at once (kubelet probes, Prometheus).
     #[arg(long, env = "SPARK_ADMISSION_ADMIN_MAX_CONNECTIONS", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
     admin_max_connections: u32,

@@ -1,5 +1,6 @@
 //! Bounds on the ports: how many connections each listener holds, how many requests and how
-//! many body bytes are in flight, and how long a connection may sit without a request.
+//! many body bytes are in flight, and how long a connection may sit without a request or with
+//! an answer it does not take.
 //!
 //! With `failurePolicy: Fail` every Spark pod waits on this server and its port is reachable
 //! from every pod, so nothing a client does may take the process past its memory limit or its
@@ -111,6 +112,9 @@ pub struct Limits {
     pub first_request_timeout: Duration,
     /// A keep-alive connection with no request in flight is closed after this long.
     pub idle_timeout: Duration,
+    /// Longest time an answer may take to be handed over once it is ready, and a socket
+    /// write may stay blocked; past it the connection is closed.
+    pub write_timeout: Duration,
     /// Most connections the admin listener holds at once.
     pub admin_max_connections: usize,
 }
@@ -124,6 +128,7 @@ impl Default for Limits {
             queue_timeout: Duration::from_secs(1),
             first_request_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
+            write_timeout: Duration::from_secs(5),
             admin_max_connections: 32,
         }
     }

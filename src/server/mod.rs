@@ -251,6 +251,7 @@ impl Server {
             first_request: options.limits.first_request_timeout,
             idle: options.limits.idle_timeout,
             drain_idle: Duration::ZERO,
+            write: options.limits.write_timeout,
         };
         let admin_task = spawn_admin(
             admin,
