@@ -131,8 +131,10 @@ struct ServeArgs {
     /// Longest time in-flight requests may take to finish after the listener closed.
     #[arg(long, env = "SPARK_ADMISSION_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     drain_timeout: Duration,
-    /// Most connections the webhook port holds at once; past it, new connections are closed at
-    /// accept (counted in spark_admission_connections_refused_total).
+    /// Most connections the webhook port holds at once; past it, the connection that has held
+    /// nothing useful the longest (in its handshake, no request yet, idle, or not taking its
+    /// answer) gives way to the new one, and without one the new one is closed at accept
+    /// (counted in spark_admission_connections_refused_total).
     #[arg(long, env = "SPARK_ADMISSION_MAX_CONNECTIONS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
     /// Most webhook requests answered at once (a request takes its slot once its body is

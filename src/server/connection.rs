@@ -1,6 +1,7 @@
 //! One HTTP connection's life on either listener, after TLS (webhook) or at accept (admin):
-//! HTTP/1.1 or HTTP/2 with bounded settings; closed when it sends no request in time or when an
-//! answer is not taken in time; drained on shutdown.
+//! HTTP/1.1 or HTTP/2 with bounded settings; closed when it sends no request in time, when an
+//! answer is not taken in time, or when the listener's cap gives its place to a new
+//! connection; drained on shutdown.
 //!
 //! hyper has no idle timeout of its own for HTTP/2, none for HTTP/1 before the first byte of a
 //! request, and no write timeout at all; and its HTTP/2 server does not poll a response body
@@ -32,7 +33,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
-use super::limits::http;
+use super::limits::{ConnectionSlot, http};
 use crate::state::State;
 
 /// How long a connection opened just before the drain may take to send its first request:
@@ -43,6 +44,12 @@ const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(500);
 /// After an idle connection is told to close, how long it may take (an HTTP/2 client reading
 /// its GOAWAY) before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// An answer not handed over this long after it was ready is held by a client that is not
+/// taking it (the apiserver reads an answer in well under a millisecond): from then on, when
+/// the listener is full, its connection may give its place to a new one before the write
+/// timeout closes it.
+const STALLED_ANSWER: Duration = Duration::from_secs(1);
 
 /// Largest piece of an answer handed to hyper at a time (HTTP/2's default frame size, and
 /// the HTTP/1 buffer): hyper takes the next piece only once it has room for it, so what it
@@ -88,6 +95,18 @@ impl Activity {
         match (self.in_flight, self.served) {
             (0, false) => Some((ready + timeouts.first_request, "first_request")),
             (0, true) => Some((self.idle_since + timeouts.idle, "keep_alive")),
+            _ => None,
+        }
+    }
+
+    /// Since when the connection holds nothing useful, for the cap (`None` while it serves).
+    fn spare_since(&self, opened: Instant) -> Option<Instant> {
+        if let Some((oldest, _)) = self.writing.first() {
+            return Some(*oldest + STALLED_ANSWER);
+        }
+        match (self.in_flight, self.served) {
+            (0, false) => Some(opened),
+            (0, true) => Some(self.idle_since),
             _ => None,
         }
     }
@@ -345,6 +364,7 @@ enum End {
     Closed(Result<(), Box<dyn std::error::Error + Send + Sync>>),
     Drain,
     Deadline(&'static str),
+    Evicted,
 }
 
 /// Completes once the oldest answer not yet handed over is past the write timeout.
@@ -371,8 +391,10 @@ async fn answer_overdue(observed: &mut watch::Receiver<Activity>, write: Duratio
 }
 
 /// Serves `io` with `app` until the client closes it, it idles past its timeouts, an answer is
-/// not taken in time, or the drain begins. `opened` is when the connection was accepted (for
-/// the drain's grace), `ready` when it could first carry a request (after TLS).
+/// not taken in time, the cap gives its place away, or the drain begins. `opened` is when the
+/// connection was accepted (for the drain's grace and the cap), `ready` when it could first
+/// carry a request (after TLS). `slot` is its place under the listener's cap, given back when
+/// this returns.
 #[allow(clippy::too_many_arguments)]
 pub async fn serve<I>(
     io: I,
@@ -383,6 +405,7 @@ pub async fn serve<I>(
     opened: Instant,
     state: Arc<State>,
     listener: &'static str,
+    slot: ConnectionSlot,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -417,8 +440,16 @@ pub async fn serve<I>(
     let builder = builder();
     let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
+    let mut spare_reported = None;
     let end = loop {
-        let deadline = observed.borrow_and_update().deadline(ready, &timeouts);
+        let (deadline, spare) = {
+            let now = observed.borrow_and_update();
+            (now.deadline(ready, &timeouts), now.spare_since(opened))
+        };
+        if spare_reported != Some(spare) {
+            slot.set_spare_since(spare);
+            spare_reported = Some(spare);
+        }
         let due = async {
             match deadline {
                 Some((at, _)) => tokio::time::sleep_until(at).await,
@@ -431,6 +462,7 @@ pub async fn serve<I>(
             // `activity` is held here, so the sender outlives this loop.
             _ = observed.changed() => {}
             () = due => if let Some((_, phase)) = deadline { break End::Deadline(phase) },
+            () = slot.evicted() => break End::Evicted,
         }
     };
     let result = match end {
@@ -455,6 +487,12 @@ pub async fn serve<I>(
                 Ok(result) => result,
                 Err(_) => Ok(()),
             }
+        }
+        End::Evicted => {
+            // At once: its place is already the new connection's, and its file descriptor
+            // should not outlive it. (Counted by the cap.)
+            tracing::debug!(%peer, listener, "closing a connection that held nothing, to make room for a new one");
+            Ok(())
         }
         End::Drain => {
             let grace = timeouts

@@ -1,6 +1,6 @@
-//! Bounds on the ports: how many connections each listener holds, how many requests and how
-//! many body bytes are in flight, and how long a connection may sit without a request or with
-//! an answer it does not take.
+//! Bounds on the ports: how many connections each listener holds (and which one gives way when
+//! it is full), how many requests and how many body bytes are in flight, and how long a
+//! connection may sit without a request or with an answer it does not take.
 //!
 //! With `failurePolicy: Fail` every Spark pod waits on this server and its port is reachable
 //! from every pod, so nothing a client does may take the process past its memory limit or its
@@ -13,7 +13,7 @@
 //! once the whole body is in, and every hold ends at a deadline. This module never reads a
 //! socket itself; the routes and the connection code call it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -24,7 +24,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use crate::metrics::{Metrics, ShedLabels};
+use crate::metrics::{IdleLabels, Metrics, ShedLabels};
 
 /// Why a request was refused with 503.
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +96,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// The bounds, as the `serve` flags set them.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Most connections the webhook listener holds at once; past it, new ones are closed at
+    /// Most connections the webhook listener holds at once; past it, a connection that holds
+    /// nothing useful gives way to the new one, and without one the new one is closed at
     /// accept.
     pub max_connections: usize,
     /// Most requests answered at once on the webhook port (taken once a body is complete);
@@ -215,51 +216,162 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The connection cap of one listener.
+/// The connection cap of one listener, and the connections under it.
+///
+/// When the listener is full, the new connection is not refused if one under the cap holds
+/// nothing useful (still in its TLS handshake, no request yet, idle between requests, or with
+/// an answer its client has not taken for a while): the one that has been so the longest is
+/// closed and its place goes to the new one. Refusing the new connection fails its request for
+/// certain; closing an idle one fails a request only if the client reuses it at that very
+/// moment. So the cap can be held only by connections with a request being read or answered,
+/// each of which ends at a deadline.
 #[derive(Clone)]
 pub struct ConnectionCap {
     permits: Arc<Semaphore>,
+    live: Arc<Mutex<Live>>,
     open: Gauge,
     refused: Counter,
+    evicted: Counter,
+}
+
+/// The connections under a cap.
+#[derive(Default)]
+struct Live {
+    next: u64,
+    slots: HashMap<u64, Arc<SlotState>>,
+}
+
+/// What the cap knows of one connection.
+struct SlotState {
+    inner: Mutex<SlotInner>,
+    evict: Notify,
+}
+
+struct SlotInner {
+    /// Since when the connection holds nothing useful (`None` while it serves a request); it
+    /// may lie in the future, for an answer not yet late.
+    spare_since: Option<Instant>,
+    /// Its place under the cap; taken by the connection that replaces it.
+    permit: Option<OwnedSemaphorePermit>,
+    evicted: bool,
 }
 
 impl ConnectionCap {
     /// A cap of `max` connections on `listener` (`webhook` or `admin`), counted in `metrics`.
     pub fn new(max: usize, listener: &'static str, metrics: &Metrics) -> Self {
         Self {
-            permits: Arc::new(Semaphore::new(max)),
+            permits: Arc::new(Semaphore::new(max.clamp(1, Semaphore::MAX_PERMITS))),
+            live: Arc::default(),
             open: metrics.connections_open(listener),
             refused: metrics.connections_refused(listener),
+            evicted: metrics
+                .idle_connections_closed
+                .get_or_create(&IdleLabels {
+                    listener,
+                    phase: "evicted",
+                })
+                .clone(),
         }
     }
 
-    /// A slot for a new connection, held as long as the connection lives; `None` (and
-    /// counted) when the listener is full.
+    /// A slot for a new connection, held as long as the connection lives; when the listener is
+    /// full, the place of the connection that has held nothing useful the longest (which is
+    /// told to close); `None` (and counted) when there is none.
     pub fn admit(&self) -> Option<ConnectionSlot> {
-        match self.permits.clone().try_acquire_owned() {
-            Ok(permit) => {
-                self.open.inc();
-                Some(ConnectionSlot {
-                    _permit: permit,
-                    open: self.open.clone(),
-                })
-            }
-            Err(_) => {
-                self.refused.inc();
-                None
-            }
-        }
+        let now = Instant::now();
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => match self.take_spare(now) {
+                Some(permit) => {
+                    self.evicted.inc();
+                    permit
+                }
+                None => {
+                    self.refused.inc();
+                    return None;
+                }
+            },
+        };
+        let state = Arc::new(SlotState {
+            inner: Mutex::new(SlotInner {
+                // A connection in its TLS handshake has sent nothing useful yet.
+                spare_since: Some(now),
+                permit: Some(permit),
+                evicted: false,
+            }),
+            evict: Notify::new(),
+        });
+        let id = {
+            let mut live = lock(&self.live);
+            let id = live.next;
+            live.next += 1;
+            live.slots.insert(id, state.clone());
+            id
+        };
+        self.open.inc();
+        Some(ConnectionSlot {
+            state,
+            id,
+            live: self.live.clone(),
+            open: self.open.clone(),
+        })
+    }
+
+    /// The place of the connection spare the longest (as of `now`), which is told to close.
+    fn take_spare(&self, now: Instant) -> Option<OwnedSemaphorePermit> {
+        let live = lock(&self.live);
+        // A scan of at most the cap's connections, only when the listener is full.
+        let (_, victim) = live
+            .slots
+            .values()
+            .filter_map(|slot| {
+                let inner = lock(&slot.inner);
+                let since = inner.spare_since.filter(|since| *since <= now)?;
+                inner.permit.as_ref()?;
+                Some((since, slot))
+            })
+            .min_by_key(|(since, _)| *since)?;
+        let permit = {
+            let mut inner = lock(&victim.inner);
+            inner.evicted = true;
+            inner.permit.take()
+        };
+        victim.evict.notify_one();
+        permit
     }
 }
 
 /// One admitted connection's place under the cap.
 pub struct ConnectionSlot {
-    _permit: OwnedSemaphorePermit,
+    state: Arc<SlotState>,
+    id: u64,
+    live: Arc<Mutex<Live>>,
     open: Gauge,
+}
+
+impl ConnectionSlot {
+    /// Records since when the connection holds nothing useful, or `None` while it serves a
+    /// request. Called by the connection as its state changes.
+    pub fn set_spare_since(&self, since: Option<Instant>) {
+        lock(&self.state.inner).spare_since = since;
+    }
+
+    /// Completes once the cap has given this connection's place to a new one: the connection
+    /// must then close.
+    pub async fn evicted(&self) {
+        loop {
+            let notified = self.state.evict.notified();
+            if lock(&self.state.inner).evicted {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
+        lock(&self.live).slots.remove(&self.id);
         self.open.dec();
     }
 }
@@ -874,5 +986,38 @@ mod tests {
             text.contains("spark_admission_requests_shed_total{reason=\"requests\"} 1"),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_full_listener_replaces_the_connection_spare_the_longest() {
+        let metrics = Metrics::new();
+        let cap = ConnectionCap::new(3, "webhook", &metrics);
+        let now = Instant::now();
+        let busy = cap.admit().unwrap();
+        busy.set_spare_since(None);
+        let idle = cap.admit().unwrap();
+        idle.set_spare_since(Some(now - Duration::from_secs(5)));
+        let handshake = cap.admit().unwrap();
+        handshake.set_spare_since(Some(now - Duration::from_secs(1)));
+
+        let replacing = cap.admit().expect("the longest-idle connection gives way");
+        tokio::time::timeout(Duration::from_secs(10), idle.evicted())
+            .await
+            .expect("told to close");
+        drop(idle);
+        // Not yet late: an answer being written is not spare before its time.
+        handshake.set_spare_since(Some(now + Duration::from_secs(3600)));
+        replacing.set_spare_since(None);
+        assert!(cap.admit().is_none(), "nothing spare: refused");
+        let text = metrics.encode();
+        for series in [
+            "spark_admission_idle_connections_closed_total{listener=\"webhook\",phase=\"evicted\"} 1",
+            "spark_admission_connections_refused_total{listener=\"webhook\"} 1",
+            "spark_admission_connections{listener=\"webhook\"} 3",
+        ] {
+            assert!(text.contains(series), "{series}: {text}");
+        }
+        drop((busy, handshake, replacing));
+        assert!(cap.admit().is_some());
     }
 }

@@ -290,8 +290,9 @@ impl Server {
             tokio::select! {
                 accepted = webhook.accept() => match accepted {
                     Ok((tcp, peer)) => {
-                        // Over the cap the socket is closed at once: the client sees the
-                        // refusal in a round trip instead of waiting in the backlog.
+                        // Over the cap, with no connection that holds nothing to give way,
+                        // the socket is closed at once: the client sees the refusal in a
+                        // round trip instead of waiting in the backlog.
                         let Some(slot) = webhook_cap.admit() else {
                             tracing::debug!(%peer, "webhook listener full; connection refused");
                             continue;
@@ -386,18 +387,25 @@ async fn serve_connection(
     timeouts: connection::Timeouts,
     drain_idle: Duration,
     state: Arc<State>,
-    _slot: limits::ConnectionSlot,
+    slot: limits::ConnectionSlot,
 ) {
     let opened = tokio::time::Instant::now();
     let _ = tcp.set_nodelay(true);
-    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(error)) => {
-            tracing::debug!(%peer, %error, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "TLS handshake timed out");
+    let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp));
+    let tls = tokio::select! {
+        handshake = handshake => match handshake {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(error)) => {
+                tracing::debug!(%peer, %error, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        },
+        () = slot.evicted() => {
+            tracing::debug!(%peer, "closing a connection still in its TLS handshake, to make room for a new one");
             return;
         }
     };
@@ -406,7 +414,10 @@ async fn serve_connection(
         drain_idle: if http2 { Duration::ZERO } else { drain_idle },
         ..timeouts
     };
-    connection::serve(tls, peer, app, drain, timeouts, opened, state, "webhook").await;
+    connection::serve(
+        tls, peer, app, drain, timeouts, opened, state, "webhook", slot,
+    )
+    .await;
 }
 
 /// Runs the admin listener on a thread and runtime of its own, so that however busy the
@@ -470,10 +481,11 @@ async fn serve_admin(
                     };
                     let (app, drain, state) = (app.clone(), drain_rx.clone(), state.clone());
                     connections.spawn(async move {
-                        let _slot = slot;
                         let opened = tokio::time::Instant::now();
-                        connection::serve(tcp, peer, app, drain, timeouts, opened, state, "admin")
-                            .await;
+                        connection::serve(
+                            tcp, peer, app, drain, timeouts, opened, state, "admin", slot,
+                        )
+                        .await;
                     });
                 }
                 Err(error) => {
