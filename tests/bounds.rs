@@ -193,10 +193,11 @@ fn review_of_size(size: usize) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_7mib_reviews_over_http2_stay_within_the_body_budget() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    // Two 7 MiB bodies fit at once. Bytes are charged as they arrive, so all 40 start; once
-    // the budget is full the newest give way (503) or wait 300 ms for room, then get 503, and
-    // the oldest finish. The body timeout is long because a debug build on a loaded machine
-    // reads 7 MiB through a 64 KiB window slowly, and memory, not speed, is the point here.
+    // Two 7 MiB bodies fit at once: each stream's first bytes ask for room for its whole
+    // declared length, the others wait 300 ms for it, then get 503 (and a body held back by
+    // the connection's window, falling behind, loses its room). The body
+    // timeout is long because a debug build on a loaded machine reads 7 MiB through a 64 KiB
+    // window slowly, and memory, not speed, is the point here.
     let mut server = start(&[
         ("SPARK_ADMISSION_MAX_BODY_BYTES_IN_FLIGHT", "15Mi"),
         ("SPARK_ADMISSION_QUEUE_TIMEOUT", "300ms"),

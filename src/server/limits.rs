@@ -403,6 +403,20 @@ impl std::fmt::Debug for RequestBudget {
 /// A body's place in the byte budget's order: when it started, then a tie-breaker.
 type BodyKey = (Instant, u64);
 
+/// How fast a body must keep arriving, on average since it was given room for its declared
+/// length, to keep the room it has not filled yet. A cluster network carries a review at
+/// hundreds of MB/s; a client that sends a byte and stops, or trickles, falls behind within
+/// milliseconds and keeps only what it sent. Holding room this way costs a client 1 MiB/s for
+/// each body.
+const KEEP_ROOM_RATE: u64 = 1024 * 1024;
+
+/// When a body given room at `granted` that has filled `filled` bytes of it since falls behind
+/// [`KEEP_ROOM_RATE`].
+fn room_lapses(granted: Instant, filled: usize) -> Instant {
+    let micros = (filled as u64).saturating_mul(1_000_000) / KEEP_ROOM_RATE;
+    granted + Duration::from_micros(micros)
+}
+
 /// The byte budget's accounting.
 struct Pool {
     free: usize,
@@ -412,6 +426,9 @@ struct Pool {
     waiting: BTreeMap<BodyKey, Waiter>,
     /// Bytes held by the bodies in `waiting` that have no verdict yet.
     blocked: usize,
+    /// Room given to bodies for the rest of their declared length, not filled yet, by when
+    /// each falls behind [`KEEP_ROOM_RATE`]; counted as taken in `free`.
+    rooms: BTreeMap<(Instant, BodyKey), usize>,
 }
 
 /// A body waiting for room for its next chunk.
@@ -433,6 +450,7 @@ impl Pool {
     /// held belongs to a body waiting for more, none of them can ever finish: the newest that
     /// holds bytes is refused, and what it gives back goes to the older ones.
     fn dispatch(&mut self, capacity: usize) {
+        self.reclaim(Instant::now());
         let (mut free, mut blocked) = (self.free, self.blocked);
         for waiter in self.waiting.values_mut() {
             if waiter.verdict.is_none() && waiter.need <= free {
@@ -455,6 +473,16 @@ impl Pool {
             }
         }
         (self.free, self.blocked) = (free, blocked);
+    }
+
+    /// Takes back the room of bodies that fell behind.
+    fn reclaim(&mut self, now: Instant) {
+        while let Some(entry) = self.rooms.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            self.free += entry.remove();
+        }
     }
 
     /// Takes a body out of the queue, with the verdict it had.
@@ -482,6 +510,7 @@ impl RequestBudget {
                 free: max_bytes,
                 waiting: BTreeMap::new(),
                 blocked: 0,
+                rooms: BTreeMap::new(),
             }),
             max_bytes,
             next_body: AtomicU64::new(0),
@@ -494,7 +523,8 @@ impl RequestBudget {
 
     /// The account of one request's body, holding nothing yet. A declared length larger than
     /// the whole budget can never fit, so it is refused at once; any other declared length
-    /// reserves nothing, since a client may declare what it never sends.
+    /// reserves nothing until the body's first bytes come, since a client may declare what it
+    /// never sends.
     pub fn body(self: &Arc<Self>, declared: Option<usize>) -> Result<BodyBytes> {
         if let Some(declared) = declared.filter(|declared| *declared > self.max_bytes) {
             return Err(self.count(Error::Bytes {
@@ -510,6 +540,9 @@ impl RequestBudget {
                 self.next_body.fetch_add(1, Ordering::Relaxed),
             ),
             held: 0,
+            declared,
+            asked_room: false,
+            room: None,
         })
     }
 
@@ -602,6 +635,17 @@ pub struct BodyBytes {
     budget: Arc<RequestBudget>,
     key: BodyKey,
     held: usize,
+    declared: Option<usize>,
+    asked_room: bool,
+    room: Option<Room>,
+}
+
+/// Room a body was given for the rest of its declared length.
+#[derive(Debug, Clone, Copy)]
+struct Room {
+    granted: Instant,
+    filled: usize,
+    lapses: Instant,
 }
 
 impl std::fmt::Debug for BodyBytes {
@@ -618,10 +662,20 @@ impl BodyBytes {
         self.held
     }
 
+    /// Whether the body holds room for the rest of its declared length (as of its last
+    /// chunk): it has been arriving at [`KEEP_ROOM_RATE`] or faster.
+    pub fn has_room(&self) -> bool {
+        self.room.is_some()
+    }
+
     /// Charges `more` bytes that have just arrived, waiting at most the queue timeout for
-    /// room. Room goes to the bodies that started first; a body that could never fit, or that
-    /// is the newest when every byte is held by bodies waiting for more, is refused at once.
-    pub async fn charge(&mut self, more: usize) -> Result<()> {
+    /// room. The first chunk of a body with a declared length asks for room for the whole of
+    /// it, so that bodies arriving together finish one after another rather than each taking
+    /// a share of the room and none enough; the body keeps that room while it keeps arriving
+    /// at [`KEEP_ROOM_RATE`], and falls back to asking chunk by chunk once it falls behind.
+    /// Room goes to the bodies that started first; a body that could never fit, or that is the
+    /// newest when every byte is held by bodies waiting for more, is refused at once.
+    pub async fn charge(&mut self, mut more: usize) -> Result<()> {
         if more == 0 {
             return Ok(());
         }
@@ -634,10 +688,43 @@ impl BodyBytes {
                 wait: Duration::ZERO,
             }));
         }
+        if let Some(room) = self.room.as_mut() {
+            let mut pool = lock(&budget.bytes);
+            let entry = pool.rooms.remove(&(room.lapses, self.key));
+            match entry {
+                Some(unfilled) => {
+                    let take = more.min(unfilled);
+                    room.filled += take;
+                    room.lapses = room_lapses(room.granted, room.filled);
+                    if unfilled > take {
+                        pool.rooms.insert((room.lapses, self.key), unfilled - take);
+                    } else {
+                        self.room = None;
+                    }
+                    drop(pool);
+                    self.took(take);
+                    more -= take;
+                    if more == 0 {
+                        return Ok(());
+                    }
+                }
+                // Taken back: the body fell behind.
+                None => self.room = None,
+            }
+        }
+        let need = match self.declared {
+            Some(declared) if !self.asked_room && declared > total => declared - self.held,
+            _ => more,
+        };
+        self.asked_room = true;
         let wake = {
             let mut pool = lock(&budget.bytes);
-            if pool.waiting.is_empty() && pool.free >= more {
-                pool.free -= more;
+            if pool.waiting.is_empty() && pool.free < need {
+                pool.reclaim(Instant::now());
+            }
+            if pool.waiting.is_empty() && pool.free >= need {
+                pool.free -= need;
+                self.granted(&mut pool, more, need);
                 drop(pool);
                 self.took(more);
                 return Ok(());
@@ -654,7 +741,7 @@ impl BodyBytes {
             pool.waiting.insert(
                 self.key,
                 Waiter {
-                    need: more,
+                    need,
                     held: self.held,
                     verdict: None,
                     wake: wake.clone(),
@@ -667,16 +754,22 @@ impl BodyBytes {
         let mut waiting = Waiting {
             budget: &budget,
             key: self.key,
-            need: more,
+            need,
             settled: false,
         };
         let deadline = Instant::now() + budget.queue_timeout;
         let verdict = loop {
             let notified = wake.notified();
-            if let Some(verdict) = waiting.verdict_if_any() {
+            let (verdict, lapse) = waiting.verdict_if_any();
+            if let Some(verdict) = verdict {
                 break Some(verdict);
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            // The oldest waiter also wakes when some room is due to be taken back, since
+            // nothing else happens then.
+            let wake_at = lapse.map_or(deadline, |lapse| lapse.min(deadline));
+            if tokio::time::timeout_at(wake_at, notified).await.is_err()
+                && Instant::now() >= deadline
+            {
                 // Room may have come at the last moment: take it rather than lose it.
                 break waiting.settle();
             }
@@ -684,6 +777,7 @@ impl BodyBytes {
         waiting.settled = true;
         match verdict {
             Some(Verdict::Granted) => {
+                self.granted(&mut lock(&budget.bytes), more, need);
                 self.took(more);
                 Ok(())
             }
@@ -699,8 +793,35 @@ impl BodyBytes {
         }
     }
 
+    /// Records room given beyond the chunk that asked for it.
+    fn granted(&mut self, pool: &mut Pool, chunk: usize, need: usize) {
+        if need <= chunk {
+            return;
+        }
+        let now = Instant::now();
+        let room = Room {
+            granted: now,
+            filled: chunk,
+            lapses: room_lapses(now, chunk),
+        };
+        pool.rooms.insert((room.lapses, self.key), need - chunk);
+        self.room = Some(room);
+    }
+
+    /// Gives back room not filled: the body is complete (or ended short of its length).
+    pub fn arrived(&mut self) {
+        if let Some(room) = self.room.take() {
+            let mut pool = lock(&self.budget.bytes);
+            if let Some(unfilled) = pool.rooms.remove(&(room.lapses, self.key)) {
+                pool.free += unfilled;
+                pool.dispatch(self.budget.max_bytes);
+            }
+        }
+    }
+
     /// Gives back what is held beyond `total` (an answer is smaller than its request).
     pub fn shrink_to(&mut self, total: usize) {
+        self.arrived();
         if let Some(extra) = self.held.checked_sub(total).filter(|extra| *extra > 0) {
             self.held = total;
             self.budget.give_back(extra);
@@ -717,6 +838,7 @@ impl BodyBytes {
 
 impl Drop for BodyBytes {
     fn drop(&mut self) {
+        self.arrived();
         self.budget.give_back(self.held);
     }
 }
@@ -731,11 +853,27 @@ struct Waiting<'a> {
 }
 
 impl Waiting<'_> {
-    /// The verdict, taking the entry out once there is one.
-    fn verdict_if_any(&mut self) -> Option<Verdict> {
+    /// The verdict, taking the entry out once there is one (after taking back the room of
+    /// bodies that fell behind); without one, when the next room is due to be taken back if
+    /// this is the oldest waiter.
+    fn verdict_if_any(&mut self) -> (Option<Verdict>, Option<Instant>) {
         let mut pool = lock(&self.budget.bytes);
-        pool.waiting.get(&self.key)?.verdict?;
-        pool.leave(&self.key)
+        pool.dispatch(self.budget.max_bytes);
+        if pool
+            .waiting
+            .get(&self.key)
+            .is_some_and(|waiter| waiter.verdict.is_some())
+        {
+            return (pool.leave(&self.key), None);
+        }
+        let oldest = pool.waiting.keys().next() == Some(&self.key);
+        let lapse = pool
+            .rooms
+            .keys()
+            .next()
+            .map(|(lapse, _)| *lapse)
+            .filter(|_| oldest);
+        (None, lapse)
     }
 
     /// Takes the entry out, verdict or not.
@@ -910,6 +1048,49 @@ mod tests {
             text.contains("spark_admission_requests_shed_total{reason=\"body_bytes\"} 1"),
             "{text}"
         );
+    }
+
+    const MIB: usize = 1024 * 1024;
+
+    #[tokio::test]
+    async fn a_body_that_keeps_arriving_keeps_room_for_its_declared_length() {
+        let (budget, metrics) = budget_waiting(4, 10 * MIB, Duration::from_secs(3600));
+        let mut arriving = budget.body(Some(8 * MIB)).unwrap();
+        // Its first chunk takes room for all 8 MiB (a second before it falls behind).
+        arriving.charge(MIB).await.unwrap();
+        assert_eq!(metrics.body_bytes_in_flight.get(), MIB as i64);
+        let mut other = budget.body(None).unwrap();
+        let other = tokio::spawn(async move { other.charge(3 * MIB).await.map(|()| other) });
+        settle().await;
+        assert!(!other.is_finished(), "only 2 MiB are free");
+        // The rest never waits.
+        arriving.charge(7 * MIB).await.unwrap();
+        arriving.arrived();
+        assert!(!other.is_finished());
+        drop(arriving);
+        let other = other.await.unwrap().unwrap();
+        assert_eq!(other.held(), 3 * MIB);
+    }
+
+    #[tokio::test]
+    async fn a_body_that_falls_behind_loses_the_room_it_has_not_filled() {
+        let (budget, _metrics) = budget_waiting(4, 10 * MIB, Duration::from_secs(30));
+        let mut stalled = budget.body(Some(8 * MIB)).unwrap();
+        // 1 MiB keeps the room for a second at 1 MiB/s.
+        stalled.charge(MIB).await.unwrap();
+        let started = std::time::Instant::now();
+        let mut other = budget.body(None).unwrap();
+        other.charge(3 * MIB).await.unwrap();
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(900) && waited < Duration::from_secs(20),
+            "the room came back when the stalled body fell behind, not before: {waited:?}"
+        );
+        // What the stalled body sent stays charged; what more it sends is charged as it
+        // comes, like a body with no declared length.
+        assert_eq!(stalled.held(), MIB);
+        stalled.charge(MIB).await.unwrap();
+        assert!(stalled.room.is_none());
     }
 
     #[tokio::test]

@@ -29,6 +29,10 @@ use crate::state::State;
 /// The largest body accepted: the apiserver sends objects of up to 3 MiB, twice for UPDATE.
 pub const MAX_BODY_BYTES: usize = 7 * 1024 * 1024;
 
+/// How much of a body with a declared length must have come, while it keeps its room in the
+/// byte budget, before its buffer is sized for the whole of it (see `read_body`).
+const SIZED_AFTER: usize = 64 * 1024;
+
 /// What the webhook routes need besides the state.
 #[derive(Clone)]
 pub struct WebhookApp {
@@ -174,7 +178,8 @@ impl HttpBody for Held {
 /// Reads the whole body within the size limit and the request timeout, charging its bytes to
 /// the budget as they arrive (503 when there is no room for them within the queue wait), then
 /// takes a request slot (503 when none comes free within it). A declared Content-Length is
-/// checked against the limits but holds nothing: a client may declare what it never sends.
+/// checked against the limits but holds nothing before the body's first bytes, and then only
+/// while they keep coming: a client may declare what it never sends.
 async fn read_body(app: &WebhookApp, request: Request) -> Result<(Bytes, Ticket), Response> {
     let (parts, body) = request.into_parts();
     let declared = parts
@@ -216,12 +221,15 @@ async fn read_body(app: &WebhookApp, request: Request) -> Result<(Bytes, Ticket)
                 // The chunk is in memory already (one chunk per request ahead of the
                 // budget); it is kept only once charged.
                 held.charge(data.len()).await.map_err(overloaded)?;
-                // Once half of a declared length has come (so the client has paid for half of
-                // what it makes the server hold), room for the rest is taken in one step:
-                // one copy instead of a doubling's several, and no spare capacity after.
+                // The buffer is sized by the declared length only once the client has paid
+                // for it: 64 KiB come while the body holds room in the budget for the rest
+                // (it keeps arriving at 1 MiB/s), or half of it. Before that it grows with
+                // what came. A declared length alone allocates nothing.
                 let arrived = collected.len() + data.len();
                 if let Some(declared) = declared.filter(|declared| {
-                    collected.capacity() < *declared && arrived.saturating_mul(2) >= *declared
+                    collected.capacity() < *declared
+                        && ((held.has_room() && arrived >= SIZED_AFTER)
+                            || arrived.saturating_mul(2) >= *declared)
                 }) {
                     collected.reserve_exact(declared - collected.len());
                 }
@@ -240,6 +248,7 @@ async fn read_body(app: &WebhookApp, request: Request) -> Result<(Bytes, Ticket)
         Ok(Err(response)) => return Err(response),
         Ok(Ok(bytes)) => bytes,
     };
+    held.arrived();
     let slot = app.budget.slot().await.map_err(overloaded)?;
     let ticket = Ticket {
         slot: Some(slot),
