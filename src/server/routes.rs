@@ -3,16 +3,15 @@
 //! tests drive them with `tower::ServiceExt::oneshot` without sockets: tests/routes.rs (every
 //! status `/mutate` and `/readyz` answer), tests/policy_configmap.rs, tests/quota_admission.rs.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{Request, State as AxumState};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -20,7 +19,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::{Frame, SizeHint};
 use serde::Serialize;
 
-use super::limits::{BodyBytes, Limits, RequestBudget, RequestSlot};
+use super::limits::{BodyBytes, Limits, RequestBudget};
 use crate::admission::{self, Outcome, ResponseReview};
 use crate::metrics::{Metrics, RuleLabels};
 use crate::quota::Confirmation;
@@ -30,7 +29,7 @@ use crate::state::State;
 pub const MAX_BODY_BYTES: usize = 7 * 1024 * 1024;
 
 /// How much of a body with a declared length must have come, while it keeps its room in the
-/// byte budget, before its buffer is sized for the whole of it (see `read_body`).
+/// byte budget, before its buffer is sized for the whole of it (see `receive_body`).
 const SIZED_AFTER: usize = 64 * 1024;
 
 /// What the webhook routes need besides the state.
@@ -48,22 +47,23 @@ pub fn router(state: Arc<State>, request_timeout: Duration) -> Router {
 }
 
 /// The webhook application; every request charges its body's bytes to `budget` as they
-/// arrive, then takes a request slot from it.
+/// arrive, then takes a request slot from it, before its handler runs ([`admit`]).
 pub fn router_with_budget(
     state: Arc<State>,
     request_timeout: Duration,
     budget: Arc<RequestBudget>,
 ) -> Router {
+    let app = WebhookApp {
+        state,
+        request_timeout,
+        budget,
+    };
     Router::new()
         .route("/mutate", post(mutate))
         .route("/validate-policy", post(validate_policy))
         .route("/mutate-spark-conf", post(mutate_spark_conf))
-        .with_state(WebhookApp {
-            state,
-            request_timeout,
-            budget,
-        })
-        .layer(axum::middleware::from_fn(hold_answer_bytes))
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), admit))
+        .with_state(app)
 }
 
 /// The admin application (plain HTTP).
@@ -88,65 +88,47 @@ fn json_body(body: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-/// What a request holds once its body is in: a request slot until its answer is built, then
-/// its bytes, as the answer's size, until the answer is handed to the connection (see
-/// [`hold_answer_bytes`]).
-struct Ticket {
-    slot: Option<RequestSlot>,
-    bytes: Option<BodyBytes>,
-    answer: Option<AnswerBytes>,
-}
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        // The handler drops its ticket once the answer is built: the slot goes back now, the
-        // bytes move to the answer.
-        self.slot.take();
-        if let (Some(bytes), Some(answer)) = (self.bytes.take(), &self.answer) {
-            answer.put(bytes);
+/// Admits a webhook request: reads its body, charging the bytes to the budget as they arrive
+/// (413, 408 and 503 as [`receive_body`] says), takes a request slot once the body is in (503
+/// when none comes free within the queue wait), and only then runs the handler, with the body
+/// read. So a request whose body is still arriving costs its connection this function's
+/// state, not a handler's. The slot goes back once the answer is built; the request's bytes,
+/// shrunk to the answer's size, stay charged until the answer's body is dropped, which the
+/// connection does once the answer is handed over or the connection is closed for not taking
+/// it (`--write-timeout`): an answer nobody reads counts against the memory bound like a body
+/// that is arriving.
+async fn admit(AxumState(app): AxumState<WebhookApp>, request: Request, next: Next) -> Response {
+    let review = request.uri().path() == "/mutate";
+    let refused = |response: Response| {
+        if review {
+            tracing::warn!(status = %response.status(), "rejected /mutate body");
+            app.state
+                .metrics
+                .count_request("unknown", "none", Outcome::Error.as_str());
         }
-    }
-}
-
-/// Where a request's bytes wait between the handler and its answer's body.
-#[derive(Clone, Default)]
-struct AnswerBytes(Arc<std::sync::Mutex<Option<BodyBytes>>>);
-
-impl AnswerBytes {
-    fn put(&self, bytes: BodyBytes) {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(bytes);
-    }
-
-    fn take(&self) -> Option<BodyBytes> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
-    }
-}
-
-/// Keeps a request's bytes in the budget, shrunk to its answer's size, until the answer's body
-/// is dropped, which the connection does once the answer is handed over or the connection is
-/// closed for not taking it (`--write-timeout`). An answer its client does not read then
-/// counts against the memory bound like a body that is arriving.
-async fn hold_answer_bytes(mut request: Request, next: Next) -> Response {
-    let answer = AnswerBytes::default();
-    request.extensions_mut().insert(answer.clone());
-    let response = next.run(request).await;
-    let Some(mut bytes) = answer.take() else {
-        return response;
+        response
     };
+    let (parts, body) = request.into_parts();
+    let (bytes, mut held) = match receive_body(&app, &parts.headers, body).await {
+        Ok(received) => received,
+        Err(response) => return refused(response),
+    };
+    let slot = match app.budget.slot().await {
+        Ok(slot) => slot,
+        Err(error) => return refused(overloaded(error)),
+    };
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    drop(slot);
     let size = response.body().size_hint();
-    bytes.shrink_to(usize::try_from(size.exact().unwrap_or(size.lower())).unwrap_or(usize::MAX));
-    response.map(|body| {
-        Body::new(Held {
-            body,
-            _bytes: bytes,
-        })
-    })
+    held.shrink_to(usize::try_from(size.exact().unwrap_or(size.lower())).unwrap_or(usize::MAX));
+    response.map(|body| Body::new(Held { body, _bytes: held }))
+}
+
+fn overloaded(error: super::limits::Error) -> Response {
+    tracing::warn!(%error, "request refused by the server's bounds");
+    json_error(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
 }
 
 /// An answer's body with its request's bytes.
@@ -176,14 +158,16 @@ impl HttpBody for Held {
 }
 
 /// Reads the whole body within the size limit and the request timeout, charging its bytes to
-/// the budget as they arrive (503 when there is no room for them within the queue wait), then
-/// takes a request slot (503 when none comes free within it). A declared Content-Length is
-/// checked against the limits but holds nothing before the body's first bytes, and then only
-/// while they keep coming: a client may declare what it never sends.
-async fn read_body(app: &WebhookApp, request: Request) -> Result<(Bytes, Ticket), Response> {
-    let (parts, body) = request.into_parts();
-    let declared = parts
-        .headers
+/// the budget as they arrive (503 when there is no room for them within the queue wait). A
+/// declared Content-Length is checked against the limits but holds nothing before the body's
+/// first bytes, and then only while they keep coming: a client may declare what it never
+/// sends.
+async fn receive_body(
+    app: &WebhookApp,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Bytes, BodyBytes), Response> {
+    let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
@@ -196,15 +180,10 @@ async fn read_body(app: &WebhookApp, request: Request) -> Result<(Bytes, Ticket)
     if declared.is_some_and(|length| length > MAX_BODY_BYTES) {
         return Err(too_large());
     }
-    let overloaded = |error: super::limits::Error| {
-        tracing::warn!(%error, "request refused by the server's bounds");
-        json_error(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
-    };
     let mut held = app.budget.body(declared).map_err(overloaded)?;
     let timeout = app.request_timeout;
     let collect = async {
         let mut body = Limited::new(body, MAX_BODY_BYTES);
-        // Grown as bytes arrive, never sized by the declared length, for the same reason.
         let mut collected = Vec::new();
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|error| {
@@ -249,18 +228,23 @@ async fn read_body(app: &WebhookApp, request: Request) -> Result<(Bytes, Ticket)
         Ok(Ok(bytes)) => bytes,
     };
     held.arrived();
-    let slot = app.budget.slot().await.map_err(overloaded)?;
-    let ticket = Ticket {
-        slot: Some(slot),
-        bytes: Some(held),
-        answer: parts.extensions.get::<AnswerBytes>().cloned(),
-    };
-    Ok((bytes, ticket))
+    Ok((bytes, held))
 }
 
-async fn mutate(AxumState(app): AxumState<WebhookApp>, request: Request) -> Response {
+/// A handler's body: read and charged already by [`admit`], so this only takes its bytes.
+async fn read_body(body: Body) -> Result<Bytes, Response> {
+    match body.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) => Err(json_error(
+            StatusCode::BAD_REQUEST,
+            format!("failed to read body: {error}"),
+        )),
+    }
+}
+
+async fn mutate(AxumState(app): AxumState<WebhookApp>, body: Body) -> Response {
     let metrics = &app.state.metrics;
-    let (bytes, _ticket) = match read_body(&app, request).await {
+    let bytes = match read_body(body).await {
         Ok(read) => read,
         Err(response) => {
             tracing::warn!(status = %response.status(), "rejected /mutate body");
@@ -343,8 +327,8 @@ async fn mutate(AxumState(app): AxumState<WebhookApp>, request: Request) -> Resp
 
 /// The driver's configuration ConfigMap of a cluster-mode application: executor counts
 /// lowered to fit the quotas (SPEC §5a). Everything else is allowed unchanged.
-async fn mutate_spark_conf(AxumState(app): AxumState<WebhookApp>, request: Request) -> Response {
-    let (bytes, _ticket) = match read_body(&app, request).await {
+async fn mutate_spark_conf(AxumState(app): AxumState<WebhookApp>, body: Body) -> Response {
+    let bytes = match read_body(body).await {
         Ok(read) => read,
         Err(response) => return response,
     };
@@ -412,8 +396,8 @@ fn review_body(review: &ResponseReview) -> Response {
     }
 }
 
-async fn validate_policy(AxumState(app): AxumState<WebhookApp>, request: Request) -> Response {
-    let (bytes, _ticket) = match read_body(&app, request).await {
+async fn validate_policy(AxumState(app): AxumState<WebhookApp>, body: Body) -> Response {
+    let bytes = match read_body(body).await {
         Ok(read) => read,
         Err(response) => return response,
     };
