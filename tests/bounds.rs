@@ -211,11 +211,19 @@ async fn concurrent_7mib_reviews_over_http2_stay_within_the_body_budget() {
     let mut senders = Vec::new();
     for _ in 0..2 {
         let tls = server.tls(&connector).await.unwrap();
-        let (sender, connection) =
+        let (mut sender, connection) =
             hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
                 .await
                 .unwrap();
         tokio::spawn(connection);
+        // One review first, so that the client has the server's SETTINGS (4 concurrent
+        // streams) and queues the rest instead of opening streams the server refuses.
+        let warm_up = hyper::Request::post("https://localhost/mutate")
+            .header("content-type", "application/json")
+            .body(full(EXECUTOR_REVIEW))
+            .unwrap();
+        let answer = sender.send_request(warm_up).await.unwrap();
+        assert_eq!(answer.status(), StatusCode::OK);
         senders.push(sender);
     }
 

@@ -183,9 +183,13 @@ pub fn open_files_limit() -> Option<usize> {
 pub mod http {
     use std::time::Duration;
 
-    /// SETTINGS_MAX_CONCURRENT_STREAMS: RFC 9113 asks for at least 100; a client needing
-    /// more opens another connection.
-    pub const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+    /// SETTINGS_MAX_CONCURRENT_STREAMS. RFC 9113 recommends at least 100, but a stream
+    /// holds no request slot while its body arrives, nor once its answer is ready, so the
+    /// streams of all connections (the cap times this) are what a client can make the server
+    /// hold besides the budget: about 12 KiB each while a body is awaited, measured. The
+    /// apiserver calls webhooks over HTTP/1.1, one request per connection; an HTTP/2 client
+    /// with more to send waits for a stream or opens another connection.
+    pub const H2_MAX_CONCURRENT_STREAMS: u32 = 4;
     /// SETTINGS_MAX_HEADER_LIST_SIZE: the apiserver's headers are well under 1 KiB.
     pub const H2_MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
     /// Initial stream window: what a client may send on one stream before the server reads
