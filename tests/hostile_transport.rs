@@ -508,3 +508,186 @@ async fn a_listener_full_of_connections_that_do_nothing_gives_way_to_real_review
         Some(0.0)
     );
 }
+
+/// A `/proc/PID/status` figure in KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{field}:")))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// One real review on a new connection, whatever happens: its status (0 when it failed) and
+/// time.
+async fn try_review(server: &ServeProcess) -> (u16, Duration) {
+    let client = Client::new(&[server.ca()], server.webhook);
+    let started = Instant::now();
+    let answer = tokio::time::timeout(SLACK, async {
+        let mut connection = client.connect().await.ok()?;
+        connection.post("/mutate", EXECUTOR_REVIEW).await.ok()
+    })
+    .await;
+    let status = match answer {
+        Ok(Some((status, _))) => status.as_u16(),
+        _ => 0,
+    };
+    (status, started.elapsed())
+}
+
+/// What the remaining holds cost, for docs/reliability.md (not a pass/fail test), against the
+/// binary in `SPARK_ADMISSION_BIN` (a release build):
+/// `SPARK_ADMISSION_BIN=target/release/spark-admission cargo test --test hostile_transport -- --ignored --nocapture`
+/// 1. HTTP/2 streams whose bodies never come, 100 on each of `FLOOD_CONNECTIONS` (500)
+///    connections: they hold no slot and no byte, only their own state; the server's RSS with
+///    them, and real reviews meanwhile.
+/// 2. Bodies that arrive whole but their last byte, 6.7 MB each from `STALL_CLIENTS` (10)
+///    clients reconnecting when answered: what holding the byte budget with bytes actually
+///    sent does to real reviews.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: about a minute of floods, prints figures"]
+async fn measure_what_streams_without_bodies_and_stalled_bodies_cost() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let bin = std::env::var("SPARK_ADMISSION_BIN").unwrap_or_else(|_| SERVE_BIN.to_owned());
+    let env_number = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(default)
+    };
+    let connections = env_number("FLOOD_CONNECTIONS", 500);
+    let streams = env_number("STREAMS_PER_CONNECTION", 100);
+    let stall_clients = env_number("STALL_CLIENTS", 10);
+    let server =
+        ServeProcess::start_binary(&bin, None, &[("SPARK_ADMISSION_LOG_LEVEL", "error")]).await;
+    let pid = server.child.id();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = status_kib(pid, "VmRSS");
+
+    // 1. Streams without bodies.
+    let h2 = connector(&server, b"h2");
+    let mut held = Vec::new();
+    for _ in 0..connections {
+        let Ok(tls) = tls(&server, &h2).await else {
+            break;
+        };
+        let (sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        for _ in 0..streams {
+            let mut sender = sender.clone();
+            let (tx, body) =
+                http_body_util::channel::Channel::<bytes::Bytes, std::convert::Infallible>::new(1);
+            let request = hyper::Request::post("https://localhost/mutate")
+                .header("content-type", "application/json")
+                .header("content-length", 20_000)
+                .body(http_body_util::BodyExt::boxed(body))
+                .unwrap();
+            held.push((
+                tx,
+                tokio::spawn(async move { sender.send_request(request).await.map(|r| r.status()) }),
+            ));
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let with_streams = status_kib(pid, "VmRSS");
+    // As many as the server holds open at once (its concurrent-stream setting); the client
+    // queues the rest.
+    let open = held.len().min(
+        connections * spark_admission::server::limits::http::H2_MAX_CONCURRENT_STREAMS as usize,
+    );
+    let mut reviews = Vec::new();
+    for _ in 0..10 {
+        reviews.push(try_review(&server).await);
+    }
+    let text = metrics(&server).await;
+    eprintln!(
+        "{} HTTP/2 streams without bodies sent on {connections} connections, {open} open at once: RSS {} MiB idle, {} MiB with them ({} KiB per connection); reviews meanwhile {reviews:?}; slots {:?}, body bytes {:?}",
+        held.len(),
+        idle / 1024,
+        with_streams / 1024,
+        with_streams.saturating_sub(idle) / connections.max(1) as u64,
+        series_value(&text, "spark_admission_requests_in_flight"),
+        series_value(&text, "spark_admission_request_body_bytes_in_flight"),
+    );
+    let answered = futures::future::join_all(held.into_iter().map(|(tx, answer)| async move {
+        let status = answer.await;
+        drop(tx);
+        status
+    }))
+    .await;
+    let mut statuses = BTreeMap::<String, u64>::new();
+    for status in answered {
+        let key = match status {
+            Ok(Ok(status)) => status.as_u16().to_string(),
+            _ => "error".to_owned(),
+        };
+        *statuses.entry(key).or_default() += 1;
+    }
+    eprintln!("  those streams were answered {statuses:?}");
+
+    // 2. Bodies stalled before their last byte.
+    let declared = 6_710_886;
+    let h1 = connector(&server, b"http/1.1");
+    let stop = Arc::new(AtomicBool::new(false));
+    let outcomes = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
+    let mut stalled = Vec::new();
+    for _ in 0..stall_clients {
+        let (h1, stop, outcomes, addr) =
+            (h1.clone(), stop.clone(), outcomes.clone(), server.webhook);
+        stalled.push(tokio::spawn(async move {
+            let mut request = format!(
+                "POST /mutate HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {declared}\r\n\r\n"
+            )
+            .into_bytes();
+            request.resize(request.len() + declared - 1, b' ');
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(tcp) = TcpStream::connect(addr).await else {
+                    continue;
+                };
+                let Ok(tls) = tls_over(&h1, tcp).await else {
+                    continue;
+                };
+                let (mut read, mut write) = tokio::io::split(tls);
+                let request = request.clone();
+                let writer = tokio::spawn(async move {
+                    let _ = write.write_all(&request).await;
+                    let _ = write.flush().await;
+                    write
+                });
+                let mut answer = [0u8; 12];
+                let status =
+                    match tokio::time::timeout(Duration::from_secs(30), read.read_exact(&mut answer))
+                        .await
+                    {
+                        Ok(Ok(_)) => String::from_utf8_lossy(&answer[9..12]).into_owned(),
+                        _ => "closed".to_owned(),
+                    };
+                writer.abort();
+                *outcomes.lock().unwrap().entry(status).or_default() += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut reviews = BTreeMap::<u16, (u64, Duration)>::new();
+    for _ in 0..40 {
+        let (status, took) = try_review(&server).await;
+        let entry = reviews.entry(status).or_default();
+        entry.0 += 1;
+        entry.1 = entry.1.max(took);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for client in stalled {
+        client.abort();
+    }
+    eprintln!(
+        "{stall_clients} clients sending 6.7 MB bodies but their last byte: real reviews (status: count, slowest) {reviews:?}; the stalled ones were answered {:?}; peak RSS {} MiB",
+        outcomes.lock().unwrap(),
+        status_kib(pid, "VmHWM") / 1024
+    );
+}
