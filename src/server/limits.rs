@@ -51,7 +51,18 @@ pub enum Error {
         /// How long the request waited.
         wait: Duration,
     },
-    /// The body's bytes did not fit in the budget within the queue wait, or can never fit.
+    /// The body is larger than the whole budget, so it can never fit.
+    #[error(
+        "the server is overloaded: a body of {bytes} bytes is larger than all {budget} bytes of \
+         request bodies it holds at once; retry later"
+    )]
+    TooLarge {
+        /// What the request declared or sent.
+        bytes: usize,
+        /// The budget.
+        budget: usize,
+    },
+    /// The body's bytes did not fit in the budget within the queue wait.
     #[error(
         "the server is overloaded: a body of {bytes} bytes did not fit in the {budget} bytes of \
          request bodies it holds at once within {wait:?}; retry later"
@@ -531,10 +542,9 @@ impl RequestBudget {
     /// never sends.
     pub fn body(self: &Arc<Self>, declared: Option<usize>) -> Result<BodyBytes> {
         if let Some(declared) = declared.filter(|declared| *declared > self.max_bytes) {
-            return Err(self.count(Error::Bytes {
+            return Err(self.count(Error::TooLarge {
                 bytes: declared,
                 budget: self.max_bytes,
-                wait: Duration::ZERO,
             }));
         }
         Ok(BodyBytes {
@@ -576,7 +586,7 @@ impl RequestBudget {
         let reason = match error {
             Error::QueueFull { .. } | Error::BytesQueueFull { .. } => "queue_full",
             Error::Requests { .. } => "requests",
-            Error::Bytes { .. } | Error::Crowded { .. } => "body_bytes",
+            Error::Bytes { .. } | Error::TooLarge { .. } | Error::Crowded { .. } => "body_bytes",
         };
         self.shed.get_or_create(&ShedLabels { reason }).inc();
         error
@@ -686,10 +696,9 @@ impl BodyBytes {
         let budget = self.budget.clone();
         let total = self.held.saturating_add(more);
         if total > budget.max_bytes {
-            return Err(budget.count(Error::Bytes {
+            return Err(budget.count(Error::TooLarge {
                 bytes: total,
                 budget: budget.max_bytes,
-                wait: Duration::ZERO,
             }));
         }
         if let Some(room) = self.room.as_mut() {
@@ -962,10 +971,9 @@ mod tests {
         assert!(
             matches!(
                 refused,
-                Error::Bytes {
+                Error::TooLarge {
                     bytes: 101,
                     budget: 100,
-                    ..
                 }
             ),
             "{refused}"
