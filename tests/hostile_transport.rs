@@ -318,7 +318,10 @@ async fn http2_connections_that_open_no_window_are_closed_at_the_write_deadline_
 
     // While they are held, new reviews are answered, each taking the place of a connection
     // whose answer has waited over a second (the review connections stay open, so each needs
-    // a place of its own).
+    // a place of its own). An answer waiting less than that may still be on its way, so the
+    // first reviews come once the first connections' answers are that old.
+    let oldest = held.first().map(|unread| unread.answered).unwrap();
+    tokio::time::sleep_until((oldest + Duration::from_millis(1500)).into()).await;
     let mut reviews = Vec::new();
     for i in 0..5 {
         reviews.push(
