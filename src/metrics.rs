@@ -75,7 +75,9 @@ pub struct ListenerLabels {
 pub struct IdleLabels {
     /// `webhook` or `admin`.
     pub listener: &'static str,
-    /// `first_request` (no request since the handshake) or `keep_alive` (none since the last).
+    /// `first_request` (no request since the handshake), `keep_alive` (none since the last),
+    /// `write` (an answer not taken, or a write blocked, past `--write-timeout`) or `evicted`
+    /// (held nothing useful when the listener was full, and gave its place to a new one).
     pub phase: &'static str,
 }
 
@@ -260,7 +262,7 @@ impl Metrics {
         let idle_connections_closed = Family::<IdleLabels, Counter>::default();
         registry.register(
             "spark_admission_idle_connections_closed",
-            "Connections closed for sending no request in time, by listener and phase (first_request, keep_alive)",
+            "Connections closed for sending no request in time, not taking an answer in time, or to make room for a new one, by listener and phase (first_request, keep_alive, write, evicted)",
             idle_connections_closed.clone(),
         );
         let requests_in_flight = Gauge::default();

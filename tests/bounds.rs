@@ -1,6 +1,7 @@
 //! The bounds on both ports, against the real binary: idle connections after the handshake
 //! are closed, 7 MiB reviews over HTTP/2 stay within the body budget (503 past it) with the
-//! admin port answering, and each listener's connection cap refuses the connections past it.
+//! admin port answering, and each listener's connection cap refuses the connections past it
+//! when none it holds can give way. tests/hostile_transport.rs has the attacks on them.
 //!
 //! Options are given as environment variables, so the same test run against a binary without
 //! the bounds starts it and fails on the behaviour, not on an unknown flag.
@@ -192,9 +193,11 @@ fn review_of_size(size: usize) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_7mib_reviews_over_http2_stay_within_the_body_budget() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    // Two 7 MiB bodies fit at once; the others wait 300 ms, then get 503. The body timeout is
-    // long because a debug build on a loaded machine reads 7 MiB through a 64 KiB window
-    // slowly, and memory, not speed, is the point here.
+    // Two 7 MiB bodies fit at once: each stream's first bytes ask for room for its whole
+    // declared length, the others wait 300 ms for it, then get 503 (and a body held back by
+    // the connection's window, falling behind, loses its room). The body
+    // timeout is long because a debug build on a loaded machine reads 7 MiB through a 64 KiB
+    // window slowly, and memory, not speed, is the point here.
     let mut server = start(&[
         ("SPARK_ADMISSION_MAX_BODY_BYTES_IN_FLIGHT", "15Mi"),
         ("SPARK_ADMISSION_QUEUE_TIMEOUT", "300ms"),
@@ -208,11 +211,19 @@ async fn concurrent_7mib_reviews_over_http2_stay_within_the_body_budget() {
     let mut senders = Vec::new();
     for _ in 0..2 {
         let tls = server.tls(&connector).await.unwrap();
-        let (sender, connection) =
+        let (mut sender, connection) =
             hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
                 .await
                 .unwrap();
         tokio::spawn(connection);
+        // One review first, so that the client has the server's SETTINGS (4 concurrent
+        // streams) and queues the rest instead of opening streams the server refuses.
+        let warm_up = hyper::Request::post("https://localhost/mutate")
+            .header("content-type", "application/json")
+            .body(full(EXECUTOR_REVIEW))
+            .unwrap();
+        let answer = sender.send_request(warm_up).await.unwrap();
+        assert_eq!(answer.status(), StatusCode::OK);
         senders.push(sender);
     }
 
@@ -305,21 +316,55 @@ async fn concurrent_7mib_reviews_over_http2_stay_within_the_body_budget() {
     );
 }
 
+/// The value of a counter or gauge series in a metrics text, if it is there.
+fn series(metrics: &str, series: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// A full listener refuses a new connection only when every connection it holds is serving a
+/// request; otherwise the one that has held nothing useful the longest (silent since its
+/// handshake, idle between requests) is closed to make room (docs/reliability.md, "The
+/// connection cap").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_listener_refuses_connections_past_its_cap_and_serves_the_ones_it_holds() {
+async fn each_listener_refuses_connections_past_its_cap_only_when_none_can_give_way() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let server = start(&[
         ("SPARK_ADMISSION_MAX_CONNECTIONS", "20"),
         ("SPARK_ADMISSION_ADMIN_MAX_CONNECTIONS", "4"),
         ("SPARK_ADMISSION_FIRST_REQUEST_TIMEOUT", "60s"),
+        ("SPARK_ADMISSION_REQUEST_TIMEOUT", "60s"),
     ])
     .await;
     let connector = server.connector(b"http/1.1");
-    let mut held = Vec::new();
+    // 20 connections with a request being read: the first byte of a 1,000-byte body, and no
+    // more. Each byte is charged as it arrives, so the metric says when all 20 are in.
+    let mut busy = Vec::new();
     for _ in 0..20 {
-        held.push(server.tls(&connector).await.expect("under the cap"));
+        let mut tls = server.tls(&connector).await.expect("under the cap");
+        tls.write_all(
+            b"POST /mutate HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{",
+        )
+        .await
+        .unwrap();
+        tls.flush().await.unwrap();
+        busy.push(tls);
     }
-    // Past the cap: the server closes the socket at accept, so the handshake fails at once.
+    let started = Instant::now();
+    while series(
+        &admin_metrics(server.admin).await,
+        "spark_admission_request_body_bytes_in_flight",
+    ) != Some(20)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "bodies not read"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Past the cap, with nothing to give way: the server closes the socket at accept, so the
+    // handshake fails at once.
     for _ in 0..5 {
         let started = Instant::now();
         let refused = tokio::time::timeout(Duration::from_secs(10), server.tls(&connector)).await;
@@ -335,46 +380,76 @@ async fn each_listener_refuses_connections_past_its_cap_and_serves_the_ones_it_h
         admin_status(server.admin, "/healthz").await,
         Some(StatusCode::OK)
     );
-    // A held connection is served.
-    let (status, body) = post_on(held.pop().unwrap(), EXECUTOR_REVIEW.to_vec()).await;
-    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
 
-    // The admin port's own cap: 4 idle connections fill it; the next is closed.
+    // One request ends (its client goes); a silent connection takes its place, and the next
+    // new connection replaces that one rather than being refused.
+    drop(busy.pop());
+    let started = Instant::now();
+    let mut silent = loop {
+        if let Ok(tls) = server.tls(&connector).await {
+            break tls;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the place never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let review = server
+        .tls(&connector)
+        .await
+        .expect("the silent one gives way");
+    let (status, body) = post_on(review, EXECUTOR_REVIEW.to_vec()).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    assert!(response_ok(&body));
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(10)).await,
+        "the silent connection is closed"
+    );
+
+    // The admin port: 4 silent connections fill it; a probe replaces the oldest.
     let mut admin_held = Vec::new();
     for _ in 0..4 {
         let mut stream = TcpStream::connect(server.admin).await.unwrap();
         // One byte so the connection is surely accepted before the next one.
         stream.write_all(b"G").await.unwrap();
         admin_held.push(stream);
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let refused = tokio::time::timeout(
-        Duration::from_secs(10),
-        admin_status(server.admin, "/healthz"),
-    )
-    .await;
-    assert_eq!(refused, Ok(None), "the admin port took a 5th connection");
-    drop(admin_held);
-    let started = Instant::now();
-    while admin_status(server.admin, "/healthz").await != Some(StatusCode::OK) {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the admin port stays full"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert_eq!(
+        admin_status(server.admin, "/healthz").await,
+        Some(StatusCode::OK),
+        "a probe is answered with the admin port full of silent connections"
+    );
+    assert!(
+        closed_within(&mut admin_held[0], Duration::from_secs(10)).await,
+        "the oldest silent admin connection is closed"
+    );
+
     let metrics = admin_metrics(server.admin).await;
-    let refused = |listener: &str| {
-        let series =
-            format!("spark_admission_connections_refused_total{{listener=\"{listener}\"}} ");
-        metrics
-            .lines()
-            .find_map(|line| line.strip_prefix(&series))
-            .and_then(|value| value.parse::<u64>().ok())
+    let closed = |listener: &str, phase: &str| {
+        series(
+            &metrics,
+            &format!(
+                "spark_admission_idle_connections_closed_total{{listener=\"{listener}\",phase=\"{phase}\"}}"
+            ),
+        )
     };
-    assert_eq!(refused("webhook"), Some(5), "{metrics}");
-    // At least the one above; the polling after may have met the cap once more.
-    assert!(refused("admin").is_some_and(|n| n >= 1), "{metrics}");
+    assert_eq!(
+        series(
+            &metrics,
+            "spark_admission_connections_refused_total{listener=\"webhook\"}"
+        ),
+        Some(5),
+        "{metrics}"
+    );
+    assert_eq!(closed("webhook", "evicted"), Some(1), "{metrics}");
+    assert!(
+        closed("admin", "evicted").is_some_and(|n| n >= 1),
+        "{metrics}"
+    );
+    drop(busy);
 }
 
 /// The worst the bounds admit, for docs/reliability.md (not a pass/fail test): with the

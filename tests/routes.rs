@@ -325,9 +325,10 @@ async fn without_a_policy_in_force_a_review_is_503() {
     }
 }
 
-/// docs/reliability.md: a request waits up to `--queue-timeout` for a slot, then gets 503; one
-/// that finds as many requests already waiting as there are slots gets 503 at once; both with
-/// `{"error": "the server is overloaded: …; retry later"}`, counted by reason.
+/// docs/reliability.md: a request whose body is in waits up to `--queue-timeout` for a slot,
+/// then gets 503; one that finds as many requests already waiting as there are slots gets 503
+/// at once; both with `{"error": "the server is overloaded: …; retry later"}`, counted by
+/// reason.
 #[tokio::test]
 async fn with_every_request_slot_busy_a_review_waits_then_is_503_and_past_the_queue_at_once() {
     let state = state_with(COST_LABELS);
@@ -337,21 +338,12 @@ async fn with_every_request_slot_busy_a_review_waits_then_is_503_and_past_the_qu
         ..Limits::default()
     };
     let budget = Arc::new(RequestBudget::new(&limits, &state.metrics));
-    let app = router_with_budget(state.clone(), Duration::from_secs(60), budget);
+    let app = router_with_budget(state.clone(), Duration::from_secs(60), budget.clone());
 
-    // The one slot: a request whose body never ends.
-    let holder = tokio::spawn(oneshot_router(
-        app.clone(),
-        Request::post("/mutate").body(stalled_body(b"{")).unwrap(),
-    ));
-    let started = Instant::now();
-    while state.metrics.requests_in_flight.get() != 1 {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the slot is never taken"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    // The one slot, as a review being answered holds it (a body still arriving holds none:
+    // see the test below).
+    let holder = budget.slot().await.unwrap();
+    assert_eq!(state.metrics.requests_in_flight.get(), 1);
     // The one place in the queue: polled once, it is waiting for the slot.
     let waiting = oneshot_router(app.clone(), mutate(EXECUTOR_REVIEW));
     let mut waiting = std::pin::pin!(waiting);
@@ -387,7 +379,9 @@ async fn with_every_request_slot_busy_a_review_waits_then_is_503_and_past_the_qu
         message.starts_with("the server is overloaded: ") && message.ends_with("; retry later"),
         "{message}"
     );
-    holder.abort();
+    drop(holder);
+    let (status, _) = oneshot_router(app.clone(), mutate(EXECUTOR_REVIEW)).await;
+    assert_eq!(status, StatusCode::OK, "the slot came back");
 
     let shed = |reason: &str| {
         metric(
@@ -398,6 +392,48 @@ async fn with_every_request_slot_busy_a_review_waits_then_is_503_and_past_the_qu
     assert_eq!(shed("queue_full"), Some(1.0));
     assert_eq!(shed("requests"), Some(1.0));
     assert_eq!(shed("body_bytes"), Some(0.0));
+}
+
+/// docs/reliability.md: a body still arriving holds neither a request slot nor the bytes its
+/// Content-Length declares, only the bytes that came. With one slot and a 1 MiB budget, a
+/// request declaring the whole budget that sends one byte and stalls leaves room for a real
+/// review, which is answered while the stalled one waits for its body (and gets 408 at the
+/// request timeout).
+#[tokio::test]
+async fn a_body_still_arriving_holds_no_request_slot_and_only_the_bytes_that_came() {
+    let state = state_with(COST_LABELS);
+    let limits = Limits {
+        max_requests_in_flight: 1,
+        max_body_bytes_in_flight: 1024 * 1024,
+        queue_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let budget = Arc::new(RequestBudget::new(&limits, &state.metrics));
+    let app = router_with_budget(state.clone(), Duration::from_secs(2), budget);
+    let stalled = tokio::spawn(oneshot_router(
+        app.clone(),
+        Request::post("/mutate")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_LENGTH, 1024 * 1024)
+            .body(stalled_body(b"{"))
+            .unwrap(),
+    ));
+    let started = Instant::now();
+    while state.metrics.body_bytes_in_flight.get() != 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the stalled body's byte is never charged: {}",
+            state.metrics.body_bytes_in_flight.get()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(state.metrics.requests_in_flight.get(), 0);
+    let (status, body) = oneshot_router(app.clone(), mutate(EXECUTOR_REVIEW)).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    assert!(!stalled.is_finished(), "the stalled request still waits");
+    let (status, _) = stalled.await.unwrap();
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(state.metrics.body_bytes_in_flight.get(), 0);
 }
 
 /// A body larger than the whole `--max-body-bytes-in-flight` budget can never fit: 503 at

@@ -141,19 +141,24 @@ struct ServeArgs {
     /// Longest time in-flight requests may take to finish after the listener closed.
     #[arg(long, env = "SPARK_ADMISSION_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     drain_timeout: Duration,
-    /// Most connections the webhook port holds at once; past it, new connections are closed at
-    /// accept (counted in spark_admission_connections_refused_total).
+    /// Most connections the webhook port holds at once; past it, the connection that has held
+    /// nothing useful the longest (in its handshake, no request yet, idle, or not taking its
+    /// answer) gives way to the new one, and without one the new one is closed at accept
+    /// (counted in spark_admission_connections_refused_total).
     #[arg(long, env = "SPARK_ADMISSION_MAX_CONNECTIONS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
-    /// Most webhook requests in flight at once; past it, a request waits up to
-    /// --queue-timeout (at most this many wait), then gets 503.
+    /// Most webhook requests answered at once (a request takes its slot once its body is
+    /// complete); past it, a request waits up to --queue-timeout (at most this many wait), then
+    /// gets 503.
     #[arg(long, env = "SPARK_ADMISSION_MAX_REQUESTS_IN_FLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     max_requests_in_flight: u32,
-    /// Most request body bytes held at once (e.g. 32Mi); a request reserves its
-    /// Content-Length before its body is read, and waits or gets 503 like the above.
+    /// Most request body bytes held at once (e.g. 32Mi): charged as they arrive (a declared
+    /// Content-Length reserves nothing), kept until the answer is handed over; a body with no
+    /// room waits up to --queue-timeout, then gets 503.
     #[arg(long, env = "SPARK_ADMISSION_MAX_BODY_BYTES_IN_FLIGHT", default_value = "32Mi", value_parser = parse_bytes)]
     max_body_bytes_in_flight: usize,
-    /// Longest wait for a request slot or body bytes before 503.
+    /// Longest wait for a request slot (taken once the body is complete) or for room for body
+    /// bytes, before 503.
     #[arg(long, env = "SPARK_ADMISSION_QUEUE_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
     queue_timeout: Duration,
     /// A connection (either port) that sends no request this long after it opened (after
@@ -164,6 +169,12 @@ struct ServeArgs {
     /// long; above the apiserver's own 90s, so the apiserver closes its idle connections first.
     #[arg(long, env = "SPARK_ADMISSION_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
     idle_timeout: Duration,
+    /// Longest time an answer may take to be handed over once ready, and a socket write may
+    /// stay blocked; past it the connection is closed (an HTTP/2 client that opens no window,
+    /// a peer that stops reading). The apiserver stops waiting after the webhook's
+    /// timeoutSeconds (5 in deploy/), so no write it still waits for is cut.
+    #[arg(long, env = "SPARK_ADMISSION_WRITE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    write_timeout: Duration,
     /// Most connections the admin port holds at once (kubelet probes, Prometheus).
     #[arg(long, env = "SPARK_ADMISSION_ADMIN_MAX_CONNECTIONS", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
     admin_max_connections: u32,

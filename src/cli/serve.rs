@@ -72,6 +72,7 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             queue_timeout: args.queue_timeout,
             first_request_timeout: args.first_request_timeout,
             idle_timeout: args.idle_timeout,
+            write_timeout: args.write_timeout,
             admin_max_connections: args.admin_max_connections as usize,
         },
     };

@@ -277,6 +277,7 @@ impl Server {
             first_request: options.limits.first_request_timeout,
             idle: options.limits.idle_timeout,
             drain_idle: Duration::ZERO,
+            write: options.limits.write_timeout,
         };
         let admin_task = spawn_admin(
             admin,
@@ -315,8 +316,9 @@ impl Server {
             tokio::select! {
                 accepted = webhook.accept() => match accepted {
                     Ok((tcp, peer)) => {
-                        // Over the cap the socket is closed at once: the client sees the
-                        // refusal in a round trip instead of waiting in the backlog.
+                        // Over the cap, with no connection that holds nothing to give way,
+                        // the socket is closed at once: the client sees the refusal in a
+                        // round trip instead of waiting in the backlog.
                         let Some(slot) = webhook_cap.admit() else {
                             tracing::debug!(%peer, "webhook listener full; connection refused");
                             continue;
@@ -416,23 +418,30 @@ async fn serve_connection(
     timeouts: connection::Timeouts,
     drain_idle: Duration,
     state: Arc<State>,
-    _slot: limits::ConnectionSlot,
+    slot: limits::ConnectionSlot,
 ) {
     let opened = tokio::time::Instant::now();
     let _ = tcp.set_nodelay(true);
-    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(error)) if tls::is_client_certificate_refusal(&error) => {
-            state.metrics.client_certificates_refused.inc();
-            tracing::debug!(%peer, %error, "TLS handshake refused: no client certificate from the client CA");
-            return;
-        }
-        Ok(Err(error)) => {
-            tracing::debug!(%peer, %error, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "TLS handshake timed out");
+    let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp));
+    let tls = tokio::select! {
+        handshake = handshake => match handshake {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(error)) if tls::is_client_certificate_refusal(&error) => {
+                state.metrics.client_certificates_refused.inc();
+                tracing::debug!(%peer, %error, "TLS handshake refused: no client certificate from the client CA");
+                return;
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(%peer, %error, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        },
+        () = slot.evicted() => {
+            tracing::debug!(%peer, "closing a connection still in its TLS handshake, to make room for a new one");
             return;
         }
     };
@@ -444,7 +453,10 @@ async fn serve_connection(
         drain_idle: if http2 { Duration::ZERO } else { drain_idle },
         ..timeouts
     };
-    connection::serve(tls, peer, app, drain, timeouts, opened, state, "webhook").await;
+    connection::serve(
+        tls, peer, app, drain, timeouts, opened, state, "webhook", slot,
+    )
+    .await;
 }
 
 /// Runs the admin listener on a thread and runtime of its own, so that however busy the
@@ -508,10 +520,11 @@ async fn serve_admin(
                     };
                     let (app, drain, state) = (app.clone(), drain_rx.clone(), state.clone());
                     connections.spawn(async move {
-                        let _slot = slot;
                         let opened = tokio::time::Instant::now();
-                        connection::serve(tcp, peer, app, drain, timeouts, opened, state, "admin")
-                            .await;
+                        connection::serve(
+                            tcp, peer, app, drain, timeouts, opened, state, "admin", slot,
+                        )
+                        .await;
                     });
                 }
                 Err(error) => {

@@ -3,19 +3,23 @@
 //! tests drive them with `tower::ServiceExt::oneshot` without sockets: tests/routes.rs (every
 //! status `/mutate` and `/readyz` answer), tests/policy_configmap.rs, tests/quota_admission.rs.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::extract::State as AxumState;
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::{Request, State as AxumState};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::{Frame, SizeHint};
 use serde::Serialize;
 
-use super::limits::{Limits, RequestBudget, Ticket};
+use super::limits::{BodyBytes, Limits, RequestBudget};
 use crate::admission::{self, Outcome, ResponseReview};
 use crate::metrics::{Metrics, RuleLabels};
 use crate::quota::Confirmation;
@@ -23,6 +27,10 @@ use crate::state::State;
 
 /// The largest body accepted: the apiserver sends objects of up to 3 MiB, twice for UPDATE.
 pub const MAX_BODY_BYTES: usize = 7 * 1024 * 1024;
+
+/// How much of a body with a declared length must have come, while it keeps its room in the
+/// byte budget, before its buffer is sized for the whole of it (see `receive_body`).
+const SIZED_AFTER: usize = 64 * 1024;
 
 /// What the webhook routes need besides the state.
 #[derive(Clone)]
@@ -38,22 +46,24 @@ pub fn router(state: Arc<State>, request_timeout: Duration) -> Router {
     router_with_budget(state, request_timeout, budget)
 }
 
-/// The webhook application; every request takes a slot and its body's bytes from `budget`
-/// before its body is read.
+/// The webhook application; every request charges its body's bytes to `budget` as they
+/// arrive, then takes a request slot from it, before its handler runs ([`admit`]).
 pub fn router_with_budget(
     state: Arc<State>,
     request_timeout: Duration,
     budget: Arc<RequestBudget>,
 ) -> Router {
+    let app = WebhookApp {
+        state,
+        request_timeout,
+        budget,
+    };
     Router::new()
         .route("/mutate", post(mutate))
         .route("/validate-policy", post(validate_policy))
         .route("/mutate-spark-conf", post(mutate_spark_conf))
-        .with_state(WebhookApp {
-            state,
-            request_timeout,
-            budget,
-        })
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), admit))
+        .with_state(app)
 }
 
 /// The admin application (plain HTTP).
@@ -78,14 +88,85 @@ fn json_body(body: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-/// Reads the whole body within the size limit and the request timeout, after taking a request
-/// slot and the body's bytes from the budget (503 when they do not come within the queue
-/// wait). The ticket holds them until the caller drops it, after answering.
-async fn read_body(
+/// Admits a webhook request: reads its body, charging the bytes to the budget as they arrive
+/// (413, 408 and 503 as [`receive_body`] says), takes a request slot once the body is in (503
+/// when none comes free within the queue wait), and only then runs the handler, with the body
+/// read. So a request whose body is still arriving costs its connection this function's
+/// state, not a handler's. The slot goes back once the answer is built; the request's bytes,
+/// shrunk to the answer's size, stay charged until the answer's body is dropped, which the
+/// connection does once the answer is handed over or the connection is closed for not taking
+/// it (`--write-timeout`): an answer nobody reads counts against the memory bound like a body
+/// that is arriving.
+async fn admit(AxumState(app): AxumState<WebhookApp>, request: Request, next: Next) -> Response {
+    let review = request.uri().path() == "/mutate";
+    let refused = |response: Response| {
+        if review {
+            tracing::warn!(status = %response.status(), "rejected /mutate body");
+            app.state
+                .metrics
+                .count_request("unknown", "none", Outcome::Error.as_str());
+        }
+        response
+    };
+    let (parts, body) = request.into_parts();
+    let (bytes, mut held) = match receive_body(&app, &parts.headers, body).await {
+        Ok(received) => received,
+        Err(response) => return refused(response),
+    };
+    let slot = match app.budget.slot().await {
+        Ok(slot) => slot,
+        Err(error) => return refused(overloaded(error)),
+    };
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    drop(slot);
+    let size = response.body().size_hint();
+    held.shrink_to(usize::try_from(size.exact().unwrap_or(size.lower())).unwrap_or(usize::MAX));
+    response.map(|body| Body::new(Held { body, _bytes: held }))
+}
+
+fn overloaded(error: super::limits::Error) -> Response {
+    tracing::warn!(%error, "request refused by the server's bounds");
+    json_error(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
+}
+
+/// An answer's body with its request's bytes.
+struct Held {
+    body: Body,
+    _bytes: BodyBytes,
+}
+
+impl HttpBody for Held {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Reads the whole body within the size limit and the request timeout, charging its bytes to
+/// the budget as they arrive (503 when there is no room for them within the queue wait). A
+/// declared Content-Length is checked against the limits but holds nothing before the body's
+/// first bytes, and then only while they keep coming: a client may declare what it never
+/// sends.
+async fn receive_body(
     app: &WebhookApp,
     headers: &HeaderMap,
     body: Body,
-) -> Result<(Bytes, Ticket), Response> {
+) -> Result<(Bytes, BodyBytes), Response> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -99,17 +180,11 @@ async fn read_body(
     if declared.is_some_and(|length| length > MAX_BODY_BYTES) {
         return Err(too_large());
     }
-    let overloaded = |error: super::limits::Error| {
-        tracing::warn!(%error, "request refused by the server's bounds");
-        json_error(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
-    };
-    let mut ticket = app.budget.admit(declared).await.map_err(overloaded)?;
+    let mut held = app.budget.body(declared).map_err(overloaded)?;
     let timeout = app.request_timeout;
     let collect = async {
-        // Without a Content-Length the bytes are taken as they arrive, one chunk ahead of
-        // keeping it; with one they were taken before reading.
         let mut body = Limited::new(body, MAX_BODY_BYTES);
-        let mut collected = Vec::with_capacity(declared.unwrap_or(0));
+        let mut collected = Vec::new();
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|error| {
                 if error.is::<LengthLimitError>() {
@@ -122,28 +197,54 @@ async fn read_body(
                 }
             })?;
             if let Ok(data) = frame.into_data() {
-                let total = collected.len() + data.len();
-                if total > ticket.held() {
-                    ticket.reserve(total).await.map_err(overloaded)?;
+                // The chunk is in memory already (one chunk per request ahead of the
+                // budget); it is kept only once charged.
+                held.charge(data.len()).await.map_err(overloaded)?;
+                // The buffer is sized by the declared length only once the client has paid
+                // for it: 64 KiB come while the body holds room in the budget for the rest
+                // (it keeps arriving at 1 MiB/s), or half of it. Before that it grows with
+                // what came. A declared length alone allocates nothing.
+                let arrived = collected.len() + data.len();
+                if let Some(declared) = declared.filter(|declared| {
+                    collected.capacity() < *declared
+                        && ((held.has_room() && arrived >= SIZED_AFTER)
+                            || arrived.saturating_mul(2) >= *declared)
+                }) {
+                    collected.reserve_exact(declared - collected.len());
                 }
                 collected.extend_from_slice(&data);
             }
         }
         Ok(Bytes::from(collected))
     };
-    match tokio::time::timeout(timeout, collect).await {
-        Err(_) => Err(json_error(
-            StatusCode::REQUEST_TIMEOUT,
-            format!("body not received within {timeout:?}"),
+    let bytes = match tokio::time::timeout(timeout, collect).await {
+        Err(_) => {
+            return Err(json_error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("body not received within {timeout:?}"),
+            ));
+        }
+        Ok(Err(response)) => return Err(response),
+        Ok(Ok(bytes)) => bytes,
+    };
+    held.arrived();
+    Ok((bytes, held))
+}
+
+/// A handler's body: read and charged already by [`admit`], so this only takes its bytes.
+async fn read_body(body: Body) -> Result<Bytes, Response> {
+    match body.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) => Err(json_error(
+            StatusCode::BAD_REQUEST,
+            format!("failed to read body: {error}"),
         )),
-        Ok(Err(response)) => Err(response),
-        Ok(Ok(bytes)) => Ok((bytes, ticket)),
     }
 }
 
-async fn mutate(AxumState(app): AxumState<WebhookApp>, headers: HeaderMap, body: Body) -> Response {
+async fn mutate(AxumState(app): AxumState<WebhookApp>, body: Body) -> Response {
     let metrics = &app.state.metrics;
-    let (bytes, _ticket) = match read_body(&app, &headers, body).await {
+    let bytes = match read_body(body).await {
         Ok(read) => read,
         Err(response) => {
             tracing::warn!(status = %response.status(), "rejected /mutate body");
@@ -231,12 +332,8 @@ async fn mutate(AxumState(app): AxumState<WebhookApp>, headers: HeaderMap, body:
 
 /// The driver's configuration ConfigMap of a cluster-mode application: executor counts
 /// lowered to fit the quotas (SPEC §5a). Everything else is allowed unchanged.
-async fn mutate_spark_conf(
-    AxumState(app): AxumState<WebhookApp>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let (bytes, _ticket) = match read_body(&app, &headers, body).await {
+async fn mutate_spark_conf(AxumState(app): AxumState<WebhookApp>, body: Body) -> Response {
+    let bytes = match read_body(body).await {
         Ok(read) => read,
         Err(response) => return response,
     };
@@ -312,12 +409,8 @@ fn review_body(review: &ResponseReview) -> Response {
     }
 }
 
-async fn validate_policy(
-    AxumState(app): AxumState<WebhookApp>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let (bytes, _ticket) = match read_body(&app, &headers, body).await {
+async fn validate_policy(AxumState(app): AxumState<WebhookApp>, body: Body) -> Response {
+    let bytes = match read_body(body).await {
         Ok(read) => read,
         Err(response) => return response,
     };
