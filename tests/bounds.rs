@@ -385,10 +385,14 @@ async fn each_listener_refuses_connections_past_its_cap_only_when_none_can_give_
     // new connection replaces that one rather than being refused.
     drop(busy.pop());
     let started = Instant::now();
+    // Until the server has seen the client go, a new connection is still refused (and
+    // counted): how often depends on the machine's load.
+    let mut refused_while_the_place_frees = 0;
     let mut silent = loop {
         if let Ok(tls) = server.tls(&connector).await {
             break tls;
         }
+        refused_while_the_place_frees += 1;
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "the place never came back"
@@ -441,7 +445,7 @@ async fn each_listener_refuses_connections_past_its_cap_only_when_none_can_give_
             &metrics,
             "spark_admission_connections_refused_total{listener=\"webhook\"}"
         ),
-        Some(5),
+        Some(5 + refused_while_the_place_frees),
         "{metrics}"
     );
     assert_eq!(closed("webhook", "evicted"), Some(1), "{metrics}");
