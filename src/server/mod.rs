@@ -564,60 +564,27 @@ async fn report_quotas_without_client(
 }
 
 /// Every `interval`: re-reads the certificate pair (the policy file has its own loop,
-/// [`crate::source::file::watch`]).
+/// [`crate::source::file::watch`]), as [`tls::reload_loop`] does.
 async fn certificate_reload_loop(
     state: Arc<State>,
     certificates: Arc<CertificateStore>,
     interval: Duration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // A rotation may be caught between writing the certificate and the key, so a failed pair
-    // is read again on the next tick before it is called bad; the same failure is reported once.
-    let mut retrying = false;
-    let mut last_reported: Option<String> = None;
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.wait_for(|stop| *stop) => return,
-        }
-        // Reading files blocks; it runs on the blocking pool so that a slow disk never stalls
-        // the workers answering reviews.
-        let tick = {
-            let certificates = certificates.clone();
-            tokio::task::spawn_blocking(move || certificates.reload_if_changed())
-        };
-        let certificate = match tick.await {
-            Ok(outcome) => outcome,
-            Err(error) => {
-                // Only a panic gets here; the store is shared, so the next tick reads again.
-                tracing::error!(%error, "reloading the serving certificate failed; trying again at the next interval");
-                continue;
-            }
-        };
-        match certificate {
-            tls::Reload::Unchanged => {}
-            tls::Reload::Reloaded { not_after } => {
-                retrying = false;
-                last_reported = None;
-                state.metrics.certificate_expiry.set(not_after);
-                Metrics::count_result(&state.metrics.certificate_reload, true);
-                tracing::info!(not_after, "serving certificate reloaded");
-            }
-            tls::Reload::Failed(_) if !retrying => {
-                retrying = true;
-                certificates.forget_last_read();
-            }
-            tls::Reload::Failed(error) => {
-                retrying = false;
-                let message = error.to_string();
-                if last_reported.as_ref() != Some(&message) {
-                    Metrics::count_result(&state.metrics.certificate_reload, false);
-                    tracing::error!(%error, "new serving certificate refused; the old one stays");
-                    last_reported = Some(message);
-                }
-            }
-        }
-    }
+    let metrics = &state.metrics;
+    tls::reload_loop(
+        certificates,
+        interval,
+        stop,
+        |not_after| {
+            metrics.certificate_expiry.set(not_after);
+            Metrics::count_result(&metrics.certificate_reload, true);
+            tracing::info!(not_after, "serving certificate reloaded");
+        },
+        |error| {
+            Metrics::count_result(&metrics.certificate_reload, false);
+            tracing::error!(%error, "new serving certificate refused; the old one stays");
+        },
+    )
+    .await;
 }

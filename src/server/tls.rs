@@ -122,18 +122,83 @@ impl std::fmt::Debug for CertificateStore {
     }
 }
 
-/// What a reload found.
+/// What a reload found: of the serving pair (`T` is the new certificate's expiry, a Unix
+/// timestamp) or of the client CA bundle (`T` is a [`ClientCaSummary`]).
 #[derive(Debug)]
-pub enum Reload {
+pub enum Reload<T> {
     /// The files did not change.
     Unchanged,
-    /// A new pair is in force; its expiry as a Unix timestamp.
-    Reloaded {
-        /// Expiry of the new certificate.
-        not_after: i64,
-    },
-    /// The files changed but the new pair is bad; the old pair stays.
+    /// What they hold now is in force for new connections.
+    Reloaded(T),
+    /// The files changed but what they hold is bad; the old stays in force.
     Failed(Error),
+}
+
+/// Files the TLS configuration is read from, re-read by [`reload_loop`].
+pub trait Reloadable: Send + Sync + 'static {
+    /// What a good new read brings, for the log and the metrics.
+    type Loaded: Send + 'static;
+    /// Re-reads the files; puts what they hold in force when it changed and is good.
+    fn reload_if_changed(&self) -> Reload<Self::Loaded>;
+    /// Forgets what was last read, so the next reload re-reads and re-checks the files even
+    /// when they did not change (to retry files caught half-written).
+    fn forget_last_read(&self);
+}
+
+/// Every `interval`, until `stop`: re-reads `files`, calling `reloaded` with what a good new
+/// read brings and `refused` with why a bad one was refused. A write of several files (or an
+/// in-place write of one) may be caught half done, so a failed read is read again on the next
+/// tick before it is called bad, and the same failure is reported once. Reading files blocks,
+/// so it runs on the blocking pool, away from the workers answering reviews.
+pub async fn reload_loop<R: Reloadable>(
+    files: Arc<R>,
+    interval: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    mut reloaded: impl FnMut(R::Loaded),
+    mut refused: impl FnMut(&Error),
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut retrying = false;
+    let mut last_reported: Option<String> = None;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+        let tick = {
+            let files = files.clone();
+            tokio::task::spawn_blocking(move || files.reload_if_changed())
+        };
+        let outcome = match tick.await {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                // Only a panic gets here; the files are shared, so the next tick reads again.
+                tracing::error!(%error, "re-reading TLS files failed; trying again at the next interval");
+                continue;
+            }
+        };
+        match outcome {
+            Reload::Unchanged => {}
+            Reload::Reloaded(loaded) => {
+                retrying = false;
+                last_reported = None;
+                reloaded(loaded);
+            }
+            Reload::Failed(_) if !retrying => {
+                retrying = true;
+                files.forget_last_read();
+            }
+            Reload::Failed(error) => {
+                retrying = false;
+                let message = error.to_string();
+                if last_reported.as_ref() != Some(&message) {
+                    refused(&error);
+                    last_reported = Some(message);
+                }
+            }
+        }
+    }
 }
 
 impl CertificateStore {
@@ -156,7 +221,7 @@ impl CertificateStore {
     }
 
     /// Re-reads the files; swaps in a new good pair, keeps the old one on a bad pair.
-    pub fn reload_if_changed(&self) -> Reload {
+    pub fn reload_if_changed(&self) -> Reload<i64> {
         let changed = match self.watch.lock() {
             Ok(mut watch) => watch.changed(),
             Err(poisoned) => poisoned.into_inner().changed(),
@@ -172,9 +237,7 @@ impl CertificateStore {
                     Ok(mut current) => *current = loaded.key,
                     Err(poisoned) => *poisoned.into_inner() = loaded.key,
                 }
-                Reload::Reloaded {
-                    not_after: loaded.not_after,
-                }
+                Reload::Reloaded(loaded.not_after)
             }
             Err(error) => Reload::Failed(error),
         }
@@ -256,17 +319,6 @@ pub struct ClientCaSummary {
     pub not_after: i64,
 }
 
-/// What a reload of the client CA bundle found.
-#[derive(Debug)]
-pub enum ClientCaReload {
-    /// The file did not change (or there is no client CA).
-    Unchanged,
-    /// A new bundle is in force for new connections.
-    Reloaded(ClientCaSummary),
-    /// The file changed but the new bundle is bad; the old one stays.
-    Failed(Error),
-}
-
 impl WebhookTls {
     /// Serves `certificates` and asks for no client certificate.
     pub fn new(certificates: Arc<CertificateStore>) -> Result<Self> {
@@ -320,18 +372,18 @@ impl WebhookTls {
 
     /// Re-reads the client CA bundle; a good new one applies to new connections, a bad one
     /// leaves the old one in force.
-    pub fn reload_client_ca_if_changed(&self) -> ClientCaReload {
+    pub fn reload_client_ca_if_changed(&self) -> Reload<ClientCaSummary> {
         let Some(client_ca) = &self.client_ca else {
-            return ClientCaReload::Unchanged;
+            return Reload::Unchanged;
         };
         let changed = match client_ca.watch.lock() {
             Ok(mut watch) => watch.changed(),
             Err(poisoned) => poisoned.into_inner().changed(),
         };
         let contents = match changed {
-            Ok(None) => return ClientCaReload::Unchanged,
+            Ok(None) => return Reload::Unchanged,
             Ok(Some(contents)) => contents,
-            Err(error) => return ClientCaReload::Failed(Error::ReadClientCa(error)),
+            Err(error) => return Reload::Failed(Error::ReadClientCa(error)),
         };
         let parsed = parse_client_ca(&self.certificates.provider, &contents, &client_ca.path)
             .and_then(|(verifier, summary)| {
@@ -346,9 +398,9 @@ impl WebhookTls {
                     Ok(mut current) => *current = config,
                     Err(poisoned) => *poisoned.into_inner() = config,
                 }
-                ClientCaReload::Reloaded(summary)
+                Reload::Reloaded(summary)
             }
-            Err(error) => ClientCaReload::Failed(error),
+            Err(error) => Reload::Failed(error),
         }
     }
 
@@ -389,67 +441,60 @@ pub fn is_client_certificate_refusal(error: &std::io::Error) -> bool {
     )
 }
 
+impl Reloadable for CertificateStore {
+    type Loaded = i64;
+
+    fn reload_if_changed(&self) -> Reload<i64> {
+        CertificateStore::reload_if_changed(self)
+    }
+
+    fn forget_last_read(&self) {
+        CertificateStore::forget_last_read(self);
+    }
+}
+
+impl Reloadable for WebhookTls {
+    type Loaded = ClientCaSummary;
+
+    fn reload_if_changed(&self) -> Reload<ClientCaSummary> {
+        self.reload_client_ca_if_changed()
+    }
+
+    fn forget_last_read(&self) {
+        self.forget_client_ca_read();
+    }
+}
+
 /// Every `interval`, re-reads the client CA bundle of `tls` (a no-op without one), until
-/// `stop`. Reloads are counted in `reloads` (`ok`, `error`); a bad bundle is read once more on
-/// the next tick before it is called bad (an in-place write may be caught half done), and the
-/// same failure is reported once.
+/// `stop`, as [`reload_loop`] does; reloads are counted in `reloads` (`ok`, `error`).
 pub async fn watch_client_ca(
     tls: Arc<WebhookTls>,
     reloads: Family<ResultLabels, Counter>,
     interval: Duration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) {
     if !tls.verifies_clients() {
         return;
     }
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut retrying = false;
-    let mut last_reported: Option<String> = None;
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.wait_for(|stop| *stop) => return,
-        }
-        // Reading files blocks: on the blocking pool, away from the workers answering reviews.
-        let tick = {
-            let tls = tls.clone();
-            tokio::task::spawn_blocking(move || tls.reload_client_ca_if_changed())
-        };
-        let outcome = match tick.await {
-            Ok(outcome) => outcome,
-            Err(error) => {
-                tracing::error!(%error, "reloading the client CA bundle failed; trying again at the next interval");
-                continue;
-            }
-        };
-        match outcome {
-            ClientCaReload::Unchanged => {}
-            ClientCaReload::Reloaded(summary) => {
-                retrying = false;
-                last_reported = None;
-                Metrics::count_result(&reloads, true);
-                tracing::info!(
-                    certificates = summary.certificates,
-                    not_after = summary.not_after,
-                    "client CA bundle reloaded; new connections are verified against it"
-                );
-            }
-            ClientCaReload::Failed(_) if !retrying => {
-                retrying = true;
-                tls.forget_client_ca_read();
-            }
-            ClientCaReload::Failed(error) => {
-                retrying = false;
-                let message = error.to_string();
-                if last_reported.as_ref() != Some(&message) {
-                    Metrics::count_result(&reloads, false);
-                    tracing::error!(%error, "new client CA bundle refused; the old one stays");
-                    last_reported = Some(message);
-                }
-            }
-        }
-    }
+    let refusals = reloads.clone();
+    reload_loop(
+        tls,
+        interval,
+        stop,
+        |summary: ClientCaSummary| {
+            Metrics::count_result(&reloads, true);
+            tracing::info!(
+                certificates = summary.certificates,
+                not_after = summary.not_after,
+                "client CA bundle reloaded; new connections are verified against it"
+            );
+        },
+        |error| {
+            Metrics::count_result(&refusals, false);
+            tracing::error!(%error, "new client CA bundle refused; the old one stays");
+        },
+    )
+    .await;
 }
 
 impl ResolvesServerCert for CertificateStore {

@@ -566,8 +566,6 @@ async fn policy_hash(webhook: &Webhook) -> String {
 #[tokio::test]
 #[ignore = "needs the e2e cluster: tests/e2e/run.sh"]
 async fn namespace_limit_overshoot_under_concurrent_creations_from_many_applications() {
-    use futures::StreamExt;
-
     let client = client().await;
     let policy = r#"
 quotas:
@@ -590,24 +588,7 @@ quotas:
         .await;
         let pods = Api::<Pod>::namespaced(client.clone(), &namespace.name);
         // 40 executors of 2 CPUs, each of its own application: 20 fit the 40 CPUs.
-        let attempts = futures::stream::iter(0..40)
-            .map(|i| {
-                let pods = pods.clone();
-                let name = namespace.name.clone();
-                async move {
-                    let mut pod = super::fixture_pod(EXECUTOR_REVIEW, &name, &format!("exec-{i}"));
-                    if let Some(labels) = pod.metadata.labels.as_mut() {
-                        labels.insert("spark-app-selector".to_owned(), format!("app-{i}"));
-                    }
-                    pods.create(&kube::api::PostParams::default(), &pod)
-                        .await
-                        .is_ok()
-                }
-            })
-            .buffer_unordered(concurrency)
-            .collect::<Vec<bool>>()
-            .await;
-        let stored = attempts.iter().filter(|&&ok| ok).count();
+        let stored = create_executors_of_their_own_applications(&pods, 40, concurrency).await;
         let listed = executor_count(&pods).await;
         assert_eq!(stored, listed, "every admitted pod was stored");
         let overshoot = stored.saturating_sub(20);
@@ -830,8 +811,6 @@ async fn wait_for_executors(pods: &Api<Pod>, spark: &mut SparkSubmit, count: usi
 #[tokio::test]
 #[ignore = "needs the e2e cluster: tests/e2e/run.sh"]
 async fn with_verified_callers_a_namespace_limit_holds_exactly_under_concurrent_creations() {
-    use futures::StreamExt;
-
     let client = client().await;
     let policy = r#"
 quotas:
@@ -853,27 +832,40 @@ quotas:
         .await;
         let pods = Api::<Pod>::namespaced(client.clone(), &namespace.name);
         // 40 executors of 2 CPUs, each of its own application: 20 fit the 40 CPUs.
-        let stored = futures::stream::iter(0..40)
-            .map(|i| {
-                let pods = pods.clone();
-                let name = namespace.name.clone();
-                async move {
-                    let mut pod = super::fixture_pod(EXECUTOR_REVIEW, &name, &format!("exec-{i}"));
-                    if let Some(labels) = pod.metadata.labels.as_mut() {
-                        labels.insert("spark-app-selector".to_owned(), format!("app-{i}"));
-                    }
-                    pods.create(&kube::api::PostParams::default(), &pod)
-                        .await
-                        .is_ok()
-                }
-            })
-            .buffer_unordered(16)
-            .collect::<Vec<bool>>()
-            .await
-            .into_iter()
-            .filter(|&ok| ok)
-            .count();
+        let stored = create_executors_of_their_own_applications(&pods, 40, 16).await;
         assert_eq!(stored, 20, "run {run}: exactly what fits");
         assert_eq!(executor_count(&pods).await, 20);
     }
+}
+
+/// Creates `count` executor pods of the fixture (2 CPUs each) in `pods`' namespace, each of an
+/// application of its own, `concurrency` at a time; how many were stored.
+async fn create_executors_of_their_own_applications(
+    pods: &Api<Pod>,
+    count: usize,
+    concurrency: usize,
+) -> usize {
+    use futures::StreamExt;
+
+    let namespace = pods.namespace().unwrap_or("default").to_owned();
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let pods = pods.clone();
+            let namespace = namespace.clone();
+            async move {
+                let mut pod = super::fixture_pod(EXECUTOR_REVIEW, &namespace, &format!("exec-{i}"));
+                if let Some(labels) = pod.metadata.labels.as_mut() {
+                    labels.insert("spark-app-selector".to_owned(), format!("app-{i}"));
+                }
+                pods.create(&kube::api::PostParams::default(), &pod)
+                    .await
+                    .is_ok()
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect::<Vec<bool>>()
+        .await
+        .into_iter()
+        .filter(|&ok| ok)
+        .count()
 }
