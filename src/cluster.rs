@@ -85,6 +85,7 @@ fn publish(classes: &BTreeMap<String, ClassSummary>, state: &State) {
     }
     state.set_cluster_facts(ClusterFacts {
         global_default_priority_class: chosen,
+        ..(*before).clone()
     });
 }
 

@@ -378,6 +378,7 @@ mod tests {
         assert_eq!(*state.cluster_facts(), ClusterFacts::default());
         let facts = ClusterFacts {
             global_default_priority_class: Some("normal".to_owned()),
+            ..ClusterFacts::default()
         };
         state.set_cluster_facts(facts.clone());
         assert!(state.is_ready());

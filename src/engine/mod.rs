@@ -62,6 +62,52 @@ pub struct ClusterFacts {
     /// run, so under `merge` a pod with this class counts as having none (like the
     /// `default-scheduler`). `None`: no global default, or not known.
     pub global_default_priority_class: Option<String>,
+    /// The apiserver's version (`/version`), when known: from 1.29 sidecars are native (init
+    /// containers with `restartPolicy: Always`). `None`: not known, and sidecars are appended to
+    /// `spec.containers`, which every version accepts.
+    pub kubernetes_version: Option<KubernetesVersion>,
+}
+
+/// A Kubernetes minor version, as `/version` reports it (`major`, `minor`; a `minor` such as
+/// `"29+"` reads as 29).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KubernetesVersion {
+    /// `major`, 1 today.
+    pub major: u32,
+    /// `minor`.
+    pub minor: u32,
+}
+
+impl KubernetesVersion {
+    /// The first version with native sidecars (`SidecarContainers` on by default).
+    pub const NATIVE_SIDECARS: Self = Self {
+        major: 1,
+        minor: 29,
+    };
+
+    /// Reads `1.29`, `v1.29.3` or `1.29+`; `None` for anything else.
+    pub fn parse(text: &str) -> Option<Self> {
+        let text = text.trim().trim_start_matches('v');
+        let mut parts = text.split('.');
+        let major = parts.next()?.parse().ok()?;
+        let minor_text = parts.next()?;
+        let digits: &str = &minor_text[..minor_text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(minor_text.len())];
+        let minor = digits.parse().ok()?;
+        Some(Self { major, minor })
+    }
+
+    /// Whether sidecars are native on this version.
+    pub fn has_native_sidecars(self) -> bool {
+        self >= Self::NATIVE_SIDECARS
+    }
+}
+
+impl std::fmt::Display for KubernetesVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
 }
 
 /// The result of evaluating a Spark pod.

@@ -15,7 +15,11 @@ mod template;
 use std::collections::BTreeMap;
 use std::fmt;
 
-use k8s_openapi::api::core::v1::{EnvVar, NodeAffinity, Toleration};
+use k8s_openapi::api::core::v1::{
+    Container, EnvFromSource, EnvVar, HostAlias, LocalObjectReference, NodeAffinity, PodAffinity,
+    PodAntiAffinity, PodDNSConfig, PodSecurityContext, SecurityContext, Toleration,
+    TopologySpreadConstraint, Volume, VolumeMount,
+};
 
 pub use glob::Glob;
 pub use labels::{
@@ -257,6 +261,97 @@ pub struct Rule {
     pub priority_class_name: Option<String>,
     /// `spec.schedulerName`.
     pub scheduler_name: Option<String>,
+    /// The pod-customization fields of SPEC §4a.
+    pub pod: PodCustomization,
+}
+
+/// What a rule sets on a pod beyond labels, placement, env and resources (SPEC §4a). Every
+/// object is the Kubernetes type the apiserver stores, validated at load as the apiserver
+/// validates it. Label selector values in `topology_spread_constraints`, `pod_affinity` and
+/// `pod_anti_affinity` (`matchLabels` values and `matchExpressions` values) may hold §4
+/// templates; they were checked to parse at load and are expanded (and sanitised like label
+/// values) per pod by the engine.
+#[derive(Debug, Clone, Default)]
+pub struct PodCustomization {
+    /// `spec.volumes`, keyed by name.
+    pub volumes: Vec<Volume>,
+    /// Mounts for the containers `containers:` selects, keyed by `mountPath`; each names a
+    /// volume of `volumes` (checked at load).
+    pub volume_mounts: Vec<VolumeMount>,
+    /// `envFrom` of the selected containers; added unless an equal entry exists.
+    pub env_from: Vec<EnvFromSource>,
+    /// `spec.initContainers`, keyed by name, placed before the pod's own.
+    pub init_containers: Vec<Container>,
+    /// Sidecar containers, keyed by name: native sidecars (init containers with
+    /// `restartPolicy: Always`) on 1.29 or later, else appended to `spec.containers`.
+    pub sidecars: Vec<Container>,
+    /// `spec.securityContext`, field by field.
+    pub security_context: Option<PodSecurityContext>,
+    /// `securityContext` of the selected containers, field by field.
+    pub container_security_context: Option<SecurityContext>,
+    /// `spec.imagePullSecrets`; added unless an equal entry exists.
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+    /// `spec.topologySpreadConstraints`; appended unless an equal one exists.
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+    /// `spec.affinity.podAffinity`; terms appended unless an equal one exists.
+    pub pod_affinity: Option<PodAffinity>,
+    /// `spec.affinity.podAntiAffinity`; terms appended unless an equal one exists.
+    pub pod_anti_affinity: Option<PodAntiAffinity>,
+    /// `spec.terminationGracePeriodSeconds`.
+    pub termination_grace_period_seconds: Option<i64>,
+    /// `spec.automountServiceAccountToken`.
+    pub automount_service_account_token: Option<bool>,
+    /// `spec.runtimeClassName`.
+    pub runtime_class_name: Option<String>,
+    /// `spec.dnsConfig`, field by field.
+    pub dns_config: Option<PodDNSConfig>,
+    /// `spec.hostAliases`, keyed by `ip`.
+    pub host_aliases: Vec<HostAlias>,
+    /// Spark's scratch space: the pod's `emptyDir` volumes named `spark-local-dir-*`.
+    pub local_dirs: Option<LocalDirs>,
+}
+
+impl PodCustomization {
+    /// Whether the rule sets none of these fields (the engine skips them at no cost then).
+    pub fn is_empty(&self) -> bool {
+        self.volumes.is_empty()
+            && self.volume_mounts.is_empty()
+            && self.env_from.is_empty()
+            && self.init_containers.is_empty()
+            && self.sidecars.is_empty()
+            && self.security_context.is_none()
+            && self.container_security_context.is_none()
+            && self.image_pull_secrets.is_empty()
+            && self.topology_spread_constraints.is_empty()
+            && self.pod_affinity.is_none()
+            && self.pod_anti_affinity.is_none()
+            && self.termination_grace_period_seconds.is_none()
+            && self.automount_service_account_token.is_none()
+            && self.runtime_class_name.is_none()
+            && self.dns_config.is_none()
+            && self.host_aliases.is_empty()
+            && self.local_dirs.is_none()
+    }
+}
+
+/// What a rule does to Spark's local dirs (`spark-local-dir-*` volumes that are `emptyDir`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum LocalDirs {
+    /// Keep the `emptyDir`, with this size limit and medium (`Memory`, or the node's disk when
+    /// `None`).
+    EmptyDir {
+        /// `emptyDir.sizeLimit`.
+        size_limit: Option<Quantity>,
+        /// `emptyDir.medium`: `Memory` or unset.
+        medium: Option<String>,
+    },
+    /// Replace the `emptyDir` by a generic ephemeral volume (a PVC made per pod).
+    Ephemeral {
+        /// The claim's `storageClassName`; the cluster's default class when `None`.
+        storage_class_name: Option<String>,
+        /// The claim's `resources.requests.storage`.
+        size: Quantity,
+    },
 }
 
 impl Rule {

@@ -544,6 +544,7 @@ impl Loader<'_> {
             cluster: cluster?,
             cluster_facts: std::sync::Arc::new(crate::engine::ClusterFacts {
                 global_default_priority_class: raw.global_default_priority_class,
+                kubernetes_version: None,
             }),
             expect: expect?,
         })
