@@ -1,5 +1,6 @@
 //! What the server learns from the cluster for the engine ([`ClusterFacts`]): the cluster's
-//! global default PriorityClass, from a watch of `scheduling.k8s.io/v1` PriorityClasses.
+//! global default PriorityClass, from a watch of `scheduling.k8s.io/v1` PriorityClasses, and the
+//! apiserver's version from `/version` (from 1.29, sidecars are native: SPEC §4a).
 //!
 //! The apiserver's Priority admission plugin writes the global default class into every pod
 //! that names none, before webhooks see it; knowing that class lets a policy's
@@ -20,7 +21,7 @@ use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
 
-use crate::engine::ClusterFacts;
+use crate::engine::KubernetesVersion;
 use crate::state::State;
 
 /// Longest time readiness waits for the first listing of PriorityClasses. A listing takes
@@ -83,10 +84,54 @@ fn publish(classes: &BTreeMap<String, ClassSummary>, state: &State) {
             "the cluster's global default PriorityClass"
         );
     }
-    state.set_cluster_facts(ClusterFacts {
-        global_default_priority_class: chosen,
-        ..(*before).clone()
-    });
+    state.update_cluster_facts(|facts| facts.global_default_priority_class = chosen);
+    state.stop_awaiting_cluster_facts();
+}
+
+/// Longest wait for one answer of `/version`: it is the apiserver's cheapest call.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often `/version` is read again: a control plane upgraded under a running webhook is
+/// learnt within this, and a first read that failed is retried this often.
+pub const VERSION_REFRESH: Duration = Duration::from_secs(300);
+
+/// Reads the apiserver's version into the state's facts, within [`VERSION_TIMEOUT`]. On failure
+/// the version known so far stays (none at first: sidecars are then appended to the
+/// containers, which every version accepts, rather than made native).
+async fn learn_version(client: &kube::Client, state: &State) {
+    let answer = tokio::time::timeout(VERSION_TIMEOUT, client.apiserver_version()).await;
+    let read = match answer {
+        Ok(Ok(info)) => {
+            let version = KubernetesVersion::parse(&format!("{}.{}", info.major, info.minor))
+                .or_else(|| KubernetesVersion::parse(&info.git_version));
+            match version {
+                Some(version) => Ok(version),
+                None => Err(format!(
+                    "the apiserver answered major {:?}, minor {:?}, gitVersion {:?}, which do not read as a version",
+                    info.major, info.minor, info.git_version
+                )),
+            }
+        }
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!("no answer within {VERSION_TIMEOUT:?}")),
+    };
+    match read {
+        Ok(version) => {
+            if state.cluster_facts().kubernetes_version != Some(version) {
+                tracing::info!(
+                    %version,
+                    native_sidecars = version.has_native_sidecars(),
+                    "the apiserver's version"
+                );
+            }
+            state.update_cluster_facts(|facts| facts.kubernetes_version = Some(version));
+        }
+        Err(error) => tracing::warn!(
+            %error,
+            retry_in = ?VERSION_REFRESH,
+            "could not read the apiserver's /version; sidecars are appended to spec.containers until it is known"
+        ),
+    }
 }
 
 /// Watches PriorityClasses until `stop`, keeping the state's global default current.
@@ -100,17 +145,29 @@ pub async fn watch_priority_classes(
     wait: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let api: Api<PriorityClass> = Api::all(client);
+    let deadline = tokio::time::sleep(wait);
+    tokio::pin!(deadline);
+    // First, so that a replica is ready only once it knows how sidecars are added; bounded by
+    // VERSION_TIMEOUT, well within `wait`.
+    learn_version(&client, &state).await;
+    let mut refresh = tokio::time::interval_at(
+        tokio::time::Instant::now() + VERSION_REFRESH,
+        VERSION_REFRESH,
+    );
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let api: Api<PriorityClass> = Api::all(client.clone());
     let mut events = watcher(api, watcher::Config::default())
         .default_backoff()
         .boxed();
-    let deadline = tokio::time::sleep(wait);
-    tokio::pin!(deadline);
     let mut classes: BTreeMap<String, ClassSummary> = BTreeMap::new();
     // A listing in progress (the first one, or a re-list after the watch fell behind): it
     // replaces `classes` whole once complete, so a half-listed cluster is never published.
     let mut listing: Option<BTreeMap<String, ClassSummary>> = None;
+    let mut version_due = false;
     loop {
+        if std::mem::take(&mut version_due) {
+            learn_version(&client, &state).await;
+        }
         let event = tokio::select! {
             event = events.next() => event,
             () = &mut deadline, if state.is_awaiting_cluster_facts() => {
@@ -119,6 +176,11 @@ pub async fn watch_priority_classes(
                     "PriorityClasses not listed in time; ready without knowing the cluster's global default PriorityClass (a policy's priorityClassName under merge does not replace it until they are listed)"
                 );
                 state.stop_awaiting_cluster_facts();
+                continue;
+            }
+            _ = refresh.tick() => {
+                // Read outside the select, whose output holds a non-Send borrow.
+                version_due = true;
                 continue;
             }
             _ = stop.wait_for(|stop| *stop) => return,
@@ -165,6 +227,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
+    use crate::engine::ClusterFacts;
     use crate::policy::Policy;
 
     fn classes(list: &[(&str, bool, i32)]) -> BTreeMap<String, ClassSummary> {
@@ -209,23 +272,116 @@ mod tests {
     }
 
     /// A stand-in for the apiserver: answers the LIST of PriorityClasses with `list` (or never,
-    /// when `None`), and never answers the WATCH that follows.
+    /// when `None`), never answers the WATCH that follows, and answers `/version` with
+    /// `version` (or never).
     fn apiserver(list: Option<serde_json::Value>) -> kube::Client {
+        apiserver_of_version(list, None)
+    }
+
+    fn apiserver_of_version(
+        list: Option<serde_json::Value>,
+        version: Option<serde_json::Value>,
+    ) -> kube::Client {
         let service = tower::service_fn(move |request: axum::http::Request<kube::client::Body>| {
-            let list = list.clone();
+            let (list, version) = (list.clone(), version.clone());
             async move {
                 let query = request.uri().query().unwrap_or_default().to_owned();
                 let listing = request.uri().path() == "/apis/scheduling.k8s.io/v1/priorityclasses"
                     && !query.contains("watch=true");
-                match list {
-                    Some(list) if listing => Ok::<_, std::convert::Infallible>(
+                let asks_version = request.uri().path() == "/version";
+                match (list, version) {
+                    (Some(list), _) if listing => Ok::<_, std::convert::Infallible>(
                         axum::http::Response::new(list.to_string()),
                     ),
+                    (_, Some(version)) if asks_version => {
+                        Ok(axum::http::Response::new(version.to_string()))
+                    }
                     _ => futures::future::pending().await,
                 }
             }
         });
         kube::Client::new(service, "default")
+    }
+
+    fn empty_listing() -> serde_json::Value {
+        serde_json::json!({
+            "apiVersion": "scheduling.k8s.io/v1",
+            "kind": "PriorityClassList",
+            "metadata": {"resourceVersion": "1"},
+            "items": [],
+        })
+    }
+
+    /// `/version` as a real apiserver writes it (this is 1.20.2's, with the minor changed).
+    fn version_answer(minor: &str, git_version: &str) -> serde_json::Value {
+        serde_json::json!({
+            "major": "1", "minor": minor, "gitVersion": git_version,
+            "gitCommit": "faecb196815e248d3ecfb03c680a4507229c2a56", "gitTreeState": "clean",
+            "buildDate": "2021-01-13T13:20:00Z", "goVersion": "go1.15.5", "compiler": "gc",
+            "platform": "linux/amd64",
+        })
+    }
+
+    async fn facts_learnt_from(version: Option<serde_json::Value>) -> ClusterFacts {
+        let state = ready_state();
+        let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+        state.await_cluster_facts();
+        let task = tokio::spawn(watch_priority_classes(
+            apiserver_of_version(Some(empty_listing()), version),
+            state.clone(),
+            Duration::from_secs(60),
+            stop,
+        ));
+        wait_until_ready(&state, Duration::from_secs(30)).await;
+        task.abort();
+        (*state.cluster_facts()).clone()
+    }
+
+    #[tokio::test]
+    async fn the_apiserver_version_is_known_once_ready_and_decides_native_sidecars() {
+        let facts = facts_learnt_from(Some(version_answer("29", "v1.29.4"))).await;
+        let version = facts.kubernetes_version.expect("version learnt");
+        assert_eq!((version.major, version.minor), (1, 29));
+        assert!(version.has_native_sidecars());
+        // Managed clusters write the minor with a `+` (GKE, EKS).
+        let facts = facts_learnt_from(Some(version_answer("28+", "v1.28.9-eks-036c24b"))).await;
+        let version = facts.kubernetes_version.expect("version learnt");
+        assert_eq!((version.major, version.minor), (1, 28));
+        assert!(!version.has_native_sidecars());
+        // The test apiserver's own answer.
+        let facts = facts_learnt_from(Some(version_answer("20", "v1.20.2"))).await;
+        assert_eq!(
+            facts.kubernetes_version.map(|v| v.to_string()).as_deref(),
+            Some("1.20")
+        );
+    }
+
+    #[tokio::test]
+    async fn an_apiserver_that_never_answers_version_leaves_it_unknown_and_still_ready() {
+        let facts = facts_learnt_from(None).await;
+        assert_eq!(facts.kubernetes_version, None);
+        let facts = facts_learnt_from(Some(
+            serde_json::json!({"major": "", "minor": "", "gitVersion": "weird"}),
+        ))
+        .await;
+        assert_eq!(
+            facts.kubernetes_version, None,
+            "an unreadable answer is not a version"
+        );
+    }
+
+    #[test]
+    fn versions_read_as_apiservers_and_users_write_them() {
+        let read = |text: &str| KubernetesVersion::parse(text).map(|v| (v.major, v.minor));
+        assert_eq!(read("1.29"), Some((1, 29)));
+        assert_eq!(read("v1.31.2"), Some((1, 31)));
+        assert_eq!(read("1.27+"), Some((1, 27)));
+        assert_eq!(read("1"), None);
+        assert_eq!(read("one.two"), None);
+        assert_eq!(read(""), None);
+        assert!(KubernetesVersion::parse("1.29").is_some_and(|v| v.has_native_sidecars()));
+        assert!(KubernetesVersion::parse("1.28").is_some_and(|v| !v.has_native_sidecars()));
+        assert!(KubernetesVersion::parse("2.0").is_some_and(|v| v.has_native_sidecars()));
     }
 
     fn ready_state() -> Arc<State> {

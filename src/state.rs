@@ -114,6 +114,20 @@ impl State {
         self.stop_awaiting_cluster_facts();
     }
 
+    /// Changes one part of the cluster facts in place (under the lock, so that the watch of
+    /// PriorityClasses and the reading of `/version` never undo each other's news), in force
+    /// for the next request. Readiness still waits if it did: only a complete listing of
+    /// PriorityClasses ([`State::set_cluster_facts`]) or the wait running out ends that.
+    pub fn update_cluster_facts(&self, change: impl FnOnce(&mut ClusterFacts)) {
+        let mut guard = match self.cluster.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut facts = (**guard).clone();
+        change(&mut facts);
+        *guard = Arc::new(facts);
+    }
+
     /// Readiness no longer waits for the cluster facts (they could not be listed in time); the
     /// ones in force stay until a listing brings others.
     pub fn stop_awaiting_cluster_facts(&self) {

@@ -310,6 +310,18 @@ struct MutateArgs {
     /// it, no global default is known.
     #[arg(long, value_name = "NAME")]
     global_default_priority_class: Option<String>,
+    /// The cluster's Kubernetes version (`1.29`, `v1.30.2`), which the server reads from the
+    /// apiserver's `/version`: from 1.29 a rule's sidecars are native (init containers with
+    /// `restartPolicy: Always`). Without it the version is not known and sidecars are appended
+    /// to `spec.containers`, as on older clusters.
+    #[arg(long, value_name = "VERSION", value_parser = parse_kubernetes_version)]
+    kubernetes_version: Option<crate::engine::KubernetesVersion>,
+}
+
+fn parse_kubernetes_version(text: &str) -> Result<crate::engine::KubernetesVersion, String> {
+    crate::engine::KubernetesVersion::parse(text).ok_or_else(|| {
+        format!("{text:?} is not a Kubernetes version; write MAJOR.MINOR, such as 1.29 or v1.30.2")
+    })
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

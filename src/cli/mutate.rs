@@ -108,7 +108,7 @@ pub(super) fn mutate(args: &MutateArgs) -> anyhow::Result<ExitCode> {
 
     let cluster = std::sync::Arc::new(engine::ClusterFacts {
         global_default_priority_class: args.global_default_priority_class.clone(),
-        kubernetes_version: None,
+        kubernetes_version: args.kubernetes_version,
     });
     let (review, mut summary) = admission::review(request, &policy, &cluster);
     let response = review.response;

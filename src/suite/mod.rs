@@ -85,6 +85,7 @@ const CASE_FIELDS: &[&str] = &[
     "operation",
     "clusterPods",
     "globalDefaultPriorityClass",
+    "kubernetesVersion",
     "expect",
 ];
 const OPERATIONS: &[&str] = &["CREATE", "UPDATE", "DELETE", "CONNECT"];
@@ -247,6 +248,8 @@ struct RawCase {
     cluster_pods: Option<Value>,
     #[serde(default)]
     global_default_priority_class: Option<String>,
+    #[serde(default)]
+    kubernetes_version: Option<String>,
     expect: Value,
 }
 
@@ -524,6 +527,19 @@ impl Loader<'_> {
                     }
                 }),
         };
+        let kubernetes_version = match raw.kubernetes_version.as_deref() {
+            None => None,
+            Some(text) => match crate::engine::KubernetesVersion::parse(text) {
+                Some(version) => Some(version),
+                None => {
+                    self.problem(
+                        format!("{path}.kubernetesVersion"),
+                        format!("{text:?} is not a Kubernetes version; write MAJOR.MINOR, such as 1.29 or v1.30.2"),
+                    );
+                    None
+                }
+            },
+        };
         let input = self.document(&raw.input, &format!("{path}.input"));
         let (body, object, dry_run) =
             input.and_then(|(document, _)| match review_body(document, &raw, index) {
@@ -544,7 +560,7 @@ impl Loader<'_> {
             cluster: cluster?,
             cluster_facts: std::sync::Arc::new(crate::engine::ClusterFacts {
                 global_default_priority_class: raw.global_default_priority_class,
-                kubernetes_version: None,
+                kubernetes_version,
             }),
             expect: expect?,
         })

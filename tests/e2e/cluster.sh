@@ -186,6 +186,7 @@ start_apiserver() {
     --disable-admission-plugins=ServiceAccount \
     --admission-control-config-file="$d/admission.yaml" \
     --allow-privileged=true \
+    --feature-gates=GenericEphemeralVolume=true \
     --profiling=false \
     --v=1 \
     ${E2E_APISERVER_EXTRA_ARGS:-} \
