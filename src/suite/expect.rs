@@ -29,6 +29,7 @@ const EXPECT_FIELDS: &[&str] = &[
     "resources",
     "priorityClassName",
     "schedulerName",
+    "spec",
     "pod",
     "patch",
 ];
@@ -45,6 +46,7 @@ const POD_FIELDS: &[&str] = &[
     "resources",
     "priorityClassName",
     "schedulerName",
+    "spec",
     "pod",
     "patch",
 ];
@@ -95,6 +97,8 @@ struct RawExpect {
     #[serde(default)]
     scheduler_name: Option<String>,
     #[serde(default)]
+    spec: Option<Value>,
+    #[serde(default)]
     pod: Option<Value>,
     #[serde(default)]
     patch: Option<Value>,
@@ -129,6 +133,8 @@ pub(super) struct Expect {
     limits: BTreeMap<String, ExpectedQuantity>,
     priority_class_name: Option<String>,
     scheduler_name: Option<String>,
+    /// Part of the pod's spec (see [`includes`]).
+    spec: Option<Value>,
     pod: Option<Value>,
     patch: Option<Value>,
 }
@@ -235,6 +241,7 @@ impl Expect {
             limits,
             priority_class_name: raw.priority_class_name,
             scheduler_name: raw.scheduler_name,
+            spec: raw.spec,
             pod,
             patch,
         })
@@ -506,10 +513,52 @@ pub(super) fn check(
             }
         }
     }
+    if let Some(expected) = &expect.spec {
+        let actual = pod.get("spec").unwrap_or(&Value::Null);
+        if let Some((path, expected, actual)) = includes(expected, actual, "expect.spec".into()) {
+            failures.push(Failure::of_values(path, expected, actual));
+        }
+    }
     if !expect.env.is_empty() || !expect.requests.is_empty() || !expect.limits.is_empty() {
         check_container(expect, &pod, &mut failures);
     }
     failures
+}
+
+/// Whether `actual` holds what `expected` shows, for `expect.spec`: a mapping holds every key
+/// shown (a `null` value: the key is absent), a list holds each shown element in the order
+/// shown (each matched by a distinct element, others may come between), and anything else is
+/// equal. `None` when it does; else the first place it does not, with what was expected and
+/// what is there (the whole list when an element is missing).
+fn includes<'v>(
+    expected: &'v Value,
+    actual: &'v Value,
+    path: String,
+) -> Option<(String, &'v Value, &'v Value)> {
+    match (expected, actual) {
+        (Value::Object(shown), Value::Object(present)) => shown.iter().find_map(|(key, value)| {
+            let at = format!("{path}.{key}");
+            match (value, present.get(key)) {
+                (Value::Null, None | Some(Value::Null)) => None,
+                (value, None) => Some((at, value, &Value::Null)),
+                (value, Some(there)) => includes(value, there, at),
+            }
+        }),
+        (Value::Array(shown), Value::Array(present)) => {
+            // Greedy in order: taking the earliest element that matches never rules out a
+            // match for the elements shown after it.
+            let mut rest = present.iter();
+            for (index, element) in shown.iter().enumerate() {
+                if !rest.any(|there| includes(element, there, String::new()).is_none()) {
+                    return Some((format!("{path}[{index}]"), expected, actual));
+                }
+            }
+            None
+        }
+        (Value::Null, Value::Null) => None,
+        (expected, actual) if expected == actual => None,
+        (expected, actual) => Some((path, expected, actual)),
+    }
 }
 
 /// Env and resources of the container the case names, else of the Spark container.
@@ -595,4 +644,71 @@ fn spark_container(pod: &Value) -> Option<usize> {
         .and_then(Role::from_label)?;
     let typed: Pod = serde_json::from_value(pod.clone()).ok()?;
     crate::engine::spark_container_index(&typed, role)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn failure(expected: Value, actual: Value) -> Option<String> {
+        includes(&expected, &actual, "expect.spec".into()).map(|(path, _, _)| path)
+    }
+
+    #[test]
+    fn a_spec_expectation_holds_when_every_shown_key_and_element_is_there_in_order() {
+        let spec = json!({
+            "volumes": [
+                {"name": "conf", "configMap": {"name": "spark-conf"}},
+                {"name": "hadoop-conf", "configMap": {"name": "hadoop-conf"}},
+                {"name": "logs", "emptyDir": {}},
+            ],
+            "containers": [{"name": "spark", "image": "spark:4"}, {"name": "fluent-bit"}],
+            "securityContext": {"runAsUser": 185, "fsGroup": 185},
+        });
+        assert_eq!(failure(json!({}), spec.clone()), None);
+        assert_eq!(
+            failure(
+                json!({"volumes": [{"name": "hadoop-conf"}, {"name": "logs", "emptyDir": {}}],
+                       "securityContext": {"fsGroup": 185}, "runtimeClassName": null}),
+                spec.clone()
+            ),
+            None
+        );
+        // Out of order, missing, a different value, a key that must be absent.
+        assert_eq!(
+            failure(
+                json!({"containers": [{"name": "fluent-bit"}, {"name": "spark"}]}),
+                spec.clone()
+            )
+            .as_deref(),
+            Some("expect.spec.containers[1]")
+        );
+        assert_eq!(
+            failure(json!({"volumes": [{"name": "gone"}]}), spec.clone()).as_deref(),
+            Some("expect.spec.volumes[0]")
+        );
+        assert_eq!(
+            failure(json!({"securityContext": {"runAsUser": 0}}), spec.clone()).as_deref(),
+            Some("expect.spec.securityContext.runAsUser")
+        );
+        assert_eq!(
+            failure(json!({"securityContext": null}), spec.clone()).as_deref(),
+            Some("expect.spec.securityContext")
+        );
+        assert_eq!(
+            failure(json!({"initContainers": [{"name": "x"}]}), spec).as_deref(),
+            Some("expect.spec.initContainers")
+        );
+        // Each shown element needs an element of its own.
+        assert_eq!(
+            failure(
+                json!({"list": [{"name": "a"}, {"name": "a"}]}),
+                json!({"list": [{"name": "a"}]})
+            )
+            .as_deref(),
+            Some("expect.spec.list[1]")
+        );
+    }
 }
