@@ -110,3 +110,45 @@ async fn a_dry_run_reserves_nothing_and_a_reinvoked_call_counts_the_pod_once() {
         "quota one: application spark-d5eb9fa038f44e899300d4aa4fad7491 (nightly-etl) would have 2 executors, the limit is 1; ask for fewer with spark.executor.instances or spark.dynamicAllocation.maxExecutors"
     );
 }
+
+/// SPEC §4a: what the rules add counts in quotas as stored. The executor asks for 2 CPUs; the
+/// policy adds a 500m sidecar (one more container while the version is unknown) and a 3-CPU
+/// init container, so Kubernetes charges the pod max(2 + 0.5, 3) = 3 CPUs (the effective
+/// request: the larger of the containers' sum and the largest init container). Under
+/// `maxCpu: 7` two executors fit (6) and the third (9) does not; charged at Spark's 2 CPUs,
+/// three would have fitted.
+#[tokio::test]
+async fn containers_the_policy_adds_are_charged_as_kubernetes_charges_the_pod() {
+    let state = state_with(
+        r#"
+rules:
+  - name: platform
+    initContainers:
+      - {name: fetch-certs, image: "busybox:1.36", resources: {requests: {cpu: "3", memory: 128Mi}}}
+    sidecars:
+      - {name: fluent-bit, image: "fluent/fluent-bit:3.0", resources: {requests: {cpu: 500m, memory: 256Mi}}}
+quotas: [{name: seven, perApplication: {maxCpu: "7"}}]
+"#,
+    );
+    let mut allowed = 0;
+    let mut refusal = None;
+    for i in 0..3 {
+        let answer = call(
+            &state,
+            review(&format!("exec-{i}"), &format!("uid-{i}"), false),
+        )
+        .await;
+        if answer["response"]["allowed"] == Value::Bool(true) {
+            allowed += 1;
+        } else {
+            refusal = Some(answer["response"]["status"]["message"].clone());
+        }
+    }
+    assert_eq!(allowed, 2, "{refusal:?}");
+    let refusal = refusal.unwrap().as_str().unwrap().to_owned();
+    assert!(refusal.starts_with("quota seven:"), "{refusal}");
+    assert!(
+        refusal.contains('9'),
+        "the third would bring the application to 9 CPUs: {refusal}"
+    );
+}
