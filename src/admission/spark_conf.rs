@@ -434,6 +434,34 @@ mod tests {
     }
 
     #[test]
+    fn containers_a_rule_adds_to_executors_count_in_their_size() {
+        // As above (2 cores each, 7 CPUs left after the driver), but every executor also gets a
+        // 500m sidecar (SPEC §4a: injected containers are charged): 2.5 CPUs each, so 2 fit,
+        // where 3 did without it. The driver matches nothing here, its charge is the one given.
+        let policy = Policy::parse(
+            r#"
+rules:
+  - name: log-shipper
+    match: {roles: [executor]}
+    sidecars:
+      - {name: fluent-bit, image: "fluent/fluent-bit:3.0", resources: {requests: {cpu: 500m, memory: 64Mi}}}
+quotas: [{name: size, perApplication: {maxCpu: '8', maxMemory: 20Gi}}]
+"#,
+        )
+        .unwrap();
+        let (review, fitted) = answer(
+            candidate(request(STATIC)).unwrap(),
+            &policy,
+            &driver_totals(),
+            None,
+        );
+        // CPU: (8 - 1) / 2.5 = 2; memory: (20480 - 1433) / (2867 + 64) = 6.
+        assert_eq!(fitted.fit.as_ref().map(|f| f.executors), Some(2));
+        let (text, _) = patched_properties(&review);
+        assert!(text.contains("\nspark.executor.instances=2\n"));
+    }
+
+    #[test]
     fn a_configuration_within_the_quota_is_left_alone() {
         let policy =
             Policy::parse("quotas: [{name: ten, perApplication: {maxExecutors: 10}}]").unwrap();
