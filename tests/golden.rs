@@ -4,7 +4,9 @@
 //!
 //! The expected pod is compared with the response's patch applied to the raw JSON the request
 //! carried, with `serde_json` and `json_patch` only, so nothing of the product's own parsing or
-//! patching stands between the answer and the check.
+//! patching stands between the answer and the check. The expected pod is then sent again, as a
+//! reinvoked webhook gets it, and must get no patch (SPEC §4: the desired pod of a desired pod
+//! is itself).
 
 // Test code: a failed expectation is a failed test.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -63,13 +65,43 @@ fn goldens() -> Vec<(String, Golden)> {
             (path.display().to_string(), golden)
         })
         .collect();
-    assert!(goldens.len() >= 9, "the golden files are all read");
+    assert!(goldens.len() >= 15, "the golden files are all read");
     goldens
 }
 
 fn request_object(fixture: &Path) -> Value {
     let review: Value = serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
     review["request"]["object"].clone()
+}
+
+/// The fixture's review with the golden pod as its object (and the fixture's `managedFields`
+/// back in it): what a reinvoked webhook is sent once the apiserver has applied the answer.
+fn second_review(fixture: &Path, golden: &Value) -> Value {
+    let mut review: Value = serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
+    let managed_fields = review["request"]["object"]["metadata"]["managedFields"].clone();
+    let mut pod = golden.clone();
+    if !managed_fields.is_null() {
+        pod["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .insert("managedFields".to_owned(), managed_fields);
+    }
+    review["request"]["object"] = pod;
+    review
+}
+
+/// The operations of a response's patch; none when it carries no patch.
+fn patch_operations(response: &Value, name: &str) -> Vec<Value> {
+    match response.get("patch").and_then(Value::as_str) {
+        None => Vec::new(),
+        Some(encoded) => {
+            let patch = base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .unwrap_or_else(|e| panic!("{name}: the patch is not base64: {e}"));
+            serde_json::from_slice(&patch)
+                .unwrap_or_else(|e| panic!("{name}: the patch is not a JSON array: {e}"))
+        }
+    }
 }
 
 /// Checks a pod the product made from `original` against the golden pod: `managedFields` came
@@ -127,6 +159,22 @@ async fn the_server_answers_every_golden_file() {
                     .unwrap();
                 let patched = apply(&original, serde_json::from_slice(&patch).unwrap(), &name);
                 assert_golden_pod(&name, "server", &original, patched, pod);
+
+                // SPEC §4 idempotence: the desired pod, sent again, gets no patch.
+                let again = serde_json::to_vec(&second_review(&golden.fixture, pod)).unwrap();
+                let (status, again) = server.client().post("/mutate", again).await;
+                let again: Value = serde_json::from_slice(&again).unwrap();
+                assert_eq!(status, StatusCode::OK, "{name} (second pass): {again}");
+                assert_eq!(
+                    again["response"]["allowed"], true,
+                    "{name} (second pass): {again}"
+                );
+                let operations = patch_operations(&again["response"], &name);
+                assert!(
+                    operations.is_empty(),
+                    "{name} (second pass): the desired pod is patched again: {}",
+                    serde_json::to_string_pretty(&operations).unwrap()
+                );
             }
             (None, Some(message)) => {
                 assert_eq!(response["allowed"], false, "{name}: {answer}");
@@ -166,6 +214,9 @@ fn mutate_answers_every_golden_file() {
                         printed
                     };
                     assert_golden_pod(&name, how, &original, produced, pod);
+                    if how == "--patch" {
+                        assert_second_pass_is_empty(&name, policy, &golden.fixture, pod);
+                    }
                 }
                 (None, Some(message)) => {
                     assert_eq!(out.status.code(), Some(3), "{name} ({how}): {stderr}");
@@ -180,4 +231,24 @@ fn mutate_answers_every_golden_file() {
             }
         }
     }
+}
+
+/// SPEC §4 idempotence through `mutate`: the golden pod, in the fixture's review, gets an empty
+/// patch.
+fn assert_second_pass_is_empty(name: &str, policy: &str, fixture: &Path, pod: &Value) {
+    let mut review = tempfile::NamedTempFile::new().unwrap();
+    serde_json::to_writer(&mut review, &second_review(fixture, pod)).unwrap();
+    let path = review.path().to_str().unwrap();
+    let out = Command::new(BIN)
+        .args(["mutate", "--policy", policy, "--patch", path])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{name} (second pass): {stderr}");
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        printed,
+        Value::Array(Vec::new()),
+        "{name} (second pass): the desired pod is patched again"
+    );
 }
