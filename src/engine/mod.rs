@@ -322,3 +322,6 @@ fn selected_containers(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod customization_tests;
