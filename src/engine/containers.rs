@@ -23,6 +23,7 @@ use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 
 use crate::policy::{Mode, Role, Rule};
 
+use super::defaults;
 use super::precedence::last_setters;
 use super::{ClusterFacts, Slot, SparkPod, kept_warning, quoted_json};
 
@@ -101,13 +102,14 @@ pub(super) fn apply(
             Kind::Sidecar => "sidecar",
         };
         let into_init = kind == Kind::Init || native;
-        let wanted = match kind {
+        // As the apiserver will store it, so that a second pass finds it equal.
+        let wanted = defaults::container(match kind {
             Kind::Init => container.clone(),
             Kind::Sidecar => Container {
                 restart_policy: native.then(|| "Always".to_owned()),
                 ..container.clone()
             },
-        };
+        });
         if let Some(reason) = refusal(&wanted, kind, native, spark.role, &volumes) {
             warnings.push(format!(
                 "{what} {name}: not added: {reason} (rule {})",

@@ -193,7 +193,10 @@ fn a_volume_and_its_mount_go_into_the_spark_container_only() {
             )];
         })],
     );
-    assert_eq!(volume(&out.desired, HADOOP), Some(&hadoop_volume()));
+    // With the mode the apiserver would fill in, so that a reinvocation finds it equal.
+    let stored: Volume =
+        k8s(json!({"name": HADOOP, "configMap": {"name": "hadoop-conf", "defaultMode": 420}}));
+    assert_eq!(volume(&out.desired, HADOOP), Some(&stored));
     let containers = &spec(&out.desired).containers;
     let mounts = named(containers, SPARK).and_then(|c| c.volume_mounts.as_ref());
     assert!(
@@ -456,6 +459,7 @@ fn local_dirs_ephemeral_replaces_the_empty_dir_by_a_claim_template() {
         "accessModes": ["ReadWriteOnce"],
         "resources": {"requests": {"storage": "200Gi"}},
         "storageClassName": "gp3",
+        "volumeMode": "Filesystem",
     }}}}));
     assert_eq!(local_dir(&out.desired), &expected);
 }
@@ -505,6 +509,23 @@ fn fetch_certs() -> Container {
     k8s(json!({"name": "fetch-certs", "image": "registry/certs:1", "command": ["/fetch"]}))
 }
 
+/// [`fetch_certs`] as the apiserver stores it: its defaults filled in.
+fn fetch_certs_stored() -> Container {
+    k8s(
+        json!({"name": "fetch-certs", "image": "registry/certs:1", "command": ["/fetch"],
+        "imagePullPolicy": "IfNotPresent", "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "File"}),
+    )
+}
+
+/// [`fluent_bit`] as the apiserver stores it.
+fn fluent_bit_stored() -> Container {
+    k8s(json!({"name": "fluent-bit", "image": "fluent/fluent-bit:3",
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
+        "imagePullPolicy": "IfNotPresent", "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "File"}))
+}
+
 fn fluent_bit() -> Container {
     k8s(json!({"name": "fluent-bit", "image": "fluent/fluent-bit:3",
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}}}))
@@ -541,14 +562,14 @@ fn init_containers_go_before_the_pods_own_in_policy_order() {
         .init_containers
         .as_deref()
         .unwrap_or_default();
-    assert_eq!(named(inits, "fetch-certs"), Some(&fetch_certs()));
+    assert_eq!(named(inits, "fetch-certs"), Some(&fetch_certs_stored()));
 }
 
 #[test]
 fn merge_keeps_a_differing_init_container_of_that_name_and_enforce_replaces_it() {
     let (pod, ctx) = executor();
     let mut pod = with_own_init(pod);
-    let ours: Container = k8s(json!({"name": "own-init", "image": "policy-image"}));
+    let ours: Container = k8s(json!({"name": "own-init", "image": "policy-image:2"}));
     let out = run(
         &pod,
         &ctx,
@@ -578,7 +599,10 @@ fn merge_keeps_a_differing_init_container_of_that_name_and_enforce_replaces_it()
             r.pod.init_containers = vec![ours.clone()];
         })],
     );
-    assert_eq!(spec(&out.desired).init_containers, Some(vec![ours.clone()]));
+    let stored: Container = k8s(json!({"name": "own-init", "image": "policy-image:2",
+        "imagePullPolicy": "IfNotPresent", "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "File"}));
+    assert_eq!(spec(&out.desired).init_containers, Some(vec![stored]));
     // An init container with a name a main container has is never added.
     pod.spec.as_mut().expect("spec").init_containers = None;
     let clash: Container = k8s(json!({"name": SPARK, "image": "x"}));
@@ -642,7 +666,7 @@ fn before_1_29_or_unknown_sidecars_are_appended_and_a_driver_is_warned() {
             })],
         );
         let containers = &spec(&out.desired).containers;
-        assert_eq!(containers.last(), Some(&fluent_bit()), "{version:?}");
+        assert_eq!(containers.last(), Some(&fluent_bit_stored()), "{version:?}");
         assert_eq!(spec(&out.desired).init_containers, None, "{version:?}");
         warned(
             &out,
@@ -725,6 +749,46 @@ fn containers_all_reaches_the_sidecars_the_policy_adds_native_or_appended() {
             assert_eq!(escalation, Some(false), "{} {version:?}", container.name);
         }
     }
+}
+
+/// On reinvocation the apiserver has defaulted what the webhook added; written here by hand
+/// from its defaulting (`pkg/apis/core/v1/defaults.go`), the second pass must patch nothing.
+#[test]
+fn a_reinvoked_pod_defaulted_by_the_apiserver_gets_no_patch() {
+    let (pod, ctx) = fixture(EXECUTOR_REVIEW, Some("1.30"));
+    let rules = || {
+        vec![rule("all", Mode::Enforce, |r| {
+            r.pod.volumes = vec![hadoop_volume()];
+            r.pod.sidecars = vec![k8s(json!({"name": "proxy", "image": "envoy",
+                "ports": [{"containerPort": 15001}], "resources": {"limits": {"cpu": "0.5"}}}))];
+            r.pod.init_containers = vec![fetch_certs()];
+        })]
+    };
+    let first = run(&pod, &ctx, rules());
+    let mut stored = serde_json::to_value(&first.desired).expect("json");
+    let spec_json = &mut stored["spec"];
+    for volume in spec_json["volumes"].as_array_mut().expect("volumes") {
+        if volume["name"] == json!(HADOOP) {
+            volume["configMap"]["defaultMode"] = json!(420);
+        }
+    }
+    for init in spec_json["initContainers"].as_array_mut().expect("inits") {
+        init["terminationMessagePath"] = json!("/dev/termination-log");
+        init["terminationMessagePolicy"] = json!("File");
+        let latest = init["image"].as_str().is_some_and(|i| !i.contains(':'));
+        init["imagePullPolicy"] = json!(if latest { "Always" } else { "IfNotPresent" });
+        if init["name"] == json!("proxy") {
+            init["ports"][0]["protocol"] = json!("TCP");
+            init["resources"] = json!({"limits": {"cpu": "500m"}, "requests": {"cpu": "500m"}});
+        }
+    }
+    let stored: Pod = serde_json::from_value(stored).expect("pod");
+    let again = evaluate(&stored, &ctx, &policy(rules())).expect("a Spark pod");
+    assert_eq!(
+        crate::patch::diff(stored, again.desired).expect("diff").0,
+        Vec::new()
+    );
+    assert!(again.warnings.is_empty(), "{:?}", again.warnings);
 }
 
 // --- envFrom, security contexts ------------------------------------------------------------

@@ -18,6 +18,7 @@
 
 mod containers;
 mod dedup;
+mod defaults;
 mod env;
 mod env_from;
 mod matching;

@@ -17,6 +17,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity as KubeQuantity;
 
 use crate::policy::{LocalDirs, Mode, Quantity, Rule};
 
+use super::defaults;
 use super::precedence::{last_rule_setting, last_setters};
 use super::{SparkPod, kept_warning, quoted_json, selected_slots};
 
@@ -43,6 +44,8 @@ pub(super) fn apply_volumes(
             places.entry(volume.name.as_str()).or_insert(index);
         }
         for (name, (volume, rule)) in winners {
+            // As the apiserver will store it, so that a second pass finds it equal.
+            let volume = &defaults::volume(volume.clone());
             match places.get(name).and_then(|&i| own.get(i).map(|v| (i, v))) {
                 Some((_, existing)) if existing == volume => {}
                 Some((_, existing)) if rule.mode == Mode::Merge => warnings.push(kept_warning(
@@ -102,7 +105,10 @@ fn apply_local_dir(
                         &format!("{:?}", limit.as_str()),
                         rule,
                     )),
-                    _ => empty_dir.size_limit = Some(KubeQuantity(limit.as_str().to_owned())),
+                    _ => {
+                        empty_dir.size_limit =
+                            Some(KubeQuantity(limit.canonical().as_str().to_owned()))
+                    }
                 }
             }
             if let Some(medium) = medium {
@@ -133,11 +139,13 @@ fn apply_local_dir(
                         resources: Some(VolumeResourceRequirements {
                             requests: Some(BTreeMap::from([(
                                 "storage".to_owned(),
-                                KubeQuantity(size.as_str().to_owned()),
+                                KubeQuantity(size.as_pod_resource().as_str().to_owned()),
                             )])),
                             limits: None,
                         }),
                         storage_class_name: storage_class_name.clone(),
+                        // What the apiserver fills in.
+                        volume_mode: Some("Filesystem".to_owned()),
                         ..PersistentVolumeClaimSpec::default()
                     },
                 }),
