@@ -791,6 +791,33 @@ fn a_reinvoked_pod_defaulted_by_the_apiserver_gets_no_patch() {
     assert!(again.warnings.is_empty(), "{:?}", again.warnings);
 }
 
+/// SPEC §4a: injected containers count in quotas as stored. The desired pod is what quotas
+/// charge; a sidecar adds its requests whether native (beside the main containers) or
+/// appended, and an init container that runs to completion adds nothing when the main
+/// containers ask for more.
+#[test]
+fn the_containers_the_policy_adds_are_charged_to_quotas() {
+    use crate::quota::Charge;
+    for version in [Some("1.29"), None] {
+        let (pod, ctx) = fixture(EXECUTOR_REVIEW, version);
+        let out = run(
+            &pod,
+            &ctx,
+            vec![rule("logs", Mode::Merge, |r| {
+                r.pod.sidecars = vec![fluent_bit()];
+                r.pod.init_containers = vec![fetch_certs()];
+            })],
+        );
+        let (before, after) = (Charge::of_pod(&pod), Charge::of_pod(&out.desired));
+        assert_eq!(after.cpu - before.cpu, 50_000_000, "50m, {version:?}");
+        assert_eq!(
+            after.memory - before.memory,
+            64 * (1 << 20) * 1_000_000_000,
+            "64Mi, {version:?}"
+        );
+    }
+}
+
 // --- envFrom, security contexts ------------------------------------------------------------
 
 #[test]
