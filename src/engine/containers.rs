@@ -25,7 +25,7 @@ use crate::policy::{Mode, Role, Rule};
 
 use super::defaults;
 use super::precedence::last_setters;
-use super::{ClusterFacts, Slot, SparkPod, kept_warning, quoted_json};
+use super::{ClusterFacts, Slot, SparkPod, by, kept_warning, quoted_json};
 
 /// What [`apply`] did, for the concerns that act on containers after it.
 #[derive(Debug, Default)]
@@ -111,10 +111,7 @@ pub(super) fn apply(
             },
         });
         if let Some(reason) = refusal(&wanted, kind, native, spark.role, &volumes) {
-            warnings.push(format!(
-                "{what} {name}: not added: {reason} (rule {})",
-                rule.name
-            ));
+            warnings.push(format!("{what} {name}: not added: {reason} ({})", by(rule)));
             continue;
         }
         let slot = match names.get(name) {
@@ -146,9 +143,8 @@ pub(super) fn apply(
                     Slot::Init(_) => "spec.initContainers",
                 };
                 warnings.push(format!(
-                    "{what} {name}: not added: the pod already has a container named {name} in {list}; kept the pod's (rule {}, mode {})",
-                    rule.name,
-                    mode_name(rule.mode)
+                    "{what} {name}: not added: the pod already has a container named {name} in {list}; kept the pod's ({})",
+                    by(rule)
                 ));
                 continue;
             }
@@ -197,19 +193,12 @@ pub(super) fn apply(
         };
         for (name, rule) in appended_sidecars {
             warnings.push(format!(
-                "sidecar {name}: appended to spec.containers, not a native sidecar, since the cluster's version {version}; this driver pod stays Running after Spark exits, until {name} stops (rule {})",
-                rule.name
+                "sidecar {name}: appended to spec.containers, not a native sidecar, since the cluster's version {version}; this driver pod stays Running after Spark exits, until {name} stops ({})",
+                by(rule)
             ));
         }
     }
     injected
-}
-
-fn mode_name(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Merge => "merge",
-        Mode::Enforce => "enforce",
-    }
 }
 
 /// Why a container of the policy cannot go into this pod, if it cannot: what would make the

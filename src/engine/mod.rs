@@ -287,6 +287,15 @@ fn kept_warning(what: &str, pod_value: &str, policy_value: &str, rule: &Rule) ->
     )
 }
 
+/// The rule and its mode, as a warning about what the policy did not apply names them.
+fn by(rule: &Rule) -> String {
+    let mode = match rule.mode {
+        crate::policy::Mode::Merge => "merge",
+        crate::policy::Mode::Enforce => "enforce",
+    };
+    format!("rule {}, mode {mode}", rule.name)
+}
+
 /// A Kubernetes object as a warning shows it: its JSON, cut after 200 characters (a pod's own
 /// object can be large).
 fn quoted_json<T: serde::Serialize>(value: &T) -> String {

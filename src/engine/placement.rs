@@ -16,9 +16,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use crate::policy::{Rule, Template, sanitize_label_value};
 
-use super::SparkPod;
 use super::dedup::{ByJson, Seen};
 use super::metadata::quoted;
+use super::{SparkPod, by};
 
 /// The terms one of the two affinities adds, expanded.
 #[derive(Default)]
@@ -280,9 +280,9 @@ fn expand_value(
         Ok(expanded) => expanded,
         Err(missing) => {
             warnings.push(format!(
-                "{what} not added: its label selector {key} uses {{{}}}, which this pod has no value for (rule {})",
+                "{what} not added: its label selector {key} uses {{{}}}, which this pod has no value for ({})",
                 missing.name(),
-                rule.name
+                by(rule)
             ));
             return false;
         }
@@ -290,9 +290,9 @@ fn expand_value(
     let sanitized = sanitize_label_value(&expanded);
     if sanitized != expanded {
         warnings.push(format!(
-            "{what} label selector {key}: {} is not a valid label value, set as {sanitized:?} (rule {})",
+            "{what} label selector {key}: {} is not a valid label value, set as {sanitized:?} ({})",
             quoted(&expanded),
-            rule.name
+            by(rule)
         ));
     }
     *value = sanitized;

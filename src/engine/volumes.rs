@@ -19,7 +19,7 @@ use crate::policy::{LocalDirs, Mode, Quantity, Rule};
 
 use super::defaults;
 use super::precedence::{last_rule_setting, last_setters};
-use super::{SparkPod, kept_warning, quoted_json, selected_slots};
+use super::{SparkPod, by, kept_warning, quoted_json, selected_slots};
 
 /// The prefix Spark names its scratch volumes with (`spark-local-dir-1`, ...).
 const LOCAL_DIR_PREFIX: &str = "spark-local-dir-";
@@ -216,16 +216,16 @@ pub(super) fn apply_mounts(
             let what = format!("volumeMount {path} in container {}", container.name);
             if !volumes.contains(mount.name.as_str()) {
                 warnings.push(format!(
-                    "{what}: not added: the pod has no volume {} (rule {})",
-                    mount.name, rule.name
+                    "{what}: not added: the pod has no volume {} ({})",
+                    mount.name,
+                    by(rule)
                 ));
                 continue;
             }
             if devices.contains(path) {
                 warnings.push(format!(
-                    "{what}: not added: the container has a volumeDevice on that path; kept the pod's (rule {}, mode {})",
-                    rule.name,
-                    if rule.mode == Mode::Merge { "merge" } else { "enforce" }
+                    "{what}: not added: the container has a volumeDevice on that path; kept the pod's ({})",
+                    by(rule)
                 ));
                 continue;
             }
