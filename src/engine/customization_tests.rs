@@ -714,7 +714,7 @@ fn a_sidecar_that_would_pass_for_the_spark_container_is_not_added() {
 }
 
 #[test]
-fn containers_all_reaches_the_sidecars_the_policy_adds_native_or_appended() {
+fn containers_all_reaches_the_sidecars_the_policy_adds_native_or_appended_with_env_too() {
     for version in [Some("1.30"), None] {
         let (pod, ctx) = fixture(EXECUTOR_REVIEW, version);
         let out = run(
@@ -724,6 +724,7 @@ fn containers_all_reaches_the_sidecars_the_policy_adds_native_or_appended() {
                 rule("logs", Mode::Merge, |r| r.pod.sidecars = vec![fluent_bit()]),
                 rule("all", Mode::Merge, |r| {
                     r.containers = ContainerSelection::All;
+                    r.env = vec![k8s(json!({"name": "DEPLOY_ENV", "value": "prod"}))];
                     r.pod.env_from = vec![k8s(json!({"secretRef": {"name": "team-s3"}}))];
                     r.pod.container_security_context =
                         Some(k8s(json!({"allowPrivilegeEscalation": false})));
@@ -747,6 +748,13 @@ fn containers_all_reaches_the_sidecars_the_policy_adds_native_or_appended() {
                 .as_ref()
                 .and_then(|s| s.allow_privilege_escalation);
             assert_eq!(escalation, Some(false), "{} {version:?}", container.name);
+            let deploy: Vec<_> = container
+                .env
+                .iter()
+                .flatten()
+                .filter(|e| e.name == "DEPLOY_ENV")
+                .collect();
+            assert_eq!(deploy.len(), 1, "{} {version:?}", container.name);
         }
     }
 }

@@ -160,8 +160,8 @@ pub fn evaluate(pod: &Pod, context: &RequestContext, policy: &Policy) -> Option<
     // What the containers' concerns read as "what the pod has": the pod as it arrived, or, once
     // the policy has added containers, the pod with them, so that `containers: all` reaches the
     // sidecars the policy adds in the first pass exactly as in a second one (idempotence).
-    let base = if rules.iter().all(|rule| rule.pod.is_empty()) {
-        Cow::Borrowed(pod)
+    let (base, native) = if rules.iter().all(|rule| rule.pod.is_empty()) {
+        (Cow::Borrowed(pod), HashSet::new())
     } else {
         customize(
             pod,
@@ -172,7 +172,7 @@ pub fn evaluate(pod: &Pod, context: &RequestContext, policy: &Policy) -> Option<
             &mut warnings,
         )
     };
-    env::apply(&base, &mut desired, &spark, &rules, &mut warnings);
+    env::apply(&base, &mut desired, &spark, &rules, &native, &mut warnings);
     let mut denial = resources::apply(&base, &mut desired, &spark, &rules, &mut warnings);
     if let Some(ambiguous) = &spark.ambiguous_container {
         denial = Some(match denial {
@@ -194,7 +194,8 @@ pub fn evaluate(pod: &Pod, context: &RequestContext, policy: &Policy) -> Option<
 /// SPEC §4a's fields, for a pod some matching rule sets one of them on. Pod-wide fields first,
 /// then volumes (mounts and injected containers name them), then the containers the policy
 /// adds, then what goes into the selected containers. Returns the pod the container concerns
-/// read as the pod's own (see [`evaluate`]).
+/// read as the pod's own (see [`evaluate`]), and the names of the native sidecars the policy
+/// added.
 fn customize<'p>(
     pod: &'p Pod,
     desired: &mut Pod,
@@ -202,7 +203,7 @@ fn customize<'p>(
     rules: &[&Rule],
     cluster: &ClusterFacts,
     warnings: &mut Vec<String>,
-) -> Cow<'p, Pod> {
+) -> (Cow<'p, Pod>, HashSet<String>) {
     podspec::apply(pod, desired, rules, warnings);
     security::apply_pod(pod, desired, rules, warnings);
     placement::apply(pod, desired, spark, rules, warnings);
@@ -217,7 +218,7 @@ fn customize<'p>(
     volumes::apply_mounts(&base, desired, spark, rules, &sidecars.native, warnings);
     env_from::apply(&base, desired, spark, rules, &sidecars.native);
     security::apply_containers(&base, desired, spark, rules, &sidecars.native, warnings);
-    base
+    (base, sidecars.native)
 }
 
 /// A container of the pod: one of `spec.containers`, or one of `spec.initContainers` (a native
@@ -249,7 +250,7 @@ impl Slot {
     }
 }
 
-/// The containers a rule's `containers:` selects for SPEC §4a's container fields
+/// The containers a rule's `containers:` selects for `env` and SPEC §4a's container fields
 /// (`volumeMounts`, `envFrom`, `containerSecurityContext`): those of [`selected_containers`],
 /// and the native sidecars the matching rules add (`native`, by name) when `all` or the names
 /// select them, so a sidecar gets the same whether the cluster runs it as a native sidecar or
