@@ -15,6 +15,16 @@
 //! for every concern). `merge` keeps a value the pod arrived with; `enforce` replaces it.
 //! Deciding per field, rather than replaying rules one after another, is what makes the result
 //! idempotent: the desired pod of a desired pod is itself.
+//!
+//! SPEC §4a's fields (volumes, mounts, init containers and sidecars, security contexts,
+//! envFrom, placement terms, pod-wide values) are decided the same way, per key (a volume's
+//! name, a mount's path in a container, a container's name, a host alias's ip, a security
+//! context's field), and skipped at no cost when no matching rule sets any of them. What the
+//! policy adds is written as the apiserver stores it (`defaults`), and a conflict the policy
+//! cannot resolve is left as the pod has it, with a warning: the desired pod is always one the
+//! apiserver accepts. The containers the policy adds are part of the pod the container concerns
+//! (env, resources, mounts, envFrom, container security) then work on, so a second pass finds
+//! them already served.
 
 mod containers;
 mod dedup;
