@@ -23,6 +23,9 @@ use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 
 use crate::policy::{Mode, Role, Rule};
 
+use serde_json::Value;
+
+use super::dedup::{ByJson, Seen};
 use super::defaults;
 use super::precedence::last_setters;
 use super::{ClusterFacts, Slot, SparkPod, by, kept_warning, quoted_json};
@@ -163,6 +166,9 @@ pub(super) fn apply(
             continue;
         }
         match rule.mode {
+            // What the container concerns added to the policy's container on a first pass (env,
+            // mounts, envFrom, defaults of `containers: all`) is no difference of the pod's.
+            Mode::Merge if includes(existing, &wanted) => {}
             Mode::Merge => warnings.push(kept_warning(
                 &format!("{what} {name}"),
                 &quoted_json(existing),
@@ -199,6 +205,29 @@ pub(super) fn apply(
         }
     }
     injected
+}
+
+/// Whether `have` holds everything `want` sets: every field of an object, every entry of a
+/// list (found through a set, since a pod's lists can be long), every value equal.
+fn includes<T: serde::Serialize>(have: &T, want: &T) -> bool {
+    match (serde_json::to_value(have), serde_json::to_value(want)) {
+        (Ok(have), Ok(want)) => json_includes(&have, &want),
+        _ => false,
+    }
+}
+
+fn json_includes(have: &Value, want: &Value) -> bool {
+    match (have, want) {
+        (Value::Object(have), Value::Object(want)) => want
+            .iter()
+            .all(|(key, w)| have.get(key).is_some_and(|h| json_includes(h, w))),
+        (Value::Array(have), Value::Array(want)) => {
+            let mut seen = Seen::of(have.iter().map(ByJson));
+            // An entry of `want` found in `have`; `insert` is `false` when it was there.
+            want.iter().all(|w| !seen.insert(ByJson(w)))
+        }
+        (have, want) => have == want,
+    }
 }
 
 /// Why a container of the policy cannot go into this pod, if it cannot: what would make the

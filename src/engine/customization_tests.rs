@@ -503,6 +503,25 @@ fn local_dirs_leave_sparks_persistent_volume_claims_alone() {
     }
 }
 
+#[test]
+fn a_rule_volume_named_like_a_local_dir_is_compared_as_local_dirs_leave_it() {
+    let (pod, ctx) = executor();
+    let rules = || {
+        vec![rule("scratch", Mode::Merge, |r| {
+            r.pod.volumes = vec![k8s(json!({"name": "spark-local-dir-9", "emptyDir": {}}))];
+            r.pod.local_dirs = Some(LocalDirs::Ephemeral {
+                storage_class_name: None,
+                size: size("50Gi"),
+            });
+        })]
+    };
+    let out = run(&pod, &ctx, rules());
+    let added = volume(&out.desired, "spark-local-dir-9").expect("added");
+    assert!(added.ephemeral.is_some() && added.empty_dir.is_none());
+    let again = evaluate(&out.desired, &ctx, &policy(rules())).expect("a Spark pod");
+    assert!(again.warnings.is_empty(), "{:?}", again.warnings);
+}
+
 // --- init containers and sidecars -----------------------------------------------------------
 
 fn fetch_certs() -> Container {
@@ -717,9 +736,7 @@ fn a_sidecar_that_would_pass_for_the_spark_container_is_not_added() {
 fn containers_all_reaches_the_sidecars_the_policy_adds_native_or_appended_with_env_too() {
     for version in [Some("1.30"), None] {
         let (pod, ctx) = fixture(EXECUTOR_REVIEW, version);
-        let out = run(
-            &pod,
-            &ctx,
+        let rules = || {
             vec![
                 rule("logs", Mode::Merge, |r| r.pod.sidecars = vec![fluent_bit()]),
                 rule("all", Mode::Merge, |r| {
@@ -729,8 +746,9 @@ fn containers_all_reaches_the_sidecars_the_policy_adds_native_or_appended_with_e
                     r.pod.container_security_context =
                         Some(k8s(json!({"allowPrivilegeEscalation": false})));
                 }),
-            ],
-        );
+            ]
+        };
+        let out = run(&pod, &ctx, rules());
         let spec = spec(&out.desired);
         let inits = spec.init_containers.as_deref().unwrap_or_default();
         let sidecar = named(&spec.containers, "fluent-bit")
@@ -756,6 +774,10 @@ fn containers_all_reaches_the_sidecars_the_policy_adds_native_or_appended_with_e
                 .collect();
             assert_eq!(deploy.len(), 1, "{} {version:?}", container.name);
         }
+        // Reinvoked, the sidecar holds what the other fields added: nothing to warn about.
+        assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+        let again = evaluate(&out.desired, &ctx, &policy(rules())).expect("a Spark pod");
+        assert!(again.warnings.is_empty(), "{:?}", again.warnings);
     }
 }
 

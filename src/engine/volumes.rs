@@ -37,6 +37,7 @@ pub(super) fn apply_volumes(
     let winners = last_setters(rules, |rule| {
         rule.pod.volumes.iter().map(|v| (v.name.as_str(), v))
     });
+    let local_dirs = last_rule_setting(rules, |r| r.pod.local_dirs.as_ref());
     if !winners.is_empty() {
         let own = original_spec.volumes.as_deref().unwrap_or_default();
         let mut places: HashMap<&str, usize> = HashMap::with_capacity(own.len());
@@ -44,8 +45,15 @@ pub(super) fn apply_volumes(
             places.entry(volume.name.as_str()).or_insert(index);
         }
         for (name, (volume, rule)) in winners {
-            // As the apiserver will store it, so that a second pass finds it equal.
-            let volume = &defaults::volume(volume.clone());
+            // As the apiserver will store it, and as localDirs leaves it, so that a second pass
+            // finds it equal.
+            let mut volume = defaults::volume(volume.clone());
+            if let Some((local_dirs, rule)) = local_dirs
+                && is_local_dir(&volume)
+            {
+                apply_local_dir(&mut volume, local_dirs, rule, &mut Vec::new());
+            }
+            let volume = &volume;
             match places.get(name).and_then(|&i| own.get(i).map(|v| (i, v))) {
                 Some((_, existing)) if existing == volume => {}
                 Some((_, existing)) if rule.mode == Mode::Merge => warnings.push(kept_warning(
@@ -67,13 +75,18 @@ pub(super) fn apply_volumes(
             }
         }
     }
-    if let Some((local_dirs, rule)) = last_rule_setting(rules, |r| r.pod.local_dirs.as_ref()) {
+    if let Some((local_dirs, rule)) = local_dirs {
         for volume in spec.volumes.iter_mut().flatten() {
-            if volume.name.starts_with(LOCAL_DIR_PREFIX) && volume.empty_dir.is_some() {
+            if is_local_dir(volume) {
                 apply_local_dir(volume, local_dirs, rule, warnings);
             }
         }
     }
+}
+
+/// Whether localDirs changes this volume: one of Spark's, still an `emptyDir`.
+fn is_local_dir(volume: &Volume) -> bool {
+    volume.name.starts_with(LOCAL_DIR_PREFIX) && volume.empty_dir.is_some()
 }
 
 /// One `spark-local-dir-*` volume that is an `emptyDir`. Any other source (Spark's
