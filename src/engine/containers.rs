@@ -51,6 +51,7 @@ pub(super) fn apply(
     spark: &SparkPod,
     rules: &[&Rule],
     cluster: &ClusterFacts,
+    kept_volumes: &HashSet<String>,
     warnings: &mut Vec<String>,
 ) -> Injected {
     let mut injected = Injected::default();
@@ -113,7 +114,7 @@ pub(super) fn apply(
                 ..container.clone()
             },
         });
-        if let Some(reason) = refusal(&wanted, kind, native, spark.role, &volumes) {
+        if let Some(reason) = refusal(&wanted, kind, native, spark.role, &volumes, kept_volumes) {
             warnings.push(format!("{what} {name}: not added: {reason} ({})", by(rule)));
             continue;
         }
@@ -238,6 +239,7 @@ fn refusal(
     native: bool,
     role: Role,
     volumes: &HashSet<&str>,
+    kept_volumes: &HashSet<String>,
 ) -> Option<String> {
     if kind == Kind::Init && !native && container.restart_policy.as_deref() == Some("Always") {
         return Some(
@@ -249,6 +251,12 @@ fn refusal(
         if !volumes.contains(mount.name.as_str()) {
             return Some(format!(
                 "its volumeMount {} names volume {}, which the pod does not have",
+                mount.mount_path, mount.name
+            ));
+        }
+        if kept_volumes.contains(&mount.name) {
+            return Some(format!(
+                "its volumeMount {} names volume {}, which is the pod's own, kept against the policy's",
                 mount.mount_path, mount.name
             ));
         }

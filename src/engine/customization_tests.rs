@@ -234,6 +234,44 @@ fn merge_keeps_a_volume_name_the_pod_uses_for_another_source_and_warns() {
 }
 
 #[test]
+fn a_mount_of_a_volume_the_pod_kept_against_the_policys_is_not_added() {
+    // The policy means its emptyDir at /scratch; the pod's ConfigMap of that name is not it.
+    let (pod, ctx) = fixture(EXECUTOR_REVIEW, Some("1.30"));
+    let out = run(
+        &pod,
+        &ctx,
+        vec![rule("conf", Mode::Merge, |r| {
+            r.pod.volumes = vec![k8s(
+                json!({"name": "spark-conf-volume-exec", "emptyDir": {}}),
+            )];
+            r.pod.volume_mounts = vec![k8s(
+                json!({"name": "spark-conf-volume-exec", "mountPath": "/scratch"}),
+            )];
+            r.pod.sidecars = vec![k8s(json!({"name": "shipper", "image": "s:1",
+                "volumeMounts": [{"name": "spark-conf-volume-exec", "mountPath": "/scratch"}]}))];
+        })],
+    );
+    assert!(mount_at(&out.desired, "/scratch").is_empty());
+    assert_eq!(spec(&out.desired).init_containers, None);
+    warned(
+        &out,
+        &[
+            "volumeMount /scratch in container spark-kubernetes-executor: not added",
+            "volume spark-conf-volume-exec is the pod's own",
+            "rule conf, mode merge",
+        ],
+    );
+    warned(
+        &out,
+        &[
+            "sidecar shipper: not added",
+            "the pod's own",
+            "rule conf, mode merge",
+        ],
+    );
+}
+
+#[test]
 fn enforce_replaces_a_volume_of_the_same_name_and_its_mounts_still_name_it() {
     let (pod, ctx) = executor();
     let theirs: Volume = k8s(json!({"name": "spark-conf-volume-exec", "emptyDir": {}}));

@@ -217,15 +217,23 @@ fn customize<'p>(
     podspec::apply(pod, desired, rules, warnings);
     security::apply_pod(pod, desired, rules, warnings);
     placement::apply(pod, desired, spark, rules, warnings);
-    volumes::apply_volumes(pod, desired, rules, warnings);
-    let sidecars = containers::apply(pod, desired, spark, rules, cluster, warnings);
+    let kept_volumes = volumes::apply_volumes(pod, desired, rules, warnings);
+    let sidecars = containers::apply(pod, desired, spark, rules, cluster, &kept_volumes, warnings);
     let base = if sidecars.changed {
         // One copy of the pod, made only when a container was added or replaced.
         Cow::Owned(desired.clone())
     } else {
         Cow::Borrowed(pod)
     };
-    volumes::apply_mounts(&base, desired, spark, rules, &sidecars.native, warnings);
+    volumes::apply_mounts(
+        &base,
+        desired,
+        spark,
+        rules,
+        &sidecars.native,
+        &kept_volumes,
+        warnings,
+    );
     env_from::apply(&base, desired, spark, rules, &sidecars.native);
     security::apply_containers(&base, desired, spark, rules, &sidecars.native, warnings);
     (base, sidecars.native)

@@ -24,15 +24,18 @@ use super::{SparkPod, by, kept_warning, quoted_json, selected_slots};
 /// The prefix Spark names its scratch volumes with (`spark-local-dir-1`, ...).
 const LOCAL_DIR_PREFIX: &str = "spark-local-dir-";
 
-/// `spec.volumes` by name, then `localDirs`.
+/// `spec.volumes` by name, then `localDirs`. Returns the names of the volumes the pod kept
+/// against the policy's (under `merge`): a mount of the policy's must not put the pod's other
+/// source where the policy meant its own.
 pub(super) fn apply_volumes(
     original: &Pod,
     desired: &mut Pod,
     rules: &[&Rule],
     warnings: &mut Vec<String>,
-) {
+) -> HashSet<String> {
+    let mut kept = HashSet::new();
     let (Some(original_spec), Some(spec)) = (original.spec.as_ref(), desired.spec.as_mut()) else {
-        return;
+        return kept;
     };
     let winners = last_setters(rules, |rule| {
         rule.pod.volumes.iter().map(|v| (v.name.as_str(), v))
@@ -56,12 +59,15 @@ pub(super) fn apply_volumes(
             let volume = &volume;
             match places.get(name).and_then(|&i| own.get(i).map(|v| (i, v))) {
                 Some((_, existing)) if existing == volume => {}
-                Some((_, existing)) if rule.mode == Mode::Merge => warnings.push(kept_warning(
-                    &format!("volume {name}"),
-                    &quoted_json(existing),
-                    &quoted_json(volume),
-                    rule,
-                )),
+                Some((_, existing)) if rule.mode == Mode::Merge => {
+                    kept.insert(name.to_owned());
+                    warnings.push(kept_warning(
+                        &format!("volume {name}"),
+                        &quoted_json(existing),
+                        &quoted_json(volume),
+                        rule,
+                    ));
+                }
                 // A mount of the pod's naming it now mounts the policy's source: still valid.
                 Some((index, _)) => {
                     if let Some(slot) = spec.volumes.as_mut().and_then(|v| v.get_mut(index)) {
@@ -82,6 +88,7 @@ pub(super) fn apply_volumes(
             }
         }
     }
+    kept
 }
 
 /// Whether localDirs changes this volume: one of Spark's, still an `emptyDir`.
@@ -174,6 +181,7 @@ pub(super) fn apply_mounts(
     spark: &SparkPod,
     rules: &[&Rule],
     native: &HashSet<String>,
+    kept_volumes: &HashSet<String>,
     warnings: &mut Vec<String>,
 ) {
     let settings = last_setters(rules, |rule| {
@@ -235,6 +243,20 @@ pub(super) fn apply_mounts(
                 ));
                 continue;
             }
+            let current = places
+                .get(path)
+                .and_then(|&i| existing.get(i).map(|m| (i, m)));
+            if current.is_some_and(|(_, have)| have == mount) {
+                continue;
+            }
+            if kept_volumes.contains(&mount.name) {
+                warnings.push(format!(
+                    "{what}: not added: volume {} is the pod's own, kept against the policy's ({})",
+                    mount.name,
+                    by(rule)
+                ));
+                continue;
+            }
             if devices.contains(path) {
                 warnings.push(format!(
                     "{what}: not added: the container has a volumeDevice on that path; kept the pod's ({})",
@@ -242,11 +264,7 @@ pub(super) fn apply_mounts(
                 ));
                 continue;
             }
-            match places
-                .get(path)
-                .and_then(|&i| existing.get(i).map(|m| (i, m)))
-            {
-                Some((_, have)) if have == mount => {}
+            match current {
                 Some((_, have)) if rule.mode == Mode::Merge => warnings.push(kept_warning(
                     &what,
                     &quoted_json(have),
