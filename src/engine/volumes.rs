@@ -10,8 +10,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use k8s_openapi::api::core::v1::{
-    EmptyDirVolumeSource, EphemeralVolumeSource, PersistentVolumeClaimSpec,
-    PersistentVolumeClaimTemplate, Pod, PodSpec, Volume, VolumeMount, VolumeResourceRequirements,
+    EphemeralVolumeSource, PersistentVolumeClaimSpec, PersistentVolumeClaimTemplate, Pod, PodSpec,
+    Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as KubeQuantity;
 
@@ -150,7 +150,7 @@ fn apply_local_dir(
         } => {
             // Spark's emptyDir is Spark's default, not a choice of the pod's author, so it is
             // replaced under `merge` too; a second pass finds an ephemeral volume and stops.
-            volume.empty_dir = None::<EmptyDirVolumeSource>;
+            volume.empty_dir = None;
             volume.ephemeral = Some(EphemeralVolumeSource {
                 volume_claim_template: Some(PersistentVolumeClaimTemplate {
                     metadata: None,
