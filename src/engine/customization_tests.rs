@@ -886,6 +886,48 @@ fn the_containers_the_policy_adds_are_charged_to_quotas() {
     }
 }
 
+/// `containers: all` resource defaults reach a sidecar the policy adds, native or appended, so
+/// the pod is charged the same whichever way the cluster runs it.
+#[test]
+fn resource_defaults_reach_the_policys_sidecar_native_or_appended_alike() {
+    use crate::policy::{ResourceAmounts, ResourcePolicy};
+    use crate::quota::Charge;
+    let rules = || {
+        vec![
+            rule("logs", Mode::Merge, |r| r.pod.sidecars = vec![fluent_bit()]),
+            rule("limits", Mode::Merge, |r| {
+                r.containers = ContainerSelection::All;
+                r.executor_resources = Some(ResourcePolicy {
+                    default: ResourceAmounts {
+                        requests: Default::default(),
+                        limits: [("cpu".to_owned(), size("1"))].into(),
+                    },
+                    ..ResourcePolicy::default()
+                });
+            }),
+        ]
+    };
+    let mut charges = Vec::new();
+    for version in [Some("1.30"), None] {
+        let (pod, ctx) = fixture(EXECUTOR_REVIEW, version);
+        let out = run(&pod, &ctx, rules());
+        let spec = spec(&out.desired);
+        let inits = spec.init_containers.as_deref().unwrap_or_default();
+        let sidecar = named(&spec.containers, "fluent-bit")
+            .or_else(|| named(inits, "fluent-bit"))
+            .expect("sidecar");
+        let limit = sidecar
+            .resources
+            .as_ref()
+            .and_then(|r| r.limits.as_ref())
+            .and_then(|l| l.get("cpu"))
+            .map(|q| q.0.as_str());
+        assert_eq!(limit, Some("1"), "{version:?}");
+        charges.push(Charge::of_pod(&out.desired));
+    }
+    assert_eq!(charges[0], charges[1]);
+}
+
 // --- envFrom, security contexts ------------------------------------------------------------
 
 #[test]

@@ -183,7 +183,7 @@ pub fn evaluate(pod: &Pod, context: &RequestContext, policy: &Policy) -> Option<
         )
     };
     env::apply(&base, &mut desired, &spark, &rules, &native, &mut warnings);
-    let mut denial = resources::apply(&base, &mut desired, &spark, &rules, &mut warnings);
+    let mut denial = resources::apply(&base, &mut desired, &spark, &rules, &native, &mut warnings);
     if let Some(ambiguous) = &spark.ambiguous_container {
         denial = Some(match denial {
             Some(other) => format!("{ambiguous}; {other}"),
