@@ -9,8 +9,10 @@
 //! neither pod is ever turned into JSON whole: a 3 MiB pod is tens of MiB as a tree of JSON
 //! values, and Spark's container alone carries dozens of env vars. The typed pods are walked
 //! side by side instead. A part equal on both sides costs a comparison; the lists a request can
-//! make long (containers and init containers, their env, tolerations, node selector terms and
-//! their requirements, preferred terms) are walked element by element and the string maps
+//! make long (containers and init containers, their env, envFrom and volumeMounts, volumes,
+//! imagePullSecrets, topology spread constraints, hostAliases, tolerations, node selector terms
+//! and their requirements, preferred terms, pod (anti-)affinity terms) are walked element by
+//! element and the string maps
 //! (labels, annotations, nodeSelector) key by key, and only what differs, one element or field
 //! at a time, is turned into JSON and diffed. Each operation is written out as JSON text when it
 //! is found, so the memory a patch takes is its own text, whatever the size of the pods.
@@ -23,7 +25,8 @@ use std::collections::BTreeMap;
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, NodeAffinity, NodeSelector, NodeSelectorTerm, Pod, PodSpec,
+    Affinity, Container, NodeAffinity, NodeSelector, NodeSelectorTerm, Pod, PodAffinity,
+    PodAffinityTerm, PodAntiAffinity, PodSpec, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
@@ -458,7 +461,7 @@ fn metadata_fields(mut before: ObjectMeta, mut after: ObjectMeta) -> Result<Fiel
 }
 
 /// The spec: every field the policy may set apart, lists element by element, and the rest
-/// (volumes and the like) compared whole.
+/// compared whole.
 fn spec_fields(mut before: PodSpec, mut after: PodSpec) -> Result<Fields> {
     let containers = (
         std::mem::take(&mut before.containers),
@@ -478,8 +481,22 @@ fn spec_fields(mut before: PodSpec, mut after: PodSpec) -> Result<Fields> {
         after.preemption_policy.take(),
     );
     let scheduler = (before.scheduler_name.take(), after.scheduler_name.take());
+    let volumes = (before.volumes.take(), after.volumes.take());
+    let pull_secrets = (
+        before.image_pull_secrets.take(),
+        after.image_pull_secrets.take(),
+    );
+    let spread = (
+        before.topology_spread_constraints.take(),
+        after.topology_spread_constraints.take(),
+    );
+    let host_aliases = (before.host_aliases.take(), after.host_aliases.take());
     let mut fields = Fields::default();
     fields.rest(&before, &after)?;
+    fields.list("volumes", volumes.0, volumes.1, plain);
+    fields.list("imagePullSecrets", pull_secrets.0, pull_secrets.1, plain);
+    fields.list("topologySpreadConstraints", spread.0, spread.1, plain);
+    fields.list("hostAliases", host_aliases.0, host_aliases.1, plain);
     fields.map("nodeSelector", node_selector.0, node_selector.1);
     fields.optional_object("affinity", affinity.0, affinity.1, affinity_fields)?;
     fields.list("tolerations", tolerations.0, tolerations.1, plain);
@@ -506,21 +523,104 @@ fn spec_fields(mut before: PodSpec, mut after: PodSpec) -> Result<Fields> {
 /// element, resources apart, and the rest compared whole.
 fn container(emitter: &mut Emitter, mut before: Container, mut after: Container) -> Result<()> {
     let env = (before.env.take(), after.env.take());
+    let env_from = (before.env_from.take(), after.env_from.take());
+    let mounts = (before.volume_mounts.take(), after.volume_mounts.take());
     let resources = (before.resources.take(), after.resources.take());
     let mut fields = Fields::default();
     fields.rest(&before, &after)?;
     fields.value("resources", resources.0, resources.1);
     fields.list("env", env.0, env.1, plain);
+    fields.list("envFrom", env_from.0, env_from.1, plain);
+    fields.list("volumeMounts", mounts.0, mounts.1, plain);
     fields.emit(emitter)
 }
 
-/// Node affinity apart from pod (anti-)affinity, which the policy leaves alone.
+/// Node affinity, pod affinity and pod anti-affinity, each with its terms element by element
+/// (the policy appends to them).
 fn affinity_fields(mut before: Affinity, mut after: Affinity) -> Result<Fields> {
     let node = (before.node_affinity.take(), after.node_affinity.take());
+    let pod = (before.pod_affinity.take(), after.pod_affinity.take());
+    let anti = (
+        before.pod_anti_affinity.take(),
+        after.pod_anti_affinity.take(),
+    );
     let mut fields = Fields::default();
     fields.rest(&before, &after)?;
     fields.optional_object("nodeAffinity", node.0, node.1, node_affinity_fields)?;
+    fields.optional_object("podAffinity", pod.0, pod.1, pod_affinity_fields)?;
+    fields.optional_object("podAntiAffinity", anti.0, anti.1, pod_anti_affinity_fields)?;
     Ok(fields)
+}
+
+fn pod_affinity_fields(mut before: PodAffinity, mut after: PodAffinity) -> Result<Fields> {
+    let required = (
+        before
+            .required_during_scheduling_ignored_during_execution
+            .take(),
+        after
+            .required_during_scheduling_ignored_during_execution
+            .take(),
+    );
+    let preferred = (
+        before
+            .preferred_during_scheduling_ignored_during_execution
+            .take(),
+        after
+            .preferred_during_scheduling_ignored_during_execution
+            .take(),
+    );
+    let mut fields = Fields::default();
+    fields.rest(&before, &after)?;
+    pod_terms(&mut fields, required, preferred);
+    Ok(fields)
+}
+
+fn pod_anti_affinity_fields(
+    mut before: PodAntiAffinity,
+    mut after: PodAntiAffinity,
+) -> Result<Fields> {
+    let required = (
+        before
+            .required_during_scheduling_ignored_during_execution
+            .take(),
+        after
+            .required_during_scheduling_ignored_during_execution
+            .take(),
+    );
+    let preferred = (
+        before
+            .preferred_during_scheduling_ignored_during_execution
+            .take(),
+        after
+            .preferred_during_scheduling_ignored_during_execution
+            .take(),
+    );
+    let mut fields = Fields::default();
+    fields.rest(&before, &after)?;
+    pod_terms(&mut fields, required, preferred);
+    Ok(fields)
+}
+
+/// The two term lists pod affinity and pod anti-affinity share.
+type TermLists<T> = (Option<Vec<T>>, Option<Vec<T>>);
+
+fn pod_terms(
+    fields: &mut Fields,
+    required: TermLists<PodAffinityTerm>,
+    preferred: TermLists<WeightedPodAffinityTerm>,
+) {
+    fields.list(
+        "requiredDuringSchedulingIgnoredDuringExecution",
+        required.0,
+        required.1,
+        plain,
+    );
+    fields.list(
+        "preferredDuringSchedulingIgnoredDuringExecution",
+        preferred.0,
+        preferred.1,
+        plain,
+    );
 }
 
 /// Required terms (ANDed with the policy's, so every one may change) and preferred terms
@@ -757,6 +857,96 @@ mod tests {
         // The text is what serialising the operations gives.
         let encoded = encode(original, desired).expect("encode");
         assert_eq!(encoded.operations, ours.0.len());
+        assert_eq!(encoded.json, serde_json::to_vec(&ours).expect("json"));
+    }
+
+    /// The lists SPEC §4a's fields grow, each walked element by element, give the operations of
+    /// a diff of the whole pods, and applying them with `json_patch` alone gives the desired
+    /// pod: volumes (one replaced in the middle, one appended), imagePullSecrets, topology
+    /// spread constraints, hostAliases, a container's volumeMounts and envFrom, pod affinity and
+    /// anti-affinity terms, and an init container inserted in front of the pod's own.
+    #[test]
+    fn the_lists_of_pod_customization_give_the_whole_pod_diff() {
+        let original: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {
+                "containers": [{"name": "c", "image": "i",
+                    "volumeMounts": [{"name": "a", "mountPath": "/a"}],
+                    "envFrom": [{"secretRef": {"name": "s0"}}]}],
+                "initContainers": [{"name": "own", "image": "i"}],
+                "volumes": [{"name": "a", "emptyDir": {}}, {"name": "spark-local-dir-1", "emptyDir": {}}, {"name": "z", "emptyDir": {}}],
+                "imagePullSecrets": [{"name": "r0"}],
+                "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"}],
+                "hostAliases": [{"ip": "10.0.0.1", "hostnames": ["a"]}],
+                "affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{"topologyKey": "zone"}]}},
+            },
+        }))
+        .expect("pod");
+        let desired: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {
+                "containers": [{"name": "c", "image": "i",
+                    "volumeMounts": [{"name": "a", "mountPath": "/a"}, {"name": "b", "mountPath": "/b", "readOnly": true}],
+                    "envFrom": [{"secretRef": {"name": "s0"}}, {"configMapRef": {"name": "m"}}]}],
+                "initContainers": [
+                    {"name": "fluent-bit", "image": "f", "restartPolicy": "Always"},
+                    {"name": "own", "image": "i"},
+                ],
+                "volumes": [
+                    {"name": "a", "emptyDir": {}},
+                    {"name": "spark-local-dir-1", "ephemeral": {"volumeClaimTemplate": {"spec": {
+                        "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "200Gi"}}}}}},
+                    {"name": "z", "emptyDir": {}},
+                    {"name": "b", "configMap": {"name": "hadoop"}},
+                ],
+                "imagePullSecrets": [{"name": "r0"}, {"name": "r1"}],
+                "topologySpreadConstraints": [
+                    {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"},
+                    {"maxSkew": 2, "topologyKey": "host", "whenUnsatisfiable": "ScheduleAnyway",
+                     "labelSelector": {"matchLabels": {"spark-app-selector": "spark-1"}}},
+                ],
+                "hostAliases": [{"ip": "10.0.0.1", "hostnames": ["b"]}, {"ip": "10.0.0.2", "hostnames": ["c"]}],
+                "affinity": {
+                    "podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                        {"topologyKey": "zone"},
+                        {"topologyKey": "zone", "labelSelector": {"matchLabels": {"a": "b"}}},
+                    ]},
+                    "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                        {"weight": 5, "podAffinityTerm": {"topologyKey": "host"}},
+                    ]},
+                },
+            },
+        }))
+        .expect("pod");
+        let ours = diff(original.clone(), desired.clone()).expect("diff");
+        let whole = json_patch::diff(
+            &serde_json::to_value(&original).expect("json"),
+            &serde_json::to_value(&desired).expect("json"),
+        );
+        assert_eq!(ours, whole);
+        let text = serde_json::to_string(&ours).expect("json");
+        for walked in [
+            "/spec/volumes/1/",
+            "/spec/volumes/3",
+            "/spec/imagePullSecrets/1",
+            "/spec/topologySpreadConstraints/1",
+            "/spec/hostAliases/0/hostnames/0",
+            "/spec/hostAliases/1",
+            "/spec/containers/0/volumeMounts/1",
+            "/spec/containers/0/envFrom/1",
+            "/spec/affinity/podAffinity/requiredDuringSchedulingIgnoredDuringExecution/1",
+        ] {
+            assert!(text.contains(walked), "{walked} in {text}");
+        }
+        assert!(
+            !text.contains("\"path\":\"/spec/volumes\""),
+            "volumes are not replaced whole: {text}"
+        );
+        assert_eq!(
+            apply(&original, &ours),
+            serde_json::to_value(&desired).expect("json")
+        );
+        let encoded = encode(original, desired).expect("encode");
         assert_eq!(encoded.json, serde_json::to_vec(&ours).expect("json"));
     }
 

@@ -36,9 +36,12 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ConfigMap;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use spark_admission::Policy;
 use spark_admission::admission::{self, Outcome, spark_conf};
+use spark_admission::engine::{ClusterFacts, KubernetesVersion};
+use spark_admission::policy::{LocalDirs, Quantity};
 use spark_admission::quota::ledger::AppTotals;
 
 /// Linear, with room for allocator effects; a quadratic dimension gives ~100.
@@ -109,6 +112,74 @@ static CONF_POLICY: LazyLock<Policy> = LazyLock::new(|| {
     .unwrap()
 });
 
+fn k8s<T: DeserializeOwned>(value: Value) -> T {
+    serde_json::from_value(value).unwrap()
+}
+
+/// [`WIDE_POLICY`] with every field of SPEC §4a set as well, into every container
+/// (`containers: all`): volumes and mounts, localDirs, envFrom, an init container and a sidecar
+/// (native on [`NATIVE`]), both security contexts, pull secrets, a topology spread constraint
+/// and pod (anti-)affinity terms from templates, the pod-wide values and host aliases.
+///
+/// Built in Rust: the parser does not read these fields yet. Once it does, this should become
+/// YAML in `WIDE_POLICY`, so that the cost of parsing them is what is measured too.
+static CUSTOM: LazyLock<Policy> = LazyLock::new(|| {
+    let mut policy = Policy::parse(WIDE_POLICY).unwrap();
+    let pod = &mut policy.rules[0].pod;
+    pod.volumes = vec![k8s(
+        json!({"name": "hadoop-conf", "configMap": {"name": "hadoop"}}),
+    )];
+    pod.volume_mounts = vec![k8s(
+        json!({"name": "hadoop-conf", "mountPath": "/etc/hadoop/conf", "readOnly": true}),
+    )];
+    pod.env_from = vec![
+        k8s(json!({"secretRef": {"name": "team-s3"}})),
+        k8s(json!({"configMapRef": {"name": "defaults"}})),
+    ];
+    pod.init_containers = vec![k8s(json!({"name": "fetch-certs", "image": "certs:1"}))];
+    pod.sidecars = vec![k8s(json!({"name": "fluent-bit", "image": "fluent-bit:3",
+        "volumeMounts": [{"name": "hadoop-conf", "mountPath": "/fluent"}]}))];
+    pod.security_context = Some(k8s(json!({"runAsNonRoot": true, "fsGroup": 185})));
+    pod.container_security_context = Some(k8s(
+        json!({"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}),
+    ));
+    pod.image_pull_secrets = vec![k8s(json!({"name": "registry-creds"}))];
+    pod.topology_spread_constraints = vec![k8s(json!({"maxSkew": 1,
+        "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway",
+        "labelSelector": {"matchLabels": {"spark-app-selector": "{app_id}"}}}))];
+    pod.pod_affinity = Some(k8s(
+        json!({"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"topologyKey": "topology.kubernetes.io/zone",
+         "labelSelector": {"matchLabels": {"spark-app-selector": "{app_id}", "spark-role": "driver"}}}]}),
+    ));
+    pod.pod_anti_affinity = Some(k8s(
+        json!({"preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 10, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
+         "labelSelector": {"matchLabels": {"spark-app-selector": "{app_id}"}}}}]}),
+    ));
+    pod.termination_grace_period_seconds = Some(120);
+    pod.automount_service_account_token = Some(false);
+    pod.runtime_class_name = Some("gvisor".into());
+    pod.dns_config = Some(k8s(json!({"options": [{"name": "ndots", "value": "2"}]})));
+    pod.host_aliases = vec![
+        k8s(json!({"ip": "10.0.0.1", "hostnames": ["metadata"]})),
+        k8s(json!({"ip": "10.0.0.2", "hostnames": ["proxy"]})),
+    ];
+    pod.local_dirs = Some(LocalDirs::EmptyDir {
+        size_limit: Some(Quantity::parse("200Gi").unwrap()),
+        medium: None,
+    });
+    policy
+});
+
+/// A cluster with native sidecars: [`CUSTOM`]'s sidecar becomes an init container.
+static NATIVE: LazyLock<Arc<ClusterFacts>> = LazyLock::new(|| {
+    Arc::new(ClusterFacts {
+        kubernetes_version: KubernetesVersion::parse("1.31"),
+        ..ClusterFacts::default()
+    })
+});
+
 /// Runs per size at the least; a cheap review is run more, up to [`MOST_RUNS`], while its
 /// large size has taken less than [`RUN_TIME`]: the least of more runs is steadier.
 fn runs() -> usize {
@@ -137,10 +208,14 @@ struct Answer {
 }
 
 fn pod_review(policy: &Policy, body: &[u8]) -> Answer {
+    pod_review_on(policy, &Arc::default(), body)
+}
+
+fn pod_review_on(policy: &Policy, cluster: &Arc<ClusterFacts>, body: &[u8]) -> Answer {
     // Past `admission::MAX_OBJECTS` the server refuses a review unread; measured here is what
     // reading it would cost, so the engine stays linear however far that bound is raised.
     let request = admission::parse_review_within(body, usize::MAX).expect("the review parses");
-    let (review, summary) = admission::review(request, policy, &Arc::default());
+    let (review, summary) = admission::review(request, policy, cluster);
     Answer {
         outcome: summary.outcome,
         lowered: false,
@@ -620,6 +695,191 @@ fn containers_that_all_claim_to_be_the_spark_container() {
         },
         1_600,
         denied,
+    );
+}
+
+// --- SPEC §4a's fields ---------------------------------------------------------------------
+
+/// As [`volumes`], under a policy that adds a volume and sets Spark's local dirs: the pod's
+/// volumes are looked up by name once, never searched per policy volume.
+#[test]
+fn volumes_under_a_volumes_rule() {
+    linear_within(
+        "volumes (volumes rule)",
+        &|body| pod_review(&CUSTOM, body),
+        |n| {
+            executor_review(|pod| {
+                let volumes = pod["spec"]["volumes"].as_array_mut().unwrap();
+                for i in 0..n {
+                    volumes.push(
+                        json!({"name": format!("spark-local-dir-{}", i + 2), "emptyDir": {}}),
+                    );
+                }
+            })
+        },
+        750,
+        patched,
+        f64::INFINITY,
+    );
+}
+
+#[test]
+fn volume_mounts_under_a_volume_mounts_rule() {
+    linear(
+        "volumeMounts (volumeMounts rule)",
+        &|body| pod_review(&CUSTOM, body),
+        |n| {
+            executor_review(|pod| {
+                let mounts = spark_container(pod)["volumeMounts"].as_array_mut().unwrap();
+                for i in 0..n {
+                    mounts
+                        .push(json!({"name": "spark-local-dir-1", "mountPath": format!("/m/{i}")}));
+                }
+            })
+        },
+        6_000,
+        patched,
+    );
+}
+
+fn with_init_containers(n: usize) -> Vec<u8> {
+    executor_review(|pod| {
+        pod["spec"]["initContainers"] = (0..n)
+            .map(|i| json!({"name": format!("init-{i}"), "image": "busybox"}))
+            .collect();
+    })
+}
+
+#[test]
+fn init_containers_under_native_sidecars_and_init_containers_rules() {
+    // The policy's sidecar and init container go in front of all of them.
+    linear(
+        "initContainers (native sidecars)",
+        &|body| pod_review_on(&CUSTOM, &NATIVE, body),
+        with_init_containers,
+        1_600,
+        patched,
+    );
+}
+
+#[test]
+fn init_containers_under_appended_sidecars_and_init_containers_rules() {
+    linear(
+        "initContainers (appended sidecars)",
+        &|body| pod_review(&CUSTOM, body),
+        with_init_containers,
+        1_600,
+        patched,
+    );
+}
+
+#[test]
+fn containers_under_container_fields_for_all() {
+    // Every container gets the mounts, envFrom and security context (`containers: all`).
+    linear(
+        "containers (mounts, envFrom, securityContext)",
+        &|body| pod_review_on(&CUSTOM, &NATIVE, body),
+        |n| {
+            executor_review(|pod| {
+                let containers = pod["spec"]["containers"].as_array_mut().unwrap();
+                for i in 0..n {
+                    containers.push(json!({"name": format!("side-{i}"), "image": "busybox"}));
+                }
+            })
+        },
+        1_600,
+        patched,
+    );
+}
+
+#[test]
+fn topology_spread_constraints_under_a_rule_adding_one() {
+    linear(
+        "topologySpreadConstraints",
+        &|body| pod_review(&CUSTOM, body),
+        |n| {
+            executor_review(|pod| {
+                pod["spec"]["topologySpreadConstraints"] = (0..n)
+                    .map(|i| json!({"maxSkew": 1, "topologyKey": format!("k{i}"), "whenUnsatisfiable": "DoNotSchedule"}))
+                    .collect();
+            })
+        },
+        3_200,
+        patched,
+    );
+}
+
+#[test]
+fn pod_affinity_terms_under_a_rule_adding_some() {
+    linear(
+        "pod (anti-)affinity terms",
+        &|body| pod_review(&CUSTOM, body),
+        |n| {
+            executor_review(|pod| {
+                let terms: Vec<Value> = (0..n)
+                    .map(|i| json!({"topologyKey": format!("k{i}")}))
+                    .collect();
+                let weighted: Vec<Value> = (0..n)
+                    .map(|i| json!({"weight": 1, "podAffinityTerm": {"topologyKey": format!("k{i}")}}))
+                    .collect();
+                pod["spec"]["affinity"] = json!({
+                    "podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": terms},
+                    "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": weighted},
+                });
+            })
+        },
+        1_600,
+        patched,
+    );
+}
+
+#[test]
+fn env_from_of_the_spark_container() {
+    linear(
+        "envFrom",
+        &|body| pod_review(&CUSTOM, body),
+        |n| {
+            executor_review(|pod| {
+                spark_container(pod)["envFrom"] = (0..n)
+                    .map(|i| json!({"secretRef": {"name": format!("s{i}")}}))
+                    .collect();
+            })
+        },
+        5_200,
+        patched,
+    );
+}
+
+#[test]
+fn image_pull_secrets() {
+    linear(
+        "imagePullSecrets",
+        &|body| pod_review(&CUSTOM, body),
+        |n| {
+            executor_review(|pod| {
+                pod["spec"]["imagePullSecrets"] =
+                    (0..n).map(|i| json!({"name": format!("r{i}")})).collect();
+            })
+        },
+        5_200,
+        patched,
+    );
+}
+
+#[test]
+fn host_aliases() {
+    linear(
+        "hostAliases",
+        &|body| pod_review(&CUSTOM, body),
+        |n| {
+            executor_review(|pod| {
+                pod["spec"]["hostAliases"] = (0..n)
+                    .map(|i| json!({"ip": format!("10.1.{}.{}", i / 250, i % 250), "hostnames": ["h"]}))
+                    .collect();
+            })
+        },
+        5_200,
+        patched,
     );
 }
 

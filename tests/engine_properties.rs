@@ -3,16 +3,27 @@
 //!    (managedFields, `creationTimestamp: null`, fields newer than the typed model and all), gives
 //!    the desired pod and leaves everything else as sent;
 //! 2. idempotence: evaluating the desired pod again yields an empty patch;
-//! 3. the engine never panics, whatever the pod and the (valid) policy.
+//! 3. the engine never panics, whatever the pod and the (valid) policy;
+//! 4. every answer is a pod the apiserver accepts (names, volumes and mounts; see
+//!    `assert_valid`), with SPEC §4a's fields in the rules and volumes, mounts, init
+//!    containers, placement terms and the like on the pods, on clusters of every version.
+//!
+//! §4a's fields are set on the parsed rules in Rust (`CUSTOMIZATIONS`), since the parser does
+//! not read them yet; once it does, they can move into `RULE_PARTS` as text.
 
 // Test code: a failed expectation is a failed test.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+use std::collections::HashSet;
+use std::sync::Arc;
+
 use k8s_openapi::api::core::v1::{Container, Pod};
 use proptest::prelude::*;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use spark_admission::Policy;
-use spark_admission::engine::{RequestContext, evaluate};
+use spark_admission::engine::{ClusterFacts, KubernetesVersion, RequestContext, evaluate};
+use spark_admission::policy::{LocalDirs, PodCustomization, Quantity};
 
 const EXECUTOR_REVIEW: &str = include_str!("fixtures/spark-4.3/executor-review.json");
 const DRIVER_REVIEW: &str = include_str!("fixtures/spark-4.3/driver-review.json");
@@ -92,6 +103,285 @@ fn pod_shape() -> impl Strategy<Value = PodShape> {
                 newer_field,
             },
         )
+}
+
+/// What a generated pod brings of SPEC §4a's concerns, and the cluster it is created on.
+#[derive(Debug, Clone)]
+struct PodExtras {
+    /// `hadoop-conf` from a Secret, mounted on `/etc/hadoop/conf` (where a rule mounts its own).
+    own_volume: bool,
+    /// Spark's local dir as a PersistentVolumeClaim, not an emptyDir.
+    local_dir_claim: bool,
+    /// An init container of the pod, named like a policy's or not.
+    own_init: Option<&'static str>,
+    /// A topology spread constraint and an envFrom entry of the pod's.
+    own_lists: bool,
+    /// The pod's own security context fields.
+    own_security: bool,
+    /// The apiserver's version.
+    version: Option<&'static str>,
+}
+
+fn pod_extras() -> impl Strategy<Value = PodExtras> {
+    (
+        any::<bool>(),
+        any::<bool>(),
+        prop::option::of(prop::sample::select(vec![
+            "own-init",
+            "fetch-certs",
+            // A policy's sidecar of this name conflicts with it on 1.28, replaces it on 1.29.
+            "log-agent",
+        ])),
+        any::<bool>(),
+        any::<bool>(),
+        prop::option::of(prop::sample::select(vec!["1.28", "1.29", "v1.31.2"])),
+    )
+        .prop_map(
+            |(own_volume, local_dir_claim, own_init, own_lists, own_security, version)| PodExtras {
+                own_volume,
+                local_dir_claim,
+                own_init,
+                own_lists,
+                own_security,
+                version,
+            },
+        )
+}
+
+fn add_extras(pod: &mut Value, extras: &PodExtras) {
+    let spec = pod["spec"].as_object_mut().expect("spec");
+    // The Spark container, wherever a sidecar put first left it.
+    let spark = spec["containers"]
+        .as_array()
+        .expect("containers")
+        .iter()
+        .position(|c| {
+            c["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("spark-kubernetes-"))
+        })
+        .expect("the fixture's Spark container");
+    if extras.own_volume {
+        spec["volumes"]
+            .as_array_mut()
+            .expect("volumes")
+            .push(json!({"name": "hadoop-conf", "secret": {"secretName": "hadoop"}}));
+        spec["containers"][spark]["volumeMounts"]
+            .as_array_mut()
+            .expect("mounts")
+            .push(json!({"name": "hadoop-conf", "mountPath": "/etc/hadoop/conf"}));
+    }
+    if extras.local_dir_claim {
+        for volume in spec["volumes"].as_array_mut().expect("volumes") {
+            if volume["name"] == json!("spark-local-dir-1") {
+                *volume = json!({"name": "spark-local-dir-1", "persistentVolumeClaim": {"claimName": "OnDemand-0"}});
+            }
+        }
+    }
+    if let Some(name) = extras.own_init {
+        spec.insert(
+            "initContainers".into(),
+            json!([{"name": name, "image": "busybox"}]),
+        );
+    }
+    if extras.own_lists {
+        spec.insert(
+            "topologySpreadConstraints".into(),
+            json!([{"maxSkew": 2, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule"}]),
+        );
+        spec["containers"][spark]["envFrom"] = json!([{"secretRef": {"name": "team-s3"}}]);
+        spec.insert(
+            "hostAliases".into(),
+            json!([{"ip": "10.0.0.1", "hostnames": ["own"]}]),
+        );
+    }
+    if extras.own_security {
+        spec.insert(
+            "securityContext".into(),
+            json!({"fsGroup": 100, "runAsUser": 185}),
+        );
+        spec["containers"][spark]["securityContext"] = json!({"allowPrivilegeEscalation": true});
+    }
+}
+
+fn k8s<T: DeserializeOwned>(value: Value) -> T {
+    serde_json::from_value(value).expect("a Kubernetes object")
+}
+
+fn size(text: &str) -> Quantity {
+    Quantity::parse(text).expect("quantity")
+}
+
+/// §4a's fields a generated rule may carry, each a valid setting; a rule takes up to three,
+/// a later one replacing what an earlier one set of the same field. Every `volumes` setting
+/// holds `hadoop-conf`, so the mounts of another setting still name a volume of the rule.
+const CUSTOMIZATIONS: &[fn(&mut PodCustomization)] = &[
+    |p| {
+        p.volumes = vec![k8s(
+            json!({"name": "hadoop-conf", "configMap": {"name": "hadoop"}}),
+        )];
+        p.volume_mounts = vec![k8s(
+            json!({"name": "hadoop-conf", "mountPath": "/etc/hadoop/conf", "readOnly": true}),
+        )];
+    },
+    |p| {
+        p.volumes = vec![k8s(json!({"name": "hadoop-conf", "emptyDir": {}}))];
+        p.volume_mounts = vec![k8s(
+            json!({"name": "hadoop-conf", "mountPath": "/opt/spark/conf"}),
+        )];
+    },
+    |p| {
+        p.env_from = vec![
+            k8s(json!({"secretRef": {"name": "team-s3"}})),
+            k8s(json!({"configMapRef": {"name": "defaults"}, "prefix": "D_"})),
+        ]
+    },
+    |p| p.init_containers = vec![k8s(json!({"name": "fetch-certs", "image": "certs:1"}))],
+    |p| {
+        p.sidecars = vec![k8s(
+            json!({"name": "fluent-bit", "image": "fluent-bit:3", "resources": {"requests": {"cpu": "50m"}}}),
+        )]
+    },
+    |p| {
+        p.sidecars = vec![k8s(json!({"name": "log-agent", "image": "agent"}))];
+        p.init_containers = vec![k8s(json!({"name": "own-init", "image": "policy"}))];
+    },
+    |p| {
+        p.volumes = vec![
+            k8s(json!({"name": "hadoop-conf", "configMap": {"name": "hadoop"}})),
+            k8s(json!({"name": "spark-local-dir-1", "emptyDir": {}})),
+        ];
+        p.sidecars = vec![k8s(json!({"name": "shipper", "image": "s",
+            "volumeMounts": [{"name": "hadoop-conf", "mountPath": "/etc/hadoop"}]}))];
+    },
+    |p| p.security_context = Some(k8s(json!({"runAsNonRoot": true, "fsGroup": 185}))),
+    |p| {
+        p.container_security_context = Some(k8s(
+            json!({"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}),
+        ))
+    },
+    |p| {
+        p.image_pull_secrets = vec![
+            k8s(json!({"name": "registry-creds"})),
+            k8s(json!({"name": "mirror"})),
+        ]
+    },
+    |p| {
+        p.topology_spread_constraints = vec![k8s(json!({"maxSkew": 1,
+            "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": {"spark-app-selector": "{app_id}", "spark-role": "{role}"}}}))]
+    },
+    |p| {
+        p.pod_affinity = Some(k8s(
+            json!({"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"topologyKey": "topology.kubernetes.io/zone",
+             "labelSelector": {"matchLabels": {"spark-app-selector": "{app_id}", "spark-role": "driver"}}}]}),
+        ));
+        p.pod_anti_affinity = Some(k8s(
+            json!({"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 10, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
+             "labelSelector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["{app_name}"]}]}}}]}),
+        ));
+    },
+    |p| {
+        p.termination_grace_period_seconds = Some(120);
+        p.automount_service_account_token = Some(false);
+        p.runtime_class_name = Some("gvisor".into());
+    },
+    |p| {
+        p.dns_config = Some(k8s(json!({"options": [{"name": "ndots", "value": "2"}]})));
+        p.host_aliases = vec![
+            k8s(json!({"ip": "10.0.0.1", "hostnames": ["metadata"]})),
+            k8s(json!({"ip": "10.0.0.2", "hostnames": ["proxy"]})),
+        ];
+    },
+    |p| {
+        p.local_dirs = Some(LocalDirs::EmptyDir {
+            size_limit: Some(size("200Gi")),
+            medium: None,
+        })
+    },
+    |p| {
+        p.local_dirs = Some(LocalDirs::Ephemeral {
+            storage_class_name: Some("gp3".into()),
+            size: size("100Gi"),
+        })
+    },
+];
+
+fn customizations() -> impl Strategy<Value = Vec<Vec<usize>>> {
+    prop::collection::vec(prop::collection::vec(0..CUSTOMIZATIONS.len(), 0..4), 5)
+}
+
+/// The apiserver's rules the engine must never break (`ValidatePodSpec`): container names
+/// unique across containers and init containers, volume names unique, every mount naming a
+/// volume, no two mounts on one path in a container, `restartPolicy` only on init containers.
+/// And never an init container that never exits: every init container the policy added as a
+/// sidecar has `restartPolicy: Always`, and none has it before 1.29.
+fn assert_valid(original: &Pod, desired: &Pod, sidecars: &HashSet<&str>, native: bool) {
+    let spec = desired.spec.as_ref().expect("spec");
+    let mut names = HashSet::new();
+    let inits = spec.init_containers.iter().flatten();
+    for container in spec.containers.iter().chain(inits) {
+        assert!(
+            names.insert(container.name.as_str()),
+            "container {} twice",
+            container.name
+        );
+    }
+    let mut volumes = HashSet::new();
+    for volume in spec.volumes.iter().flatten() {
+        assert!(
+            volumes.insert(volume.name.as_str()),
+            "volume {} twice",
+            volume.name
+        );
+    }
+    let inits = spec.init_containers.iter().flatten();
+    for container in spec.containers.iter().chain(inits) {
+        let mut paths = HashSet::new();
+        for mount in container.volume_mounts.iter().flatten() {
+            assert!(
+                volumes.contains(mount.name.as_str()),
+                "{} mounts missing {}",
+                container.name,
+                mount.name
+            );
+            assert!(
+                paths.insert(mount.mount_path.as_str()),
+                "{} mounts {} twice",
+                container.name,
+                mount.mount_path
+            );
+        }
+    }
+    for container in &spec.containers {
+        assert_eq!(container.restart_policy, None, "{}", container.name);
+    }
+    let own: HashSet<&str> = original
+        .spec
+        .as_ref()
+        .and_then(|s| s.init_containers.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
+    for init in spec.init_containers.iter().flatten() {
+        if own.contains(init.name.as_str()) && !sidecars.contains(init.name.as_str()) {
+            continue;
+        }
+        let always = init.restart_policy.as_deref() == Some("Always");
+        if sidecars.contains(init.name.as_str()) && !own.contains(init.name.as_str()) {
+            assert!(
+                always && native,
+                "sidecar {} as an init container that never exits",
+                init.name
+            );
+        }
+        if !native {
+            assert!(!always, "native sidecar {} before 1.29", init.name);
+        }
+    }
 }
 
 /// The pod as the apiserver would send it (managedFields included) and its namespace.
@@ -240,13 +530,26 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
 
     #[test]
-    fn patch_reproduces_desired_pod_and_second_pass_is_a_no_op(shape in pod_shape(), text in policy_text()) {
-        let policy = Policy::parse(&text).unwrap_or_else(|e| panic!("generated policy invalid: {e}\n{text}"));
-        let sent = build_pod(&shape);
+    fn patch_reproduces_desired_pod_and_second_pass_is_a_no_op(
+        shape in pod_shape(),
+        extras in pod_extras(),
+        text in policy_text(),
+        custom in customizations(),
+    ) {
+        let mut policy = Policy::parse(&text).unwrap_or_else(|e| panic!("generated policy invalid: {e}\n{text}"));
+        for (rule, parts) in policy.rules.iter_mut().zip(&custom) {
+            for part in parts {
+                CUSTOMIZATIONS[*part](&mut rule.pod);
+            }
+        }
+        let mut sent = build_pod(&shape);
+        add_extras(&mut sent, &extras);
         let pod: Pod = serde_json::from_value(sent.clone()).expect("pod");
         let mut lean = pod.clone();
         let managed_fields = lean.metadata.managed_fields.take();
-        let context = RequestContext { namespace: shape.namespace.to_owned(), ..RequestContext::default() };
+        let version = extras.version.and_then(KubernetesVersion::parse);
+        let cluster = Arc::new(ClusterFacts { kubernetes_version: version, ..ClusterFacts::default() });
+        let context = RequestContext { namespace: shape.namespace.to_owned(), cluster: cluster.clone() };
 
         let Some(first) = evaluate(&lean, &context, &policy) else {
             panic!("fixtures are Spark pods");
@@ -275,21 +578,33 @@ proptest! {
             &serde_json::to_vec(&review).expect("json"),
         )
         .expect("review parses");
-        let (answer, _) = spark_admission::admission::review(request, &policy, &Default::default());
+        let (answer, _) = spark_admission::admission::review(request, &policy, &cluster);
         prop_assert_eq!(answer.response.allowed, first.denial.is_none());
         if first.denial.is_none() {
             let sent_patch = answer.response.decoded_patch().unwrap_or_default();
             prop_assert_eq!(&sent_patch, &patch);
         }
 
+        // (4) A pod the apiserver accepts.
+        let sidecars: HashSet<&str> = policy.rules.iter().flat_map(|r| r.pod.sidecars.iter()).map(|c| c.name.as_str()).collect();
+        let native = version.is_some_and(|v| v.has_native_sidecars());
+        assert_valid(&lean, &first.desired, &sidecars, native);
+
         // (3) Reinvocation sees the desired pod and must change nothing.
         let second = evaluate(&first.desired, &context, &policy).expect("still Spark");
         let again = spark_admission::patch::diff(first.desired.clone(), second.desired.clone()).expect("diff");
         prop_assert!(again.0.is_empty(), "second pass patched: {:?}", again);
         prop_assert_eq!(first.denial.is_some(), second.denial.is_some());
+        // Nor warn about what it wrote itself: a reinvoked review warns about no field the first
+        // did not (the values quoted may differ: a pod's own sidecar got the policy's env).
+        let field = |w: &String| w.split(": ").next().unwrap_or_default().to_owned();
+        let told: HashSet<String> = first.warnings.iter().map(field).collect();
+        let new: Vec<&String> = second.warnings.iter().filter(|w| !told.contains(&field(w))).collect();
+        prop_assert!(new.is_empty(), "second pass warned anew: {:?}", new);
 
         // Spark's container is never confused with the sidecar.
-        if shape.sidecar_first && !text.contains("containers:") {
+        // (A rule's own sidecar of that name replaces it under enforce, as it should.)
+        if shape.sidecar_first && !text.contains("containers:") && !sidecars.contains("fluent-bit") {
             let sidecar_before: &Container = &pod.spec.as_ref().expect("spec").containers[0];
             let sidecar_after: &Container = &first.desired.spec.as_ref().expect("spec").containers[0];
             prop_assert_eq!(sidecar_before, sidecar_after);

@@ -4,37 +4,39 @@
 //! a variable is never looked for by a search per policy variable when that would multiply the
 //! two (see [`Positions`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use k8s_openapi::api::core::v1::{EnvVar, Pod};
 
 use crate::policy::{Mode, Rule};
 
 use super::precedence::last_setters;
-use super::{SparkPod, selected_containers};
+use super::{Slot, SparkPod, selected_slots};
 
 pub(super) fn apply(
     original: &Pod,
     desired: &mut Pod,
     spark: &SparkPod,
     rules: &[&Rule],
+    native: &HashSet<String>,
     warnings: &mut Vec<String>,
 ) {
-    // Per container, the last rule setting each variable; containers and variables in order of
+    // Per container (native sidecars the policy adds included, see `selected_slots`), the last rule setting each variable; containers and variables in order of
     // first mention, so new variables are appended in policy order.
     let settings = last_setters(rules, |rule| {
         // Only a rule with variables needs its containers worked out.
-        let containers = (!rule.env.is_empty()).then(|| selected_containers(rule, original, spark));
-        containers.into_iter().flatten().flat_map(move |index| {
+        let containers =
+            (!rule.env.is_empty()).then(|| selected_slots(rule, original, spark, native));
+        containers.into_iter().flatten().flat_map(move |slot| {
             rule.env
                 .iter()
-                .map(move |var| ((index, var.name.as_str()), var))
+                .map(move |var| ((slot, var.name.as_str()), var))
         })
     });
     // With `containers: all` every container of the pod is in the plan: its place is looked up,
     // never searched for.
-    let mut plan: Vec<(usize, Vec<(&EnvVar, &Rule)>)> = Vec::new();
-    let mut places: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut plan: Vec<(Slot, Vec<(&EnvVar, &Rule)>)> = Vec::new();
+    let mut places: BTreeMap<Slot, usize> = BTreeMap::new();
     for ((index, _), setting) in settings {
         match places.get(&index).and_then(|&place| plan.get_mut(place)) {
             Some((_, vars)) => vars.push(setting),
@@ -49,8 +51,8 @@ pub(super) fn apply(
     };
     for (index, vars) in plan {
         let (Some(before), Some(container)) = (
-            original_spec.containers.get(index),
-            spec.containers.get_mut(index),
+            index.of(original_spec),
+            index.of_mut(&mut spec.containers, &mut spec.init_containers),
         ) else {
             continue;
         };

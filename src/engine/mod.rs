@@ -15,19 +15,38 @@
 //! for every concern). `merge` keeps a value the pod arrived with; `enforce` replaces it.
 //! Deciding per field, rather than replaying rules one after another, is what makes the result
 //! idempotent: the desired pod of a desired pod is itself.
+//!
+//! SPEC §4a's fields (volumes, mounts, init containers and sidecars, security contexts,
+//! envFrom, placement terms, pod-wide values) are decided the same way, per key (a volume's
+//! name, a mount's path in a container, a container's name, a host alias's ip, a security
+//! context's field), and skipped at no cost when no matching rule sets any of them. What the
+//! policy adds is written as the apiserver stores it (`defaults`), and a conflict the policy
+//! cannot resolve is left as the pod has it, with a warning: the desired pod is always one the
+//! apiserver accepts. The containers the policy adds are part of the pod the container concerns
+//! (env, resources, mounts, envFrom, container security) then work on, so a second pass finds
+//! them already served.
 
+mod containers;
 mod dedup;
+mod defaults;
 mod env;
+mod env_from;
 mod matching;
 mod metadata;
+mod placement;
+mod podspec;
 mod precedence;
 mod resources;
 mod scheduling;
+mod security;
 mod spark;
+mod volumes;
 
+use std::borrow::Cow;
+use std::collections::HashSet;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Container, Pod};
 
 use crate::policy::{Policy, Role, Rule};
 
@@ -148,8 +167,23 @@ pub fn evaluate(pod: &Pod, context: &RequestContext, policy: &Policy) -> Option<
         &mut warnings,
     );
     scheduling::apply(pod, &mut desired, &rules, &context.cluster, &mut warnings);
-    env::apply(pod, &mut desired, &spark, &rules, &mut warnings);
-    let mut denial = resources::apply(pod, &mut desired, &spark, &rules, &mut warnings);
+    // What the containers' concerns read as "what the pod has": the pod as it arrived, or, once
+    // the policy has added containers, the pod with them, so that `containers: all` reaches the
+    // sidecars the policy adds in the first pass exactly as in a second one (idempotence).
+    let (base, native) = if rules.iter().all(|rule| rule.pod.is_empty()) {
+        (Cow::Borrowed(pod), HashSet::new())
+    } else {
+        customize(
+            pod,
+            &mut desired,
+            &spark,
+            &rules,
+            &context.cluster,
+            &mut warnings,
+        )
+    };
+    env::apply(&base, &mut desired, &spark, &rules, &native, &mut warnings);
+    let mut denial = resources::apply(&base, &mut desired, &spark, &rules, &native, &mut warnings);
     if let Some(ambiguous) = &spark.ambiguous_container {
         denial = Some(match denial {
             Some(other) => format!("{ambiguous}; {other}"),
@@ -165,6 +199,130 @@ pub fn evaluate(pod: &Pod, context: &RequestContext, policy: &Policy) -> Option<
         denial,
         spark,
     })
+}
+
+/// SPEC §4a's fields, for a pod some matching rule sets one of them on. Pod-wide fields first,
+/// then volumes (mounts and injected containers name them), then the containers the policy
+/// adds, then what goes into the selected containers. Returns the pod the container concerns
+/// read as the pod's own (see [`evaluate`]), and the names of the native sidecars the policy
+/// added.
+fn customize<'p>(
+    pod: &'p Pod,
+    desired: &mut Pod,
+    spark: &SparkPod,
+    rules: &[&Rule],
+    cluster: &ClusterFacts,
+    warnings: &mut Vec<String>,
+) -> (Cow<'p, Pod>, HashSet<String>) {
+    podspec::apply(pod, desired, rules, warnings);
+    security::apply_pod(pod, desired, rules, warnings);
+    placement::apply(pod, desired, spark, rules, warnings);
+    let kept_volumes = volumes::apply_volumes(pod, desired, rules, warnings);
+    let sidecars = containers::apply(pod, desired, spark, rules, cluster, &kept_volumes, warnings);
+    let base = if sidecars.changed {
+        // One copy of the pod, made only when a container was added or replaced.
+        Cow::Owned(desired.clone())
+    } else {
+        Cow::Borrowed(pod)
+    };
+    volumes::apply_mounts(
+        &base,
+        desired,
+        spark,
+        rules,
+        &sidecars.native,
+        &kept_volumes,
+        warnings,
+    );
+    env_from::apply(&base, desired, spark, rules, &sidecars.native);
+    security::apply_containers(&base, desired, spark, rules, &sidecars.native, warnings);
+    (base, sidecars.native)
+}
+
+/// A container of the pod: one of `spec.containers`, or one of `spec.initContainers` (a native
+/// sidecar the policy adds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Slot {
+    Main(usize),
+    Init(usize),
+}
+
+impl Slot {
+    fn of(self, spec: &k8s_openapi::api::core::v1::PodSpec) -> Option<&Container> {
+        match self {
+            Slot::Main(i) => spec.containers.get(i),
+            Slot::Init(i) => spec.init_containers.as_ref()?.get(i),
+        }
+    }
+
+    /// The container in the two lists, borrowed apart from the rest of the spec.
+    fn of_mut<'a>(
+        self,
+        containers: &'a mut [Container],
+        init_containers: &'a mut Option<Vec<Container>>,
+    ) -> Option<&'a mut Container> {
+        match self {
+            Slot::Main(i) => containers.get_mut(i),
+            Slot::Init(i) => init_containers.as_mut()?.get_mut(i),
+        }
+    }
+}
+
+/// The containers a rule's `containers:` selects for `env` and SPEC §4a's container fields
+/// (`volumeMounts`, `envFrom`, `containerSecurityContext`): those of [`selected_containers`],
+/// and the native sidecars the matching rules add (`native`, by name) when `all` or the names
+/// select them, so a sidecar gets the same whether the cluster runs it as a native sidecar or
+/// as a container. Init containers that run to completion are never selected.
+fn selected_slots(rule: &Rule, pod: &Pod, spark: &SparkPod, native: &HashSet<String>) -> Vec<Slot> {
+    let mut slots: Vec<Slot> = selected_containers(rule, pod, spark)
+        .map(Slot::Main)
+        .collect();
+    if native.is_empty() || rule.containers == crate::policy::ContainerSelection::Spark {
+        return slots;
+    }
+    let inits = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.init_containers.as_deref())
+        .unwrap_or_default();
+    for (index, init) in inits.iter().enumerate() {
+        let chosen = match &rule.containers {
+            crate::policy::ContainerSelection::Named(names) => names.contains(&init.name),
+            _ => true,
+        };
+        if chosen && init.restart_policy.as_deref() == Some("Always") && native.contains(&init.name)
+        {
+            slots.push(Slot::Init(index));
+        }
+    }
+    slots
+}
+
+/// The warning for a value the pod keeps under `merge`, worded as every concern words it.
+fn kept_warning(what: &str, pod_value: &str, policy_value: &str, rule: &Rule) -> String {
+    format!(
+        "{what}: kept the pod's {pod_value}, not {policy_value} from rule {} (mode merge)",
+        rule.name
+    )
+}
+
+/// The rule and its mode, as a warning about what the policy did not apply names them.
+fn by(rule: &Rule) -> String {
+    let mode = match rule.mode {
+        crate::policy::Mode::Merge => "merge",
+        crate::policy::Mode::Enforce => "enforce",
+    };
+    format!("rule {}, mode {mode}", rule.name)
+}
+
+/// A Kubernetes object as a warning shows it: its JSON, cut after 200 characters (a pod's own
+/// object can be large).
+fn quoted_json<T: serde::Serialize>(value: &T) -> String {
+    let text = serde_json::to_string(value).unwrap_or_default();
+    match text.char_indices().nth(200) {
+        None => text,
+        Some((cut, _)) => format!("{}... ({} bytes in all)", &text[..cut], text.len()),
+    }
 }
 
 /// The container indices a rule's `containers:` selects in this pod.
@@ -193,3 +351,6 @@ fn selected_containers(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod customization_tests;

@@ -2,7 +2,9 @@
 //!
 //! Every concern asks this once per field: a label, annotation or nodeSelector key,
 //! `priorityClassName`, `schedulerName`, an env var of a container, a resource entry of a
-//! container. The answer is written here only, so that no concern can drift from the others.
+//! container, and SPEC §4a's keys: a volume by name, a mount by path in a container, an init
+//! container or sidecar by name, a host alias by ip, a security context or dnsConfig field, the
+//! pod-wide single values and localDirs. The answer is written here only, so that no concern can drift from the others.
 //! This module only chooses between rules; it never reads or changes a pod.
 
 use std::collections::BTreeMap;

@@ -7,7 +7,7 @@
 //! denied: Spark sized the JVM heap to the memory it asked for, so a smaller limit would make the
 //! executor die of OOM instead of failing visibly at submission.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use k8s_openapi::api::core::v1::{Container, Pod, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as KubeQuantity;
@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity as KubeQuantity;
 use crate::policy::{OnExceed, Quantity, Rule};
 
 use super::precedence::last_setters;
-use super::{SparkPod, selected_containers};
+use super::{Slot, SparkPod, selected_slots};
 
 /// The resource policy in force for one container, each entry from the last rule setting it.
 #[derive(Default)]
@@ -76,12 +76,16 @@ impl Target<'_> {
 /// Always` included) and the pod-level `spec.resources` (Kubernetes 1.32+): the scheduler and
 /// ResourceQuota charge the largest init container and the pod-level requests, and containers
 /// share a pod-level limit, so a cap that skipped them would be a way around it. Init
-/// containers get no defaults: a missing request charges nothing.
+/// containers get no defaults: a missing request charges nothing. The native sidecars the
+/// policy adds (`native`) are the exception: `containers: all` or their names select them as
+/// they select the same sidecar appended to `spec.containers`, so a sidecar is charged alike
+/// whichever way the cluster runs it; their caps are those of every init container.
 pub(super) fn apply(
     original: &Pod,
     desired: &mut Pod,
     spark: &SparkPod,
     rules: &[&Rule],
+    native: &HashSet<String>,
     warnings: &mut Vec<String>,
 ) -> Option<String> {
     let settings = last_setters(rules, |rule| {
@@ -89,7 +93,7 @@ pub(super) fn apply(
         let Some(policy) = rule.resources_for(spark.role) else {
             return entries;
         };
-        for index in selected_containers(rule, original, spark) {
+        for index in selected_slots(rule, original, spark, native) {
             for (part, amounts) in [
                 (Part::DefaultRequest, &policy.default.requests),
                 (Part::DefaultLimit, &policy.default.limits),
@@ -104,7 +108,7 @@ pub(super) fn apply(
         }
         entries
     });
-    let mut plan: BTreeMap<usize, Effective> = BTreeMap::new();
+    let mut plan: BTreeMap<Slot, Effective> = BTreeMap::new();
     for ((index, part, name), ((q, on_exceed), rule)) in settings {
         let effective = plan.entry(index).or_default();
         // Each (container, part, resource) comes once: the insertions never replace.
@@ -122,16 +126,20 @@ pub(super) fn apply(
     }
     let pod_wide_max = spark
         .container
-        .and_then(|index| plan.get(&index))
+        .and_then(|index| plan.get(&Slot::Main(index)))
         .map(|effective| effective.max.clone())
         .unwrap_or_default();
     let spec = desired.spec.as_mut()?;
     let mut violations = Vec::new();
     for (index, effective) in plan {
-        let Some(container) = spec.containers.get_mut(index) else {
+        let Some(container) = index.of_mut(&mut spec.containers, &mut spec.init_containers) else {
             continue;
         };
         fill_defaults(container, &effective, warnings);
+        if matches!(index, Slot::Init(_)) {
+            // Checked below with every init container, against the Spark container's caps.
+            continue;
+        }
         let mut target = Target {
             subject: format!("container {}", container.name),
             resources: &mut container.resources,
