@@ -8,16 +8,25 @@
 //! concern shares (objects, lists, strings, quantities, label keys, paths) and the checks that
 //! span rules. Each concern's fields are read in the file named like the engine file that
 //! applies them: `matching`, `metadata`, `scheduling`, `env`, `resources`; quotas in `quotas`.
+//! The SPEC §4a fields (Kubernetes objects for the pod) are dispatched from `pod`, read in
+//! `volumes`, `containers`, `security` and `placement`, with the apiserver's generic checks
+//! (unknown keys read from the Kubernetes types, names, paths) in `apiserver`.
 //! Parsing never looks at a pod or the cluster, and never stops at the first problem.
 
+mod apiserver;
+mod containers;
 mod env;
 mod matching;
 mod metadata;
+mod placement;
+mod pod;
 mod quotas;
 mod resources;
 mod scheduling;
+mod security;
+mod volumes;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -42,12 +51,31 @@ const RULE_FIELDS: &[&str] = &[
     "resources",
     "priorityClassName",
     "schedulerName",
+    // SPEC §4a, read in `pod` (kept in step with `pod::POD_FIELDS` by a test).
+    "volumes",
+    "volumeMounts",
+    "envFrom",
+    "initContainers",
+    "sidecars",
+    "securityContext",
+    "containerSecurityContext",
+    "imagePullSecrets",
+    "topologySpreadConstraints",
+    "podAffinity",
+    "podAntiAffinity",
+    "terminationGracePeriodSeconds",
+    "automountServiceAccountToken",
+    "runtimeClassName",
+    "dnsConfig",
+    "hostAliases",
+    "localDirs",
 ];
 const TOP_FIELDS: &[&str] = &["rules", "quotas"];
 
 /// Longest message of one problem, and longest path, in characters: a problem quotes what it
-/// found, and what it found may be a megabyte long.
-const MAX_MESSAGE_CHARS: usize = 400;
+/// found, and what it found may be a megabyte long. The longest message a valid policy can
+/// cause, an unknown volume source listing all 31 sources, must fit whole.
+const MAX_MESSAGE_CHARS: usize = 600;
 const MAX_PATH_CHARS: usize = 200;
 
 pub(super) fn parse(text: &str) -> Result<Policy> {
@@ -91,12 +119,12 @@ fn read_error(error: &serde_saphyr::Error) -> Error {
     let scanner_depth = inner.to_string().contains("recursion limit exceeded");
     let limit = match inner {
         _ if scanner_depth => Some(format!(
-            "it nests deeper than {} levels at {at} (a policy needs at most 9)",
+            "it nests deeper than {} levels at {at} (a policy needs at most 12)",
             super::MAX_POLICY_DEPTH
         )),
         Yaml::Budget { breach, .. } => Some(match breach {
             BudgetBreach::Depth { .. } => format!(
-                "it nests deeper than {} levels at {at} (a policy needs at most 9)",
+                "it nests deeper than {} levels at {at} (a policy needs at most 12)",
                 super::MAX_POLICY_DEPTH
             ),
             BudgetBreach::Aliases { .. }
@@ -196,12 +224,20 @@ pub(crate) fn unknown_field_message(key: &str, allowed: &[&str]) -> String {
 #[derive(Default)]
 struct Checker {
     problems: Vec<Problem>,
+    /// Paths whose value had the wrong type and was replaced by an empty one so that the rest
+    /// of its object could still be checked: anything said later about them would be about
+    /// the stand-in, not about what the user wrote.
+    stood_in: HashSet<String>,
 }
 
 impl Checker {
     fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        let path = path.into();
+        if self.stood_in.contains(&path) {
+            return;
+        }
         self.problems.push(Problem {
-            path: truncate(&path.into(), MAX_PATH_CHARS),
+            path: truncate(&path, MAX_PATH_CHARS),
             message: truncate(&message.into(), MAX_MESSAGE_CHARS),
         });
     }
@@ -423,6 +459,7 @@ impl Checker {
             name: self.name(map, path),
             ..Rule::default()
         };
+        let volumes = volumes::RuleVolumes::of(map.get("volumes"));
         for (key, value) in map {
             let field = key_path(path, key);
             match key.as_str() {
@@ -448,9 +485,10 @@ impl Checker {
                 "schedulerName" => {
                     rule.scheduler_name = self.dns_name(value, &field, "a scheduler name")
                 }
-                _ => {}
+                other => self.pod_field(other, value, &field, &mut rule.pod, &volumes),
             }
         }
+        self.unique_container_names(map, path);
         Some(rule)
     }
 
@@ -601,6 +639,46 @@ fn scalar_text(value: &Value) -> String {
 /// The fields a strict mirror of a Kubernetes type (in `scheduling` and `env`) did not expect,
 /// each to be reported as unknown.
 type Unknown = BTreeMap<String, Value>;
+
+/// What the tests of every concern's reader share: a policy's problems, and the one rule of a
+/// valid policy.
+#[cfg(test)]
+mod test_support {
+    use super::super::{Error, Policy, Rule};
+
+    /// The problems of an invalid policy, as (path, message).
+    pub(super) fn problems(yaml: &str) -> Vec<(String, String)> {
+        match Policy::parse(yaml) {
+            Ok(_) => panic!("policy should be invalid:\n{yaml}"),
+            Err(error @ (Error::Syntax { .. } | Error::TooLarge(_))) => {
+                panic!("expected validation errors, got {error}")
+            }
+            Err(Error::Invalid(p)) => p.0.into_iter().map(|p| (p.path, p.message)).collect(),
+        }
+    }
+
+    /// Asserts a problem at exactly `path` whose message contains `fragment`.
+    pub(super) fn has(found: &[(String, String)], path: &str, fragment: &str) {
+        assert!(
+            found.iter().any(|(p, m)| p == path && m.contains(fragment)),
+            "no problem at {path} containing {fragment:?}; found:\n{found:#?}"
+        );
+    }
+
+    /// The only rule of a valid policy `rules: [{name: r, <fields>}]`.
+    pub(super) fn rule(fields: &str) -> Rule {
+        let yaml = format!("rules:\n  - name: r\n{fields}");
+        match Policy::parse(&yaml) {
+            Ok(mut policy) => policy.rules.remove(0),
+            Err(error) => panic!("policy should be valid:\n{yaml}\n{error}"),
+        }
+    }
+
+    /// The problems of `rules: [{name: r, <fields>}]`.
+    pub(super) fn rule_problems(fields: &str) -> Vec<(String, String)> {
+        problems(&format!("rules:\n  - name: r\n{fields}"))
+    }
+}
 
 #[cfg(test)]
 mod tests {
