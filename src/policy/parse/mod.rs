@@ -119,12 +119,12 @@ fn read_error(error: &serde_saphyr::Error) -> Error {
     let scanner_depth = inner.to_string().contains("recursion limit exceeded");
     let limit = match inner {
         _ if scanner_depth => Some(format!(
-            "it nests deeper than {} levels at {at} (a policy needs at most 12)",
+            "it nests deeper than {} levels at {at} (a policy needs at most 11)",
             super::MAX_POLICY_DEPTH
         )),
         Yaml::Budget { breach, .. } => Some(match breach {
             BudgetBreach::Depth { .. } => format!(
-                "it nests deeper than {} levels at {at} (a policy needs at most 12)",
+                "it nests deeper than {} levels at {at} (a policy needs at most 11)",
                 super::MAX_POLICY_DEPTH
             ),
             BudgetBreach::Aliases { .. }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use k8s_openapi::api::core::v1::{HostAlias, LocalObjectReference, PodDNSConfig};
 use serde_json::Value;
 
-use crate::policy::{LocalDirs, PodCustomization};
+use crate::policy::{LocalDirs, PodCustomization, Quantity};
 
 use super::containers::Kind;
 use super::volumes::RuleVolumes;
@@ -212,7 +212,8 @@ impl Checker {
         let map = self.object(value, path, &["sizeLimit", "medium", "ephemeral"])?;
         let field = |name: &str| map.get(name).filter(|v| !v.is_null());
         let size_path = key_path(path, "sizeLimit");
-        let size_limit = field("sizeLimit").and_then(|v| self.positive_quantity(v, &size_path));
+        let size_limit =
+            field("sizeLimit").and_then(|v| self.positive_quantity(v, &size_path, false));
         let medium = field("medium").and_then(|v| {
             let medium_path = key_path(path, "medium");
             match v.as_str() {
@@ -247,7 +248,7 @@ impl Checker {
                     });
                 let size_path = key_path(&ep, "size");
                 let size = match ephemeral.get("size").filter(|v| !v.is_null()) {
-                    Some(v) => self.positive_quantity(v, &size_path),
+                    Some(v) => self.positive_quantity(v, &size_path, true),
                     None => {
                         self.problem(size_path, "missing; give the volume's size, such as 200Gi");
                         None
@@ -271,8 +272,16 @@ impl Checker {
         (self.problems.len() == since).then_some(result)
     }
 
-    /// A quantity above zero, as the apiserver writes it back.
-    fn positive_quantity(&mut self, value: &Value, path: &str) -> Option<crate::policy::Quantity> {
+    /// A quantity above zero, as the apiserver writes it back: `resource_list` for what the
+    /// engine writes into a claim's requests (rounded up to a thousandth, then canonical, as
+    /// that defaulting does), else canonical only (an `emptyDir.sizeLimit`).
+    fn positive_quantity(
+        &mut self,
+        value: &Value,
+        path: &str,
+        resource_list: bool,
+    ) -> Option<Quantity> {
+        // Read as a pod's requests are; the text is read again for the canonical form.
         let quantity = self.quantity(value, path)?;
         if quantity.nanos() == 0 {
             self.problem(
@@ -281,7 +290,14 @@ impl Checker {
             );
             return None;
         }
-        Some(quantity.canonical())
+        if resource_list {
+            return Some(quantity);
+        }
+        let text = match value {
+            Value::Number(n) => n.to_string(),
+            other => other.as_str().unwrap_or_default().to_owned(),
+        };
+        Quantity::parse(&text).ok().map(|q| q.canonical())
     }
 }
 

@@ -180,7 +180,8 @@ impl Checker {
                 );
             }
             if let Some(size) = &empty_dir.size_limit {
-                empty_dir.size_limit = self.k8s_quantity(size, &key_path(&p, "sizeLimit"), false);
+                empty_dir.size_limit =
+                    self.k8s_quantity(size, &key_path(&p, "sizeLimit"), false, false);
             }
         }
         if let Some(host_path) = &volume.host_path {
@@ -425,7 +426,7 @@ impl Checker {
                 "missing; an ephemeral volume's claim must request its size (resources.requests.storage)",
             ),
             Some(size) => {
-                if let Some(canonical) = self.k8s_quantity(size, &storage_path, true) {
+                if let Some(canonical) = self.k8s_quantity(size, &storage_path, true, true) {
                     *size = canonical;
                 }
             }
@@ -433,13 +434,15 @@ impl Checker {
     }
 
     /// A quantity inside a Kubernetes object, checked and written as the apiserver stores it
-    /// (so the engine's comparison with what a stored pod holds is exact). `positive`: zero is
-    /// refused too.
+    /// (so the engine's comparison with what a stored pod holds is exact): in a `ResourceList`
+    /// (`resource_list`: requests, limits) rounded up to a thousandth first, as its defaulting
+    /// does, elsewhere in canonical form only. `positive`: zero is refused too.
     pub(super) fn k8s_quantity(
         &mut self,
         quantity: &K8sQuantity,
         path: &str,
         positive: bool,
+        resource_list: bool,
     ) -> Option<K8sQuantity> {
         match Quantity::parse(&quantity.0) {
             Err(why) => {
@@ -458,7 +461,14 @@ impl Checker {
                 );
                 None
             }
-            Ok(q) => Some(K8sQuantity(q.canonical().as_str().to_owned())),
+            Ok(q) => {
+                let stored = if resource_list {
+                    q.as_pod_resource()
+                } else {
+                    q.canonical()
+                };
+                Some(K8sQuantity(stored.as_str().to_owned()))
+            }
         }
     }
 
