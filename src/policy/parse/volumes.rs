@@ -759,6 +759,28 @@ mod tests {
     }
 
     #[test]
+    fn huge_pages_are_a_medium_and_item_files_may_not_start_with_two_dots() {
+        let rule = rule("    volumes: [{name: huge, emptyDir: {medium: HugePages-2Mi}}]\n");
+        assert_eq!(
+            rule.pod.volumes[0]
+                .empty_dir
+                .as_ref()
+                .and_then(|e| e.medium.as_deref()),
+            Some("HugePages-2Mi")
+        );
+        // The kubelet keeps its own `..data` link in a ConfigMap volume.
+        let found = rule_problems(
+            "    volumes: [{name: c, configMap: {name: c, items: [{key: k, path: ..data}]}}]\n",
+        );
+        has(
+            &found,
+            "rules[0].volumes[0].configMap.items[0].path",
+            "must not start with '..'",
+        );
+        assert_eq!(found.len(), 1, "{found:#?}");
+    }
+
+    #[test]
     fn a_mount_must_name_a_volume_of_its_rule() {
         let found = rule_problems(
             "    volumes: [{name: conf, configMap: {name: conf}}]\n    volumeMounts: [{name: data, mountPath: /data}]\n",
