@@ -87,6 +87,31 @@ fn check_lists_every_mistake_with_its_path_and_exits_1() {
 }
 
 #[test]
+fn check_lists_every_mistake_in_the_pod_fields_with_its_path_and_exits_1() {
+    let out = run(&["check", "tests/data/pod-fields-with-mistakes.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    for expected in [
+        "policy has 9 errors",
+        "rules[0].volumes[1].emptyDri: unknown volume source \"emptyDri\" (did you mean \"emptyDir\"?)",
+        "rules[0].volumes[1]: has no volume source",
+        "rules[0].volumeMounts[1].mountPath: \"/etc/hadoop/conf\" is already mounted by rules[0].volumeMounts[0]",
+        "rules[0].volumeMounts[2].name: \"data\" names no volume of this rule",
+        "rules[0].sidecars[0].ports[0].containerPort: 70000 is not a port; allowed: 1 to 65535",
+        "rules[0].sidecars[0].livenessProbe.httpGet.schme: unknown field \"schme\" (did you mean \"scheme\"?)",
+        "rules[0].topologySpreadConstraints[0].labelSelector.matchLabels.spark-app-selector: \"{app_idd}\" uses unknown variable {app_idd}",
+        "rules[0].securityContext.runAsUser: -1 is not a user id; allowed: 0 to 2147483647",
+        "rules[0].localDirs: give sizeLimit and medium (keep Spark's emptyDir) or ephemeral",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+    assert!(text(&out.stdout).is_empty(), "{}", text(&out.stdout));
+}
+
+#[test]
 fn check_reports_yaml_syntax_errors_with_line_and_column() {
     let file = policy_file("rules:\n  - name: a\n    labels: {x: \"y\"\n  - name: b\n");
     let out = run(&["check", file.path().to_str().expect("utf-8")]);

@@ -80,6 +80,39 @@ async fn an_update_that_drops_the_label_and_stores_an_invalid_policy_is_refused(
 }
 
 #[tokio::test]
+async fn a_policy_with_mistakes_in_the_pod_fields_is_refused_listing_every_one() {
+    let answer = call(
+        &state(),
+        review(
+            "UPDATE",
+            "spark-admission",
+            "spark-admission-policy",
+            json!({}),
+            json!({"policy.yaml": include_str!("data/pod-fields-with-mistakes.yaml")}),
+        ),
+    )
+    .await;
+    let message = refusal(&answer);
+    for expected in [
+        "policy has 9 errors",
+        "rules[0].volumes[1].emptyDri: unknown volume source",
+        "rules[0].volumes[1]: has no volume source",
+        "rules[0].volumeMounts[1].mountPath: \"/etc/hadoop/conf\" is already mounted",
+        "rules[0].volumeMounts[2].name: \"data\" names no volume of this rule",
+        "rules[0].sidecars[0].ports[0].containerPort: 70000 is not a port",
+        "rules[0].sidecars[0].livenessProbe.httpGet.schme: unknown field \"schme\"",
+        "rules[0].topologySpreadConstraints[0].labelSelector.matchLabels.spark-app-selector: \"{app_idd}\" uses unknown variable",
+        "rules[0].securityContext.runAsUser: -1 is not a user id",
+        "rules[0].localDirs: give sizeLimit and medium",
+    ] {
+        assert!(
+            message.contains(expected),
+            "missing {expected:?} in:\n{message}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn the_policy_configmap_without_its_key_is_refused_saying_which_key() {
     let answer = call(
         &state(),

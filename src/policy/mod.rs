@@ -436,8 +436,10 @@ pub const BUILTIN_EXAMPLE: &str = include_str!("../../examples/policies/platform
 pub const MAX_POLICY_BYTES: usize = 1 << 20;
 
 /// Deepest nesting of YAML collections in a policy. The deepest path a valid policy has
+/// (`rules[0].volumes[0].projected.sources[0].clusterTrustBundle.labelSelector
+/// .matchExpressions[0].values`) is 11 levels deep; the deepest before SPEC §4a
 /// (`rules[0].affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0]
-/// .preference.matchExpressions[0].values`) is 9 levels deep.
+/// .preference.matchExpressions[0].values`) is 9.
 pub const MAX_POLICY_DEPTH: usize = 32;
 
 /// Most aliases (`*name`) in a policy, and most events they may replay in all: anchors are a

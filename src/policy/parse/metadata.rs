@@ -26,6 +26,29 @@ const SPARK_OWNED_LABELS: &[&str] = &[
 /// Annotations this webhook writes itself.
 const OWN_ANNOTATION_PREFIX: &str = "spark-admission.io/";
 
+/// What is wrong with a templated label value, if anything. A template's variables are
+/// sanitised at expansion; its literal text must already be valid, or every pod would get a
+/// mangled value.
+pub(super) fn templated_label_value_problem(template: &Template) -> Option<String> {
+    let literal = template.literal_text();
+    if template.has_variables() {
+        literal
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+            .map(|bad| {
+                format!(
+                    "may only hold letters, digits, '-', '_' and '.' besides variables, not {bad:?}"
+                )
+            })
+            .or_else(|| {
+                (literal.len() > 63)
+                    .then(|| "is longer than 63 characters even before expansion".to_owned())
+            })
+    } else {
+        check_label_value(&literal).err()
+    }
+}
+
 impl Checker {
     fn templates(&mut self, value: &Value, path: &str) -> BTreeMap<String, Template> {
         let mut out = BTreeMap::new();
@@ -47,18 +70,7 @@ impl Checker {
             if SPARK_OWNED_LABELS.contains(&key.as_str()) {
                 self.problem(key_path(path, key), format!("{key:?} is Spark's own label (Spark finds its pods by it); a policy cannot set it"));
             }
-            // A template's variables are sanitised at expansion; its literal text must already
-            // be valid, or every pod would get a mangled value.
-            let literal = template.literal_text();
-            let check = if template.has_variables() {
-                literal
-                    .chars()
-                    .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
-                    .map(|bad| format!("may only hold letters, digits, '-', '_' and '.' besides variables, not {bad:?}"))
-                    .or_else(|| (literal.len() > 63).then(|| "is longer than 63 characters even before expansion".to_owned()))
-            } else {
-                check_label_value(&literal).err()
-            };
+            let check = templated_label_value_problem(template);
             if let Some(why) = check {
                 self.problem(
                     key_path(path, key),

@@ -8,16 +8,25 @@
 //! concern shares (objects, lists, strings, quantities, label keys, paths) and the checks that
 //! span rules. Each concern's fields are read in the file named like the engine file that
 //! applies them: `matching`, `metadata`, `scheduling`, `env`, `resources`; quotas in `quotas`.
+//! The SPEC §4a fields (Kubernetes objects for the pod) are dispatched from `pod`, read in
+//! `volumes`, `containers`, `security` and `placement`, with the apiserver's generic checks
+//! (unknown keys read from the Kubernetes types, names, paths) in `apiserver`.
 //! Parsing never looks at a pod or the cluster, and never stops at the first problem.
 
+mod apiserver;
+mod containers;
 mod env;
 mod matching;
 mod metadata;
+mod placement;
+mod pod;
 mod quotas;
 mod resources;
 mod scheduling;
+mod security;
+mod volumes;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -42,12 +51,31 @@ const RULE_FIELDS: &[&str] = &[
     "resources",
     "priorityClassName",
     "schedulerName",
+    // SPEC §4a, read in `pod` (kept in step with `pod::POD_FIELDS` by a test).
+    "volumes",
+    "volumeMounts",
+    "envFrom",
+    "initContainers",
+    "sidecars",
+    "securityContext",
+    "containerSecurityContext",
+    "imagePullSecrets",
+    "topologySpreadConstraints",
+    "podAffinity",
+    "podAntiAffinity",
+    "terminationGracePeriodSeconds",
+    "automountServiceAccountToken",
+    "runtimeClassName",
+    "dnsConfig",
+    "hostAliases",
+    "localDirs",
 ];
 const TOP_FIELDS: &[&str] = &["rules", "quotas"];
 
 /// Longest message of one problem, and longest path, in characters: a problem quotes what it
-/// found, and what it found may be a megabyte long.
-const MAX_MESSAGE_CHARS: usize = 400;
+/// found, and what it found may be a megabyte long. The longest message a valid policy can
+/// cause, an unknown volume source listing all 31 sources, must fit whole.
+const MAX_MESSAGE_CHARS: usize = 600;
 const MAX_PATH_CHARS: usize = 200;
 
 pub(super) fn parse(text: &str) -> Result<Policy> {
@@ -91,12 +119,12 @@ fn read_error(error: &serde_saphyr::Error) -> Error {
     let scanner_depth = inner.to_string().contains("recursion limit exceeded");
     let limit = match inner {
         _ if scanner_depth => Some(format!(
-            "it nests deeper than {} levels at {at} (a policy needs at most 9)",
+            "it nests deeper than {} levels at {at} (a policy needs at most 11)",
             super::MAX_POLICY_DEPTH
         )),
         Yaml::Budget { breach, .. } => Some(match breach {
             BudgetBreach::Depth { .. } => format!(
-                "it nests deeper than {} levels at {at} (a policy needs at most 9)",
+                "it nests deeper than {} levels at {at} (a policy needs at most 11)",
                 super::MAX_POLICY_DEPTH
             ),
             BudgetBreach::Aliases { .. }
@@ -196,12 +224,20 @@ pub(crate) fn unknown_field_message(key: &str, allowed: &[&str]) -> String {
 #[derive(Default)]
 struct Checker {
     problems: Vec<Problem>,
+    /// Paths whose value had the wrong type and was replaced by an empty one so that the rest
+    /// of its object could still be checked: anything said later about them would be about
+    /// the stand-in, not about what the user wrote.
+    stood_in: HashSet<String>,
 }
 
 impl Checker {
     fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        let path = path.into();
+        if self.stood_in.contains(&path) {
+            return;
+        }
         self.problems.push(Problem {
-            path: truncate(&path.into(), MAX_PATH_CHARS),
+            path: truncate(&path, MAX_PATH_CHARS),
             message: truncate(&message.into(), MAX_MESSAGE_CHARS),
         });
     }
@@ -423,6 +459,7 @@ impl Checker {
             name: self.name(map, path),
             ..Rule::default()
         };
+        let volumes = volumes::RuleVolumes::of(map.get("volumes"));
         for (key, value) in map {
             let field = key_path(path, key);
             match key.as_str() {
@@ -448,9 +485,10 @@ impl Checker {
                 "schedulerName" => {
                     rule.scheduler_name = self.dns_name(value, &field, "a scheduler name")
                 }
-                _ => {}
+                other => self.pod_field(other, value, &field, &mut rule.pod, &volumes),
             }
         }
+        self.unique_container_names(map, path);
         Some(rule)
     }
 
@@ -601,6 +639,46 @@ fn scalar_text(value: &Value) -> String {
 /// The fields a strict mirror of a Kubernetes type (in `scheduling` and `env`) did not expect,
 /// each to be reported as unknown.
 type Unknown = BTreeMap<String, Value>;
+
+/// What the tests of every concern's reader share: a policy's problems, and the one rule of a
+/// valid policy.
+#[cfg(test)]
+mod test_support {
+    use super::super::{Error, Policy, Rule};
+
+    /// The problems of an invalid policy, as (path, message).
+    pub(super) fn problems(yaml: &str) -> Vec<(String, String)> {
+        match Policy::parse(yaml) {
+            Ok(_) => panic!("policy should be invalid:\n{yaml}"),
+            Err(error @ (Error::Syntax { .. } | Error::TooLarge(_))) => {
+                panic!("expected validation errors, got {error}")
+            }
+            Err(Error::Invalid(p)) => p.0.into_iter().map(|p| (p.path, p.message)).collect(),
+        }
+    }
+
+    /// Asserts a problem at exactly `path` whose message contains `fragment`.
+    pub(super) fn has(found: &[(String, String)], path: &str, fragment: &str) {
+        assert!(
+            found.iter().any(|(p, m)| p == path && m.contains(fragment)),
+            "no problem at {path} containing {fragment:?}; found:\n{found:#?}"
+        );
+    }
+
+    /// The only rule of a valid policy `rules: [{name: r, <fields>}]`.
+    pub(super) fn rule(fields: &str) -> Rule {
+        let yaml = format!("rules:\n  - name: r\n{fields}");
+        match Policy::parse(&yaml) {
+            Ok(mut policy) => policy.rules.remove(0),
+            Err(error) => panic!("policy should be valid:\n{yaml}\n{error}"),
+        }
+    }
+
+    /// The problems of `rules: [{name: r, <fields>}]`.
+    pub(super) fn rule_problems(fields: &str) -> Vec<(String, String)> {
+        problems(&format!("rules:\n  - name: r\n{fields}"))
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -760,6 +838,201 @@ quotas:
             "not a Kubernetes quantity",
         );
         assert!(found.len() >= 26, "{found:#?}");
+    }
+
+    /// The policy `spark-admission check` and `/validate-policy` are tested with too.
+    const POD_FIELD_MISTAKES: &str =
+        include_str!("../../../tests/data/pod-fields-with-mistakes.yaml");
+
+    #[test]
+    fn every_mistake_in_the_pod_fields_is_reported_at_once_with_its_path() {
+        let found = problems(POD_FIELD_MISTAKES);
+        has(
+            &found,
+            "rules[0].volumes[1].emptyDri",
+            "unknown volume source \"emptyDri\" (did you mean \"emptyDir\"?)",
+        );
+        has(&found, "rules[0].volumes[1]", "has no volume source");
+        has(
+            &found,
+            "rules[0].volumeMounts[1].mountPath",
+            "\"/etc/hadoop/conf\" is already mounted by rules[0].volumeMounts[0]",
+        );
+        has(
+            &found,
+            "rules[0].volumeMounts[2].name",
+            "\"data\" names no volume of this rule",
+        );
+        has(
+            &found,
+            "rules[0].sidecars[0].ports[0].containerPort",
+            "70000 is not a port; allowed: 1 to 65535",
+        );
+        has(
+            &found,
+            "rules[0].sidecars[0].livenessProbe.httpGet.schme",
+            "unknown field \"schme\" (did you mean \"scheme\"?)",
+        );
+        has(
+            &found,
+            "rules[0].topologySpreadConstraints[0].labelSelector.matchLabels.spark-app-selector",
+            "uses unknown variable {app_idd}; allowed: {namespace}, {app_name}, {app_id}",
+        );
+        has(
+            &found,
+            "rules[0].securityContext.runAsUser",
+            "-1 is not a user id; allowed: 0 to 2147483647",
+        );
+        has(&found, "rules[0].localDirs", "not both");
+        assert_eq!(found.len(), 9, "{found:#?}");
+    }
+
+    #[test]
+    fn known_fields_given_as_null_are_not_unknown() {
+        let policy = Policy::parse(
+            "rules: [{name: a, volumes: [{name: v, emptyDir: {medium: null}, configMap: null}], sidecars: [{name: s, image: x, ports: null, livenessProbe: {httpGet: {port: 80, host: null}}}]}]",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(policy.rules[0].pod.volumes[0].empty_dir.is_some());
+        assert!(policy.rules[0].pod.sidecars[0].ports.is_none());
+    }
+
+    #[test]
+    fn the_spec_4a_example_fields_are_valid() {
+        // SPEC §4a's example, with its `{...}` and `[...]` placeholders written out.
+        let policy = Policy::parse(
+            r#"
+rules:
+  - name: pod-fields
+    volumes:
+      - {name: hadoop-conf, configMap: {name: hadoop-conf}}
+    volumeMounts:
+      - {name: hadoop-conf, mountPath: /etc/hadoop/conf, readOnly: true}
+    envFrom:
+      - secretRef: {name: team-s3}
+    initContainers:
+      - {name: fetch-certs, image: "registry/certs:1", command: ["/fetch"]}
+    sidecars:
+      - {name: fluent-bit, image: "fluent/fluent-bit:3", resources: {requests: {cpu: 50m, memory: 64Mi}}}
+    securityContext:
+      {runAsNonRoot: true, fsGroup: 185, seccompProfile: {type: RuntimeDefault}}
+    containerSecurityContext:
+      {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}
+    imagePullSecrets: [{name: registry-creds}]
+    topologySpreadConstraints:
+      - {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: ScheduleAnyway,
+         labelSelector: {matchLabels: {spark-app-selector: "{app_id}"}}}
+    podAffinity:
+      preferredDuringSchedulingIgnoredDuringExecution:
+        - {weight: 50, podAffinityTerm: {topologyKey: topology.kubernetes.io/zone, labelSelector: {matchLabels: {spark-app-selector: "{app_id}"}}}}
+    podAntiAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+        - {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {spark-app-selector: "{app_id}", spark-role: executor}}}
+    terminationGracePeriodSeconds: 120
+    automountServiceAccountToken: false
+    runtimeClassName: gvisor
+    dnsConfig: {options: [{name: ndots, value: "2"}]}
+    hostAliases: [{ip: 10.0.0.5, hostnames: [metastore]}]
+    localDirs:
+      sizeLimit: 200Gi
+  - name: ephemeral-local-dirs
+    localDirs:
+      ephemeral: {storageClassName: gp3, size: 200Gi}
+"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let pod = &policy.rules[0].pod;
+        assert_eq!(
+            (
+                pod.volumes.len(),
+                pod.volume_mounts.len(),
+                pod.env_from.len(),
+                pod.init_containers.len(),
+                pod.sidecars.len(),
+                pod.image_pull_secrets.len(),
+                pod.topology_spread_constraints.len(),
+                pod.host_aliases.len(),
+            ),
+            (1, 1, 1, 1, 1, 1, 1, 1)
+        );
+        assert!(
+            pod.security_context.is_some()
+                && pod.container_security_context.is_some()
+                && pod.pod_affinity.is_some()
+                && pod.pod_anti_affinity.is_some()
+                && pod.dns_config.is_some()
+                && pod.local_dirs.is_some()
+        );
+        assert!(policy.rules[1].pod.local_dirs.is_some());
+    }
+
+    /// Thread CPU time (Linux): unlike the clock, it leaves out what other processes of a
+    /// shared machine took.
+    fn cpu_time() -> std::time::Duration {
+        let nanos = std::fs::read_to_string("/proc/thread-self/schedstat")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok());
+        match nanos {
+            Some(nanos) => std::time::Duration::from_nanos(nanos),
+            None => std::time::Instant::now().elapsed(),
+        }
+    }
+
+    /// A rule of the worst shape for the pod fields: every list long, every entry wrong in the
+    /// ways that need a lookup (names no volume, a mount path again, a container name again, an
+    /// address again, a duplicate spread key) and a type error deep inside each container.
+    fn worst_pod_fields(n: usize) -> String {
+        let mut text = String::from("rules:\n  - name: r\n    volumes:\n");
+        for i in 0..n {
+            text.push_str(&format!(
+                "      - {{name: v{i}, emptyDir: {{}}, cnfigMap: {{name: c}}}}\n"
+            ));
+        }
+        text.push_str("    volumeMounts:\n");
+        for i in 0..n {
+            text.push_str(&format!("      - {{name: missing{i}, mountPath: /same}}\n"));
+        }
+        text.push_str("    sidecars:\n");
+        for _ in 0..n {
+            text.push_str("      - {name: same, image: x, ports: [{containerPort: 0, name: p}, {containerPort: 1, name: p}], volumeMounts: [{name: nope, mountPath: /m}, {name: nope, mountPath: /m}], livenessProbe: {exec: {command: [1, 2]}}}\n");
+        }
+        text.push_str("    hostAliases:\n");
+        for _ in 0..n {
+            text.push_str("      - {ip: 10.0.0.1, hostnames: [a]}\n");
+        }
+        text.push_str("    topologySpreadConstraints:\n");
+        for _ in 0..n {
+            text.push_str("      - {maxSkew: 1, topologyKey: zone, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {a: \"{app_id}\"}}}\n");
+        }
+        text
+    }
+
+    #[test]
+    fn the_pod_fields_of_a_policy_of_the_worst_shape_cost_time_linear_in_its_size() {
+        let (small, large) = (worst_pod_fields(200), worst_pod_fields(2_000));
+        assert!(
+            large.len() < super::super::MAX_POLICY_BYTES,
+            "{}",
+            large.len()
+        );
+        let measure = |text: &str| {
+            (0..2)
+                .map(|_| {
+                    let start = cpu_time();
+                    let problems = Policy::parse(text)
+                        .map(|_| 0)
+                        .unwrap_or_else(|e| e.problems().len());
+                    assert!(problems > 0);
+                    cpu_time().saturating_sub(start)
+                })
+                .min()
+                .unwrap_or_default()
+        };
+        let (a, b) = (measure(&small), measure(&large));
+        let ratio = b.as_secs_f64() / a.as_secs_f64().max(1e-9);
+        // Linear is x10; quadratic would be x100. The margin is for a shared machine.
+        println!("n: {a:?}, 10n: {b:?}, x{ratio:.1}");
+        assert!(ratio < 25.0, "n: {a:?}, 10n: {b:?}, x{ratio:.1}");
     }
 
     #[test]
