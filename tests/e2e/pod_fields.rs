@@ -354,10 +354,35 @@ async fn a_real_spark_submit_stores_every_pod_field_of_the_policy_in_client_and_
     // The driver keeps its token: it creates its executors with it.
     assert_eq!(driver_spec.automount_service_account_token, None);
     assert_eq!(driver_spec.topology_spread_constraints, None);
+    // 1.20, learnt from /version: the sidecar is appended, and a driver created by kubectl
+    // shows the user why that matters (kubectl prints the answer's warnings).
     assert!(
-        webhook.log().contains("stays Running"),
-        "the driver's appended sidecar is warned about:\n{}",
+        webhook.log().contains("the apiserver's version"),
+        "{}",
         webhook.log()
+    );
+    let pod = serde_json::to_string(&super::fixture_pod(
+        DRIVER_REVIEW,
+        &namespace.name,
+        "driver-by-kubectl",
+    ))
+    .unwrap();
+    let mut kubectl = std::process::Command::new("kubectl")
+        .args(["create", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut kubectl.stdin.take().unwrap(), pod.as_bytes()).unwrap();
+    let out = kubectl.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "Warning: sidecar fluent-bit: appended to spec.containers, not a native sidecar"
+        ) && stderr.contains("this driver pod stays Running after Spark exits"),
+        "kubectl shows the driver's sidecar warning: {stderr}"
     );
 }
 
