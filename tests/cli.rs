@@ -238,6 +238,70 @@ fn mutate_with_the_global_default_priority_class_replaces_it_under_merge() {
     );
 }
 
+/// SPEC §4a: told the cluster is 1.29 or later, `mutate` makes the policy's sidecar a native
+/// one (an init container with `restartPolicy: Always`); told 1.28, or not told, it appends it
+/// to the containers. A version that does not read is a usage error naming the form.
+#[test]
+fn mutate_with_the_kubernetes_version_decides_how_sidecars_are_added() {
+    let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"exec-1","labels":{"spark-role":"executor"}},"spec":{"containers":[{"name":"spark-kubernetes-executor","image":"spark"}]}}"#;
+    let policy = policy_file(
+        "rules: [{name: logs, sidecars: [{name: fluent-bit, image: \"fluent/fluent-bit:3\"}]}]",
+    );
+    let path = policy.path().to_str().expect("utf-8");
+    let mutate = |version: Option<&str>| {
+        let mut args = vec!["mutate", "-p", path, "-o", "json"];
+        if let Some(version) = version {
+            args.extend(["--kubernetes-version", version]);
+        }
+        args.push("-");
+        let out = run_with_stdin(&args, pod);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let mutated: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        let names = |list: &str| -> Vec<String> {
+            mutated["spec"][list]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| {
+                    format!(
+                        "{}:{}",
+                        c["name"].as_str().unwrap_or(""),
+                        c["restartPolicy"].as_str().unwrap_or("-")
+                    )
+                })
+                .collect()
+        };
+        (names("initContainers"), names("containers"))
+    };
+    assert_eq!(
+        mutate(Some("v1.29.3")),
+        (
+            vec!["fluent-bit:Always".to_owned()],
+            vec!["spark-kubernetes-executor:-".to_owned()]
+        )
+    );
+    let appended = (
+        vec![],
+        vec![
+            "spark-kubernetes-executor:-".to_owned(),
+            "fluent-bit:-".to_owned(),
+        ],
+    );
+    assert_eq!(mutate(Some("1.28")), appended);
+    assert_eq!(mutate(None), appended);
+
+    let out = run_with_stdin(
+        &["mutate", "-p", path, "--kubernetes-version", "latest", "-"],
+        pod,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("\"latest\" is not a Kubernetes version; write MAJOR.MINOR"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 #[test]
 fn mutate_leaves_a_non_spark_pod_unchanged() {
     let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web","labels":{"app":"web"}},"spec":{"containers":[{"name":"web","image":"nginx"}]}}"#;
