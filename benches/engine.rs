@@ -47,6 +47,20 @@ fn engine(c: &mut Criterion) {
             criterion::BatchSize::SmallInput,
         )
     });
+    // SPEC §4a: the example policy using every pod field (volumes, mounts, sidecar, init
+    // container, security contexts, placement, local dirs) on the same pod.
+    let customization = Policy::parse(include_str!("../examples/policies/pod-customization.yaml"))
+        .expect("example policy");
+    c.bench_function("engine+diff/executor-pod-customization", |b| {
+        b.iter_batched(
+            || pod.clone(),
+            |pod| {
+                let out = evaluate(black_box(&pod), &context, &customization).expect("spark pod");
+                spark_admission::patch::diff(pod, out.desired).expect("diff")
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
     c.bench_function("engine-only/executor", |b| {
         b.iter(|| evaluate(black_box(&pod), &context, &policy).expect("spark pod"))
     });
