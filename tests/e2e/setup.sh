@@ -160,6 +160,9 @@ build_apiserver() {
   install -m 0755 "$BUILD_DIR/kube-apiserver.new" "$APISERVER"
   touch "$APISERVER_STAMP"
   rm -f "$BUILD_DIR/kube-apiserver.new"
+  # The stamped binary is all later runs use; the source tree, GOPATH and Go build cache are
+  # several GB that a small CI disk needs for the Rust builds (CI once ran out of space).
+  rm -rf "$src" "$BUILD_DIR/gopath" "$BUILD_DIR/gocache" "$BUILD_DIR/home"
   echo "$(( $(date +%s) - t0 ))" > "$BUILD_DIR/build-seconds"
   log "kube-apiserver built in $(( $(date +%s) - t0 ))s"
 }
