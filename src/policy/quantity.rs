@@ -69,68 +69,37 @@ impl Quantity {
     }
 
     fn value_of(text: &str) -> Result<i128, Unreadable> {
-        use Unreadable::{OutOfRange, Syntax};
+        use Unreadable::OutOfRange;
         let trimmed = text.trim();
-        if trimmed.is_empty() {
-            return Err(Syntax);
-        }
-        let (sign, unsigned) = match trimmed.as_bytes()[0] {
-            b'-' => (-1, &trimmed[1..]),
-            b'+' => (1, &trimmed[1..]),
-            _ => (1, trimmed),
-        };
-        let number_end = unsigned
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(unsigned.len());
-        let (number, suffix) = unsigned.split_at(number_end);
-        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
-        if (whole.is_empty() && fraction.is_empty()) || fraction.contains('.') {
-            return Err(Syntax);
-        }
-        let (multiplier_num, multiplier_den): (i128, i128) = match suffix {
-            "" => (1, 1),
-            "n" => (1, 1_000_000_000),
-            "u" => (1, 1_000_000),
-            "m" => (1, 1_000),
-            "k" => (1_000, 1),
-            "M" => (1_000_000, 1),
-            "G" => (1_000_000_000, 1),
-            "T" => (1_000_000_000_000, 1),
-            "P" => (1_000_000_000_000_000, 1),
-            "E" => (1_000_000_000_000_000_000, 1),
-            "Ki" => (1 << 10, 1),
-            "Mi" => (1 << 20, 1),
-            "Gi" => (1 << 30, 1),
-            "Ti" => (1 << 40, 1),
-            "Pi" => (1 << 50, 1),
-            "Ei" => (1 << 60, 1),
-            exponent if is_exponent(exponent) => {
-                // Digits only, so a failed parse can only be an overflow.
-                let power: i32 = exponent[1..].parse().map_err(|_| OutOfRange)?;
-                if !(-9..=18).contains(&power) {
-                    return Err(OutOfRange);
-                }
-                if power >= 0 {
-                    (10_i128.pow(power.unsigned_abs()), 1)
-                } else {
-                    (1, 10_i128.pow(power.unsigned_abs()))
-                }
-            }
-            _ => return Err(Syntax),
-        };
+        let parts = Parts::scan(trimmed)?;
         // The syntax is right from here on: whatever fails now is only too large to hold.
         if trimmed.len() > 64 {
             return Err(OutOfRange);
         }
+        // value = ±(whole.fraction) × base^exponent, as the fraction over 10^digits.
+        let (multiplier_num, multiplier_den): (i128, i128) = match parts.format {
+            Format::BinarySi => (1_i128 << parts.exponent, 1),
+            Format::DecimalSi | Format::DecimalExponent => {
+                if !(-9..=18).contains(&parts.exponent) {
+                    return Err(OutOfRange);
+                }
+                let power = 10_i128.pow(parts.exponent.unsigned_abs());
+                if parts.exponent >= 0 {
+                    (power, 1)
+                } else {
+                    (1, power)
+                }
+            }
+        };
         // The digits of whole and fraction as one integer, over 10^fraction_digits.
         let mut mantissa: i128 = 0;
-        for digit in whole.bytes().chain(fraction.bytes()) {
+        for digit in parts.whole.bytes().chain(parts.fraction.bytes()) {
             mantissa = mantissa
                 .checked_mul(10)
                 .and_then(|m| m.checked_add(i128::from(digit - b'0')))
                 .ok_or(OutOfRange)?;
         }
-        let fraction_digits = u32::try_from(fraction.len()).map_err(|_| OutOfRange)?;
+        let fraction_digits = u32::try_from(parts.fraction.len()).map_err(|_| OutOfRange)?;
         let denominator = 10_i128
             .checked_pow(fraction_digits)
             .and_then(|d| d.checked_mul(multiplier_den))
@@ -141,7 +110,7 @@ impl Quantity {
             .ok_or(OutOfRange)?;
         // Round up like Kubernetes: 0.1n is 1n.
         let nanos = numerator.checked_add(denominator - 1).ok_or(OutOfRange)? / denominator;
-        Ok(sign * nanos)
+        Ok(if parts.negative { -nanos } else { nanos })
     }
 
     /// A whole number of units, written as Kubernetes and Spark write it (`2`).
@@ -253,7 +222,7 @@ fn stored_text_once(text: &str, nanos: i128, round_to_milli: bool) -> (String, i
     if text == "0" {
         return (text.to_owned(), 0);
     }
-    let Some(parts) = Parts::of(text) else {
+    let Ok(parts) = Parts::scan(text) else {
         return (text.to_owned(), nanos);
     };
     if let Some((kept, scale)) = parts.fast_path() {
@@ -278,8 +247,10 @@ fn stored_text_once(text: &str, nanos: i128, round_to_milli: bool) -> (String, i
     (write(nanos, parts.format), nanos)
 }
 
-/// A quantity's text taken apart as Kubernetes' scanner takes it.
+/// A quantity's text taken apart as Kubernetes' scanner takes it: the one scanner, from which
+/// both the value ([`Quantity::value_of`]) and the stored text ([`stored_text`]) are computed.
 struct Parts<'t> {
+    negative: bool,
     /// The whole part without leading zeros, `0` when nothing is left.
     whole: &'t str,
     fraction: &'t str,
@@ -289,13 +260,20 @@ struct Parts<'t> {
 }
 
 impl<'t> Parts<'t> {
-    fn of(text: &'t str) -> Option<Self> {
+    /// Scans `text` (already trimmed): an optional sign, digits with at most one '.', at least
+    /// one digit, then nothing or one suffix. Allocates nothing.
+    fn scan(text: &'t str) -> Result<Self, Unreadable> {
+        use Unreadable::{OutOfRange, Syntax};
+        let negative = text.starts_with('-');
         let unsigned = text.strip_prefix(['+', '-']).unwrap_or(text);
         let number_end = unsigned
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(unsigned.len());
         let (number, suffix) = unsigned.split_at(number_end);
         let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        if (whole.is_empty() && fraction.is_empty()) || fraction.contains('.') {
+            return Err(Syntax);
+        }
         let whole = whole.trim_start_matches('0');
         let whole = if whole.is_empty() { "0" } else { whole };
         let (format, exponent) = match suffix {
@@ -315,12 +293,15 @@ impl<'t> Parts<'t> {
             "Ti" => (Format::BinarySi, 40),
             "Pi" => (Format::BinarySi, 50),
             "Ei" => (Format::BinarySi, 60),
-            exponent if is_exponent(exponent) => {
-                (Format::DecimalExponent, exponent[1..].parse().ok()?)
-            }
-            _ => return None,
+            // Digits only, so a failed parse can only be an overflow.
+            exponent if is_exponent(exponent) => (
+                Format::DecimalExponent,
+                exponent[1..].parse().map_err(|_| OutOfRange)?,
+            ),
+            _ => return Err(Syntax),
         };
-        Some(Self {
+        Ok(Self {
+            negative,
             whole,
             fraction,
             format,
