@@ -590,6 +590,31 @@ proptest! {
         let native = version.is_some_and(|v| v.has_native_sidecars());
         assert_valid(&lean, &first.desired, &sidecars, native);
 
+        // (5) Nothing the pod had is dropped, whatever the rules and modes: a policy adds and
+        // sets, it never removes. Every label key, container, init container and volume of the
+        // pod as sent is still there by name (enforce may replace one, under the same name),
+        // the containers in the order they came.
+        let names = |items: Option<&Vec<Value>>| -> Vec<String> {
+            items
+                .map(|list| list.iter().filter_map(|i| i["name"].as_str().map(str::to_owned)).collect())
+                .unwrap_or_default()
+        };
+        let desired_json = serde_json::to_value(&first.desired).expect("json");
+        for list in ["containers", "initContainers", "volumes"] {
+            let before = names(sent["spec"][list].as_array());
+            let after = names(desired_json["spec"][list].as_array());
+            let kept: Vec<&String> = after.iter().filter(|n| before.contains(n)).collect();
+            prop_assert_eq!(kept.len(), before.len(), "{} lost: {:?} -> {:?}", list, before, after);
+            if list != "volumes" {
+                prop_assert!(kept.iter().zip(&before).all(|(a, b)| *a == b), "{} reordered: {:?} -> {:?}", list, before, after);
+            }
+        }
+        if let Some(labels) = sent["metadata"]["labels"].as_object() {
+            for key in labels.keys() {
+                prop_assert!(desired_json["metadata"]["labels"].get(key).is_some(), "label {} dropped", key);
+            }
+        }
+
         // (3) Reinvocation sees the desired pod and must change nothing.
         let second = evaluate(&first.desired, &context, &policy).expect("still Spark");
         let again = spark_admission::patch::diff(first.desired.clone(), second.desired.clone()).expect("diff");

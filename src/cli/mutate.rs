@@ -110,7 +110,39 @@ pub(super) fn mutate(args: &MutateArgs) -> anyhow::Result<ExitCode> {
         global_default_priority_class: args.global_default_priority_class.clone(),
         kubernetes_version: args.kubernetes_version,
     });
-    let (review, mut summary) = admission::review(request, &policy, &cluster);
+    let (mut review, mut summary) = admission::review(request, &policy, &cluster);
+    // Quotas, decided against the pods given as the server decides them against its watch, and
+    // applied to the answer the same way. Nothing outlives this decision, so there is nothing
+    // to reserve: decided as a dry run.
+    let mut quota_refusal = None;
+    let mut quotas_met = None;
+    if let Some(ledger) = quota_pods.filter(|_| summary.role.is_some()) {
+        match summary.quota_claim.take() {
+            None => quotas_met = Some("quotas: none applies to this pod".to_owned()),
+            Some(claim) => {
+                let names: Vec<&str> = claim
+                    .quotas
+                    .iter()
+                    .filter_map(|&i| policy.quotas.get(i))
+                    .map(|q| q.name.as_str())
+                    .collect();
+                let decision = crate::quota::Tracker::offline(ledger).admit_locally(
+                    &policy.quotas,
+                    &claim,
+                    true,
+                );
+                admission::apply_quota_decision(&mut review, &mut summary, &decision);
+                if decision.admitted() {
+                    quotas_met = Some(format!(
+                        "quotas: within {} with these pods",
+                        names.join(", ")
+                    ));
+                } else {
+                    quota_refusal = Some(decision.violations);
+                }
+            }
+        }
+    }
     let response = review.response;
     match summary.role {
         None if summary.operation != "CREATE" => eprintln!(
@@ -138,37 +170,20 @@ pub(super) fn mutate(args: &MutateArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    if let Some(violations) = quota_refusal {
+        // One line for each limit exceeded, rather than the answer's one joined message.
+        for violation in &violations {
+            eprintln!("denied: {violation}");
+        }
+        return Ok(ExitCode::from(3));
+    }
     if !response.allowed {
         let message = response.status.as_ref().map_or("", |s| s.message.as_str());
         eprintln!("denied: {message}");
         return Ok(ExitCode::from(3));
     }
-    if let (Some(ledger), Some(_)) = (quota_pods, summary.role) {
-        match summary.quota_claim.take() {
-            None => eprintln!("quotas: none applies to this pod"),
-            Some(claim) => {
-                let names: Vec<&str> = claim
-                    .quotas
-                    .iter()
-                    .filter_map(|&i| policy.quotas.get(i))
-                    .map(|q| q.name.as_str())
-                    .collect();
-                // Nothing outlives this decision, so there is nothing to reserve: decided as a
-                // dry run.
-                let decision = crate::quota::Tracker::offline(ledger).admit_locally(
-                    &policy.quotas,
-                    &claim,
-                    true,
-                );
-                if !decision.admitted() {
-                    for violation in &decision.violations {
-                        eprintln!("denied: {violation}");
-                    }
-                    return Ok(ExitCode::from(3));
-                }
-                eprintln!("quotas: within {} with these pods", names.join(", "));
-            }
-        }
+    if let Some(met) = quotas_met {
+        eprintln!("{met}");
     }
     let patch = match response.patch {
         None => json_patch::Patch(Vec::new()),

@@ -52,6 +52,23 @@ fn check_name_part(text: &str, what: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a DNS-1123 label: 1 to 63 characters of a-z, 0-9 and '-', starting and ending with a
+/// letter or digit (a namespace, a volume or a container name).
+pub fn check_dns_label(value: &str) -> Result<(), String> {
+    let ok = !value.is_empty()
+        && value.len() <= 63
+        && value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !value.starts_with('-')
+        && !value.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err("must be a DNS-1123 label: 1 to 63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit".to_owned())
+    }
+}
+
 /// Checks a DNS subdomain (RFC 1123): lower case alphanumerics, '-' and '.', at most 253
 /// characters, each dot-separated part starting and ending alphanumeric.
 pub fn check_dns_subdomain(text: &str) -> Result<(), String> {

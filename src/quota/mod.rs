@@ -30,7 +30,7 @@ pub mod watch;
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::engine::{SparkPod, matches};
-use crate::policy::{Policy, check_dns_subdomain, check_label_value};
+use crate::policy::{Policy, check_dns_label, check_dns_subdomain, check_label_value};
 
 pub use charge::Charge;
 pub use check::{Scope, Violation};
@@ -159,10 +159,7 @@ impl Claim {
         if quotas.is_empty() {
             return None;
         }
-        // A namespace is a DNS label: a subdomain of at most 63 characters without dots.
-        let namespace_valid = spark.namespace.len() <= 63
-            && !spark.namespace.contains('.')
-            && check_dns_subdomain(&spark.namespace).is_ok();
+        let namespace_valid = check_dns_label(&spark.namespace).is_ok();
         let app_valid = spark
             .app_id
             .as_deref()

@@ -603,6 +603,150 @@ mod tests {
         );
     }
 
+    /// How the stand-in apiserver answers a confirming LIST.
+    #[derive(Clone, Copy)]
+    enum ListAnswer {
+        /// A PodList with this many live executors of `spark-1` (1 CPU each).
+        Executors(usize),
+        /// 500 Internal Server Error.
+        Failure,
+        /// Never.
+        Never,
+    }
+
+    /// A stand-in for the apiserver that answers every LIST of pods as `answer` says and counts
+    /// them in `lists`.
+    fn apiserver(answer: ListAnswer, lists: Arc<std::sync::atomic::AtomicUsize>) -> kube::Client {
+        let service = tower::service_fn(move |request: axum::http::Request<kube::client::Body>| {
+            let lists = lists.clone();
+            async move {
+                assert_eq!(request.uri().path(), "/api/v1/namespaces/analytics/pods");
+                let query = request.uri().query().unwrap_or_default().to_owned();
+                assert!(query.contains("spark-app-selector"), "{query}");
+                lists.fetch_add(1, Ordering::SeqCst);
+                let executors = match answer {
+                    ListAnswer::Executors(n) => n,
+                    ListAnswer::Failure => {
+                        let mut response = axum::http::Response::new(
+                            serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "etcdserver: request timed out", "code": 500}).to_string(),
+                        );
+                        *response.status_mut() = axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                        return Ok::<_, std::convert::Infallible>(response);
+                    }
+                    ListAnswer::Never => futures::future::pending().await,
+                };
+                let items: Vec<serde_json::Value> = (0..executors)
+                    .map(|i| {
+                        serde_json::json!({
+                            "metadata": {"name": format!("listed-{i}"), "namespace": "analytics", "resourceVersion": "50",
+                                "labels": {"spark-role": "executor", "spark-app-selector": "spark-1"}},
+                            "spec": {"containers": [{"name": "spark-kubernetes-executor", "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}]},
+                            "status": {"phase": "Running"},
+                        })
+                    })
+                    .collect();
+                let list = serde_json::json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "100"}, "items": items});
+                Ok(axum::http::Response::new(list.to_string()))
+            }
+        });
+        kube::Client::new(service, "default")
+    }
+
+    fn tracker_listing(
+        answer: ListAnswer,
+        options: Options,
+    ) -> (Tracker, Arc<std::sync::atomic::AtomicUsize>) {
+        let lists = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let tracker = Tracker::new(options);
+        tracker.set_client(apiserver(answer, lists.clone()));
+        tracker.synced_with(Default::default());
+        (tracker, lists)
+    }
+
+    #[tokio::test]
+    async fn a_watch_that_fell_behind_has_every_per_application_decision_confirmed_until_it_catches_up()
+     {
+        // Far from the limit: in step, the replica's view decides alone.
+        let policy =
+            Policy::parse("quotas: [{name: q, perApplication: {maxExecutors: 50}}]").unwrap();
+        let (tracker, lists) = tracker_listing(ListAnswer::Executors(3), Options::default());
+        let decision = tracker.admit(&policy.quotas, &claim("exec-1"), false).await;
+        assert!(decision.admitted());
+        assert_eq!(decision.confirmation, Confirmation::NotNeeded);
+        assert_eq!(lists.load(Ordering::SeqCst), 0);
+        // The watch failed: it may have missed pods, so even far from the limit a LIST decides.
+        tracker.fell_behind();
+        let decision = tracker.admit(&policy.quotas, &claim("exec-2"), false).await;
+        assert!(decision.admitted());
+        assert_eq!(decision.confirmation, Confirmation::Listed);
+        assert_eq!(lists.load(Ordering::SeqCst), 1);
+        // Its next event shows it in step again.
+        let (key, pod) = (
+            PodKey {
+                namespace: "analytics".to_owned(),
+                name: "exec-1".to_owned(),
+            },
+            TrackedPod {
+                entry: claim("exec-1").entry,
+                resource_version: Some(120),
+            },
+        );
+        tracker.apply(key, pod);
+        let decision = tracker.admit(&policy.quotas, &claim("exec-3"), false).await;
+        assert_eq!(decision.confirmation, Confirmation::NotNeeded);
+        assert_eq!(lists.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn near_the_limit_the_list_decides_and_a_failed_or_late_list_falls_back_on_the_replicas_view()
+     {
+        let policy =
+            Policy::parse("quotas: [{name: q, perApplication: {maxExecutors: 2}}]").unwrap();
+        // The LIST shows 2 executors this replica never saw (created through another one).
+        let (tracker, lists) = tracker_listing(ListAnswer::Executors(2), Options::default());
+        let decision = tracker.admit(&policy.quotas, &claim("exec-1"), false).await;
+        assert_eq!(decision.confirmation, Confirmation::Listed);
+        assert_eq!(lists.load(Ordering::SeqCst), 1);
+        assert!(!decision.admitted());
+        assert!(
+            decision.violations[0]
+                .message
+                .contains("would have 3 executors, the limit is 2"),
+            "{:?}",
+            decision.violations
+        );
+
+        // A LIST the apiserver fails: the replica's view (no executors) decides, and says so.
+        let (tracker, lists) = tracker_listing(ListAnswer::Failure, Options::default());
+        let decision = tracker.admit(&policy.quotas, &claim("exec-1"), false).await;
+        assert_eq!(lists.load(Ordering::SeqCst), 1);
+        assert!(decision.admitted());
+        match &decision.confirmation {
+            Confirmation::Failed(error) => assert!(
+                error.contains("application spark-1 in namespace analytics"),
+                "{error}"
+            ),
+            other => panic!("expected a failed confirmation, got {other:?}"),
+        }
+
+        // A LIST that never ends: bounded by the confirm timeout, then the same fallback.
+        let options = Options {
+            confirm_timeout: std::time::Duration::from_millis(200),
+            ..Options::default()
+        };
+        let (tracker, _) = tracker_listing(ListAnswer::Never, options);
+        let started = std::time::Instant::now();
+        let decision = tracker.admit(&policy.quotas, &claim("exec-1"), false).await;
+        assert!(started.elapsed() >= std::time::Duration::from_millis(200));
+        assert!(decision.admitted());
+        match &decision.confirmation {
+            Confirmation::Failed(error) => {
+                assert!(error.contains("took longer than 200ms"), "{error}")
+            }
+            other => panic!("expected a timed-out confirmation, got {other:?}"),
+        }
+    }
+
     #[test]
     fn the_merge_counts_the_list_in_flight_pods_and_pods_created_after_the_list() {
         let (driver, executor) = (entry(Role::Driver), entry(Role::Executor));

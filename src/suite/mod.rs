@@ -358,9 +358,7 @@ fn run_case(case: &Case, policy: &Policy) -> Vec<Failure> {
         let decision =
             crate::quota::Tracker::offline(crate::quota::watch::ledger_of(&case.cluster))
                 .admit_locally(&policy.quotas, &claim, case.dry_run);
-        if !decision.admitted() {
-            crate::admission::refuse_for_quota(&mut review, &mut summary, &decision.violations);
-        }
+        crate::admission::apply_quota_decision(&mut review, &mut summary, &decision);
     }
     expect::check(
         &case.expect,
@@ -390,16 +388,8 @@ fn check_keys(value: &Value, path: &str, allowed: &[&str], problems: &mut Vec<Pr
     let Some(object) = value.as_object() else {
         return;
     };
-    for key in object.keys().filter(|k| !allowed.contains(&k.as_str())) {
-        let message = crate::policy::unknown_field_message(key, allowed);
-        problems.push(Problem {
-            path: if path.is_empty() {
-                key.clone()
-            } else {
-                format!("{path}.{key}")
-            },
-            message,
-        });
+    for (path, message) in crate::policy::unknown_keys(object.keys(), path, allowed) {
+        problems.push(Problem { path, message });
     }
 }
 

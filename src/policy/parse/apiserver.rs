@@ -15,6 +15,7 @@ use serde::de::{self, DeserializeOwned, Deserializer, IntoDeserializer, Visitor}
 use serde_json::{Map, Value};
 
 use super::{Checker, index_path, key_path, kind_of, unknown_field_message};
+use crate::policy::check_dns_label;
 
 /// One step from a Kubernetes type towards a nested one: a struct field, or an element of a
 /// list (or a value of a map).
@@ -483,23 +484,6 @@ impl Checker {
                 None
             }
         }
-    }
-}
-
-/// Checks a DNS-1123 label: 1 to 63 characters of a-z, 0-9 and '-', starting and ending with a
-/// letter or digit.
-pub(super) fn check_dns_label(value: &str) -> Result<(), String> {
-    let ok = !value.is_empty()
-        && value.len() <= 63
-        && value
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !value.starts_with('-')
-        && !value.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err("must be a DNS-1123 label: 1 to 63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit".to_owned())
     }
 }
 

@@ -197,6 +197,19 @@ fn index_path(base: &str, index: usize) -> String {
     format!("{base}[{index}]")
 }
 
+/// The keys among `keys` (of a mapping at `path`) that are not in `allowed`, each with its path
+/// and [`unknown_field_message`]: the one field check of policies and policy test suites.
+pub(crate) fn unknown_keys<'k>(
+    keys: impl IntoIterator<Item = &'k String>,
+    path: &str,
+    allowed: &[&str],
+) -> Vec<(String, String)> {
+    keys.into_iter()
+        .filter(|key| !allowed.contains(&key.as_str()))
+        .map(|key| (key_path(path, key), unknown_field_message(key, allowed)))
+        .collect()
+}
+
 /// "unknown field", the closest allowed name when it is a likely typo (at most 3 edits, case
 /// ignored), and the allowed names: for policies and policy test suites alike.
 pub(crate) fn unknown_field_message(key: &str, allowed: &[&str]) -> String {
@@ -260,10 +273,8 @@ impl Checker {
             );
             return None;
         };
-        for key in map.keys() {
-            if !allowed.contains(&key.as_str()) {
-                self.problem(key_path(path, key), unknown_field_message(key, allowed));
-            }
+        for (path, message) in unknown_keys(map.keys(), path, allowed) {
+            self.problem(path, message);
         }
         Some(map)
     }
@@ -521,6 +532,7 @@ impl Checker {
     }
 
     fn report_unknown(&mut self, unknown: &BTreeMap<String, Value>, path: &str, allowed: &[&str]) {
+        // Every key in `unknown` is one: `allowed` is only for the message.
         for key in unknown.keys() {
             self.problem(key_path(path, key), unknown_field_message(key, allowed));
         }
@@ -533,11 +545,9 @@ impl Checker {
             Value::Array(_) => {
                 let names = self.list(value, path, |c, item, p| {
                     let name = c.string(item, p)?;
-                    let valid = !name.is_empty()
-                        && name.len() <= 63
-                        && name.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-');
-                    if !valid {
-                        c.problem(p, format!("{name:?} is not a container name (1 to 63 characters of a-z, 0-9, '-')"));
+                    // The apiserver requires a container name to be a DNS label.
+                    if let Err(why) = super::check_dns_label(&name) {
+                        c.problem(p, format!("{name:?} is not a container name: {why}"));
                         return None;
                     }
                     Some(name)
