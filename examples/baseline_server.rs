@@ -99,7 +99,7 @@ fn main() -> anyhow::Result<()> {
         }
         None => None,
     };
-    let state = Arc::new(State::new("policy.yaml"));
+    let state = Arc::new(State::new());
     // Ready at once: the admin port's /readyz answers 200 like a server with a policy.
     state.set_policy(spark_admission::Policy::builtin_example());
     let options = Options {
@@ -110,6 +110,7 @@ fn main() -> anyhow::Result<()> {
         client_ca: None,
         policy_file: None,
         policy_configmap: None,
+        guarded_configmap: Default::default(),
         request_timeout: Duration::from_secs(3),
         handshake_timeout: Duration::from_secs(5),
         reload_interval: Duration::from_secs(1),

@@ -5,7 +5,8 @@
 //! The apiserver's Priority admission plugin writes the global default class into every pod
 //! that names none, before webhooks see it; knowing that class lets a policy's
 //! `priorityClassName` under `merge` replace it (see the engine's scheduling rules). The watch
-//! is never on the request path: requests read the facts last published in [`State`].
+//! is never on the request path: requests read the facts last published through the
+//! [`FactsSender`] the server's state holds, the one handle the watch gets.
 //!
 //! Readiness waits for the first complete listing, at most [`FIRST_LISTING_WAIT`]: a replica
 //! that cannot list PriorityClasses (RBAC missing after an upgrade, the apiserver slow) still
@@ -19,10 +20,35 @@ use futures::StreamExt;
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event, watcher};
 
-use crate::engine::KubernetesVersion;
-use crate::state::State;
+use crate::engine::{ClusterFacts, KubernetesVersion};
+
+/// What the cluster watches have learned, as requests and readiness read it.
+#[derive(Debug, Clone, Default)]
+pub struct Learned {
+    /// The facts in force for the next request (shared: a request costs no copy).
+    pub facts: Arc<ClusterFacts>,
+    /// True from when the server starts watching PriorityClasses until their first listing,
+    /// or until it gives up waiting for it: not ready meanwhile.
+    pub awaiting_first_listing: bool,
+}
+
+/// The one handle the cluster watches publish through: changes go in whole, under the
+/// channel's lock, so the PriorityClass watch and the reading of `/version` never undo each
+/// other's news; readers take the current value without waiting on any I/O.
+pub type FactsSender = tokio::sync::watch::Sender<Learned>;
+
+/// Changes one part of the published facts, for the next request.
+fn update_facts(sender: &FactsSender, change: impl FnOnce(&mut ClusterFacts)) {
+    sender.send_modify(|learned| change(Arc::make_mut(&mut learned.facts)));
+}
+
+/// Readiness no longer waits for the first listing (it came, or could not come in time).
+fn stop_awaiting(sender: &FactsSender) {
+    sender.send_if_modified(|learned| std::mem::take(&mut learned.awaiting_first_listing));
+}
 
 /// Longest time readiness waits for the first listing of PriorityClasses. A listing takes
 /// milliseconds; past this something is wrong (RBAC, the apiserver), and serving without the
@@ -67,8 +93,17 @@ pub fn global_default(classes: &BTreeMap<String, ClassSummary>) -> (Option<Strin
     )
 }
 
+/// The classes the reflector holds, by name.
+fn summaries(store: &Store<PriorityClass>) -> BTreeMap<String, ClassSummary> {
+    store
+        .state()
+        .iter()
+        .filter_map(|class| Some((class.metadata.name.clone()?, ClassSummary::of(class))))
+        .collect()
+}
+
 /// Publishes the facts `classes` give, logging when the global default changes.
-fn publish(classes: &BTreeMap<String, ClassSummary>, state: &State) {
+fn publish(classes: &BTreeMap<String, ClassSummary>, sender: &FactsSender) {
     let (chosen, all) = global_default(classes);
     if all.len() > 1 {
         tracing::warn!(
@@ -77,15 +112,18 @@ fn publish(classes: &BTreeMap<String, ClassSummary>, state: &State) {
             "several PriorityClasses have globalDefault: true; taking the one with the lowest value, as the Priority admission plugin does"
         );
     }
-    let before = state.cluster_facts();
-    if before.global_default_priority_class != chosen || state.is_awaiting_cluster_facts() {
+    let news = {
+        let learned = sender.borrow();
+        learned.facts.global_default_priority_class != chosen || learned.awaiting_first_listing
+    };
+    if news {
         tracing::info!(
             global_default = %chosen.as_deref().unwrap_or("(none)"),
             "the cluster's global default PriorityClass"
         );
     }
-    state.update_cluster_facts(|facts| facts.global_default_priority_class = chosen);
-    state.stop_awaiting_cluster_facts();
+    update_facts(sender, |facts| facts.global_default_priority_class = chosen);
+    stop_awaiting(sender);
 }
 
 /// Longest wait for one answer of `/version`: it is the apiserver's cheapest call.
@@ -95,10 +133,11 @@ const VERSION_TIMEOUT: Duration = Duration::from_secs(5);
 /// learnt within this, and a first read that failed is retried this often.
 pub const VERSION_REFRESH: Duration = Duration::from_secs(300);
 
-/// Reads the apiserver's version into the state's facts, within [`VERSION_TIMEOUT`]. On failure
-/// the version known so far stays (none at first: sidecars are then appended to the
+/// Reads the apiserver's version into the published facts, within [`VERSION_TIMEOUT`]. On
+/// failure the version known so far stays (none at first: sidecars are then appended to the
 /// containers, which every version accepts, rather than made native).
-async fn learn_version(client: &kube::Client, state: &State) {
+#[tracing::instrument(skip_all)]
+async fn learn_version(client: &kube::Client, sender: &FactsSender) {
     let answer = tokio::time::timeout(VERSION_TIMEOUT, client.apiserver_version()).await;
     let read = match answer {
         Ok(Ok(info)) => {
@@ -117,14 +156,14 @@ async fn learn_version(client: &kube::Client, state: &State) {
     };
     match read {
         Ok(version) => {
-            if state.cluster_facts().kubernetes_version != Some(version) {
+            if sender.borrow().facts.kubernetes_version != Some(version) {
                 tracing::info!(
                     %version,
                     native_sidecars = version.has_native_sidecars(),
                     "the apiserver's version"
                 );
             }
-            state.update_cluster_facts(|facts| facts.kubernetes_version = Some(version));
+            update_facts(sender, |facts| facts.kubernetes_version = Some(version));
         }
         Err(error) => tracing::warn!(
             %error,
@@ -134,14 +173,17 @@ async fn learn_version(client: &kube::Client, state: &State) {
     }
 }
 
-/// Watches PriorityClasses until `stop`, keeping the state's global default current.
+/// Watches PriorityClasses until `stop`, keeping the published global default current.
 ///
-/// The caller marks the state as awaiting the facts ([`State::await_cluster_facts`]) before
-/// spawning this, so that readiness is never true in between; the first listing ends the wait,
-/// and so does `wait` (the server passes [`FIRST_LISTING_WAIT`]) running out first.
+/// The caller marks the facts as awaited ([`Learned::awaiting_first_listing`]) before spawning
+/// this, so that readiness is never true in between; the first listing ends the wait, and so
+/// does `wait` (the server passes [`FIRST_LISTING_WAIT`]) running out first. kube-runtime's
+/// reflector keeps the classes: it swaps in a listing only once it is complete (the first, or
+/// a re-list after the watch fell behind), so a half-listed cluster is never published.
+#[tracing::instrument(name = "priority_class_watch", skip_all)]
 pub async fn watch_priority_classes(
     client: kube::Client,
-    state: Arc<State>,
+    sender: FactsSender,
     wait: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -149,33 +191,30 @@ pub async fn watch_priority_classes(
     tokio::pin!(deadline);
     // First, so that a replica is ready only once it knows how sidecars are added; bounded by
     // VERSION_TIMEOUT, well within `wait`.
-    learn_version(&client, &state).await;
+    learn_version(&client, &sender).await;
     let mut refresh = tokio::time::interval_at(
         tokio::time::Instant::now() + VERSION_REFRESH,
         VERSION_REFRESH,
     );
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let api: Api<PriorityClass> = Api::all(client.clone());
-    let mut events = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .boxed();
-    let mut classes: BTreeMap<String, ClassSummary> = BTreeMap::new();
-    // A listing in progress (the first one, or a re-list after the watch fell behind): it
-    // replaces `classes` whole once complete, so a half-listed cluster is never published.
-    let mut listing: Option<BTreeMap<String, ClassSummary>> = None;
+    let (store, writer) = reflector::store();
+    let watch = watcher(api, watcher::Config::default()).default_backoff();
+    let mut events = reflector::reflector(writer, watch).boxed();
     let mut version_due = false;
     loop {
         if std::mem::take(&mut version_due) {
-            learn_version(&client, &state).await;
+            learn_version(&client, &sender).await;
         }
+        let awaiting = sender.borrow().awaiting_first_listing;
         let event = tokio::select! {
             event = events.next() => event,
-            () = &mut deadline, if state.is_awaiting_cluster_facts() => {
+            () = &mut deadline, if awaiting => {
                 tracing::warn!(
                     ?wait,
                     "PriorityClasses not listed in time; ready without knowing the cluster's global default PriorityClass (a policy's priorityClassName under merge does not replace it until they are listed)"
                 );
-                state.stop_awaiting_cluster_facts();
+                stop_awaiting(&sender);
                 continue;
             }
             _ = refresh.tick() => {
@@ -191,30 +230,10 @@ pub async fn watch_priority_classes(
                 %error,
                 "PriorityClass watch failed (needs list/watch on priorityclasses); retrying with backoff, the global default known so far stays"
             ),
-            Some(Ok(Event::Init)) => listing = Some(BTreeMap::new()),
-            Some(Ok(Event::InitApply(class))) => {
-                if let (Some(listing), Some(name)) = (listing.as_mut(), class.metadata.name.clone())
-                {
-                    listing.insert(name, ClassSummary::of(&class));
-                }
-            }
-            Some(Ok(Event::InitDone)) => {
-                if let Some(listed) = listing.take() {
-                    classes = listed;
-                }
-                publish(&classes, &state);
-            }
-            Some(Ok(Event::Apply(class))) => {
-                if let Some(name) = class.metadata.name.clone() {
-                    classes.insert(name, ClassSummary::of(&class));
-                    publish(&classes, &state);
-                }
-            }
-            Some(Ok(Event::Delete(class))) => {
-                if let Some(name) = class.metadata.name.as_ref() {
-                    classes.remove(name);
-                    publish(&classes, &state);
-                }
+            // A listing in progress: the store still holds the previous one.
+            Some(Ok(Event::Init | Event::InitApply(_))) => {}
+            Some(Ok(Event::InitDone | Event::Apply(_) | Event::Delete(_))) => {
+                publish(&summaries(&store), &sender);
             }
         }
     }
@@ -229,6 +248,7 @@ mod tests {
     use super::*;
     use crate::engine::ClusterFacts;
     use crate::policy::Policy;
+    use crate::state::State;
 
     fn classes(list: &[(&str, bool, i32)]) -> BTreeMap<String, ClassSummary> {
         list.iter()
@@ -303,6 +323,91 @@ mod tests {
         kube::Client::new(service, "default")
     }
 
+    /// A stand-in apiserver whose LIST of PriorityClasses is `list` and whose WATCH sends the
+    /// lines of `events` and ends (the watcher then watches again from the last version).
+    fn apiserver_watching(list: serde_json::Value, events: Vec<serde_json::Value>) -> kube::Client {
+        let service = tower::service_fn(move |request: axum::http::Request<kube::client::Body>| {
+            let (list, events) = (list.clone(), events.clone());
+            async move {
+                let query = request.uri().query().unwrap_or_default().to_owned();
+                match request.uri().path() {
+                    "/apis/scheduling.k8s.io/v1/priorityclasses"
+                        if query.contains("watch=true") =>
+                    {
+                        let lines: String = events.iter().map(|e| format!("{e}\n")).collect();
+                        // Not at once: a watch that ends at once would be re-opened in a tight loop.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        Ok::<_, std::convert::Infallible>(axum::http::Response::new(lines))
+                    }
+                    "/apis/scheduling.k8s.io/v1/priorityclasses" => {
+                        Ok(axum::http::Response::new(list.to_string()))
+                    }
+                    _ => futures::future::pending().await,
+                }
+            }
+        });
+        kube::Client::new(service, "default")
+    }
+
+    #[tokio::test]
+    async fn priority_classes_changed_after_the_first_listing_change_the_global_default() {
+        let class = |name: &str, version: &str, default: bool| {
+            serde_json::json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+                "metadata": {"name": name, "resourceVersion": version}, "value": 10, "globalDefault": default})
+        };
+        let list = serde_json::json!({
+            "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClassList",
+            "metadata": {"resourceVersion": "7"},
+            "items": [class("normal", "6", true)],
+        });
+        let learnt = |events: Vec<serde_json::Value>| {
+            let list = list.clone();
+            async move {
+                let state = ready_state();
+                let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+                state.await_cluster_facts();
+                let task = tokio::spawn(watch_priority_classes(
+                    apiserver_watching(list, events),
+                    state.cluster_facts_sender(),
+                    Duration::from_secs(60),
+                    stop,
+                ));
+                wait_until_ready(&state, Duration::from_secs(20)).await;
+                let mut seen = Vec::new();
+                let started = Instant::now();
+                // Ready after the listing; the watch's events follow.
+                while started.elapsed() < Duration::from_secs(20) {
+                    let now = state.cluster_facts().global_default_priority_class.clone();
+                    if seen.last() != Some(&now) {
+                        seen.push(now);
+                    }
+                    if seen.len() == 2 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                task.abort();
+                seen
+            }
+        };
+        // The platform marks another class as the default and unmarks the first one.
+        let seen = learnt(vec![
+            serde_json::json!({"type": "ADDED", "object": class("batch-default", "8", true)}),
+            serde_json::json!({"type": "MODIFIED", "object": class("normal", "9", false)}),
+        ])
+        .await;
+        assert_eq!(
+            seen,
+            [Some("normal".to_owned()), Some("batch-default".to_owned())]
+        );
+        // The default class is deleted: no global default any more.
+        let seen = learnt(vec![
+            serde_json::json!({"type": "DELETED", "object": class("normal", "8", true)}),
+        ])
+        .await;
+        assert_eq!(seen, [Some("normal".to_owned()), None]);
+    }
+
     fn empty_listing() -> serde_json::Value {
         serde_json::json!({
             "apiVersion": "scheduling.k8s.io/v1",
@@ -328,7 +433,7 @@ mod tests {
         state.await_cluster_facts();
         let task = tokio::spawn(watch_priority_classes(
             apiserver_of_version(Some(empty_listing()), version),
-            state.clone(),
+            state.cluster_facts_sender(),
             Duration::from_secs(60),
             stop,
         ));
@@ -385,7 +490,7 @@ mod tests {
     }
 
     fn ready_state() -> Arc<State> {
-        let state = Arc::new(State::new("policy.yaml"));
+        let state = Arc::new(State::new());
         state.set_policy(Policy::parse("rules: []").unwrap());
         state
     }
@@ -415,7 +520,7 @@ mod tests {
         state.await_cluster_facts();
         let task = tokio::spawn(watch_priority_classes(
             apiserver(Some(list)),
-            state.clone(),
+            state.cluster_facts_sender(),
             Duration::from_secs(60),
             stop,
         ));
@@ -439,7 +544,7 @@ mod tests {
         let started = Instant::now();
         let task = tokio::spawn(watch_priority_classes(
             apiserver(None),
-            state.clone(),
+            state.cluster_facts_sender(),
             wait,
             stop,
         ));

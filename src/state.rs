@@ -10,27 +10,25 @@
 //! there is none, so the server is not ready). Pods arriving meanwhile are therefore decided
 //! exactly as before the change, never against a half-listed cluster.
 //!
-//! The cluster facts the engine needs (the global default PriorityClass) come from another
-//! watch ([`crate::cluster`]); readiness waits for its first listing, for a bounded time only.
+//! The cluster facts the engine needs (the global default PriorityClass, the version) come
+//! from another watch ([`crate::cluster`]) through the one handle it gets, a
+//! [`FactsSender`]; readiness waits for its first listing, for a bounded time only.
+//!
+//! This module sits above the ones that feed it: the sources install policies through
+//! [`PolicySink`], the pod watch reports its listings through [`LedgerSink`], and neither
+//! imports anything from here.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::admission::PolicyConfigMap;
+use crate::cluster::{FactsSender, Learned};
 use crate::engine::ClusterFacts;
-use crate::metrics::{Metrics, QuotaUsageLabels};
+use crate::metrics::Metrics;
 use crate::policy::Policy;
+use crate::quota::watch::LedgerSink;
 use crate::quota::{self, Tracker};
-use crate::source::configmap::ConfigMapRef;
-
-/// Where a new policy went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Installed {
-    /// In force for the next request.
-    InForce,
-    /// Waiting for the pod watch to sync; the previous policy serves until then.
-    Staged,
-}
+pub use crate::source::Installed;
+use crate::source::PolicySink;
 
 /// Shared server state.
 pub struct State {
@@ -45,25 +43,23 @@ pub struct State {
     pub metrics: Metrics,
     quota_watch_generation: AtomicU64,
     shutting_down: AtomicBool,
-    /// The policy ConfigMap (namespace, name, data key) that `/validate-policy` guards. Named
-    /// for what it held first, the data key alone.
-    pub policy_configmap: PolicyConfigMap,
-    cluster: RwLock<Arc<ClusterFacts>>,
-    // True from when the server starts watching PriorityClasses until their first listing, or
-    // until it gives up waiting for it: not ready meanwhile.
-    awaiting_cluster_facts: AtomicBool,
+    cluster: FactsSender,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl State {
-    /// State with no policy yet (not ready) and default quota options. `policy_key` is the data
-    /// key of the policy ConfigMap, `spark-admission/spark-admission-policy` until the ConfigMap
-    /// source names another.
-    pub fn new(policy_key: impl Into<String>) -> Self {
-        Self::with_quota_options(policy_key, quota::Options::default())
+    /// State with no policy yet (not ready) and default quota options.
+    pub fn new() -> Self {
+        Self::with_quota_options(quota::Options::default())
     }
 
     /// State with no policy yet, deciding quotas with `options`.
-    pub fn with_quota_options(policy_key: impl Into<String>, options: quota::Options) -> Self {
+    pub fn with_quota_options(options: quota::Options) -> Self {
         Self {
             policy: RwLock::new(None),
             staged: Mutex::new(None),
@@ -72,66 +68,39 @@ impl State {
             metrics: Metrics::new(),
             quota_watch_generation: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
-            policy_configmap: PolicyConfigMap::with_key(policy_key),
-            cluster: RwLock::new(Arc::default()),
-            awaiting_cluster_facts: AtomicBool::new(false),
+            cluster: FactsSender::new(Learned::default()),
         }
-    }
-
-    /// The state guarding `configmap` with `/validate-policy` instead of the default; set
-    /// before the state is shared, it never changes after.
-    pub fn with_policy_configmap(mut self, configmap: ConfigMapRef) -> Self {
-        self.policy_configmap = PolicyConfigMap::new(configmap);
-        self
     }
 
     /// What is known of the cluster, for the next request (shared: a request costs no copy).
     pub fn cluster_facts(&self) -> Arc<ClusterFacts> {
-        match self.cluster.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.cluster.borrow().facts.clone()
     }
 
-    /// Readiness now waits for the cluster facts: until [`State::set_cluster_facts`] or
-    /// [`State::stop_awaiting_cluster_facts`].
+    /// The handle the cluster watch publishes through ([`crate::cluster`]).
+    pub fn cluster_facts_sender(&self) -> FactsSender {
+        self.cluster.clone()
+    }
+
+    /// Readiness now waits for the cluster facts, until the cluster watch's first listing or
+    /// its wait running out.
     pub fn await_cluster_facts(&self) {
-        self.awaiting_cluster_facts.store(true, Ordering::Release);
+        self.cluster
+            .send_modify(|learned| learned.awaiting_first_listing = true);
     }
 
     /// Whether readiness is waiting for the cluster facts.
     pub fn is_awaiting_cluster_facts(&self) -> bool {
-        self.awaiting_cluster_facts.load(Ordering::Acquire)
+        self.cluster.borrow().awaiting_first_listing
     }
 
     /// The cluster facts from a complete listing, in force for the next request; readiness no
-    /// longer waits for them.
+    /// longer waits for them. For tests and tools; the server's facts come from the watch.
     pub fn set_cluster_facts(&self, facts: ClusterFacts) {
-        match self.cluster.write() {
-            Ok(mut guard) => *guard = Arc::new(facts),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(facts),
-        }
-        self.stop_awaiting_cluster_facts();
-    }
-
-    /// Changes one part of the cluster facts in place (under the lock, so that the watch of
-    /// PriorityClasses and the reading of `/version` never undo each other's news), in force
-    /// for the next request. Readiness still waits if it did: only a complete listing of
-    /// PriorityClasses ([`State::set_cluster_facts`]) or the wait running out ends that.
-    pub fn update_cluster_facts(&self, change: impl FnOnce(&mut ClusterFacts)) {
-        let mut guard = match self.cluster.write() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let mut facts = (**guard).clone();
-        change(&mut facts);
-        *guard = Arc::new(facts);
-    }
-
-    /// Readiness no longer waits for the cluster facts (they could not be listed in time); the
-    /// ones in force stay until a listing brings others.
-    pub fn stop_awaiting_cluster_facts(&self) {
-        self.awaiting_cluster_facts.store(false, Ordering::Release);
+        self.cluster.send_replace(Learned {
+            facts: Arc::new(facts),
+            awaiting_first_listing: false,
+        });
     }
 
     /// The policy in force, if one was loaded.
@@ -236,23 +205,11 @@ impl State {
     /// when metrics are scraped, so it is always current and costs nothing between scrapes).
     pub fn update_quota_usage(&self) {
         let family = &self.metrics.quota_usage_ratio;
-        family.clear();
-        let Some(policy) = self.policy().filter(|p| !p.quotas.is_empty()) else {
-            return;
-        };
-        let rows = self
-            .quotas
-            .with_ledger(|ledger| quota::report::usage(&policy, ledger, false));
-        for row in rows {
-            for measure in row.measures {
-                family
-                    .get_or_create(&QuotaUsageLabels {
-                        quota: row.quota.clone(),
-                        namespace: row.namespace.clone(),
-                        resource: measure.resource,
-                    })
-                    .set(measure.ratio);
-            }
+        match self.policy().filter(|p| !p.quotas.is_empty()) {
+            None => family.clear(),
+            Some(policy) => self
+                .quotas
+                .with_ledger(|ledger| quota::report::publish_usage(family, &policy, ledger)),
         }
     }
 
@@ -291,6 +248,38 @@ impl State {
     }
 }
 
+impl PolicySink for State {
+    fn install(&self, policy: Policy) -> Installed {
+        self.set_policy(policy)
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}
+
+impl LedgerSink for State {
+    fn tracker(&self) -> &Tracker {
+        &self.quotas
+    }
+
+    fn wanted(&self) -> tokio::sync::watch::Receiver<Option<u64>> {
+        self.quota_watch_wanted()
+    }
+
+    fn listed(
+        &self,
+        generation: u64,
+        pods: std::collections::HashMap<quota::PodKey, quota::TrackedPod>,
+    ) -> bool {
+        self.quota_watch_listed(generation, pods)
+    }
+
+    fn ledger_changed(&self) {
+        self.update_tracked_pods();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -303,7 +292,7 @@ mod tests {
 
     #[test]
     fn a_policy_with_quotas_waits_for_the_pod_watch_and_the_previous_one_serves_meanwhile() {
-        let state = State::new("policy.yaml");
+        let state = State::new();
         let first = Policy::parse(RULES_ONLY).unwrap();
         assert_eq!(state.set_policy(first.clone()), Installed::InForce);
         assert_eq!(
@@ -357,7 +346,7 @@ mod tests {
 
     #[test]
     fn a_listing_finished_by_a_watch_no_longer_wanted_marks_nothing_synced() {
-        let state = State::new("policy.yaml");
+        let state = State::new();
         assert_eq!(
             state.set_policy(Policy::parse(WITH_QUOTAS).unwrap()),
             Installed::Staged
@@ -381,7 +370,7 @@ mod tests {
 
     #[test]
     fn readiness_waits_for_the_cluster_facts_only_while_they_are_awaited() {
-        let state = State::new("policy.yaml");
+        let state = State::new();
         state.set_policy(Policy::parse(RULES_ONLY).unwrap());
         assert!(
             state.is_ready(),
@@ -399,17 +388,19 @@ mod tests {
         assert_eq!(*state.cluster_facts(), facts);
 
         // Given up on: ready, with what is known so far (nothing, at start).
-        let state = State::new("policy.yaml");
+        let state = State::new();
         state.set_policy(Policy::parse(RULES_ONLY).unwrap());
         state.await_cluster_facts();
-        state.stop_awaiting_cluster_facts();
+        state
+            .cluster_facts_sender()
+            .send_modify(|learned| learned.awaiting_first_listing = false);
         assert!(state.is_ready());
         assert_eq!(*state.cluster_facts(), ClusterFacts::default());
     }
 
     #[test]
     fn at_start_a_policy_with_quotas_leaves_the_server_not_ready_until_the_watch_syncs() {
-        let state = State::new("policy.yaml");
+        let state = State::new();
         assert_eq!(
             state.set_policy(Policy::parse(WITH_QUOTAS).unwrap()),
             Installed::Staged

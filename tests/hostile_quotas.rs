@@ -31,7 +31,7 @@ const CONFIGMAP_REVIEW: &[u8] =
 
 /// A state whose policy (with quotas) is in force over a synced pod watch with no pods.
 fn state_with(policy: &str, options: Options) -> Arc<State> {
-    let state = Arc::new(State::with_quota_options("policy.yaml", options));
+    let state = Arc::new(State::with_quota_options(options));
     state.set_policy(Policy::parse(policy).unwrap());
     state.quotas.synced_with(Default::default());
     state.quota_watch_synced();

@@ -41,7 +41,7 @@ fn review(operation: &str, namespace: &str, name: &str, labels: Value, data: Val
 
 /// The server's default: ConfigMap spark-admission/spark-admission-policy, key policy.yaml.
 fn state() -> Arc<State> {
-    Arc::new(State::new("policy.yaml"))
+    Arc::new(State::new())
 }
 
 async fn call(state: &Arc<State>, body: Vec<u8>) -> Value {
@@ -199,13 +199,15 @@ async fn deleting_the_policy_configmap_is_allowed() {
 async fn the_configmap_the_server_watches_is_the_one_guarded() {
     // `--guard-configmap` (or `--policy-configmap`) team-a/spark-policy with `--policy-key p.yaml`:
     // `serve` sets the identity before binding.
-    let state = Arc::new(State::new("policy.yaml").with_policy_configmap(
-        spark_admission::source::configmap::ConfigMapRef {
-            namespace: "team-a".to_owned(),
-            name: "spark-policy".to_owned(),
-            key: "p.yaml".to_owned(),
-        },
-    ));
+    let state = Arc::new(State::new());
+    let guarded = spark_admission::policy::ConfigMapRef {
+        namespace: "team-a".to_owned(),
+        name: "spark-policy".to_owned(),
+        key: "p.yaml".to_owned(),
+    };
+    let call = |_: &Arc<State>, body: Vec<u8>| {
+        support::validate_policy_guarding(&state, guarded.clone(), body)
+    };
     let answer = call(
         &state,
         review(

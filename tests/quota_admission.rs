@@ -15,7 +15,7 @@ use support::EXECUTOR_REVIEW;
 
 /// A state whose policy (with quotas) is in force over an empty, synced pod watch.
 fn state_with(policy: &str) -> Arc<State> {
-    let state = Arc::new(State::new("policy.yaml"));
+    let state = Arc::new(State::new());
     state.set_policy(Policy::parse(policy).unwrap());
     state.quotas.synced_with(Default::default());
     state.quota_watch_synced();

@@ -36,7 +36,7 @@ const SEVEN_MIB: usize = 7 * 1024 * 1024;
 const COST_LABELS: &str = r#"rules: [{name: cost-labels, labels: {cost-center: "{namespace}"}}]"#;
 
 fn state_with(policy: &str) -> Arc<State> {
-    let state = Arc::new(State::new("policy.yaml"));
+    let state = Arc::new(State::new());
     state.set_policy(Policy::parse(policy).unwrap());
     state
 }
@@ -303,7 +303,7 @@ async fn a_declared_length_over_7_mib_is_413_without_reading_the_body() {
 /// policy with quotas is not in force until the pod watch has listed every Spark pod.
 #[tokio::test]
 async fn without_a_policy_in_force_a_review_is_503() {
-    let no_policy = Arc::new(State::new("policy.yaml"));
+    let no_policy = Arc::new(State::new());
     let staged = state_with("quotas: [{name: three, perApplication: {maxExecutors: 3}}]");
     assert!(
         staged.staged_policy_hash().is_some(),
@@ -484,7 +484,7 @@ async fn readyz_is_200_only_with_a_policy_in_force_and_until_shutdown() {
             (status, String::from_utf8(body.to_vec()).unwrap())
         }
     };
-    let state = Arc::new(State::new("policy.yaml"));
+    let state = Arc::new(State::new());
     assert_eq!(
         readyz(&state).await,
         (

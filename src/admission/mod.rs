@@ -6,10 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use base64::Engine;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodSpec, PodStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
-    ManagedFieldsEntry, ObjectMeta, OwnerReference, Time,
-};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation};
 use serde::{Deserialize, Serialize};
 
@@ -17,8 +14,8 @@ pub mod spark_conf;
 pub mod update;
 
 use crate::engine::{self, ClusterFacts, RequestContext};
-use crate::policy::{Policy, Role};
-use crate::source::configmap::ConfigMapRef;
+use crate::lean::PodWithoutManagedFields;
+use crate::policy::{ConfigMapRef, Policy, Role};
 
 /// Errors a request body can have; the server answers them with HTTP 400.
 #[derive(Debug, thiserror::Error)]
@@ -274,8 +271,8 @@ pub struct Summary {
     /// The denial message, if denied.
     pub denial: Option<String>,
     /// The pod's claim on the quotas that match it, when it is admitted so far: the caller
-    /// decides it against live state ([`crate::quota::Tracker`]) before answering, and refuses
-    /// with [`refuse_for_quota`] if it must.
+    /// decides it against live state ([`crate::quota::Tracker`]) before answering, and applies
+    /// the decision with [`apply_quota_decision`].
     pub quota_claim: Option<crate::quota::Claim>,
 }
 
@@ -352,68 +349,6 @@ fn parse_review_of_within<K: kube::Resource + serde::de::DeserializeOwned>(
         });
     }
     review.try_into().map_err(|_| Error::MissingRequest)
-}
-
-/// A pod deserialised without its `metadata.managedFields` (see [`parse_review`]).
-struct PodWithoutManagedFields(Pod);
-
-impl<'de> Deserialize<'de> for PodWithoutManagedFields {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        PodFields::deserialize(deserializer).map(Self)
-    }
-}
-
-impl k8s_openapi::Resource for PodWithoutManagedFields {
-    const API_VERSION: &'static str = <Pod as k8s_openapi::Resource>::API_VERSION;
-    const GROUP: &'static str = <Pod as k8s_openapi::Resource>::GROUP;
-    const KIND: &'static str = <Pod as k8s_openapi::Resource>::KIND;
-    const VERSION: &'static str = <Pod as k8s_openapi::Resource>::VERSION;
-    const URL_PATH_SEGMENT: &'static str = <Pod as k8s_openapi::Resource>::URL_PATH_SEGMENT;
-    type Scope = <Pod as k8s_openapi::Resource>::Scope;
-}
-
-impl k8s_openapi::Metadata for PodWithoutManagedFields {
-    type Ty = ObjectMeta;
-    fn metadata(&self) -> &ObjectMeta {
-        &self.0.metadata
-    }
-    fn metadata_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.0.metadata
-    }
-}
-
-/// `Pod`'s fields, with the metadata read by [`MetadataFields`]. Unknown keys (`apiVersion`,
-/// `kind`, fields of newer Kubernetes versions) are ignored, as k8s-openapi does.
-#[derive(Deserialize)]
-#[serde(remote = "Pod")]
-struct PodFields {
-    #[serde(with = "MetadataFields", default)]
-    metadata: ObjectMeta,
-    spec: Option<PodSpec>,
-    status: Option<PodStatus>,
-}
-
-/// `ObjectMeta`'s fields with `managedFields` skipped: serde passes over an unknown key
-/// without building anything. Also used by the quota pod watch (`#[serde(with = ...)]`).
-#[derive(Deserialize)]
-#[serde(remote = "ObjectMeta", rename_all = "camelCase")]
-pub(crate) struct MetadataFields {
-    annotations: Option<BTreeMap<String, String>>,
-    creation_timestamp: Option<Time>,
-    deletion_grace_period_seconds: Option<i64>,
-    deletion_timestamp: Option<Time>,
-    finalizers: Option<Vec<String>>,
-    generate_name: Option<String>,
-    generation: Option<i64>,
-    labels: Option<BTreeMap<String, String>>,
-    #[serde(skip)]
-    managed_fields: Option<Vec<ManagedFieldsEntry>>,
-    name: Option<String>,
-    namespace: Option<String>,
-    owner_references: Option<Vec<OwnerReference>>,
-    resource_version: Option<String>,
-    self_link: Option<String>,
-    uid: Option<String>,
 }
 
 fn operation_name(operation: &Operation) -> &'static str {
@@ -567,13 +502,19 @@ fn mutate(
     }
 }
 
-/// Turns an answer into the refusal of a pod that would take quotas over their limits: every
-/// limit's message, joined, as the denial the user sees.
-pub fn refuse_for_quota(
+/// Applies the quotas' `decision` on the pod to its answer: an admission changes nothing; a
+/// refusal replaces the answer with a 403 whose message names every limit the pod would
+/// exceed, joined, as the denial the user sees. The server, `mutate --pods` and the policy
+/// suites all apply quotas through this, so they answer alike.
+pub fn apply_quota_decision(
     review: &mut ResponseReview,
     summary: &mut Summary,
-    violations: &[crate::quota::Violation],
+    decision: &crate::quota::Decision,
 ) {
+    if decision.admitted() {
+        return;
+    }
+    let violations = &decision.violations;
     let message = violations
         .iter()
         .map(|v| v.message.as_str())
@@ -587,42 +528,6 @@ pub fn refuse_for_quota(
     summary.denial = Some(message);
 }
 
-/// Where the server's policy lives in the cluster, for `/validate-policy`: a ConfigMap's
-/// namespace and name, and the data key holding the policy.
-///
-/// Shared with the routes through [`crate::state::State`], where `serve` sets it once, before
-/// the state is shared (`--guard-configmap`, else `--policy-configmap`), so it never changes
-/// while requests are answered.
-#[derive(Debug, Clone)]
-pub struct PolicyConfigMap(ConfigMapRef);
-
-/// The namespace of the policy ConfigMap when the server is not told another (SPEC §3).
-pub const DEFAULT_POLICY_NAMESPACE: &str = "spark-admission";
-/// The name of the policy ConfigMap when the server is not told another (SPEC §3).
-pub const DEFAULT_POLICY_NAME: &str = "spark-admission-policy";
-
-impl PolicyConfigMap {
-    /// The default ConfigMap (`spark-admission/spark-admission-policy`) with data key `key`:
-    /// what the deploy manifests mount with `--policy-file`.
-    pub fn with_key(key: impl Into<String>) -> Self {
-        Self(ConfigMapRef {
-            namespace: DEFAULT_POLICY_NAMESPACE.to_owned(),
-            name: DEFAULT_POLICY_NAME.to_owned(),
-            key: key.into(),
-        })
-    }
-
-    /// Guards `source`.
-    pub fn new(source: ConfigMapRef) -> Self {
-        Self(source)
-    }
-
-    /// The ConfigMap and key guarded.
-    pub fn get(&self) -> &ConfigMapRef {
-        &self.0
-    }
-}
-
 /// The validating webhook for the policy ConfigMap.
 ///
 /// The ConfigMap is recognised by identity, its namespace and name, never by labels: a label
@@ -633,7 +538,7 @@ impl PolicyConfigMap {
 /// uninstalling and deleting the namespace.
 pub fn validate_policy(
     mut request: AdmissionRequest<ConfigMap>,
-    policy_configmap: &PolicyConfigMap,
+    policy_configmap: &ConfigMapRef,
 ) -> (ResponseReview, Outcome) {
     let mut response = Response::allow(&request.uid);
     let relevant = matches!(request.operation, Operation::Create | Operation::Update)
@@ -642,7 +547,7 @@ pub fn validate_policy(
     let Some(config_map) = request.object.take().filter(|_| relevant) else {
         return (response.into_review(), Outcome::Unchanged);
     };
-    let target = policy_configmap.get();
+    let target = policy_configmap;
     let namespace = request
         .namespace
         .as_deref()

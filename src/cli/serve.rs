@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use super::{CertsArgs, ServeArgs, init_logging};
-use crate::policy::Policy;
+use crate::policy::{ConfigMapRef, Policy};
 
 /// Runs the webhook until SIGTERM or SIGINT.
 pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -19,27 +19,24 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         (Some(cert), Some(key)) => (cert, key),
         _ => development_certificates(&args.certs_dir)?,
     };
-    let mut state = crate::state::State::with_quota_options(
-        args.policy_key.clone(),
-        crate::quota::Options {
-            reservation_ttl: args.quota_reservation_ttl,
-            confirm_margin: args.quota_confirm_margin,
-            confirm_timeout: args.quota_confirm_timeout,
-            // A client certificate from the client CA is what makes a caller the apiserver.
-            verified_callers: args.client_ca.is_some(),
-        },
-    );
-    if let Some((namespace, name)) = args
+    let state = crate::state::State::with_quota_options(crate::quota::Options {
+        reservation_ttl: args.quota_reservation_ttl,
+        confirm_margin: args.quota_confirm_margin,
+        confirm_timeout: args.quota_confirm_timeout,
+        // A client certificate from the client CA is what makes a caller the apiserver.
+        verified_callers: args.client_ca.is_some(),
+    });
+    let configmap = |(namespace, name): (String, String)| ConfigMapRef {
+        namespace,
+        name,
+        key: args.policy_key.clone(),
+    };
+    let guarded_configmap = args
         .guard_configmap
         .clone()
         .or_else(|| args.policy_configmap.clone())
-    {
-        state = state.with_policy_configmap(crate::source::configmap::ConfigMapRef {
-            namespace,
-            name,
-            key: args.policy_key.clone(),
-        });
-    }
+        .map(configmap)
+        .unwrap_or_else(|| ConfigMapRef::default_with_key(args.policy_key.clone()));
     let state = Arc::new(state);
     if args.policy_file.is_none() && args.policy_configmap.is_none() {
         let policy = Policy::builtin_example();
@@ -53,13 +50,8 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tls_key,
         client_ca: args.client_ca.clone(),
         policy_file: args.policy_file.clone(),
-        policy_configmap: args.policy_configmap.clone().map(|(namespace, name)| {
-            crate::source::configmap::ConfigMapRef {
-                namespace,
-                name,
-                key: args.policy_key.clone(),
-            }
-        }),
+        policy_configmap: args.policy_configmap.clone().map(configmap),
+        guarded_configmap,
         request_timeout: args.request_timeout,
         handshake_timeout: args.handshake_timeout,
         reload_interval: args.reload_interval,

@@ -8,6 +8,7 @@
 
 mod glob;
 mod labels;
+mod location;
 mod parse;
 mod quantity;
 mod template;
@@ -23,12 +24,16 @@ use k8s_openapi::api::core::v1::{
 
 pub use glob::Glob;
 pub use labels::{
-    check_dns_subdomain, check_label_value, check_qualified_name, sanitize_label_value,
+    check_dns_label, check_dns_subdomain, check_label_value, check_qualified_name,
+    sanitize_label_value,
+};
+pub use location::{
+    ConfigMapRef, DEFAULT_POLICY_KEY, DEFAULT_POLICY_NAME, DEFAULT_POLICY_NAMESPACE,
 };
 pub use quantity::{Quantity, QuantityError};
 pub use template::{Template, Variable};
 
-pub(crate) use parse::unknown_field_message;
+pub(crate) use parse::unknown_keys;
 
 /// Errors from loading a policy.
 #[derive(Debug, thiserror::Error)]

@@ -9,6 +9,12 @@
 
 use serde::Serialize;
 
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+
+use crate::metrics::QuotaUsageLabels;
 use crate::policy::{Glob, Policy, Quota};
 
 use super::check::{format_cpu, format_memory};
@@ -43,6 +49,27 @@ pub struct ScopeUsage {
     pub application_name: Option<String>,
     /// Each limit the quota sets in this scope.
     pub measures: Vec<Measure>,
+}
+
+/// Sets `spark_admission_quota_usage_ratio` (`family`) to the ledger's usage under `policy`,
+/// one gauge per quota, namespace and resource, dropping the gauges of scopes gone since.
+pub fn publish_usage(
+    family: &Family<QuotaUsageLabels, Gauge<f64, AtomicU64>>,
+    policy: &Policy,
+    ledger: &Ledger,
+) {
+    family.clear();
+    for row in usage(policy, ledger, false) {
+        for measure in row.measures {
+            family
+                .get_or_create(&QuotaUsageLabels {
+                    quota: row.quota.clone(),
+                    namespace: row.namespace.clone(),
+                    resource: measure.resource,
+                })
+                .set(measure.ratio);
+        }
+    }
 }
 
 /// Every quota's usage per namespace, and per application when `applications` is true.

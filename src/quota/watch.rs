@@ -3,91 +3,46 @@
 //!
 //! It runs only while the policy in force (or the one waiting to be put in force) has quotas.
 //! Its first complete listing marks the tracker synced, which is when a policy with quotas
-//! goes into force (see [`State::set_policy`](crate::state::State::set_policy)). A restarted
+//! goes into force: the watch reports it to a [`LedgerSink`] (the server's state), the one
+//! handle it gets. A restarted
 //! watch lists everything again, and the ledger is replaced atomically when that listing is
 //! complete; until then, and after any watch error until the next event, the ledger is
 //! treated as behind and per-application decisions are confirmed with a LIST.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::ResourceRequirements;
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity as KubeQuantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
-use serde::Deserialize;
 
 use crate::engine::{APP_ID_LABEL, app_name_of};
+pub use crate::lean::LeanPod;
+use crate::lean::LeanSpec;
 use crate::policy::Role;
-use crate::state::State;
 
 use super::charge::Charge;
 use super::ledger::{Entry, Ledger, PodKey, TrackedPod};
+use super::tracker::Tracker;
+
+/// What the pod watch reports to: the server's state, which owns the tracker and puts a
+/// staged policy in force once a listing is complete. All the watch needs of it.
+pub trait LedgerSink: Send + Sync {
+    /// The tracker the watch keeps current.
+    fn tracker(&self) -> &Tracker;
+    /// Follows whether the watch should run (the policy in force or staged has quotas):
+    /// `Some(generation)` while it should, a new generation each time it starts afresh.
+    fn wanted(&self) -> tokio::sync::watch::Receiver<Option<u64>>;
+    /// The watch of `generation` listed every Spark pod (`pods`). False, changing nothing,
+    /// when that watch is no longer wanted: the listing is then dropped.
+    fn listed(&self, generation: u64, pods: HashMap<PodKey, TrackedPod>) -> bool;
+    /// A pod was applied or removed: the tracked-pods gauge follows the ledger.
+    fn ledger_changed(&self);
+}
 
 /// The label selector of the watch and of confirming LISTs.
 pub const SPARK_POD_SELECTOR: &str = "spark-role in (driver,executor)";
-
-/// A pod with only the fields quotas read; everything else in the JSON is skipped while it is
-/// parsed, so a watch over thousands of pods allocates little.
-#[derive(Debug, Clone, Deserialize)]
-pub struct LeanPod {
-    #[serde(default, with = "crate::admission::MetadataFields")]
-    metadata: ObjectMeta,
-    #[serde(default)]
-    spec: Option<LeanSpec>,
-    #[serde(default)]
-    status: Option<LeanStatus>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct LeanSpec {
-    #[serde(default)]
-    containers: Vec<LeanContainer>,
-    #[serde(default)]
-    init_containers: Vec<LeanContainer>,
-    #[serde(default)]
-    resources: Option<ResourceRequirements>,
-    #[serde(default)]
-    overhead: Option<BTreeMap<String, KubeQuantity>>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct LeanContainer {
-    #[serde(default)]
-    resources: Option<ResourceRequirements>,
-    #[serde(default)]
-    restart_policy: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-struct LeanStatus {
-    #[serde(default)]
-    phase: Option<String>,
-}
-
-impl k8s_openapi::Resource for LeanPod {
-    const API_VERSION: &'static str = "v1";
-    const GROUP: &'static str = "";
-    const KIND: &'static str = "Pod";
-    const VERSION: &'static str = "v1";
-    const URL_PATH_SEGMENT: &'static str = "pods";
-    type Scope = k8s_openapi::NamespaceResourceScope;
-}
-
-impl k8s_openapi::Metadata for LeanPod {
-    type Ty = ObjectMeta;
-    fn metadata(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn metadata_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
 
 impl LeanPod {
     fn key(&self) -> Option<PodKey> {
@@ -174,13 +129,13 @@ pub async fn list_cluster() -> Result<Ledger, kube::Error> {
     Ok(ledger_of(&pods))
 }
 
-/// Runs the watch whenever the state wants it (its policy has quotas), until `stop`.
+/// Runs the watch whenever `sink` wants it (its policy has quotas), until `stop`.
 pub async fn run(
     client: kube::Client,
-    state: Arc<State>,
+    sink: Arc<dyn LedgerSink>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut wanted = state.quota_watch_wanted();
+    let mut wanted = sink.wanted();
     loop {
         let generation = tokio::select! {
             changed = wanted.wait_for(Option::is_some) => match changed {
@@ -193,60 +148,104 @@ pub async fn run(
         let Some(generation) = generation else {
             continue;
         };
-        tracing::info!("the policy has quotas: watching Spark pods in every namespace");
-        let api: Api<LeanPod> = Api::all(client.clone());
-        let config = watcher::Config::default().labels(SPARK_POD_SELECTOR);
-        let mut events = watcher(api, config).default_backoff().boxed();
-        let mut listing: Option<HashMap<PodKey, TrackedPod>> = None;
-        loop {
-            let event = tokio::select! {
-                event = events.next() => event,
-                // The state already forgot the pods (`State::set_policy`).
-                _ = wanted.wait_for(|wanted| *wanted != Some(generation)) => {
-                    tracing::info!("the policy has no quotas any more: the pod watch stops");
-                    break;
-                }
-                _ = stop.wait_for(|stop| *stop) => return,
-            };
-            match event {
-                None => return,
-                Some(Err(error)) => {
-                    state.quotas.fell_behind();
-                    tracing::warn!(%error, "the pod watch failed; retrying with backoff, per-application quotas are confirmed with a LIST meanwhile");
-                }
-                Some(Ok(Event::Init)) => listing = Some(HashMap::new()),
-                Some(Ok(Event::InitApply(pod))) => {
-                    if let (Some(listing), Some((key, pod))) = (listing.as_mut(), tracked(&pod)) {
-                        listing.insert(key, pod);
-                    }
-                }
-                Some(Ok(Event::InitDone)) => {
-                    let pods = listing.take().unwrap_or_default();
-                    if !state.quota_watch_listed(generation, pods) {
-                        tracing::info!(
-                            "the policy has no quotas any more: this listing is dropped"
-                        );
-                    }
-                }
-                Some(Ok(Event::Apply(pod))) => {
-                    match tracked(&pod) {
-                        Some((key, tracked)) => state.quotas.apply(key, tracked),
-                        None => {
-                            if let Some(key) = pod.key() {
-                                state.quotas.remove(&key);
-                            }
-                        }
-                    }
-                    state.update_tracked_pods();
-                }
-                Some(Ok(Event::Delete(pod))) => {
-                    if let Some(key) = pod.key() {
-                        state.quotas.remove(&key);
-                    }
-                    state.update_tracked_pods();
+        let stopped = watch_generation(&client, &*sink, generation, &mut wanted, &mut stop).await;
+        if stopped {
+            return;
+        }
+    }
+}
+
+/// One generation of the watch, until it is no longer wanted (false) or `stop` (true).
+#[tracing::instrument(name = "pod_watch", skip_all, fields(generation))]
+async fn watch_generation(
+    client: &kube::Client,
+    sink: &dyn LedgerSink,
+    generation: u64,
+    wanted: &mut tokio::sync::watch::Receiver<Option<u64>>,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    tracing::info!("the policy has quotas: watching Spark pods in every namespace");
+    let api: Api<LeanPod> = Api::all(client.clone());
+    let config = watcher::Config::default().labels(SPARK_POD_SELECTOR);
+    let mut events = watcher(api, config).default_backoff().boxed();
+    let mut index = LedgerIndex {
+        sink,
+        generation,
+        listing: None,
+    };
+    loop {
+        let event = tokio::select! {
+            event = events.next() => event,
+            // The state already forgot the pods (`State::set_policy`).
+            _ = wanted.wait_for(|wanted| *wanted != Some(generation)) => {
+                tracing::info!("the policy has no quotas any more: the pod watch stops");
+                return false;
+            }
+            _ = stop.wait_for(|stop| *stop) => return true,
+        };
+        match event {
+            None => return true,
+            Some(Err(error)) => index.fell_behind(&error),
+            Some(Ok(Event::Init)) => index.reset(),
+            Some(Ok(Event::InitApply(pod))) => index.listed(&pod),
+            Some(Ok(Event::InitDone)) => index.listing_complete(),
+            Some(Ok(Event::Apply(pod))) => index.apply(&pod),
+            Some(Ok(Event::Delete(pod))) => index.delete(&pod),
+        }
+    }
+}
+
+/// Keeps the ledger as the watch's events say, one method per kind of event (apply, delete,
+/// and a reset that lists everything again), as an index over a watch does.
+struct LedgerIndex<'a> {
+    sink: &'a dyn LedgerSink,
+    generation: u64,
+    // A listing in progress: it replaces the ledger whole once complete, so a half-listed
+    // cluster is never decided against.
+    listing: Option<HashMap<PodKey, TrackedPod>>,
+}
+
+impl LedgerIndex<'_> {
+    fn fell_behind(&mut self, error: &watcher::Error) {
+        self.sink.tracker().fell_behind();
+        tracing::warn!(%error, "the pod watch failed; retrying with backoff, per-application quotas are confirmed with a LIST meanwhile");
+    }
+
+    fn reset(&mut self) {
+        self.listing = Some(HashMap::new());
+    }
+
+    fn listed(&mut self, pod: &LeanPod) {
+        if let (Some(listing), Some((key, pod))) = (self.listing.as_mut(), tracked(pod)) {
+            listing.insert(key, pod);
+        }
+    }
+
+    fn listing_complete(&mut self) {
+        let pods = self.listing.take().unwrap_or_default();
+        if !self.sink.listed(self.generation, pods) {
+            tracing::info!("the policy has no quotas any more: this listing is dropped");
+        }
+    }
+
+    fn apply(&mut self, pod: &LeanPod) {
+        match tracked(pod) {
+            Some((key, tracked)) => self.sink.tracker().apply(key, tracked),
+            // No longer counted (finished, being deleted, relabelled out of Spark's roles).
+            None => {
+                if let Some(key) = pod.key() {
+                    self.sink.tracker().remove(&key);
                 }
             }
         }
+        self.sink.ledger_changed();
+    }
+
+    fn delete(&mut self, pod: &LeanPod) {
+        if let Some(key) = pod.key() {
+            self.sink.tracker().remove(&key);
+        }
+        self.sink.ledger_changed();
     }
 }
 

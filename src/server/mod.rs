@@ -16,16 +16,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
 use crate::metrics::Metrics;
-use crate::source::configmap::ConfigMapRef;
+use crate::policy::ConfigMapRef;
 use crate::source::file::FilePolicySource;
 use crate::state::State;
 
 pub use limits::Limits;
-pub use routes::{MAX_BODY_BYTES, admin_router, router, router_with_budget};
+pub use routes::{MAX_BODY_BYTES, admin_router, router, router_guarding, router_with_budget};
 pub use tls::{CertificateStore, WebhookTls};
 
 /// Errors starting the server.
@@ -72,6 +71,9 @@ pub struct Options {
     pub policy_file: Option<PathBuf>,
     /// Policy ConfigMap, watched through the API (instead of a file).
     pub policy_configmap: Option<ConfigMapRef>,
+    /// The ConfigMap whose edits `/validate-policy` refuses when they would not load:
+    /// `--guard-configmap`, else the watched one, else the default with `--policy-key`.
+    pub guarded_configmap: ConfigMapRef,
     /// Longest time to receive a request body.
     pub request_timeout: Duration,
     /// Longest time to complete a TLS handshake.
@@ -127,7 +129,7 @@ impl Server {
         let admin = bind(options.admin_listen).await?;
         let mut policy_source = options.policy_file.clone().map(FilePolicySource::new);
         if let Some(source) = policy_source.as_mut() {
-            crate::source::log_policy_update(source.poll(&state));
+            crate::source::log_policy_update(source.poll(&*state));
         }
         // The ConfigMap source cannot work without a client; quotas need one only when the
         // policy has some, which may come later, so a missing client is reported then.
@@ -171,7 +173,12 @@ impl Server {
             &self.options.limits,
             &self.state.metrics,
         ));
-        let app = router_with_budget(self.state.clone(), self.options.request_timeout, budget);
+        let app = router_guarding(
+            self.state.clone(),
+            self.options.request_timeout,
+            budget,
+            self.options.guarded_configmap.clone(),
+        );
         self.run_with_app(app, shutdown).await
     }
 
@@ -207,72 +214,15 @@ impl Server {
             close_connections_when_draining,
         ));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-
-        let certificate_reload = tokio::spawn(certificate_reload_loop(
-            state.clone(),
-            certificates.clone(),
-            options.reload_interval,
-            stop_rx.clone(),
-        ));
-        let client_ca_watch = tls.verifies_clients().then(|| {
-            tokio::spawn(tls::watch_client_ca(
-                tls.clone(),
-                state.metrics.client_ca_reload.clone(),
-                options.reload_interval,
-                stop_rx.clone(),
-            ))
-        });
-        let file_watch = policy_source.map(|source| {
-            tokio::spawn(crate::source::file::watch(
-                source,
-                state.clone(),
-                options.reload_interval,
-                stop_rx.clone(),
-            ))
-        });
-        let quota_watch = match &kube_client {
-            Ok(client) => {
-                state.quotas.set_client(client.clone());
-                tokio::spawn(crate::quota::watch::run(
-                    client.clone(),
-                    state.clone(),
-                    stop_rx.clone(),
-                ))
-            }
-            Err(error) => tokio::spawn(report_quotas_without_client(
-                state.clone(),
-                error.clone(),
-                stop_rx.clone(),
-            )),
-        };
-        let priority_class_watch = match &kube_client {
-            Ok(client) => {
-                // Before the admin port serves, so readiness never reports ready without it.
-                state.await_cluster_facts();
-                Some(tokio::spawn(crate::cluster::watch_priority_classes(
-                    client.clone(),
-                    state.clone(),
-                    crate::cluster::FIRST_LISTING_WAIT,
-                    stop_rx.clone(),
-                )))
-            }
-            Err(error) => {
-                tracing::info!(%error, "no Kubernetes client: the cluster's global default PriorityClass is not known, so a policy's priorityClassName under merge does not replace it (a pod the apiserver gave that class keeps it, with a warning)");
-                None
-            }
-        };
-        let configmap_watch = match (kube_client.ok(), options.policy_configmap.clone()) {
-            (Some(client), Some(source)) => {
-                tracing::info!(configmap = %source, "watching the policy ConfigMap");
-                Some(tokio::spawn(crate::source::configmap::watch(
-                    client,
-                    source,
-                    state.clone(),
-                    stop_rx.clone(),
-                )))
-            }
-            _ => None,
-        };
+        let background = Background::spawn(
+            &state,
+            &options,
+            &certificates,
+            &tls,
+            policy_source,
+            kube_client,
+            &stop_rx,
+        );
         let timeouts = connection::Timeouts {
             first_request: options.limits.first_request_timeout,
             idle: options.limits.idle_timeout,
@@ -291,9 +241,15 @@ impl Server {
             state.clone(),
             stop_rx.clone(),
         )?;
-        let webhook_cap =
-            limits::ConnectionCap::new(options.limits.max_connections, "webhook", &state.metrics);
-
+        let settings = ConnectionSettings {
+            tls: tls.clone(),
+            app,
+            handshake_timeout: options.handshake_timeout,
+            timeouts,
+            // An HTTP/1.1 connection gets half the drain to end itself (see `serve_connection`).
+            http1_drain_idle: options.drain_timeout / 2,
+            state: state.clone(),
+        };
         let connections = TaskTracker::new();
         let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
         // Accept until the shutdown signal, then, with readiness false, for `shutdown_delay`
@@ -311,41 +267,17 @@ impl Server {
                 tokio::time::sleep(delay).await;
             }
         };
-        tokio::pin!(stop_accepting);
-        loop {
-            tokio::select! {
-                accepted = webhook.accept() => match accepted {
-                    Ok((tcp, peer)) => {
-                        // Over the cap, with no connection that holds nothing to give way,
-                        // the socket is closed at once: the client sees the refusal in a
-                        // round trip instead of waiting in the backlog.
-                        let Some(slot) = webhook_cap.admit() else {
-                            tracing::debug!(%peer, "webhook listener full; connection refused");
-                            continue;
-                        };
-                        connections.spawn(serve_connection(
-                            tcp,
-                            peer,
-                            tls.acceptor(),
-                            app.clone(),
-                            drain_rx.clone(),
-                            options.handshake_timeout,
-                            timeouts,
-                            options.drain_timeout / 2,
-                            state.clone(),
-                            slot,
-                        ));
-                    }
-                    Err(error) => {
-                        // Out of file descriptors and the like: back off, keep serving.
-                        tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
-                () = &mut stop_accepting => break,
-            }
-        }
-        drop(webhook);
+        let webhook_cap =
+            limits::ConnectionCap::new(options.limits.max_connections, "webhook", &state.metrics);
+        accept_webhook_connections(
+            webhook,
+            webhook_cap,
+            &settings,
+            &connections,
+            &drain_rx,
+            stop_accepting,
+        )
+        .await;
         connections.close();
         tracing::info!(
             connections = connections.len(),
@@ -360,21 +292,149 @@ impl Server {
         }
         let _ = stop_tx.send(true);
         let _ = admin_task.await;
-        let _ = certificate_reload.await;
-        for watch in [
-            file_watch,
-            configmap_watch,
-            priority_class_watch,
-            client_ca_watch,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let _ = watch.await;
-        }
-        let _ = quota_watch.await;
+        background.join().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// The server's background tasks: certificate and client CA reloads, the policy source, and
+/// the watches feeding the state, each through its narrow handle. All stop when `stop` turns
+/// true.
+struct Background {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Background {
+    fn spawn(
+        state: &Arc<State>,
+        options: &Options,
+        certificates: &Arc<CertificateStore>,
+        tls: &Arc<WebhookTls>,
+        policy_source: Option<FilePolicySource>,
+        kube_client: std::result::Result<kube::Client, String>,
+        stop: &tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        let mut tasks = vec![tokio::spawn(certificate_reload_loop(
+            state.clone(),
+            certificates.clone(),
+            options.reload_interval,
+            stop.clone(),
+        ))];
+        if tls.verifies_clients() {
+            tasks.push(tokio::spawn(tls::watch_client_ca(
+                tls.clone(),
+                state.metrics.client_ca_reload.clone(),
+                options.reload_interval,
+                stop.clone(),
+            )));
+        }
+        let policy_sink = || state.clone() as Arc<dyn crate::source::PolicySink>;
+        if let Some(source) = policy_source {
+            tasks.push(tokio::spawn(crate::source::file::watch(
+                source,
+                policy_sink(),
+                options.reload_interval,
+                stop.clone(),
+            )));
+        }
+        let client = match kube_client {
+            Ok(client) => client,
+            Err(error) => {
+                tracing::info!(%error, "no Kubernetes client: the cluster's global default PriorityClass is not known, so a policy's priorityClassName under merge does not replace it (a pod the apiserver gave that class keeps it, with a warning)");
+                tasks.push(tokio::spawn(report_quotas_without_client(
+                    state.clone(),
+                    error,
+                    stop.clone(),
+                )));
+                return Self { tasks };
+            }
+        };
+        state.quotas.set_client(client.clone());
+        tasks.push(tokio::spawn(crate::quota::watch::run(
+            client.clone(),
+            state.clone() as Arc<dyn crate::quota::watch::LedgerSink>,
+            stop.clone(),
+        )));
+        // Before the admin port serves, so readiness never reports ready without it.
+        state.await_cluster_facts();
+        tasks.push(tokio::spawn(crate::cluster::watch_priority_classes(
+            client.clone(),
+            state.cluster_facts_sender(),
+            crate::cluster::FIRST_LISTING_WAIT,
+            stop.clone(),
+        )));
+        if let Some(source) = options.policy_configmap.clone() {
+            tracing::info!(configmap = %source, "watching the policy ConfigMap");
+            tasks.push(tokio::spawn(crate::source::configmap::watch(
+                client,
+                source,
+                policy_sink(),
+                stop.clone(),
+            )));
+        }
+        Self { tasks }
+    }
+
+    /// Waits for every task to end (after `stop`).
+    async fn join(self) {
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// What every webhook connection is served with.
+#[derive(Clone)]
+struct ConnectionSettings {
+    // Asked for its acceptor at each connection: a reloaded client CA is in the next one.
+    tls: Arc<WebhookTls>,
+    app: axum::Router,
+    handshake_timeout: Duration,
+    timeouts: connection::Timeouts,
+    /// How long an idle HTTP/1.1 connection is left to end itself once the drain begins.
+    http1_drain_idle: Duration,
+    state: Arc<State>,
+}
+
+/// Accepts webhook connections until `stop_accepting` completes, each served on its own task
+/// in `connections`; then closes the listener.
+async fn accept_webhook_connections(
+    webhook: TcpListener,
+    cap: limits::ConnectionCap,
+    settings: &ConnectionSettings,
+    connections: &TaskTracker,
+    drain: &tokio::sync::watch::Receiver<bool>,
+    stop_accepting: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop_accepting);
+    loop {
+        tokio::select! {
+            accepted = webhook.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    // Over the cap, with no connection that holds nothing to give way, the
+                    // socket is closed at once: the client sees the refusal in a round trip
+                    // instead of waiting in the backlog.
+                    let Some(slot) = cap.admit() else {
+                        tracing::debug!(%peer, "webhook listener full; connection refused");
+                        continue;
+                    };
+                    connections.spawn(serve_connection(
+                        tcp,
+                        peer,
+                        settings.clone(),
+                        drain.clone(),
+                        slot,
+                    ));
+                }
+                Err(error) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            () = &mut stop_accepting => break,
+        }
     }
 }
 
@@ -407,22 +467,24 @@ async fn close_connections_when_draining(
 /// the apiserver does not retry a POST that meets a closed connection, so an HTTP/1.1
 /// connection is left to end itself (its next response says `Connection: close`, or the
 /// client closes it) for half the drain timeout before the server closes it.
-#[allow(clippy::too_many_arguments)]
 async fn serve_connection(
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
-    acceptor: TlsAcceptor,
-    app: axum::Router,
+    settings: ConnectionSettings,
     drain: tokio::sync::watch::Receiver<bool>,
-    handshake_timeout: Duration,
-    timeouts: connection::Timeouts,
-    drain_idle: Duration,
-    state: Arc<State>,
     slot: limits::ConnectionSlot,
 ) {
+    let ConnectionSettings {
+        tls,
+        app,
+        handshake_timeout,
+        timeouts,
+        http1_drain_idle,
+        state,
+    } = settings;
     let opened = tokio::time::Instant::now();
     let _ = tcp.set_nodelay(true);
-    let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp));
+    let handshake = tokio::time::timeout(handshake_timeout, tls.acceptor().accept(tcp));
     let tls = tokio::select! {
         handshake = handshake => match handshake {
             Ok(Ok(tls)) => tls,
@@ -450,7 +512,11 @@ async fn serve_connection(
     tracing::debug!(%peer, client = tls::client_subject(&tls).as_deref().unwrap_or("-"), "TLS handshake done");
     let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let timeouts = connection::Timeouts {
-        drain_idle: if http2 { Duration::ZERO } else { drain_idle },
+        drain_idle: if http2 {
+            Duration::ZERO
+        } else {
+            http1_drain_idle
+        },
         ..timeouts
     };
     connection::serve(

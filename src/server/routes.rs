@@ -22,6 +22,7 @@ use serde::Serialize;
 use super::limits::{BodyBytes, Limits, RequestBudget};
 use crate::admission::{self, Outcome, ResponseReview};
 use crate::metrics::{Metrics, RuleLabels};
+use crate::policy::ConfigMapRef;
 use crate::quota::Confirmation;
 use crate::state::State;
 
@@ -38,25 +39,40 @@ pub struct WebhookApp {
     state: Arc<State>,
     request_timeout: Duration,
     budget: Arc<RequestBudget>,
+    // Set once by `serve`, never changed while requests are answered.
+    policy_configmap: Arc<ConfigMapRef>,
 }
 
-/// The webhook application, with the default request budget ([`Limits::default`]).
+/// The webhook application, with the default request budget ([`Limits::default`]), guarding
+/// the default policy ConfigMap ([`ConfigMapRef::default`]) with `/validate-policy`.
 pub fn router(state: Arc<State>, request_timeout: Duration) -> Router {
     let budget = Arc::new(RequestBudget::new(&Limits::default(), &state.metrics));
     router_with_budget(state, request_timeout, budget)
 }
 
-/// The webhook application; every request charges its body's bytes to `budget` as they
-/// arrive, then takes a request slot from it, before its handler runs ([`admit`]).
+/// [`router`] with `budget`: every request charges its body's bytes to it as they arrive,
+/// then takes a request slot from it, before its handler runs ([`admit`]).
 pub fn router_with_budget(
     state: Arc<State>,
     request_timeout: Duration,
     budget: Arc<RequestBudget>,
 ) -> Router {
+    router_guarding(state, request_timeout, budget, ConfigMapRef::default())
+}
+
+/// [`router_with_budget`] guarding `policy_configmap` with `/validate-policy`: an edit of that
+/// one ConfigMap that would not load is refused.
+pub fn router_guarding(
+    state: Arc<State>,
+    request_timeout: Duration,
+    budget: Arc<RequestBudget>,
+    policy_configmap: ConfigMapRef,
+) -> Router {
     let app = WebhookApp {
         state,
         request_timeout,
         budget,
+        policy_configmap: Arc::new(policy_configmap),
     };
     Router::new()
         .route("/mutate", post(mutate))
@@ -289,12 +305,10 @@ async fn mutate(AxumState(app): AxumState<WebhookApp>, body: Body) -> Response {
                 tracing::warn!(%uid, %error, "could not confirm the application's pods with a LIST; decided on this replica's view");
             }
         }
-        if !decision.admitted() {
-            for violation in &decision.violations {
-                metrics.count_quota_denial(&violation.quota, violation.scope.as_str());
-            }
-            admission::refuse_for_quota(&mut review, &mut summary, &decision.violations);
+        for violation in &decision.violations {
+            metrics.count_quota_denial(&violation.quota, violation.scope.as_str());
         }
+        admission::apply_quota_decision(&mut review, &mut summary, &decision);
     }
     let body = match serde_json::to_vec(&review) {
         Ok(body) => body,
@@ -425,7 +439,7 @@ async fn validate_policy(AxumState(app): AxumState<WebhookApp>, body: Body) -> R
             return json_error(StatusCode::BAD_REQUEST, error.to_string());
         }
     };
-    let (review, outcome) = admission::validate_policy(request, &app.state.policy_configmap);
+    let (review, outcome) = admission::validate_policy(request, &app.policy_configmap);
     if outcome == Outcome::Denied {
         tracing::info!("refused an invalid policy ConfigMap");
     }

@@ -13,38 +13,38 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::watcher::{self, watcher};
+use kube::runtime::watcher;
 use kube::{Client, Resource};
 
 use crate::metrics::Metrics;
-use crate::policy::{Policy, policy_hash};
-use crate::state::{Installed, State};
+use crate::policy::{ConfigMapRef, Policy, policy_hash};
+use crate::source::{Installed, PolicySink};
 
-/// Most of an Event's note that Kubernetes keeps (1 kB).
-const EVENT_NOTE_LIMIT: usize = 1000;
+/// The longest Event note the apiserver accepts, in bytes (events.k8s.io/v1 refuses a note
+/// over 1 kB: the whole Event would be lost, not just its tail).
+const EVENT_NOTE_LIMIT: usize = 1024;
 
-/// Which ConfigMap, and which key in it.
-#[derive(Debug, Clone)]
-pub struct ConfigMapRef {
-    /// Namespace of the ConfigMap.
-    pub namespace: String,
-    /// Name of the ConfigMap.
-    pub name: String,
-    /// Data key that holds the policy.
-    pub key: String,
-}
-
-impl std::fmt::Display for ConfigMapRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{} key {}", self.namespace, self.name, self.key)
+/// What the InvalidPolicy Event says: why the version was ignored, cut at a character boundary
+/// (with "…") so the whole note stays within [`EVENT_NOTE_LIMIT`].
+fn event_note(message: &str) -> String {
+    const PREFIX: &str = "ignored, the previous policy stays in force: ";
+    const ELLIPSIS: &str = "…";
+    if PREFIX.len() + message.len() <= EVENT_NOTE_LIMIT {
+        return format!("{PREFIX}{message}");
     }
+    let mut end = EVENT_NOTE_LIMIT - PREFIX.len() - ELLIPSIS.len();
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{PREFIX}{}{ELLIPSIS}", &message[..end])
 }
 
 /// Watches the ConfigMap until `stop` turns true.
+#[tracing::instrument(name = "policy_configmap_watch", skip_all, fields(configmap = %source))]
 pub async fn watch(
     client: Client,
     source: ConfigMapRef,
-    state: Arc<State>,
+    sink: Arc<dyn PolicySink>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), &source.namespace);
@@ -56,28 +56,29 @@ pub async fn watch(
         },
     );
     // Only this one object: RBAC grants list/watch on it by name, which the apiserver
-    // authorizes when the request carries a metadata.name field selector.
-    let config = watcher::Config::default().fields(&format!("metadata.name={}", source.name));
-    let mut events = watcher(api, config).default_backoff().boxed();
+    // authorizes when the request carries a metadata.name field selector (as watch_object's
+    // requests do).
+    let mut versions = watcher::watch_object(api, &source.name)
+        .default_backoff()
+        .boxed();
     let mut last_seen: Option<String> = None;
     loop {
-        let event = tokio::select! {
-            event = events.next() => event,
+        let version = tokio::select! {
+            version = versions.next() => version,
             _ = stop.wait_for(|stop| *stop) => return,
         };
-        match event {
+        match version {
             None => return,
             Some(Err(error)) => {
                 tracing::warn!(%error, configmap = %source, "policy watch failed; retrying with backoff, the policy in force stays");
             }
-            Some(Ok(watcher::Event::Apply(config_map) | watcher::Event::InitApply(config_map))) => {
-                apply(&config_map, &source, &state, &recorder, &mut last_seen).await;
+            Some(Ok(Some(config_map))) => {
+                apply(&config_map, &source, &*sink, &recorder, &mut last_seen).await;
             }
-            Some(Ok(watcher::Event::Delete(_))) => {
-                tracing::warn!(configmap = %source, "policy ConfigMap deleted; keeping the policy in force");
+            Some(Ok(None)) => {
+                tracing::warn!(configmap = %source, "policy ConfigMap absent or deleted; keeping the policy in force");
                 last_seen = None;
             }
-            Some(Ok(watcher::Event::Init | watcher::Event::InitDone)) => {}
         }
     }
 }
@@ -85,7 +86,7 @@ pub async fn watch(
 async fn apply(
     config_map: &ConfigMap,
     source: &ConfigMapRef,
-    state: &State,
+    sink: &dyn PolicySink,
     recorder: &Recorder,
     last_seen: &mut Option<String>,
 ) {
@@ -106,8 +107,8 @@ async fn apply(
     match result {
         Ok(policy) => {
             let summary = policy.summary();
-            let installed = state.set_policy(policy);
-            Metrics::count_result(&state.metrics.policy_reload, true);
+            let installed = sink.install(policy);
+            Metrics::count_result(&sink.metrics().policy_reload, true);
             match installed {
                 Installed::InForce => {
                     tracing::info!(configmap = %source, policy = %summary, "policy loaded")
@@ -119,28 +120,57 @@ async fn apply(
             }
         }
         Err(message) => {
-            Metrics::count_result(&state.metrics.policy_reload, false);
+            Metrics::count_result(&sink.metrics().policy_reload, false);
             tracing::error!(configmap = %source, error = %message, "policy is invalid; the policy in force (if any) stays");
-            let note = if message.len() > EVENT_NOTE_LIMIT {
-                let mut end = EVENT_NOTE_LIMIT;
-                while !message.is_char_boundary(end) {
-                    end -= 1;
-                }
-                format!("{}…", &message[..end])
-            } else {
-                message
-            };
             let event = Event {
                 type_: EventType::Warning,
                 reason: "InvalidPolicy".to_owned(),
-                note: Some(format!(
-                    "ignored, the previous policy stays in force: {note}"
-                )),
+                note: Some(event_note(&message)),
                 action: "LoadPolicy".to_owned(),
                 secondary: None,
             };
             if let Err(error) = recorder.publish(&event, &config_map.object_ref(&())).await {
                 tracing::warn!(%error, "could not record the InvalidPolicy event");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_note_fits_the_apiservers_limit_and_cuts_at_a_character_boundary() {
+        let short = event_note("rules[0].match: unknown field");
+        assert_eq!(
+            short,
+            "ignored, the previous policy stays in force: rules[0].match: unknown field"
+        );
+        let prefix = "ignored, the previous policy stays in force: ".len();
+        for filler in ["x", "é", "日", "🦀"] {
+            for length in [900, 975, 976, 977, 978, 979, 980, 2000] {
+                let message: String = filler.repeat(length);
+                let note = event_note(&message);
+                assert!(
+                    note.len() <= EVENT_NOTE_LIMIT,
+                    "{filler} x{length}: {} bytes",
+                    note.len()
+                );
+                let body = note
+                    .strip_prefix("ignored, the previous policy stays in force: ")
+                    .expect("prefix");
+                if prefix + message.len() <= EVENT_NOTE_LIMIT {
+                    assert_eq!(body, message);
+                } else {
+                    let kept = body
+                        .strip_suffix('…')
+                        .expect("an ellipsis where it was cut");
+                    assert!(message.starts_with(kept));
+                    // Cut as late as the limit allows: one more character would not fit.
+                    let next = filler.len();
+                    assert!(prefix + kept.len() + next + "…".len() > EVENT_NOTE_LIMIT);
+                }
             }
         }
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::files::FileWatch;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
-use crate::state::{Installed, State};
+use crate::source::{Installed, PolicySink};
 
 use super::{PolicyUpdate, log_policy_update};
 
@@ -31,7 +31,7 @@ impl FilePolicySource {
 
     /// Looks at the file; puts a changed valid policy in force. Every load is counted in
     /// `spark_admission_policy_reload_total`. A read error is reported once until it changes.
-    pub fn poll(&mut self, state: &State) -> PolicyUpdate {
+    pub fn poll(&mut self, sink: &dyn PolicySink) -> PolicyUpdate {
         let contents = match self.watch.changed() {
             Ok(None) => return PolicyUpdate::Unchanged,
             Ok(Some(mut contents)) => contents.pop().unwrap_or_default(),
@@ -41,7 +41,7 @@ impl FilePolicySource {
                     return PolicyUpdate::Unchanged;
                 }
                 self.last_read_error = Some(message.clone());
-                Metrics::count_result(&state.metrics.policy_reload, false);
+                Metrics::count_result(&sink.metrics().policy_reload, false);
                 return PolicyUpdate::Unreadable(message);
             }
         };
@@ -50,15 +50,15 @@ impl FilePolicySource {
         match Policy::parse(&text) {
             Ok(policy) => {
                 let summary = policy.summary();
-                let installed = state.set_policy(policy);
-                Metrics::count_result(&state.metrics.policy_reload, true);
+                let installed = sink.install(policy);
+                Metrics::count_result(&sink.metrics().policy_reload, true);
                 match installed {
                     Installed::InForce => PolicyUpdate::Loaded(summary),
                     Installed::Staged => PolicyUpdate::Staged(summary),
                 }
             }
             Err(error) => {
-                Metrics::count_result(&state.metrics.policy_reload, false);
+                Metrics::count_result(&sink.metrics().policy_reload, false);
                 PolicyUpdate::Invalid(error)
             }
         }
@@ -69,7 +69,7 @@ impl FilePolicySource {
 /// server made the first look when it started, with [`FilePolicySource::poll`]).
 pub async fn watch(
     mut source: FilePolicySource,
-    state: Arc<State>,
+    sink: Arc<dyn PolicySink>,
     interval: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -83,9 +83,9 @@ pub async fn watch(
         // Reading a file blocks; it runs on the blocking pool so that a slow disk never stalls
         // the workers answering reviews.
         let look = {
-            let state = state.clone();
+            let sink = sink.clone();
             tokio::task::spawn_blocking(move || {
-                let update = source.poll(&state);
+                let update = source.poll(&*sink);
                 (source, update)
             })
         };
@@ -107,6 +107,7 @@ pub async fn watch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::State;
 
     fn swap(dir: &std::path::Path, generation: &str, text: &str) {
         let generation_dir = dir.join(generation);
@@ -123,7 +124,7 @@ mod tests {
         swap(dir.path(), "..gen1", "rules: [{name: one}]");
         std::os::unix::fs::symlink("..data/policy.yaml", dir.path().join("policy.yaml"))
             .expect("link");
-        let state = State::new("policy.yaml");
+        let state = State::new();
         let mut source = FilePolicySource::new(dir.path().join("policy.yaml"));
 
         assert!(matches!(source.poll(&state), PolicyUpdate::Loaded(_)));
@@ -171,7 +172,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("policy.yaml");
         std::fs::write(&path, "rules: []").expect("write");
-        let state = State::new("policy.yaml");
+        let state = State::new();
         let mut source = FilePolicySource::new(path.clone());
         assert!(matches!(source.poll(&state), PolicyUpdate::Loaded(_)));
         std::fs::remove_file(&path).expect("remove");
@@ -185,7 +186,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("policy.yaml");
         std::fs::write(&path, "rules: [{name: x, mode: sometimes}]").expect("write");
-        let state = State::new("policy.yaml");
+        let state = State::new();
         let mut source = FilePolicySource::new(path.clone());
         assert!(matches!(source.poll(&state), PolicyUpdate::Invalid(_)));
         assert!(!state.is_ready());

@@ -1,10 +1,31 @@
 //! Where the policy comes from: a file polled on an interval ([`file`]) or a ConfigMap watched
 //! through the API ([`configmap`]). The server starts one of them as a background task beside
-//! its listeners. Every source hands a validated [`Policy`](crate::Policy) to the shared
-//! [`State`](crate::state::State); an invalid version never replaces the one in force.
+//! its listeners. Every source hands a validated [`Policy`] to a [`PolicySink`] (the server's
+//! state); an invalid version never replaces the one in force.
 
 pub mod configmap;
 pub mod file;
+
+use crate::metrics::Metrics;
+use crate::policy::Policy;
+
+/// Where a new policy went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Installed {
+    /// In force for the next request.
+    InForce,
+    /// Waiting for the pod watch to sync; the previous policy serves until then.
+    Staged,
+}
+
+/// What a source hands its policies to: the server's state, which is all a source needs of it.
+pub trait PolicySink: Send + Sync {
+    /// Puts `policy` in force for the next request, or stages it (a policy with quotas waits
+    /// for the pod watch).
+    fn install(&self, policy: Policy) -> Installed;
+    /// The metrics a source counts its reloads in.
+    fn metrics(&self) -> &Metrics;
+}
 
 /// What one look at a source found.
 #[derive(Debug)]

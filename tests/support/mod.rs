@@ -148,7 +148,7 @@ impl TestServerBuilder {
         let pair = certs::generate(&["localhost".into(), "127.0.0.1".into()], 30).unwrap();
         let tls_dir = dir.path().join("tls");
         kubelet_swap(&tls_dir, "..gen-1", &pair);
-        let state = Arc::new(State::new("policy.yaml"));
+        let state = Arc::new(State::new());
         let policy_file = self.policy_file.map(|text| {
             let path = dir.path().join("policy.yaml");
             std::fs::write(&path, text).unwrap();
@@ -165,6 +165,7 @@ impl TestServerBuilder {
             client_ca: self.client_ca,
             policy_file,
             policy_configmap: None,
+            guarded_configmap: Default::default(),
             request_timeout: Duration::from_secs(3),
             handshake_timeout: Duration::from_secs(5),
             reload_interval: Duration::from_millis(100),
@@ -347,6 +348,37 @@ pub async fn post_to_router(
         .body(body.into())
         .unwrap();
     oneshot_router(router(state.clone(), Duration::from_secs(3)), request).await
+}
+
+/// The AdmissionReview a router guarding `configmap` with `/validate-policy` answers to `body`,
+/// which must be a 200 (what `serve --guard-configmap` or `--policy-configmap` builds).
+pub async fn validate_policy_guarding(
+    state: &Arc<State>,
+    configmap: spark_admission::policy::ConfigMapRef,
+    body: Vec<u8>,
+) -> serde_json::Value {
+    let budget = Arc::new(spark_admission::server::limits::RequestBudget::new(
+        &spark_admission::server::Limits::default(),
+        &state.metrics,
+    ));
+    let app = spark_admission::server::router_guarding(
+        state.clone(),
+        Duration::from_secs(3),
+        budget,
+        configmap,
+    );
+    let request = axum::http::Request::post("/validate-policy")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body))
+        .unwrap();
+    let (status, answer) = oneshot_router(app, request).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    serde_json::from_slice(&answer).unwrap()
 }
 
 /// The AdmissionReview `router(state)` answers to `body` at `path`, which must be a 200.
