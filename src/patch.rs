@@ -268,7 +268,7 @@ impl Emitter {
             match before.next() {
                 Some(b) if b == a => {}
                 Some(b) => element(self, b, a)?,
-                None => self.add(&json(&a)?)?,
+                None => self.add(&a)?,
             }
             self.leave(back);
         }
@@ -356,7 +356,7 @@ impl Fields {
         let in_after = after.is_some();
         self.push(name.into(), in_after, move |e| match (before, after) {
             (Some(before), Some(after)) => plain(e, before, after),
-            (None, Some(after)) => e.add(&json(&after)?),
+            (None, Some(after)) => e.add(&after),
             (Some(_), None) => e.remove(),
             (None, None) => Ok(()),
         });
