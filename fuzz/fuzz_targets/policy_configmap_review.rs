@@ -15,7 +15,8 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::core::admission::Operation;
 use libfuzzer_sys::fuzz_target;
 use spark_admission::Policy;
-use spark_admission::admission::{self, Outcome, PolicyConfigMap};
+use spark_admission::admission::{self, Outcome};
+use spark_admission::policy::ConfigMapRef;
 
 /// The CLI's default `--policy-key`.
 const KEY: &str = "policy.yaml";
@@ -58,7 +59,8 @@ fuzz_target!(|data: &[u8]| {
                     .is_none_or(|text| Policy::parse(text).is_err())
         });
 
-    let (review, outcome) = admission::validate_policy(request, &PolicyConfigMap::with_key(KEY));
+    let (review, outcome) =
+        admission::validate_policy(request, &ConfigMapRef::default_with_key(KEY));
     assert_eq!(
         review.response.uid, uid,
         "the answer carries the request's uid"
