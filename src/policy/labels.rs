@@ -52,17 +52,22 @@ fn check_name_part(text: &str, what: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// At least one character of a-z, 0-9 and '-', starting and ending with a letter or digit:
+/// the text of an RFC 1123 label, whatever its length limit (a DNS label, each part of a
+/// subdomain, a port name).
+pub(crate) fn is_rfc1123_label(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !text.starts_with('-')
+        && !text.ends_with('-')
+}
+
 /// Checks a DNS-1123 label: 1 to 63 characters of a-z, 0-9 and '-', starting and ending with a
 /// letter or digit (a namespace, a volume or a container name).
 pub fn check_dns_label(value: &str) -> Result<(), String> {
-    let ok = !value.is_empty()
-        && value.len() <= 63
-        && value
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !value.starts_with('-')
-        && !value.ends_with('-');
-    if ok {
+    if value.len() <= 63 && is_rfc1123_label(value) {
         Ok(())
     } else {
         Err("must be a DNS-1123 label: 1 to 63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit".to_owned())
@@ -78,13 +83,7 @@ pub fn check_dns_subdomain(text: &str) -> Result<(), String> {
         ));
     }
     for part in text.split('.') {
-        let ok = !part.is_empty()
-            && part
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-            && !part.starts_with('-')
-            && !part.ends_with('-');
-        if !ok {
+        if !is_rfc1123_label(part) {
             return Err("must be a DNS subdomain: lower case letters, digits, '-' and '.', each part starting and ending with a letter or digit".to_owned());
         }
     }

@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 
 use super::{Checker, index_path, key_path, kind_of, unknown_field_message};
 use crate::policy::check_dns_label;
+use crate::policy::labels::is_rfc1123_label;
 
 /// One step from a Kubernetes type towards a nested one: a struct field, or an element of a
 /// list (or a value of a map).
@@ -490,14 +491,9 @@ impl Checker {
 /// Checks a port name (IANA_SVC_NAME): at most 15 characters of a-z, 0-9 and '-', at least one
 /// letter, no '-' at either end and no "--".
 pub(super) fn check_port_name(value: &str) -> Result<(), String> {
-    let ok = !value.is_empty()
-        && value.len() <= 15
-        && value
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && value.chars().any(|c| c.is_ascii_lowercase())
-        && !value.starts_with('-')
-        && !value.ends_with('-')
+    let ok = value.len() <= 15
+        && is_rfc1123_label(value)
+        && value.bytes().any(|b| b.is_ascii_lowercase())
         && !value.contains("--");
     if ok {
         Ok(())
