@@ -343,11 +343,31 @@ pub async fn post_to_router(
     path: &str,
     body: impl Into<axum::body::Body>,
 ) -> (StatusCode, Bytes) {
+    post_to_app(router(state.clone(), Duration::from_secs(3)), path, body).await
+}
+
+/// POSTs `body` as JSON to `path` of `app`.
+async fn post_to_app(
+    app: axum::Router,
+    path: &str,
+    body: impl Into<axum::body::Body>,
+) -> (StatusCode, Bytes) {
     let request = axum::http::Request::post(path)
         .header("content-type", "application/json")
         .body(body.into())
         .unwrap();
-    oneshot_router(router(state.clone(), Duration::from_secs(3)), request).await
+    oneshot_router(app, request).await
+}
+
+/// The AdmissionReview of an answer, which must be a 200.
+fn review_answer(status: StatusCode, answer: &[u8]) -> serde_json::Value {
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(answer)
+    );
+    serde_json::from_slice(answer).unwrap()
 }
 
 /// The AdmissionReview a router guarding `configmap` with `/validate-policy` answers to `body`,
@@ -367,30 +387,14 @@ pub async fn validate_policy_guarding(
         budget,
         configmap,
     );
-    let request = axum::http::Request::post("/validate-policy")
-        .header("content-type", "application/json")
-        .body(axum::body::Body::from(body))
-        .unwrap();
-    let (status, answer) = oneshot_router(app, request).await;
-    assert_eq!(
-        status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&answer)
-    );
-    serde_json::from_slice(&answer).unwrap()
+    let (status, answer) = post_to_app(app, "/validate-policy", body).await;
+    review_answer(status, &answer)
 }
 
 /// The AdmissionReview `router(state)` answers to `body` at `path`, which must be a 200.
 pub async fn review_by_router(state: &Arc<State>, path: &str, body: Vec<u8>) -> serde_json::Value {
     let (status, answer) = post_to_router(state, path, body).await;
-    assert_eq!(
-        status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&answer)
-    );
-    serde_json::from_slice(&answer).unwrap()
+    review_answer(status, &answer)
 }
 
 /// A GET on the admin port over plain HTTP.
