@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::scheduling::v1::PriorityClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
@@ -199,7 +200,21 @@ pub async fn watch_priority_classes(
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let api: Api<PriorityClass> = Api::all(client.clone());
     let (store, writer) = reflector::store();
-    let watch = watcher(api, watcher::Config::default()).default_backoff();
+    // The store keeps only what a ClassSummary reads: a class's description, annotations and
+    // managed fields (any size a cluster admin writes) are dropped as each event arrives.
+    let watch = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(|class: &mut PriorityClass| {
+            *class = PriorityClass {
+                metadata: ObjectMeta {
+                    name: class.metadata.name.take(),
+                    ..ObjectMeta::default()
+                },
+                value: class.value,
+                global_default: class.global_default,
+                ..PriorityClass::default()
+            };
+        });
     let mut events = reflector::reflector(writer, watch).boxed();
     let mut version_due = false;
     loop {
