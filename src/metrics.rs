@@ -89,6 +89,13 @@ pub struct ShedLabels {
     pub reason: &'static str,
 }
 
+/// Labels of `spark_admission_spark_conf_refused_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// Why: `max`.
+    pub reason: &'static str,
+}
+
 /// Every metric the server exports.
 pub struct Metrics {
     registry: Registry,
@@ -123,6 +130,12 @@ pub struct Metrics {
     pub policy_staged: Gauge,
     /// `spark_admission_spark_conf_lowered_total{quota}`: driver configurations fitted.
     pub spark_conf_lowered: Family<QuotaNameLabels, Counter>,
+    /// `spark_admission_spark_conf_set_total{rule}`: Spark settings written into driver
+    /// configurations, by the rule that wrote them.
+    pub spark_conf_set: Family<RuleLabels, Counter>,
+    /// `spark_admission_spark_conf_refused_total{reason}`: cluster-mode submissions refused at
+    /// their driver configuration (`max`: over a `sparkConf.max`).
+    pub spark_conf_refused: Family<ReasonLabels, Counter>,
     /// `spark_admission_connections{listener}`: connections open.
     pub connections: Family<ListenerLabels, Gauge>,
     /// `spark_admission_connections_refused_total{listener}`: closed at accept, listener full.
@@ -247,6 +260,18 @@ impl Metrics {
             "Cluster-mode driver configurations whose executor counts were lowered to fit a quota, by the quota that decided",
             spark_conf_lowered.clone(),
         );
+        let spark_conf_set = Family::<RuleLabels, Counter>::default();
+        registry.register(
+            "spark_admission_spark_conf_set",
+            "Spark settings written into cluster-mode driver configurations by sparkConf.set, by rule",
+            spark_conf_set.clone(),
+        );
+        let spark_conf_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "spark_admission_spark_conf_refused",
+            "Cluster-mode submissions refused at their driver configuration, by reason (max: over a sparkConf.max)",
+            spark_conf_refused.clone(),
+        );
         let connections = Family::<ListenerLabels, Gauge>::default();
         registry.register(
             "spark_admission_connections",
@@ -321,6 +346,8 @@ impl Metrics {
             tracked_pods,
             policy_staged,
             spark_conf_lowered,
+            spark_conf_set,
+            spark_conf_refused,
             connections,
             connections_refused,
             idle_connections_closed,
@@ -379,6 +406,22 @@ impl Metrics {
             .get_or_create(&QuotaNameLabels {
                 quota: quota.to_owned(),
             })
+            .inc();
+    }
+
+    /// Counts one Spark setting written by `rule`.
+    pub fn count_spark_conf_set(&self, rule: &str) {
+        self.spark_conf_set
+            .get_or_create(&RuleLabels {
+                rule: rule.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a submission refused at its driver configuration.
+    pub fn count_spark_conf_refused(&self, reason: &'static str) {
+        self.spark_conf_refused
+            .get_or_create(&ReasonLabels { reason })
             .inc();
     }
 

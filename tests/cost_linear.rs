@@ -229,7 +229,7 @@ fn conf_review(policy: &Policy, body: &[u8]) -> Answer {
     let (review, lowered) = match spark_conf::candidate(request) {
         Ok(candidate) => {
             let (review, fitted) = spark_conf::answer(candidate, policy, &totals, None);
-            (review, !fitted.changes.is_empty())
+            (review, !fitted.fitted.changes.is_empty())
         }
         Err(unchanged) => (unchanged.review(), false),
     };

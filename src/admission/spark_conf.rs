@@ -20,13 +20,14 @@ use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodSpec, ResourceReq
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as KubeQuantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::admission::{AdmissionRequest, Operation};
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::engine::{self, APP_ID_LABEL, ROLE_LABEL, RequestContext};
+use crate::engine::{self, APP_ID_LABEL, ROLE_LABEL, RequestContext, SparkPod};
 use crate::policy::{Policy, Quota};
 use crate::quota::fit::{Fit, executors_that_fit};
 use crate::quota::ledger::AppTotals;
 use crate::quota::{Charge, Claim};
+use crate::sparkconf::rules::{self, APP_ID, APP_NAME, Over, Written, app_name_label};
 use crate::sparkconf::{Change, ExecutorSize, Properties, executor_size, lower_executor_counts};
 
 use super::{Response, ResponseReview};
@@ -35,14 +36,14 @@ use super::{Response, ResponseReview};
 pub const PROPERTIES_KEY: &str = "spark.properties";
 /// Annotation recording what was lowered and why.
 pub const LOWERED_ANNOTATION: &str = "spark-admission.io/spark-conf-lowered";
+/// Annotation recording what `sparkConf.set` wrote, and by which rule.
+pub const SET_ANNOTATION: &str = "spark-admission.io/spark-conf-set";
 
-const APP_ID: &str = "spark.app.id";
-const APP_NAME: &str = "spark.app.name";
 const EXECUTOR_LABEL_PREFIX: &str = "spark.kubernetes.executor.label.";
 const EXECUTOR_SERVICE_ACCOUNT: &str = "spark.kubernetes.authenticate.executor.serviceAccountName";
 const DRIVER_SERVICE_ACCOUNT: &str = "spark.kubernetes.authenticate.driver.serviceAccountName";
 
-/// A Spark driver's configuration that can be fitted.
+/// A Spark driver's configuration the policy can act on.
 #[derive(Debug, Clone)]
 pub struct Candidate {
     /// The request's uid.
@@ -54,7 +55,8 @@ pub struct Candidate {
     /// `spark.app.id`: the application (`spark-app-selector` of its pods).
     pub app: String,
     properties: Properties,
-    size: ExecutorSize,
+    /// The driver as the rules see it, read from the configuration.
+    driver: SparkPod,
     has_annotations: bool,
 }
 
@@ -111,25 +113,20 @@ pub fn candidate(request: AdmissionRequest<ConfigMap>) -> Result<Candidate, Unch
     };
     let properties = Properties::parse(text)
         .map_err(|e| unchanged(format!("{name}: {PROPERTIES_KEY} cannot be read: {e}")))?;
-    let Some(app) = properties
-        .get(APP_ID)
-        .filter(|a| !a.is_empty())
-        .map(str::to_owned)
-    else {
+    let namespace = request.namespace.clone().unwrap_or_default();
+    let Some(driver) = rules::driver_of(&properties, &namespace) else {
         return Err(unchanged(format!(
             "{name}: {PROPERTIES_KEY} has no {APP_ID}"
         )));
     };
-    let size = executor_size(&properties)
-        .map_err(|e| unchanged(format!("{name}: executors cannot be sized: {e}")))?;
     Ok(Candidate {
         uid: request.uid.clone(),
-        namespace: request.namespace.clone().unwrap_or_default(),
+        namespace,
         name,
-        app,
+        app: driver.app_id.clone().unwrap_or_default(),
         has_annotations: config_map.metadata.annotations.is_some(),
         properties,
-        size,
+        driver,
     })
 }
 
@@ -145,6 +142,11 @@ impl Candidate {
                 && crate::quota::report::applies_to_namespace(quota, &self.namespace)
         })
     }
+
+    /// The application's name as its pods are labelled.
+    pub fn app_name(&self) -> Option<&str> {
+        self.driver.app_name.as_deref()
+    }
 }
 
 /// What fitting a configuration did.
@@ -158,36 +160,198 @@ pub struct Fitted {
     pub warnings: Vec<String>,
 }
 
-/// Fits `candidate`'s executor counts to the per-application limits of `policy`'s quotas,
-/// given what the application already has (`totals`: its driver, at submission) and its name
-/// (from its pods' `spark-app-name`, for quotas matching `appNames`).
+/// What the policy did to one driver configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Answered {
+    /// What `sparkConf.set` wrote.
+    pub written: Vec<Written>,
+    /// The caps it is over; not empty: the submission was refused.
+    pub over: Vec<Over>,
+    /// What fitting to the quotas did (SPEC §5a).
+    pub fitted: Fitted,
+    /// Every warning the user was sent.
+    pub warnings: Vec<String>,
+}
+
+impl Answered {
+    /// Whether the submission was refused.
+    pub fn refused(&self) -> bool {
+        !self.over.is_empty()
+    }
+}
+
+/// Applies the policy to `candidate`'s configuration: the `sparkConf` rules (SPEC §5b), whose
+/// caps refuse the submission, then its executor counts fitted to the per-application limits
+/// of the quotas (SPEC §5a), given what the application already has (`totals`: its driver, at
+/// submission) and its name as its pods are labelled (for quotas matching `appNames`; from
+/// the configuration when not given).
 pub fn answer(
     mut candidate: Candidate,
     policy: &Policy,
     totals: &AppTotals,
     app_name: Option<&str>,
-) -> (ResponseReview, Fitted) {
+) -> (ResponseReview, Answered) {
     let mut response = Response::allow(&candidate.uid);
+    let mut answered = Answered::default();
+    let applied = match rules::apply(&mut candidate.properties, &candidate.driver, policy) {
+        Ok(applied) => applied,
+        Err(error) => {
+            // Only a text near 4 GiB, which no review carries.
+            answered.warnings.push(format!(
+                "spark-admission left {PROPERTIES_KEY} unchanged: {error}"
+            ));
+            response.warnings.clone_from(&answered.warnings);
+            return (response.into_review(), answered);
+        }
+    };
+    answered.warnings.extend(applied.warnings);
+    answered.written = applied.written;
+    if !applied.over.is_empty() {
+        let reasons: Vec<String> = applied.over.iter().map(ToString::to_string).collect();
+        let name = candidate
+            .properties
+            .get(APP_NAME)
+            .unwrap_or(&candidate.app)
+            .to_owned();
+        response.deny(
+            format!(
+                "spark-admission refused Spark application {name} ({}): {}; submit it again with these settings within the max",
+                candidate.app,
+                reasons.join("; ")
+            ),
+            "Forbidden",
+            403,
+        );
+        response.warnings.clone_from(&answered.warnings);
+        answered.over = applied.over;
+        return (response.into_review(), answered);
+    }
+    if !answered.written.is_empty() {
+        let written: Vec<String> = answered
+            .written
+            .iter()
+            .map(|w| format!("{w} by rule {}", w.rule))
+            .collect();
+        answered.warnings.push(format!(
+            "spark-admission set {} in application {}",
+            written.join(", "),
+            candidate.app
+        ));
+    }
+    // Sized from the configuration as the rules left it. One Spark cannot size is left for
+    // Spark to refuse, and for refusals of its executors to limit.
+    answered.fitted = match executor_size(&candidate.properties) {
+        Ok(size) => fit(&mut candidate, &size, policy, totals, app_name),
+        Err(_) => Fitted::default(),
+    };
+    answered
+        .warnings
+        .extend(answered.fitted.warnings.iter().cloned());
+    response.warnings.clone_from(&answered.warnings);
+    let mut annotations: Vec<(&str, String)> = Vec::new();
+    if !answered.written.is_empty() {
+        let record: Vec<String> = answered
+            .written
+            .iter()
+            .map(|w| format!("{w} by rule {}", w.rule))
+            .collect();
+        annotations.push((SET_ANNOTATION, record.join(", ")));
+    }
+    if let (false, Some(fit)) = (answered.fitted.changes.is_empty(), &answered.fitted.fit) {
+        let changed: Vec<String> = answered
+            .fitted
+            .changes
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        annotations.push((
+            LOWERED_ANNOTATION,
+            format!(
+                "{} to fit quota {} ({})",
+                changed.join(", "),
+                fit.quota,
+                fit.limit
+            ),
+        ));
+    }
+    if annotations.is_empty() {
+        return (response.into_review(), answered);
+    }
+    for (key, record) in &annotations {
+        let name = key.trim_start_matches("spark-admission.io/");
+        response
+            .audit_annotations
+            .insert(name.to_owned(), record.clone());
+    }
+    let mut operations: Vec<PatchOperation<'_>> = if candidate.has_annotations {
+        annotations
+            .iter()
+            .map(|(key, record)| {
+                PatchOperation::Json(json!({
+                    "op": "add",
+                    "path": format!("/metadata/annotations/{}", key.replace('~', "~0").replace('/', "~1")),
+                    "value": record,
+                }))
+            })
+            .collect()
+    } else {
+        let map: BTreeMap<&str, &String> = annotations.iter().map(|(k, v)| (*k, v)).collect();
+        vec![PatchOperation::Json(
+            json!({"op": "add", "path": "/metadata/annotations", "value": map}),
+        )]
+    };
+    // The configuration goes into the patch straight from its text: as a JSON value it would
+    // be one more copy of up to 3 MiB.
+    operations.push(PatchOperation::Text(TextOperation {
+        op: "replace",
+        path: format!("/data/{PROPERTIES_KEY}"),
+        value: candidate.properties.text(),
+    }));
+    let Ok(patch) = serde_json::to_vec(&operations) else {
+        // Not reachable: strings and maps of strings always serialise.
+        return (response.into_review(), Answered::default());
+    };
+    response.patch = Some(base64::engine::general_purpose::STANDARD.encode(patch));
+    response.patch_type = Some("JSONPatch".to_owned());
+    (response.into_review(), answered)
+}
+
+/// One operation of the patch: small ones as JSON values, the configuration as borrowed text.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum PatchOperation<'a> {
+    Json(Value),
+    Text(TextOperation<'a>),
+}
+
+/// Fits `candidate`'s executor counts, each executor of `size`, to the per-application limits
+/// of `policy`'s quotas (SPEC §5a).
+fn fit(
+    candidate: &mut Candidate,
+    size: &ExecutorSize,
+    policy: &Policy,
+    totals: &AppTotals,
+    app_name: Option<&str>,
+) -> Fitted {
     let mut fitted = Fitted::default();
-    let executor = executor_pod(&candidate, app_name);
+    let executor = executor_pod(candidate, size, app_name);
     // Sized, not scheduled: the priority class (the only cluster fact) changes no charge.
     let context = RequestContext {
         namespace: candidate.namespace.clone(),
         ..RequestContext::default()
     };
     let Some(evaluation) = engine::evaluate(&executor, &context, policy) else {
-        return (response.into_review(), fitted);
+        return fitted;
     };
     if let Some(denial) = evaluation.denial {
         // The policy itself refuses these executors; fewer of them would not help.
         fitted.warnings.push(format!(
-            "spark-admission left {PROPERTIES_KEY} unchanged: its executors would be refused: {denial}"
+            "spark-admission left the executor counts of {PROPERTIES_KEY} unchanged: its executors would be refused: {denial}"
         ));
-        response.warnings.clone_from(&fitted.warnings);
-        return (response.into_review(), fitted);
+        return fitted;
     }
     let Some(claim) = Claim::new(policy, &evaluation.spark, &evaluation.desired, "") else {
-        return (response.into_review(), fitted);
+        return fitted;
     };
     let quotas: Vec<&Quota> = claim
         .quotas
@@ -196,72 +360,36 @@ pub fn answer(
         .collect();
     let charge: Charge = claim.entry.charge;
     let Some(fit) = executors_that_fit(&quotas, totals, charge) else {
-        return (response.into_review(), fitted);
+        return fitted;
     };
     if fit.executors == 0 {
         fitted.warnings.push(format!(
-            "spark-admission left {PROPERTIES_KEY} unchanged: no executor of application {} fits quota {} ({}), so its executors will be refused",
+            "spark-admission left the executor counts of {PROPERTIES_KEY} unchanged: no executor of application {} fits quota {} ({}), so its executors will be refused",
             candidate.app, fit.quota, fit.limit
         ));
-        response.warnings.clone_from(&fitted.warnings);
         fitted.fit = Some(fit);
-        return (response.into_review(), fitted);
+        return fitted;
     }
     let executors = u32::try_from(fit.executors).unwrap_or(u32::MAX);
     fitted.changes = lower_executor_counts(&mut candidate.properties, executors);
-    if fitted.changes.is_empty() {
-        fitted.fit = Some(fit);
-        return (response.into_review(), fitted);
+    if !fitted.changes.is_empty() {
+        let changed: Vec<String> = fitted.changes.iter().map(ToString::to_string).collect();
+        fitted.warnings.push(format!(
+            "spark-admission lowered {} of application {}: {} to fit quota {} ({})",
+            fitted
+                .changes
+                .iter()
+                .map(|c| c.key)
+                .collect::<Vec<_>>()
+                .join(", "),
+            candidate.app,
+            changed.join(", "),
+            fit.quota,
+            fit.limit
+        ));
     }
-    let changed: Vec<String> = fitted.changes.iter().map(ToString::to_string).collect();
-    let record = format!(
-        "{} to fit quota {} ({})",
-        changed.join(", "),
-        fit.quota,
-        fit.limit
-    );
-    fitted.warnings.push(format!(
-        "spark-admission lowered {} of application {}: {record}",
-        fitted
-            .changes
-            .iter()
-            .map(|c| c.key)
-            .collect::<Vec<_>>()
-            .join(", "),
-        candidate.app
-    ));
-    let annotation = if candidate.has_annotations {
-        json!({
-            "op": "add",
-            "path": format!("/metadata/annotations/{}", LOWERED_ANNOTATION.replace('~', "~0").replace('/', "~1")),
-            "value": record,
-        })
-    } else {
-        json!({
-            "op": "add",
-            "path": "/metadata/annotations",
-            "value": {LOWERED_ANNOTATION: record},
-        })
-    };
-    // The configuration goes into the patch straight from its text (a pair serialises as a
-    // JSON array): as a JSON value it would be one more copy of up to 3 MiB.
-    let replace = TextOperation {
-        op: "replace",
-        path: format!("/data/{PROPERTIES_KEY}"),
-        value: candidate.properties.text(),
-    };
-    let Ok(patch) = serde_json::to_vec(&(annotation, replace)) else {
-        // Not reachable: strings and maps of strings always serialise.
-        return (response.into_review(), Fitted::default());
-    };
-    response.patch = Some(base64::engine::general_purpose::STANDARD.encode(patch));
-    response.patch_type = Some("JSONPatch".to_owned());
-    response.warnings.clone_from(&fitted.warnings);
-    response
-        .audit_annotations
-        .insert("spark-conf-lowered".to_owned(), record);
     fitted.fit = Some(fit);
-    (response.into_review(), fitted)
+    fitted
 }
 
 /// A JSON Patch operation whose value is borrowed text.
@@ -276,7 +404,7 @@ struct TextOperation<'a> {
 /// it: its labels (`spark.kubernetes.executor.label.*` and Spark's own), service account and
 /// the Spark container's resources. Spark names the app label from the driver's; `app_name`
 /// is that value when known.
-fn executor_pod(candidate: &Candidate, app_name: Option<&str>) -> Pod {
+fn executor_pod(candidate: &Candidate, size: &ExecutorSize, app_name: Option<&str>) -> Pod {
     let properties = &candidate.properties;
     let mut labels: BTreeMap<String, String> = properties
         .iter()
@@ -289,7 +417,7 @@ fn executor_pod(candidate: &Candidate, app_name: Option<&str>) -> Pod {
     labels.insert(APP_ID_LABEL.to_owned(), candidate.app.clone());
     if let Some(name) = app_name
         .map(str::to_owned)
-        .or_else(|| properties.get(APP_NAME).map(str::to_owned))
+        .or_else(|| properties.get(APP_NAME).map(app_name_label))
     {
         labels.insert("spark-app-name".to_owned(), name);
     }
@@ -299,11 +427,11 @@ fn executor_pod(candidate: &Candidate, app_name: Option<&str>) -> Pod {
         .map(str::to_owned);
     let quantity = |q: &crate::policy::Quantity| KubeQuantity(q.as_str().to_owned());
     let requests = BTreeMap::from([
-        ("cpu".to_owned(), quantity(&candidate.size.cpu_request)),
-        ("memory".to_owned(), quantity(&candidate.size.memory)),
+        ("cpu".to_owned(), quantity(&size.cpu_request)),
+        ("memory".to_owned(), quantity(&size.memory)),
     ]);
-    let mut limits = BTreeMap::from([("memory".to_owned(), quantity(&candidate.size.memory))]);
-    if let Some(cpu) = &candidate.size.cpu_limit {
+    let mut limits = BTreeMap::from([("memory".to_owned(), quantity(&size.memory))]);
+    if let Some(cpu) = &size.cpu_limit {
         limits.insert("cpu".to_owned(), quantity(cpu));
     }
     Pod {
@@ -406,7 +534,7 @@ mod tests {
             annotation,
             "spark.executor.instances=3 (was 6) to fit quota three (maxExecutors 3)"
         );
-        assert_eq!(fitted.changes.len(), 1);
+        assert_eq!(fitted.fitted.changes.len(), 1);
         assert_eq!(
             review.response.warnings,
             [
@@ -428,7 +556,7 @@ mod tests {
             None,
         );
         // CPU: (8 - 1) / 2 = 3; memory: (20480 - 1433) / 2867 = 6.
-        assert_eq!(fitted.fit.as_ref().map(|f| f.executors), Some(3));
+        assert_eq!(fitted.fitted.fit.as_ref().map(|f| f.executors), Some(3));
         let (text, _) = patched_properties(&review);
         assert!(text.contains("\nspark.executor.instances=3\n"));
     }
@@ -456,7 +584,7 @@ quotas: [{name: size, perApplication: {maxCpu: '8', maxMemory: 20Gi}}]
             None,
         );
         // CPU: (8 - 1) / 2.5 = 2; memory: (20480 - 1433) / (2867 + 64) = 6.
-        assert_eq!(fitted.fit.as_ref().map(|f| f.executors), Some(2));
+        assert_eq!(fitted.fitted.fit.as_ref().map(|f| f.executors), Some(2));
         let (text, _) = patched_properties(&review);
         assert!(text.contains("\nspark.executor.instances=2\n"));
     }
@@ -472,7 +600,7 @@ quotas: [{name: size, perApplication: {maxCpu: '8', maxMemory: 20Gi}}]
             None,
         );
         assert!(review.response.allowed && review.response.patch.is_none());
-        assert!(fitted.changes.is_empty() && fitted.warnings.is_empty());
+        assert!(fitted.fitted.changes.is_empty() && fitted.warnings.is_empty());
     }
 
     #[test]
@@ -486,6 +614,7 @@ quotas: [{name: size, perApplication: {maxCpu: '8', maxMemory: 20Gi}}]
             None,
         );
         let keys: Vec<_> = fitted
+            .fitted
             .changes
             .iter()
             .map(|c| (c.key, c.from.clone(), c.to))
@@ -535,7 +664,7 @@ quotas: [{name: size, perApplication: {maxCpu: '8', maxMemory: 20Gi}}]
             None,
         );
         assert!(review.response.patch.is_none());
-        assert_eq!(fitted.fit.map(|f| f.executors), Some(0));
+        assert_eq!(fitted.fitted.fit.map(|f| f.executors), Some(0));
         assert!(review.response.warnings[0].contains("no executor of application"));
     }
 

@@ -11,6 +11,7 @@ mod labels;
 mod location;
 mod parse;
 mod quantity;
+mod spark_conf;
 mod template;
 
 use std::collections::BTreeMap;
@@ -31,6 +32,10 @@ pub use location::{
     ConfigMapRef, DEFAULT_POLICY_KEY, DEFAULT_POLICY_NAME, DEFAULT_POLICY_NAMESPACE,
 };
 pub use quantity::{Quantity, QuantityError};
+pub use spark_conf::{
+    CAPPABLE, Reading, Setting, SizeUnit, SparkConfRule, SparkMax, Unset, cappable, java_trim,
+    not_settable, read_size,
+};
 pub use template::{Template, Variable};
 
 pub(crate) use parse::unknown_keys;
@@ -131,6 +136,13 @@ pub struct Policy {
     pub quotas: Vec<Quota>,
     /// A short stable hash of the policy text, written on every pod.
     pub hash: String,
+}
+
+impl Policy {
+    /// Whether a rule sets or caps Spark configurations (SPEC §5b).
+    pub fn has_spark_conf_rules(&self) -> bool {
+        self.rules.iter().any(|rule| rule.spark_conf.is_some())
+    }
 }
 
 /// Whether a pod's own values or the policy's win.
@@ -268,6 +280,8 @@ pub struct Rule {
     pub scheduler_name: Option<String>,
     /// The pod-customization fields of SPEC §4a.
     pub pod: PodCustomization,
+    /// What it sets and caps in a cluster-mode application's Spark configuration (SPEC §5b).
+    pub spark_conf: Option<SparkConfRule>,
 }
 
 /// What a rule sets on a pod beyond labels, placement, env and resources (SPEC §4a). Every

@@ -24,6 +24,7 @@ use crate::admission::{self, Outcome, ResponseReview};
 use crate::metrics::{Metrics, RuleLabels};
 use crate::policy::ConfigMapRef;
 use crate::quota::Confirmation;
+use crate::quota::ledger::AppTotals;
 use crate::state::State;
 
 /// The largest body accepted: the apiserver sends objects of up to 3 MiB, twice for UPDATE.
@@ -368,8 +369,8 @@ async fn mutate_spark_conf(AxumState(app): AxumState<WebhookApp>, body: Body) ->
             return json_error(StatusCode::BAD_REQUEST, error.to_string());
         }
     };
-    if policy.quotas.is_empty() {
-        // Nothing to fit to: not even worth reading the ConfigMap.
+    if policy.quotas.is_empty() && !policy.has_spark_conf_rules() {
+        // Nothing to set, cap or fit to: not even worth reading the ConfigMap.
         return review_body(&ResponseReview::allowed(&request.uid));
     }
     let review = match admission::spark_conf::candidate(request) {
@@ -377,34 +378,46 @@ async fn mutate_spark_conf(AxumState(app): AxumState<WebhookApp>, body: Body) ->
             tracing::debug!(reason = %unchanged.reason, "ConfigMap allowed unchanged");
             unchanged.review()
         }
-        Ok(candidate) if !candidate.may_be_limited(&policy) => {
-            tracing::debug!(namespace = %candidate.namespace, "no quota limits applications in this namespace: ConfigMap allowed unchanged");
-            ResponseReview::allowed(&candidate.uid)
-        }
         Ok(candidate) => {
-            let (totals, app_name, confirmation) = app
-                .state
-                .quotas
-                .application(&candidate.namespace, &candidate.app)
-                .await;
-            if let Confirmation::Failed(error) = &confirmation {
-                tracing::warn!(%error, app = %candidate.app, "could not list the application's pods; fitting its configuration to this replica's view");
-            }
+            // The application's totals are worth a consistent LIST only where a quota limits
+            // applications: a review for a namespace none limits costs the apiserver nothing,
+            // whoever sent it.
+            let (totals, app_name) = if candidate.may_be_limited(&policy) {
+                let (totals, app_name, confirmation) = app
+                    .state
+                    .quotas
+                    .application(&candidate.namespace, &candidate.app)
+                    .await;
+                if let Confirmation::Failed(error) = &confirmation {
+                    tracing::warn!(%error, app = %candidate.app, "could not list the application's pods; fitting its configuration to this replica's view");
+                }
+                (totals, app_name)
+            } else {
+                (AppTotals::default(), None)
+            };
             let (namespace, name, spark_app) = (
                 candidate.namespace.clone(),
                 candidate.name.clone(),
                 candidate.app.clone(),
             );
-            let (review, fitted) =
+            let (review, answered) =
                 admission::spark_conf::answer(candidate, &policy, &totals, app_name.as_deref());
-            if let (false, Some(fit)) = (fitted.changes.is_empty(), &fitted.fit) {
-                app.state.metrics.count_spark_conf_lowered(&fit.quota);
+            let metrics = &app.state.metrics;
+            for written in &answered.written {
+                metrics.count_spark_conf_set(&written.rule);
+            }
+            let fitted = &answered.fitted;
+            if answered.refused() {
+                metrics.count_spark_conf_refused("max");
+                let over: Vec<String> = answered.over.iter().map(ToString::to_string).collect();
+                tracing::info!(%namespace, configmap = %name, app = %spark_app, over = %over.join("; "), "refused a Spark submission over a sparkConf max");
+            } else if let (false, Some(fit)) = (fitted.changes.is_empty(), &fitted.fit) {
+                metrics.count_spark_conf_lowered(&fit.quota);
                 let changes: Vec<String> = fitted.changes.iter().map(ToString::to_string).collect();
                 tracing::info!(%namespace, configmap = %name, app = %spark_app, quota = %fit.quota, limit = %fit.limit, changes = %changes.join(", "), "lowered a Spark driver's executor counts to fit its quota");
-            } else {
-                for warning in &fitted.warnings {
-                    tracing::info!(%namespace, configmap = %name, app = %spark_app, "{warning}");
-                }
+            }
+            for warning in &answered.warnings {
+                tracing::info!(%namespace, configmap = %name, app = %spark_app, "{warning}");
             }
             review
         }

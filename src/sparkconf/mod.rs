@@ -13,6 +13,7 @@
 
 pub mod lower;
 mod properties;
+pub mod rules;
 mod sizing;
 
 pub use lower::{Change, lower_executor_counts};

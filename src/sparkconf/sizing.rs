@@ -36,7 +36,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hash};
 
 use super::{Error, Properties, Result};
-use crate::policy::Quantity;
+use crate::policy::{Quantity, Reading, SizeUnit, java_trim};
 
 /// The Spark settings this module reads.
 pub mod keys {
@@ -179,10 +179,10 @@ pub fn executor_size(conf: &(impl Settings + ?Sized)) -> Result<ExecutorSize> {
 const MIN_EXECUTOR_MEMORY_BYTES: i64 = 471_859_200;
 
 fn memory_parts(conf: &(impl Settings + ?Sized)) -> Result<MemoryParts> {
-    let heap_mib = size(conf, EXECUTOR_MEMORY, Unit::MiB)?.unwrap_or(1024);
+    let heap_mib = size(conf, EXECUTOR_MEMORY, SizeUnit::MiB)?.unwrap_or(1024);
     // The driver checks the setting read as bytes, so a plain `1500` (1500 MiB for the pod)
     // is 1500 bytes there and the application never starts.
-    if let Some(bytes) = size(conf, EXECUTOR_MEMORY, Unit::Byte)?
+    if let Some(bytes) = size(conf, EXECUTOR_MEMORY, SizeUnit::Byte)?
         && bytes < MIN_EXECUTOR_MEMORY_BYTES
     {
         return Err(Error::Setting {
@@ -193,11 +193,11 @@ fn memory_parts(conf: &(impl Settings + ?Sized)) -> Result<MemoryParts> {
                 .to_owned(),
         });
     }
-    let overhead_mib = match size(conf, EXECUTOR_MEMORY_OVERHEAD, Unit::MiB)? {
+    let overhead_mib = match size(conf, EXECUTOR_MEMORY_OVERHEAD, SizeUnit::MiB)? {
         Some(set) => set,
         None => {
             let factor = overhead_factor(conf)?;
-            let minimum = size(conf, EXECUTOR_MIN_MEMORY_OVERHEAD, Unit::MiB)?.unwrap_or(384);
+            let minimum = size(conf, EXECUTOR_MIN_MEMORY_OVERHEAD, SizeUnit::MiB)?.unwrap_or(384);
             // Spark's `(factor * heap).toInt`: truncated toward zero, saturating at i32::MAX,
             // which Rust's `as` does the same way.
             let derived = i64::from((factor * heap_mib as f64) as i32);
@@ -205,10 +205,10 @@ fn memory_parts(conf: &(impl Settings + ?Sized)) -> Result<MemoryParts> {
         }
     };
     // Spark parses both sizes whether or not they are used, so a bad one fails either way.
-    let off_heap_bytes = size(conf, MEMORY_OFFHEAP_SIZE, Unit::Byte)?.unwrap_or(0);
-    let pyspark_mib = size(conf, PYSPARK_EXECUTOR_MEMORY, Unit::MiB)?.unwrap_or(0);
+    let off_heap_bytes = size(conf, MEMORY_OFFHEAP_SIZE, SizeUnit::Byte)?.unwrap_or(0);
+    let pyspark_mib = size(conf, PYSPARK_EXECUTOR_MEMORY, SizeUnit::MiB)?.unwrap_or(0);
     let off_heap_mib = if off_heap_enabled(conf)? {
-        let mib = off_heap_bytes / Unit::MiB.bytes();
+        let mib = off_heap_bytes / SizeUnit::MiB.bytes();
         if mib <= 0 {
             return Err(Error::Setting {
                 key: MEMORY_OFFHEAP_SIZE,
@@ -319,100 +319,20 @@ fn cpu_quantity(key: &'static str, text: &str) -> Result<Quantity> {
         })
 }
 
-/// The unit of a size in Spark's `ByteUnit`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Unit {
-    Byte,
-    KiB,
-    MiB,
-    GiB,
-    TiB,
-    PiB,
-}
-
-impl Unit {
-    fn bytes(self) -> i64 {
-        match self {
-            Unit::Byte => 1,
-            Unit::KiB => 1 << 10,
-            Unit::MiB => 1 << 20,
-            Unit::GiB => 1 << 30,
-            Unit::TiB => 1 << 40,
-            Unit::PiB => 1 << 50,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Unit::Byte => "bytes",
-            Unit::KiB => "KiB",
-            Unit::MiB => "MiB",
-            Unit::GiB => "GiB",
-            Unit::TiB => "TiB",
-            Unit::PiB => "PiB",
-        }
-    }
-
-    fn from_suffix(suffix: &str) -> Option<Self> {
-        Some(match suffix {
-            "b" => Unit::Byte,
-            "k" | "kb" => Unit::KiB,
-            "m" | "mb" => Unit::MiB,
-            "g" | "gb" => Unit::GiB,
-            "t" | "tb" => Unit::TiB,
-            "p" | "pb" => Unit::PiB,
-            _ => return None,
-        })
-    }
-}
-
-/// Reads a size setting in `unit`, as Spark's `bytesConf(unit)` does.
-///
-/// Sizes are capped at 2^31 MiB (2 PiB), far above any pod, so that sums of them never
-/// overflow.
-fn size(conf: &(impl Settings + ?Sized), key: &'static str, unit: Unit) -> Result<Option<i64>> {
+/// Reads a size setting in `unit`, as Spark's `bytesConf(unit)` does
+/// ([`crate::policy::read_size`], which `sparkConf.max` compares with too).
+fn size(conf: &(impl Settings + ?Sized), key: &'static str, unit: SizeUnit) -> Result<Option<i64>> {
     let Some(text) = conf.setting(key) else {
         return Ok(None);
     };
-    let invalid = || Error::Setting {
-        key,
-        value: text.to_owned(),
-        allowed: format!(
-            "a whole number of {} or a whole number with a unit b, k, kb, m, mb, g, gb, t, tb, \
-             p or pb (powers of 1024), at most 2048t, with no sign or fraction",
-            unit.name()
-        ),
-    };
-    let lower = java_trim(text).to_ascii_lowercase();
-    let digits_end = lower
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(lower.len());
-    let (digits, suffix) = lower.split_at(digits_end);
-    if digits.is_empty() {
-        return Err(invalid());
-    }
-    let from = if suffix.is_empty() {
-        unit
-    } else {
-        Unit::from_suffix(suffix).ok_or_else(invalid)?
-    };
-    let number: i64 = digits.parse().map_err(|_| invalid())?;
-    // ByteUnit.convertFrom: multiply up (refusing overflow), or divide down and truncate.
-    let converted = if from.bytes() >= unit.bytes() {
-        number.checked_mul(from.bytes() / unit.bytes())
-    } else {
-        Some(number / (unit.bytes() / from.bytes()))
-    };
-    let cap = (1_i64 << 31) * (Unit::MiB.bytes() / unit.bytes()).max(1);
-    converted
-        .filter(|value| *value <= cap)
+    Reading::Size(unit)
+        .read(text)
         .map(Some)
-        .ok_or_else(invalid)
-}
-
-/// Java's `String.trim`: strips every character up to U+0020, line breaks included.
-fn java_trim(text: &str) -> &str {
-    text.trim_matches(|c: char| c <= ' ')
+        .map_err(|allowed| Error::Setting {
+            key,
+            value: text.to_owned(),
+            allowed,
+        })
 }
 
 /// A number as Java's `Double.parseDouble` reads the decimal forms people write: optional sign,

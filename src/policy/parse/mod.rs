@@ -24,6 +24,7 @@ mod quotas;
 mod resources;
 mod scheduling;
 mod security;
+mod spark_conf;
 mod volumes;
 
 use std::collections::{BTreeMap, HashSet};
@@ -69,6 +70,8 @@ const RULE_FIELDS: &[&str] = &[
     "dnsConfig",
     "hostAliases",
     "localDirs",
+    // SPEC §5b, read in `spark_conf`.
+    "sparkConf",
 ];
 const TOP_FIELDS: &[&str] = &["rules", "quotas"];
 
@@ -496,10 +499,20 @@ impl Checker {
                 "schedulerName" => {
                     rule.scheduler_name = self.dns_name(value, &field, "a scheduler name")
                 }
+                "sparkConf" => rule.spark_conf = self.spark_conf(value, &field),
                 other => self.pod_field(other, value, &field, &mut rule.pod, &volumes),
             }
         }
         self.unique_container_names(map, path);
+        if rule.spark_conf.is_some()
+            && !rule.selector.roles.is_empty()
+            && !rule.selector.roles.contains(&super::Role::Driver)
+        {
+            self.problem(
+                key_path(&key_path(path, "match"), "roles"),
+                "a rule with sparkConf applies to the application's configuration, which its driver carries: roles must include driver, or be left out",
+            );
+        }
         Some(rule)
     }
 
