@@ -25,5 +25,6 @@ pub mod source;
 pub mod sparkconf;
 pub mod state;
 pub mod suite;
+pub mod templates;
 
 pub use policy::Policy;

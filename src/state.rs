@@ -29,6 +29,7 @@ use crate::quota::watch::LedgerSink;
 use crate::quota::{self, Tracker};
 pub use crate::source::Installed;
 use crate::source::PolicySink;
+use crate::templates::ExecutorTemplates;
 
 /// Shared server state.
 pub struct State {
@@ -41,6 +42,8 @@ pub struct State {
     quota_watch_wanted: tokio::sync::watch::Sender<Option<u64>>,
     /// The metrics.
     pub metrics: Metrics,
+    /// Reads executor pod templates for sizing cluster-mode executors (SPEC §5b).
+    pub executor_templates: ExecutorTemplates,
     quota_watch_generation: AtomicU64,
     shutting_down: AtomicBool,
     cluster: FactsSender,
@@ -66,6 +69,7 @@ impl State {
             quotas: Tracker::new(options),
             quota_watch_wanted: tokio::sync::watch::Sender::new(None),
             metrics: Metrics::new(),
+            executor_templates: ExecutorTemplates::new(),
             quota_watch_generation: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
             cluster: FactsSender::new(Learned::default()),

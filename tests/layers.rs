@@ -15,7 +15,7 @@ const LAYERS: &[&[&str]] = &[
     &["patch"],
     &["sparkconf"],
     &["quota"],
-    &["cluster", "source"],
+    &["cluster", "source", "templates"],
     &["state"],
     &["admission"],
     &["server"],

@@ -18,7 +18,6 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodSpec, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as KubeQuantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::admission::{AdmissionRequest, Operation};
 use serde_json::{Value, json};
 
@@ -40,6 +39,10 @@ pub const LOWERED_ANNOTATION: &str = "spark-admission.io/spark-conf-lowered";
 pub const SET_ANNOTATION: &str = "spark-admission.io/spark-conf-set";
 
 const EXECUTOR_LABEL_PREFIX: &str = "spark.kubernetes.executor.label.";
+const EXECUTOR_TEMPLATE_FILE: &str = "spark.kubernetes.executor.podTemplateFile";
+const EXECUTOR_TEMPLATE_CONTAINER: &str = "spark.kubernetes.executor.podTemplateContainerName";
+/// The executor container's name when the template's names none.
+const EXECUTOR_CONTAINER: &str = "spark-kubernetes-executor";
 const EXECUTOR_SERVICE_ACCOUNT: &str = "spark.kubernetes.authenticate.executor.serviceAccountName";
 const DRIVER_SERVICE_ACCOUNT: &str = "spark.kubernetes.authenticate.driver.serviceAccountName";
 
@@ -57,6 +60,12 @@ pub struct Candidate {
     properties: Properties,
     /// The driver as the rules see it, read from the configuration.
     driver: SparkPod,
+    /// The driver pod that owns the ConfigMap: name and uid.
+    owner: Option<(String, String)>,
+    /// The executors' pod template, once read ([`Candidate::with_executor_template`]).
+    executor_template: Option<Pod>,
+    /// Why the template named could not be read, for the user.
+    template_unread: Option<String>,
     has_annotations: bool,
 }
 
@@ -99,15 +108,16 @@ pub fn candidate(request: AdmissionRequest<ConfigMap>) -> Result<Candidate, Unch
             "{name} is not named spark-drv-*-conf-map"
         )));
     }
-    let owned_by_a_pod = config_map
+    let Some(owner) = config_map
         .metadata
         .owner_references
         .iter()
         .flatten()
-        .any(|owner| owner.kind == "Pod" && owner.api_version == "v1");
-    if !owned_by_a_pod {
+        .find(|owner| owner.kind == "Pod" && owner.api_version == "v1")
+        .map(|owner| (owner.name.clone(), owner.uid.clone()))
+    else {
         return Err(unchanged(format!("{name} is not owned by a driver pod")));
-    }
+    };
     let Some(text) = config_map.data.as_ref().and_then(|d| d.get(PROPERTIES_KEY)) else {
         return Err(unchanged(format!("{name} has no {PROPERTIES_KEY}")));
     };
@@ -127,6 +137,9 @@ pub fn candidate(request: AdmissionRequest<ConfigMap>) -> Result<Candidate, Unch
         has_annotations: config_map.metadata.annotations.is_some(),
         properties,
         driver,
+        owner: Some(owner),
+        executor_template: None,
+        template_unread: None,
     })
 }
 
@@ -147,6 +160,45 @@ impl Candidate {
     pub fn app_name(&self) -> Option<&str> {
         self.driver.app_name.as_deref()
     }
+
+    /// The driver pod (name, uid) whose volume holds the executors' pod template, when the
+    /// configuration names one (`spark.kubernetes.executor.podTemplateFile`).
+    pub fn executor_template_owner(&self) -> Option<(&str, &str)> {
+        self.properties.get(EXECUTOR_TEMPLATE_FILE)?;
+        self.owner
+            .as_ref()
+            .map(|(name, uid)| (name.as_str(), uid.as_str()))
+    }
+
+    /// Executors are sized from `template` as Spark builds them from it: its containers, with
+    /// the Spark container's CPU and memory set from the configuration (SPEC §5b).
+    pub fn with_executor_template(mut self, template: Pod) -> Self {
+        self.executor_template = Some(template);
+        self
+    }
+
+    /// The template named could not be read (`why`): executors are sized from the Spark
+    /// container alone, and the answer says so.
+    pub fn without_executor_template(mut self, why: String) -> Self {
+        self.template_unread = Some(why);
+        self
+    }
+}
+
+/// The most bytes of an executor pod template read: a ConfigMap holds at most 1 MiB.
+pub const MAX_TEMPLATE_BYTES: usize = 1 << 20;
+
+/// Reads an executor pod template as Spark does (`KubernetesUtils.loadPodFromTemplate`: YAML
+/// of a Pod), within the limits a policy is read with.
+pub fn parse_executor_template(text: &str) -> Result<Pod, String> {
+    if text.len() > MAX_TEMPLATE_BYTES {
+        return Err(format!(
+            "the template is {} bytes, over {MAX_TEMPLATE_BYTES}",
+            text.len()
+        ));
+    }
+    serde_saphyr::from_str_with_options(text, crate::policy::policy_yaml_options())
+        .map_err(|error| format!("the template is not a pod Spark can read: {error}"))
 }
 
 /// What fitting a configuration did.
@@ -193,6 +245,11 @@ pub fn answer(
 ) -> (ResponseReview, Answered) {
     let mut response = Response::allow(&candidate.uid);
     let mut answered = Answered::default();
+    if let Some(why) = candidate.template_unread.take() {
+        answered.warnings.push(format!(
+            "spark-admission could not read the executor pod template ({why}): executors are sized from the Spark container alone, without the template's other containers"
+        ));
+    }
     let applied = match rules::apply(&mut candidate.properties, &candidate.driver, policy) {
         Ok(applied) => applied,
         Err(error) => {
@@ -406,13 +463,16 @@ struct TextOperation<'a> {
 /// is that value when known.
 fn executor_pod(candidate: &Candidate, size: &ExecutorSize, app_name: Option<&str>) -> Pod {
     let properties = &candidate.properties;
-    let mut labels: BTreeMap<String, String> = properties
-        .iter()
-        .filter_map(|(key, value)| {
-            key.strip_prefix(EXECUTOR_LABEL_PREFIX)
-                .map(|label| (label.to_owned(), value.into_owned()))
-        })
-        .collect();
+    // Spark starts from the template (when there is one) and adds its own: the labels, the
+    // service account, and the Spark container's CPU and memory. Everything else in the
+    // template, its sidecars and init containers above all, is in every executor as written.
+    let mut pod = candidate.executor_template.clone().unwrap_or_default();
+    pod.status = None;
+    let labels = pod.metadata.labels.get_or_insert_with(BTreeMap::new);
+    labels.extend(properties.iter().filter_map(|(key, value)| {
+        key.strip_prefix(EXECUTOR_LABEL_PREFIX)
+            .map(|label| (label.to_owned(), value.into_owned()))
+    }));
     labels.insert(ROLE_LABEL.to_owned(), "executor".to_owned());
     labels.insert(APP_ID_LABEL.to_owned(), candidate.app.clone());
     if let Some(name) = app_name
@@ -421,40 +481,43 @@ fn executor_pod(candidate: &Candidate, size: &ExecutorSize, app_name: Option<&st
     {
         labels.insert("spark-app-name".to_owned(), name);
     }
-    let service_account = properties
+    let spec = pod.spec.get_or_insert_with(PodSpec::default);
+    if let Some(account) = properties
         .get(EXECUTOR_SERVICE_ACCOUNT)
         .or_else(|| properties.get(DRIVER_SERVICE_ACCOUNT))
-        .map(str::to_owned);
+    {
+        spec.service_account_name = Some(account.to_owned());
+    }
+    // The Spark container: the one podTemplateContainerName names, else the template's first
+    // (KubernetesUtils.selectSparkContainer), else a new one.
+    let named = properties.get(EXECUTOR_TEMPLATE_CONTAINER);
+    let index = named
+        .and_then(|name| spec.containers.iter().position(|c| c.name == name))
+        .or((!spec.containers.is_empty()).then_some(0));
+    let index = index.unwrap_or_else(|| {
+        spec.containers.push(Container::default());
+        spec.containers.len() - 1
+    });
+    let Some(container) = spec.containers.get_mut(index) else {
+        return pod;
+    };
+    if container.name.is_empty() {
+        EXECUTOR_CONTAINER.clone_into(&mut container.name);
+    }
+    container.args = Some(vec!["executor".to_owned()]);
     let quantity = |q: &crate::policy::Quantity| KubeQuantity(q.as_str().to_owned());
-    let requests = BTreeMap::from([
-        ("cpu".to_owned(), quantity(&size.cpu_request)),
-        ("memory".to_owned(), quantity(&size.memory)),
-    ]);
-    let mut limits = BTreeMap::from([("memory".to_owned(), quantity(&size.memory))]);
+    let resources = container
+        .resources
+        .get_or_insert_with(ResourceRequirements::default);
+    let requests = resources.requests.get_or_insert_with(BTreeMap::new);
+    requests.insert("cpu".to_owned(), quantity(&size.cpu_request));
+    requests.insert("memory".to_owned(), quantity(&size.memory));
+    let limits = resources.limits.get_or_insert_with(BTreeMap::new);
+    limits.insert("memory".to_owned(), quantity(&size.memory));
     if let Some(cpu) = &size.cpu_limit {
         limits.insert("cpu".to_owned(), quantity(cpu));
     }
-    Pod {
-        metadata: ObjectMeta {
-            labels: Some(labels),
-            ..ObjectMeta::default()
-        },
-        spec: Some(PodSpec {
-            service_account_name: service_account,
-            containers: vec![Container {
-                name: "spark-kubernetes-executor".to_owned(),
-                args: Some(vec!["executor".to_owned()]),
-                resources: Some(ResourceRequirements {
-                    requests: Some(requests),
-                    limits: Some(limits),
-                    ..ResourceRequirements::default()
-                }),
-                ..Container::default()
-            }],
-            ..PodSpec::default()
-        }),
-        status: None,
-    }
+    pod
 }
 
 #[cfg(test)]
@@ -725,5 +788,80 @@ quotas: [{name: size, perApplication: {maxCpu: '8', maxMemory: 20Gi}}]
                 .unwrap()
                 .contains_key(LOWERED_ANNOTATION)
         );
+    }
+
+    const TEMPLATE_CONF: &[u8] = include_bytes!(
+        "../../tests/fixtures/spark-4.3/cluster-mode/template/configmap-review.json"
+    );
+    const TEMPLATE_MAP: &[u8] = include_bytes!(
+        "../../tests/fixtures/spark-4.3/cluster-mode/template/podspec-configmap-review.json"
+    );
+
+    fn captured_template() -> Pod {
+        let review: Value = serde_json::from_slice(TEMPLATE_MAP).unwrap();
+        let text = review["request"]["object"]["data"][crate::templates::TEMPLATE_KEY]
+            .as_str()
+            .unwrap();
+        parse_executor_template(text).unwrap()
+    }
+
+    #[test]
+    fn a_templates_sidecar_counts_in_every_executor_of_the_fitted_count() {
+        // The captured submission: executors of 1 core (Spark's default) plus the template's
+        // 500m sidecar; a 1-CPU driver; Spark's default of 2 executors. 3.5 CPUs leave 2.5
+        // after the driver: 2 executors of the Spark container alone (nothing to lower), 1
+        // with the sidecar.
+        let policy =
+            Policy::parse("quotas: [{name: cpu, perApplication: {maxCpu: '3.5'}}]").unwrap();
+        let candidate = candidate(request(TEMPLATE_CONF)).unwrap();
+        assert_eq!(
+            candidate.executor_template_owner(),
+            Some((
+                "meas-47c102a24de53cc0-driver",
+                "d15bc700-faae-405c-a59a-a645285d2a4f"
+            ))
+        );
+        let (alone, answered) = answer(candidate.clone(), &policy, &driver_totals(), None);
+        assert_eq!(answered.fitted.fit.map(|f| f.executors), Some(2));
+        assert!(alone.response.patch.is_none());
+        let (review, answered) = answer(
+            candidate.with_executor_template(captured_template()),
+            &policy,
+            &driver_totals(),
+            None,
+        );
+        assert_eq!(answered.fitted.fit.map(|f| f.executors), Some(1));
+        let (text, annotation) = patched_properties(&review);
+        assert!(text.ends_with("\nspark.executor.instances=1\n"), "{text}");
+        assert_eq!(
+            annotation,
+            "spark.executor.instances=1 (was unset) to fit quota cpu (maxCpu 3500m with 1 CPUs in use, 1.5 per executor)"
+        );
+    }
+
+    #[test]
+    fn an_unread_template_is_said_and_sizing_goes_on_without_it() {
+        let policy =
+            Policy::parse("quotas: [{name: cpu, perApplication: {maxExecutors: 1}}]").unwrap();
+        let candidate = candidate(request(TEMPLATE_CONF))
+            .unwrap()
+            .without_executor_template("timed out".to_owned());
+        let (review, answered) = answer(candidate, &policy, &driver_totals(), None);
+        assert!(
+            review.response.warnings[0]
+                .contains("could not read the executor pod template (timed out)")
+        );
+        assert_eq!(answered.fitted.fit.map(|f| f.executors), Some(1));
+    }
+
+    #[test]
+    fn a_template_that_is_not_a_pod_or_too_large_is_refused_with_the_reason() {
+        assert!(
+            parse_executor_template("spec: [1, 2")
+                .unwrap_err()
+                .contains("not a pod")
+        );
+        let huge = format!("metadata: {{name: {}}}", "x".repeat(MAX_TEMPLATE_BYTES));
+        assert!(parse_executor_template(&huge).unwrap_err().contains("over"));
     }
 }

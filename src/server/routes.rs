@@ -378,11 +378,28 @@ async fn mutate_spark_conf(AxumState(app): AxumState<WebhookApp>, body: Body) ->
             tracing::debug!(reason = %unchanged.reason, "ConfigMap allowed unchanged");
             unchanged.review()
         }
-        Ok(candidate) => {
-            // The application's totals are worth a consistent LIST only where a quota limits
-            // applications: a review for a namespace none limits costs the apiserver nothing,
-            // whoever sent it.
-            let (totals, app_name) = if candidate.may_be_limited(&policy) {
+        Ok(mut candidate) => {
+            // The application's totals are worth a consistent LIST, and its executors' pod
+            // template two GETs, only where a quota limits applications: a review for a
+            // namespace none limits costs the apiserver nothing, whoever sent it.
+            let limited = candidate.may_be_limited(&policy);
+            if limited && let Some((driver, uid)) = candidate.executor_template_owner() {
+                let read = app
+                    .state
+                    .executor_templates
+                    .fetch(&candidate.namespace, driver, uid)
+                    .await
+                    .map_err(|error| error.to_string())
+                    .and_then(|text| admission::spark_conf::parse_executor_template(&text));
+                candidate = match read {
+                    Ok(template) => candidate.with_executor_template(template),
+                    Err(why) => {
+                        tracing::warn!(namespace = %candidate.namespace, driver, why, "could not read the executor pod template; sizing executors from the Spark container alone");
+                        candidate.without_executor_template(why)
+                    }
+                };
+            }
+            let (totals, app_name) = if limited {
                 let (totals, app_name, confirmation) = app
                     .state
                     .quotas
