@@ -40,6 +40,8 @@ mod pod_fields;
 mod quotas;
 #[path = "e2e/spark_conf.rs"]
 mod spark_conf;
+#[path = "e2e/spark_conf_policy.rs"]
+mod spark_conf_policy;
 const EXECUTOR_REVIEW: &str = include_str!("fixtures/spark-4.3/executor-review.json");
 const DRIVER_REVIEW: &str = include_str!("fixtures/spark-4.3/driver-review.json");
 

@@ -12,7 +12,8 @@ use serde_json::Value;
 
 use super::quotas::THREE_EXECUTORS;
 use super::{
-    Registration, SparkSubmit, TestNamespace, Webhook, client, development_pki, free_port, labels,
+    Registration, SparkSubmit, TestNamespace, Webhook, client, development_pki, ensure_namespace,
+    free_port, kubectl, labels, webhook_kubeconfig,
 };
 
 const LOWERED_ANNOTATION: &str = "spark-admission.io/spark-conf-lowered";
@@ -321,6 +322,167 @@ async fn cluster_mode_executor_counts_are_lowered_to_the_quota_and_the_driver_th
     assert_eq!(
         webhook
             .metric("spark_admission_quota_denied_total{quota=\"three-executors\",scope=\"application\"}")
+            .await,
+        0.0
+    );
+}
+
+/// An executor pod template whose sidecar asks for 500m: every executor Spark makes from it is
+/// 1.5 CPUs (1 core for Spark, by default, and the sidecar).
+const TEMPLATE_WITH_SIDECAR: &str = "\
+apiVersion: v1
+kind: Pod
+spec:
+  containers:
+  - name: spark-kubernetes-executor
+  - name: log-shipper
+    image: busybox
+    resources:
+      requests: {cpu: 500m, memory: 64Mi}
+";
+
+#[tokio::test]
+#[ignore = "needs the e2e cluster: tests/e2e/run.sh"]
+async fn an_executor_templates_sidecar_counts_in_the_fitted_count_and_every_executor_is_admitted() {
+    let client = client().await;
+    // The webhook runs as its own service account with exactly deploy/'s RBAC, so the two GETs
+    // that read the template are checked with the permissions it ships with.
+    ensure_namespace(&client, "spark-admission").await;
+    kubectl(&["apply", "-f", "deploy/base/rbac.yaml"]);
+    let kubeconfig_dir = tempfile::tempdir().unwrap();
+    let kubeconfig = webhook_kubeconfig(kubeconfig_dir.path());
+    // 5.5 CPUs per application: after the 1-CPU driver, 4 executors of the Spark container
+    // alone would be let through (4.5 / 1), but only 3 of 1.5 CPUs fit.
+    let webhook = Webhook::start_with(
+        "quotas: [{name: five-and-a-half, perApplication: {maxCpu: '5.5'}}]",
+        &[],
+        &[("KUBECONFIG", kubeconfig.display().to_string())],
+    )
+    .await;
+    let namespace = TestNamespace::create(&client, "spark-conf-template").await;
+    let _pods = Registration::create(
+        &client,
+        "e2e-spark-conf-template-pods",
+        &webhook,
+        &namespace,
+        "Fail",
+        "IfNeeded",
+    )
+    .await;
+    let _conf = Registration::create_for_configmaps(
+        &client,
+        "e2e-spark-conf-template",
+        &format!("https://127.0.0.1:{}/mutate-spark-conf", webhook.port),
+        &webhook.ca_bundle,
+        &namespace,
+        "Fail",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("executor-template.yaml");
+    std::fs::write(&template, TEMPLATE_WITH_SIDECAR).unwrap();
+    submit(
+        &namespace.name,
+        "templated",
+        &[
+            ("spark.executor.instances", "6"),
+            (
+                "spark.kubernetes.executor.podTemplateFile",
+                template.to_str().unwrap(),
+            ),
+        ],
+    )
+    .await;
+    let stored = stored_driver_configmap(&client, &namespace.name, "templated").await;
+    let text = properties_of(&stored);
+    assert!(text.contains("\nspark.executor.instances=3\n"), "{text}");
+    assert_eq!(
+        stored
+            .metadata
+            .annotations
+            .clone()
+            .unwrap_or_default()
+            .get(LOWERED_ANNOTATION)
+            .map(String::as_str),
+        Some(
+            "spark.executor.instances=3 (was 6) to fit quota five-and-a-half (maxCpu 5500m with 1 CPUs in use, 1.5 per executor)"
+        )
+    );
+
+    // The driver's own command on that configuration, with the template where the driver pod
+    // would mount it: 3 executors, each with the sidecar, every one admitted.
+    let stored_template_path = "/opt/spark/pod-template/pod-spec-template.yml";
+    assert!(
+        text.contains(&format!(
+            "spark.kubernetes.executor.podTemplateFile={stored_template_path}"
+        )),
+        "{text}"
+    );
+    let file = dir.path().join("spark.properties");
+    std::fs::write(
+        &file,
+        text.replace(stored_template_path, template.to_str().unwrap()),
+    )
+    .unwrap();
+    let mut driver =
+        SparkSubmit::driver_from_properties(&format!("{}-driver", namespace.name), &file);
+    let app = labels(
+        &Api::<Pod>::namespaced(client.clone(), &namespace.name)
+            .list(&ListParams::default().labels("spark-role=driver,spark-app-name=templated"))
+            .await
+            .unwrap()
+            .items[0],
+    )["spark-app-selector"]
+        .clone();
+    let pods = Api::<Pod>::namespaced(client.clone(), &namespace.name);
+    let selector = format!("spark-role=executor,spark-app-selector={app}");
+    let executors = || {
+        let pods = pods.clone();
+        let selector = selector.clone();
+        async move {
+            pods.list(&ListParams::default().labels(&selector))
+                .await
+                .unwrap()
+                .items
+        }
+    };
+    let started = Instant::now();
+    while executors().await.len() < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120) && driver.exit_code().is_none(),
+            "3 executors not created: {}",
+            driver.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Long enough for Spark to ask again if it thought an executor missing.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let created = executors().await;
+    assert_eq!(created.len(), 3, "exactly 3 executor pods");
+    for executor in &created {
+        let names: Vec<&str> = executor
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert!(names.contains(&"log-shipper"), "{names:?}");
+    }
+    assert_eq!(
+        driver.exit_code(),
+        None,
+        "the driver keeps running:\n{}",
+        driver.log()
+    );
+    let log = driver.log();
+    assert!(!log.contains("denied the request"), "no refusal:\n{log}");
+    assert_eq!(
+        webhook
+            .metric(
+                "spark_admission_quota_denied_total{quota=\"five-and-a-half\",scope=\"application\"}"
+            )
             .await,
         0.0
     );
