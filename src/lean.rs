@@ -133,3 +133,58 @@ impl k8s_openapi::Metadata for LeanPod {
         &mut self.metadata
     }
 }
+
+/// A pod with what quotas read and the names of the ConfigMaps its volumes mount: the shape
+/// of gang admission's consistent read of a namespace (a driver's volume names its
+/// configuration's ConfigMap). Not the watch's shape: the watch keeps no volumes.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LeanPodWithVolumes {
+    #[serde(default, with = "MetadataFields")]
+    pub(crate) metadata: ObjectMeta,
+    #[serde(default)]
+    pub(crate) spec: Option<LeanSpecWithVolumes>,
+    #[serde(default)]
+    pub(crate) status: Option<LeanStatus>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct LeanSpecWithVolumes {
+    #[serde(flatten)]
+    pub(crate) charged: LeanSpec,
+    #[serde(default)]
+    pub(crate) volumes: Vec<LeanVolume>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct LeanVolume {
+    #[serde(default)]
+    pub(crate) name: String,
+    #[serde(default)]
+    pub(crate) config_map: Option<LeanConfigMapSource>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct LeanConfigMapSource {
+    #[serde(default)]
+    pub(crate) name: String,
+}
+
+impl k8s_openapi::Resource for LeanPodWithVolumes {
+    const API_VERSION: &'static str = "v1";
+    const GROUP: &'static str = "";
+    const KIND: &'static str = "Pod";
+    const VERSION: &'static str = "v1";
+    const URL_PATH_SEGMENT: &'static str = "pods";
+    type Scope = k8s_openapi::NamespaceResourceScope;
+}
+
+impl k8s_openapi::Metadata for LeanPodWithVolumes {
+    type Ty = ObjectMeta;
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}

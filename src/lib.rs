@@ -15,6 +15,7 @@ pub mod cli;
 pub mod cluster;
 pub mod engine;
 pub mod files;
+pub mod gang;
 pub mod lean;
 pub mod metrics;
 pub mod patch;

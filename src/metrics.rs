@@ -92,7 +92,7 @@ pub struct ShedLabels {
 /// Labels of `spark_admission_spark_conf_refused_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
-    /// Why: `max`.
+    /// Why: `max` or `gang`.
     pub reason: &'static str,
 }
 
@@ -134,7 +134,8 @@ pub struct Metrics {
     /// configurations, by the rule that wrote them.
     pub spark_conf_set: Family<RuleLabels, Counter>,
     /// `spark_admission_spark_conf_refused_total{reason}`: cluster-mode submissions refused at
-    /// their driver configuration (`max`: over a `sparkConf.max`).
+    /// their driver configuration (`max`: over a `sparkConf.max`; `gang`: no room for its
+    /// minimum executors).
     pub spark_conf_refused: Family<ReasonLabels, Counter>,
     /// `spark_admission_connections{listener}`: connections open.
     pub connections: Family<ListenerLabels, Gauge>,
@@ -269,7 +270,7 @@ impl Metrics {
         let spark_conf_refused = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "spark_admission_spark_conf_refused",
-            "Cluster-mode submissions refused at their driver configuration, by reason (max: over a sparkConf.max)",
+            "Cluster-mode submissions refused at their driver configuration, by reason (max: over a sparkConf.max; gang: no room for their minimum executors)",
             spark_conf_refused.clone(),
         );
         let connections = Family::<ListenerLabels, Gauge>::default();

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use crate::cluster::{FactsSender, Learned};
 use crate::engine::ClusterFacts;
+use crate::gang::GangReads;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::quota::watch::LedgerSink;
@@ -44,6 +45,8 @@ pub struct State {
     pub metrics: Metrics,
     /// Reads executor pod templates for sizing cluster-mode executors (SPEC §5b).
     pub executor_templates: ExecutorTemplates,
+    /// Reads namespaces for gang admission of cluster-mode submissions (SPEC §5b).
+    pub gang_reads: GangReads,
     quota_watch_generation: AtomicU64,
     shutting_down: AtomicBool,
     cluster: FactsSender,
@@ -70,6 +73,7 @@ impl State {
             quota_watch_wanted: tokio::sync::watch::Sender::new(None),
             metrics: Metrics::new(),
             executor_templates: ExecutorTemplates::new(),
+            gang_reads: GangReads::new(),
             quota_watch_generation: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
             cluster: FactsSender::new(Learned::default()),

@@ -34,6 +34,8 @@ mod client_ca;
 mod cluster_defaults;
 #[path = "e2e/faults.rs"]
 mod faults;
+#[path = "e2e/gang.rs"]
+mod gang;
 #[path = "e2e/pod_fields.rs"]
 mod pod_fields;
 #[path = "e2e/quotas.rs"]

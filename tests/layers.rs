@@ -15,7 +15,7 @@ const LAYERS: &[&[&str]] = &[
     &["patch"],
     &["sparkconf"],
     &["quota"],
-    &["cluster", "source", "templates"],
+    &["cluster", "gang", "source", "templates"],
     &["state"],
     &["admission"],
     &["server"],

@@ -23,11 +23,17 @@ use serde_json::{Value, json};
 
 use crate::engine::{self, APP_ID_LABEL, ROLE_LABEL, RequestContext, SparkPod};
 use crate::policy::{Policy, Quota};
+use crate::quota::check::{format_cpu, format_memory};
 use crate::quota::fit::{Fit, executors_that_fit};
+use crate::quota::gang::{
+    Ask, Granted, NamespaceView, RESERVATION_ANNOTATION, check as check_gang,
+};
 use crate::quota::ledger::AppTotals;
 use crate::quota::{Charge, Claim};
 use crate::sparkconf::rules::{self, APP_ID, APP_NAME, Over, Written, app_name_label};
-use crate::sparkconf::{Change, ExecutorSize, Properties, executor_size, lower_executor_counts};
+use crate::sparkconf::{
+    Change, ExecutorSize, Properties, executor_size, lower_executor_counts, minimum_executors,
+};
 
 use super::{Response, ResponseReview};
 
@@ -66,6 +72,8 @@ pub struct Candidate {
     executor_template: Option<Pod>,
     /// Why the template named could not be read, for the user.
     template_unread: Option<String>,
+    /// The namespace as gang admission reads it ([`Candidate::with_namespace_view`]).
+    namespace_view: Option<NamespaceView>,
     has_annotations: bool,
 }
 
@@ -140,6 +148,7 @@ pub fn candidate(request: AdmissionRequest<ConfigMap>) -> Result<Candidate, Unch
         owner: Some(owner),
         executor_template: None,
         template_unread: None,
+        namespace_view: None,
     })
 }
 
@@ -177,6 +186,29 @@ impl Candidate {
         self
     }
 
+    /// Whether a quota of `policy` limits CPU or memory in this ConfigMap's namespace: then gang
+    /// admission needs the namespace's consistent read ([`Candidate::with_namespace_view`]).
+    pub fn needs_namespace_view(&self, policy: &Policy) -> bool {
+        policy.quotas.iter().any(|quota| {
+            quota
+                .per_namespace
+                .as_ref()
+                .is_some_and(|limits| limits.max_cpu.is_some() || limits.max_memory.is_some())
+                && crate::quota::report::applies_to_namespace(quota, &self.namespace)
+        })
+    }
+
+    /// The driver pod's uid.
+    pub fn driver_uid(&self) -> Option<&str> {
+        self.owner.as_ref().map(|(_, uid)| uid.as_str())
+    }
+
+    /// Gang admission decides on `view`, the namespace's consistent read (SPEC §5b).
+    pub fn with_namespace_view(mut self, view: NamespaceView) -> Self {
+        self.namespace_view = Some(view);
+        self
+    }
+
     /// The template named could not be read (`why`): executors are sized from the Spark
     /// container alone, and the answer says so.
     pub fn without_executor_template(mut self, why: String) -> Self {
@@ -210,6 +242,8 @@ pub struct Fitted {
     pub fit: Option<Fit>,
     /// What the user is told.
     pub warnings: Vec<String>,
+    /// One executor's charge and the quotas (indexes into the policy's) its pods match.
+    executor: Option<(Charge, Vec<usize>)>,
 }
 
 /// What the policy did to one driver configuration.
@@ -221,6 +255,10 @@ pub struct Answered {
     pub over: Vec<Over>,
     /// What fitting to the quotas did (SPEC §5a).
     pub fitted: Fitted,
+    /// Why gang admission refused it (SPEC §5b); then the submission was refused.
+    pub gang_refusal: Option<String>,
+    /// The room gang admission granted its executors, recorded on the ConfigMap.
+    pub granted: Option<Granted>,
     /// Every warning the user was sent.
     pub warnings: Vec<String>,
 }
@@ -228,7 +266,7 @@ pub struct Answered {
 impl Answered {
     /// Whether the submission was refused.
     pub fn refused(&self) -> bool {
-        !self.over.is_empty()
+        !self.over.is_empty() || self.gang_refusal.is_some()
     }
 }
 
@@ -301,6 +339,27 @@ pub fn answer(
         Ok(size) => fit(&mut candidate, &size, policy, totals, app_name),
         Err(_) => Fitted::default(),
     };
+    match gang(&candidate, policy, &answered.fitted) {
+        Ok(granted) => answered.granted = granted,
+        Err(why) => {
+            let name = candidate
+                .properties
+                .get(APP_NAME)
+                .unwrap_or(&candidate.app)
+                .to_owned();
+            response.deny(
+                format!(
+                    "spark-admission refused Spark application {name} ({}): {why}; lower spark.executor.cores or spark.executor.memory (or spark.dynamicAllocation.minExecutors), or submit it again once room frees up",
+                    candidate.app
+                ),
+                "Forbidden",
+                403,
+            );
+            response.warnings.clone_from(&answered.warnings);
+            answered.gang_refusal = Some(why);
+            return (response.into_review(), answered);
+        }
+    }
     answered
         .warnings
         .extend(answered.fitted.warnings.iter().cloned());
@@ -331,6 +390,10 @@ pub fn answer(
             ),
         ));
     }
+    let text_changed = !annotations.is_empty();
+    if let Some(granted) = &answered.granted {
+        annotations.push((RESERVATION_ANNOTATION, granted.record()));
+    }
     if annotations.is_empty() {
         return (response.into_review(), answered);
     }
@@ -359,11 +422,13 @@ pub fn answer(
     };
     // The configuration goes into the patch straight from its text: as a JSON value it would
     // be one more copy of up to 3 MiB.
-    operations.push(PatchOperation::Text(TextOperation {
-        op: "replace",
-        path: format!("/data/{PROPERTIES_KEY}"),
-        value: candidate.properties.text(),
-    }));
+    if text_changed {
+        operations.push(PatchOperation::Text(TextOperation {
+            op: "replace",
+            path: format!("/data/{PROPERTIES_KEY}"),
+            value: candidate.properties.text(),
+        }));
+    }
     let Ok(patch) = serde_json::to_vec(&operations) else {
         // Not reachable: strings and maps of strings always serialise.
         return (response.into_review(), Answered::default());
@@ -416,6 +481,7 @@ fn fit(
         .filter_map(|&i| policy.quotas.get(i))
         .collect();
     let charge: Charge = claim.entry.charge;
+    fitted.executor = Some((charge, claim.quotas.clone()));
     let Some(fit) = executors_that_fit(&quotas, totals, charge) else {
         return fitted;
     };
@@ -447,6 +513,69 @@ fn fit(
     }
     fitted.fit = Some(fit);
     fitted
+}
+
+/// Gang admission (SPEC §5b): whether, after its driver, the quotas its executors match leave
+/// room for the application's minimum executors. `Ok` with the room granted (when its
+/// namespace was read), `Err` with why not.
+fn gang(
+    candidate: &Candidate,
+    policy: &Policy,
+    fitted: &Fitted,
+) -> Result<Option<Granted>, String> {
+    let Some((charge, indexes)) = &fitted.executor else {
+        return Ok(None);
+    };
+    let quotas: Vec<&Quota> = indexes
+        .iter()
+        .filter_map(|&i| policy.quotas.get(i))
+        .collect();
+    let asked_by_quotas = quotas
+        .iter()
+        .filter_map(|quota| quota.per_application.as_ref()?.min_executors)
+        .max()
+        .unwrap_or(0);
+    let minimum = minimum_executors(&candidate.properties).max(u64::from(asked_by_quotas));
+    if minimum == 0 {
+        return Ok(None);
+    }
+    let each = format!(
+        "{} CPU and {} each",
+        format_cpu(charge.cpu),
+        format_memory(charge.memory)
+    );
+    if let Some(fit) = &fitted.fit
+        && fit.executors < minimum
+    {
+        return Err(format!(
+            "quota {} ({}) leaves room for {} of the {minimum} executors it needs to start ({each})",
+            fit.quota, fit.limit, fit.executors
+        ));
+    }
+    let (Some(view), Some(own)) = (&candidate.namespace_view, candidate.driver_uid()) else {
+        return Ok(None);
+    };
+    let ask = Ask {
+        executors: u32::try_from(minimum).unwrap_or(u32::MAX),
+        charge: *charge,
+    };
+    match check_gang(view, own, &ask, &quotas) {
+        None => Ok(Some(Granted {
+            executors: ask.executors,
+            charge: ask.charge,
+        })),
+        Some(short) => {
+            let held = match short.holding {
+                0 => String::new(),
+                1 => " and the executors held for 1 earlier application".to_owned(),
+                n => format!(" and the executors held for {n} earlier applications"),
+            };
+            Err(format!(
+                "quota {} ({} per namespace) leaves room in namespace {} for {} of the {minimum} executors it needs to start ({each}), after the pods there{held}",
+                short.quota, short.limit, candidate.namespace, short.room
+            ))
+        }
+    }
 }
 
 /// A JSON Patch operation whose value is borrowed text.
@@ -717,18 +846,129 @@ quotas: [{name: size, perApplication: {maxCpu: '8', maxMemory: 20Gi}}]
     }
 
     #[test]
-    fn when_no_executor_fits_the_configuration_is_left_for_refusals_with_a_warning() {
+    fn when_no_executor_fits_the_submission_is_refused_rather_than_left_waiting() {
+        // SPEC §5b gang admission: 1 CPU per application is taken by the driver, and the
+        // fixture's executors need 2. Refusing the ConfigMap ends the submission at once.
         let policy =
             Policy::parse("quotas: [{name: tiny, perApplication: {maxCpu: '1'}}]").unwrap();
-        let (review, fitted) = answer(
+        let (review, answered) = answer(
             candidate(request(STATIC)).unwrap(),
             &policy,
             &driver_totals(),
             None,
         );
-        assert!(review.response.patch.is_none());
-        assert_eq!(fitted.fitted.fit.map(|f| f.executors), Some(0));
-        assert!(review.response.warnings[0].contains("no executor of application"));
+        assert!(!review.response.allowed);
+        assert_eq!(
+            review.response.status.as_ref().unwrap().message,
+            "spark-admission refused Spark application nightly-etl (spark-b80cad1763024b8b848f4455477ea33a): \
+             quota tiny (maxCpu 1 with 1 CPUs in use, 2 per executor) leaves room for 0 of the 1 executors it needs to start (2 CPU and 2867Mi each); \
+             lower spark.executor.cores or spark.executor.memory (or spark.dynamicAllocation.minExecutors), or submit it again once room frees up"
+        );
+        assert!(answered.refused() && answered.gang_refusal.is_some());
+    }
+
+    #[test]
+    fn a_quotas_min_executors_asks_for_more_than_the_application_does() {
+        // Room for 3 executors of the fixture's 2 CPUs after the driver; the quota asks 4.
+        let policy =
+            Policy::parse("quotas: [{name: gang, perApplication: {maxCpu: '7', minExecutors: 4}}]")
+                .unwrap();
+        let (review, _) = answer(
+            candidate(request(STATIC)).unwrap(),
+            &policy,
+            &driver_totals(),
+            None,
+        );
+        let message = &review.response.status.as_ref().unwrap().message;
+        assert!(
+            message.contains("leaves room for 3 of the 4 executors it needs to start"),
+            "{message}"
+        );
+        let policy =
+            Policy::parse("quotas: [{name: gang, perApplication: {maxCpu: '7', minExecutors: 3}}]")
+                .unwrap();
+        let (review, _) = answer(
+            candidate(request(STATIC)).unwrap(),
+            &policy,
+            &driver_totals(),
+            None,
+        );
+        assert!(review.response.allowed);
+    }
+
+    #[test]
+    fn the_namespace_room_is_granted_and_recorded_or_refused_with_what_holds_it() {
+        use crate::quota::gang::{Decided, ViewPod};
+        let policy = Policy::parse("quotas: [{name: team, perNamespace: {maxCpu: '6'}}]").unwrap();
+        let candidate = candidate(request(STATIC)).unwrap();
+        let own = candidate.driver_uid().unwrap().to_owned();
+        assert!(candidate.needs_namespace_view(&policy));
+        let driver = |uid: &str, app: &str, created| ViewPod {
+            uid: uid.to_owned(),
+            app: Some(app.to_owned()),
+            role: crate::policy::Role::Driver,
+            charge: Charge {
+                cpu: 1_000_000_000,
+                memory: 0,
+            },
+            created,
+        };
+        // Its own driver (1) and an earlier application's (1), granted 1 executor of 2: 4 of 6
+        // used, room for 1 executor of 2 CPUs.
+        let view = NamespaceView {
+            pods: vec![driver(&own, "own", 200), driver("earlier", "other", 100)],
+            drivers: std::collections::HashMap::from([(
+                "earlier".to_owned(),
+                Decided::Granted(Granted {
+                    executors: 1,
+                    charge: Charge {
+                        cpu: 2_000_000_000,
+                        memory: 0,
+                    },
+                }),
+            )]),
+        };
+        let (review, answered) = answer(
+            candidate.clone().with_namespace_view(view.clone()),
+            &policy,
+            &AppTotals::default(),
+            None,
+        );
+        assert!(review.response.allowed);
+        let granted = answered.granted.expect("granted");
+        assert_eq!(granted.executors, 1);
+        let patch = serde_json::to_value(review.response.decoded_patch().unwrap()).unwrap();
+        assert_eq!(
+            patch,
+            json!([{"op": "add", "path": "/metadata/annotations", "value": {
+                RESERVATION_ANNOTATION: "executors=1 cpu=2000m memory=3006267392"
+            }}]),
+            "only the record: the configuration is unchanged"
+        );
+        // A third driver, earlier than this one and granted the same, takes the room.
+        let mut view = view;
+        view.pods.push(driver("earliest", "third", 50));
+        view.drivers.insert(
+            "earliest".to_owned(),
+            Decided::Granted(Granted {
+                executors: 1,
+                charge: Charge {
+                    cpu: 1_000_000_000,
+                    memory: 0,
+                },
+            }),
+        );
+        let (review, _) = answer(
+            candidate.with_namespace_view(view),
+            &policy,
+            &AppTotals::default(),
+            None,
+        );
+        let message = &review.response.status.as_ref().unwrap().message;
+        assert!(
+            message.contains("quota team (maxCpu 6 per namespace) leaves room in namespace capture-cm for 0 of the 1 executors it needs to start (2 CPU and 2867Mi each), after the pods there and the executors held for 2 earlier applications"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -38,13 +38,14 @@ enum Command {
     Certs(CertsArgs),
     /// Validate a policy file; prints every error with its path and exits 1, or a summary.
     Check(CheckArgs),
-    /// Apply a policy to one pod (or AdmissionReview) and print the mutated pod.
+    /// Apply a policy to one pod or driver ConfigMap (or its AdmissionReview) and print it
+    /// mutated.
     Mutate(MutateArgs),
     /// Show, per quota, each namespace's and each application's usage against its limits,
     /// from the cluster's Spark pods (through KUBECONFIG) or a pod list.
     Usage(UsageArgs),
-    /// Run policy test suites (*.test.yaml): each case's pod goes through the webhook's review
-    /// and its answer is checked. Exit 0 when every case passes, 1 when one fails, 2 when a
+    /// Run policy test suites (*.test.yaml): each case's pod or driver ConfigMap goes through
+    /// the webhook's review and its answer is checked. Exit 0 when every case passes, 1 when one fails, 2 when a
     /// suite cannot be read or is invalid.
     Test(TestArgs),
 }
@@ -194,6 +195,11 @@ struct ServeArgs {
     /// Quotas: longest wait for that LIST; past it, this replica's own count decides.
     #[arg(long, env = "SPARK_ADMISSION_QUOTA_CONFIRM_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     quota_confirm_timeout: Duration,
+    /// Gang admission: how long after its driver was created the room granted to a
+    /// cluster-mode submission's minimum executors is held for them (it is released earlier
+    /// as they appear).
+    #[arg(long, env = "SPARK_ADMISSION_QUOTA_GANG_EXPIRY", default_value = "5m", value_parser = parse_duration)]
+    quota_gang_expiry: Duration,
 }
 
 #[derive(Debug, clap::Args)]
@@ -285,23 +291,24 @@ struct MutateArgs {
     /// The policy file (YAML or JSON).
     #[arg(long, short = 'p')]
     policy: PathBuf,
-    /// A pod (YAML or JSON) or an AdmissionReview; - for standard input.
+    /// A pod or a cluster-mode driver's ConfigMap (spark-drv-<id>-conf-map), YAML or JSON, or
+    /// an AdmissionReview of either; - for standard input.
     input: PathBuf,
-    /// Namespace for a pod that names none (an AdmissionReview's own namespace wins).
+    /// Namespace for an object that names none (an AdmissionReview's own namespace wins).
     #[arg(long, short = 'n', default_value = "default")]
     namespace: String,
-    /// Output format of the mutated pod.
+    /// Output format of the mutated object.
     #[arg(long, short = 'o', value_enum, default_value = "yaml")]
     output: OutputFormat,
-    /// Print the JSON Patch the webhook would answer with, instead of the pod.
+    /// Print the JSON Patch the webhook would answer with, instead of the object.
     #[arg(long, conflicts_with = "diff")]
     patch: bool,
-    /// Print a readable diff from the pod to the mutated pod, instead of the pod.
+    /// Print a readable diff from the object to the mutated object, instead of the object.
     #[arg(long)]
     diff: bool,
     /// The cluster's Spark pods to evaluate quotas against, as a pod list (JSON or YAML, e.g.
-    /// `kubectl get pods -A -l spark-role -o json > pods.json`). Without it, quotas are not
-    /// evaluated.
+    /// `kubectl get pods -A -l spark-role -o json > pods.json`): a pod's quotas, or the room a
+    /// driver ConfigMap's executor counts are fitted to. Without it, quotas are not evaluated.
     #[arg(long)]
     pods: Option<PathBuf>,
     /// The cluster's global default PriorityClass (`globalDefault: true`), which the apiserver

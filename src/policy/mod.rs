@@ -388,6 +388,9 @@ impl Rule {
 pub struct QuotaLimits {
     /// Most executor pods alive at once (per application only).
     pub max_executors: Option<u32>,
+    /// Least executors a cluster-mode application is admitted with (per application only;
+    /// SPEC §5b gang admission): its own minimum is raised to this.
+    pub min_executors: Option<u32>,
     /// Most applications with live pods (per namespace only).
     pub max_applications: Option<u32>,
     /// Most CPU, summed over live pods.

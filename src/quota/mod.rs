@@ -22,6 +22,7 @@
 pub mod charge;
 pub mod check;
 pub mod fit;
+pub mod gang;
 pub mod ledger;
 pub mod report;
 pub mod tracker;

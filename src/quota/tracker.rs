@@ -40,6 +40,9 @@ pub struct Options {
     /// handshake verified its client certificate). Only then may an admission the watch has
     /// not confirmed yet hold room against namespace limits (SPEC §5, "Untrusted callers").
     pub verified_callers: bool,
+    /// How long after its driver was created the room granted to a cluster-mode submission's
+    /// minimum executors is held (SPEC §5b gang admission).
+    pub gang_expiry: Duration,
 }
 
 impl Default for Options {
@@ -49,6 +52,7 @@ impl Default for Options {
             confirm_margin: 10,
             confirm_timeout: Duration::from_secs(2),
             verified_callers: false,
+            gang_expiry: Duration::from_secs(300),
         }
     }
 }
@@ -125,6 +129,11 @@ impl Tracker {
         tracker.synced.store(true, Ordering::Release);
         tracker.in_step.store(true, Ordering::Release);
         tracker
+    }
+
+    /// The options it decides with.
+    pub fn options(&self) -> &Options {
+        &self.options
     }
 
     /// Gives the tracker a client for confirming LISTs (set once, by the server).

@@ -88,7 +88,7 @@ pub fn tracked(pod: &LeanPod) -> Option<(PodKey, TrackedPod)> {
 }
 
 /// The charge of a pod's spec, read in place.
-fn charge_of(spec: &LeanSpec) -> Charge {
+pub(crate) fn charge_of(spec: &LeanSpec) -> Charge {
     Charge::of_parts(
         spec.containers.iter().map(|c| c.resources.as_ref()),
         spec.init_containers.iter().map(|c| {

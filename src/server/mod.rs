@@ -352,6 +352,7 @@ impl Background {
         };
         state.quotas.set_client(client.clone());
         state.executor_templates.set_client(client.clone());
+        state.gang_reads.set_client(client.clone());
         tasks.push(tokio::spawn(crate::quota::watch::run(
             client.clone(),
             state.clone() as Arc<dyn crate::quota::watch::LedgerSink>,

@@ -399,6 +399,27 @@ async fn mutate_spark_conf(AxumState(app): AxumState<WebhookApp>, body: Body) ->
                     }
                 };
             }
+            if candidate.needs_namespace_view(&policy)
+                && let Some(own) = candidate.driver_uid().map(str::to_owned)
+            {
+                let expiry = app.state.quotas.options().gang_expiry;
+                match app
+                    .state
+                    .gang_reads
+                    .read(&candidate.namespace, &own, expiry)
+                    .await
+                {
+                    Ok((view, waited)) => {
+                        if waited.unsettled > 0 {
+                            tracing::info!(namespace = %candidate.namespace, unsettled = waited.unsettled, reads = waited.reads, "earlier submissions were still undecided after the wait; each counted as asking what this one asks");
+                        }
+                        candidate = candidate.with_namespace_view(view);
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, namespace = %candidate.namespace, "could not read the namespace for gang admission; deciding on per-application limits only");
+                    }
+                }
+            }
             let (totals, app_name) = if limited {
                 let (totals, app_name, confirmation) = app
                     .state
@@ -417,6 +438,7 @@ async fn mutate_spark_conf(AxumState(app): AxumState<WebhookApp>, body: Body) ->
                 candidate.name.clone(),
                 candidate.app.clone(),
             );
+            let driver_uid = candidate.driver_uid().map(str::to_owned);
             let (review, answered) =
                 admission::spark_conf::answer(candidate, &policy, &totals, app_name.as_deref());
             let metrics = &app.state.metrics;
@@ -424,7 +446,15 @@ async fn mutate_spark_conf(AxumState(app): AxumState<WebhookApp>, body: Body) ->
                 metrics.count_spark_conf_set(&written.rule);
             }
             let fitted = &answered.fitted;
-            if answered.refused() {
+            if let (Some(uid), Some(granted)) = (&driver_uid, answered.granted) {
+                app.state
+                    .gang_reads
+                    .remember(uid, crate::quota::gang::Decided::Granted(granted));
+            }
+            if let Some(why) = &answered.gang_refusal {
+                metrics.count_spark_conf_refused("gang");
+                tracing::info!(%namespace, configmap = %name, app = %spark_app, why = %why, "refused a Spark submission: no room for its minimum executors");
+            } else if answered.refused() {
                 metrics.count_spark_conf_refused("max");
                 let over: Vec<String> = answered.over.iter().map(ToString::to_string).collect();
                 tracing::info!(%namespace, configmap = %name, app = %spark_app, over = %over.join("; "), "refused a Spark submission over a sparkConf max");

@@ -51,6 +51,17 @@ pub fn dynamic_allocation(properties: &Properties) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }
 
+/// The fewest executors the application needs to start (SPEC §5b gang admission):
+/// `spark.dynamicAllocation.minExecutors` with dynamic allocation (Spark's default 0), else 1.
+/// A value that is not a whole number counts as 0: Spark refuses it at start.
+pub fn minimum_executors(properties: &Properties) -> u64 {
+    if dynamic_allocation(properties) {
+        count(properties, DYNAMIC_MIN_EXECUTORS).map_or(0, |read| read.unwrap_or(0))
+    } else {
+        1
+    }
+}
+
 /// Lowers every executor count above `fit` to `fit`; returns what changed, in the order
 /// written. Nothing is raised.
 pub fn lower_executor_counts(properties: &mut Properties, fit: u32) -> Vec<Change> {
@@ -100,6 +111,28 @@ mod tests {
 
     fn properties(lines: &str) -> Properties {
         Properties::parse(&format!("#comment\n#date\n{lines}")).unwrap()
+    }
+
+    #[test]
+    fn the_minimum_is_min_executors_with_dynamic_allocation_else_one() {
+        assert_eq!(
+            minimum_executors(&properties("spark.executor.instances=6\n")),
+            1
+        );
+        let dynamic = "spark.dynamicAllocation.enabled=TRUE\n";
+        assert_eq!(minimum_executors(&properties(dynamic)), 0);
+        assert_eq!(
+            minimum_executors(&properties(&format!(
+                "{dynamic}spark.dynamicAllocation.minExecutors=3\n"
+            ))),
+            3
+        );
+        assert_eq!(
+            minimum_executors(&properties(&format!(
+                "{dynamic}spark.dynamicAllocation.minExecutors=x\n"
+            ))),
+            0
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ mod properties;
 pub mod rules;
 mod sizing;
 
-pub use lower::{Change, lower_executor_counts};
+pub use lower::{Change, lower_executor_counts, minimum_executors};
 pub use properties::Properties;
 pub use sizing::{ExecutorSize, MemoryParts, Settings, executor_size, keys};
 

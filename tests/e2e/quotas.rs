@@ -208,10 +208,10 @@ async fn asking_for_three_under_three_is_never_refused_and_a_deleted_executor_is
 /// haproxy terminating TLS and sending each request to the next replica in turn, over its
 /// own connections to each: what several apiservers (or one Service) in front of several
 /// replicas amount to.
-struct LoadBalancer;
+pub(super) struct LoadBalancer;
 
 impl LoadBalancer {
-    fn start(pki: &Path, backends: &[u16]) -> super::Haproxy {
+    pub(super) fn start(pki: &Path, backends: &[u16]) -> super::Haproxy {
         super::Haproxy::start(|dir, port| {
             let pem = dir.join("front.pem");
             let mut combined = std::fs::read(pki.join("tls.crt")).unwrap();

@@ -42,7 +42,7 @@ impl Checker {
         per_application: bool,
     ) -> Option<QuotaLimits> {
         let allowed: &[&str] = if per_application {
-            &["maxExecutors", "maxCpu", "maxMemory"]
+            &["maxExecutors", "minExecutors", "maxCpu", "maxMemory"]
         } else {
             &["maxApplications", "maxCpu", "maxMemory"]
         };
@@ -50,6 +50,17 @@ impl Checker {
         let mut limits = QuotaLimits::default();
         if let Some(max) = map.get("maxExecutors") {
             limits.max_executors = self.typed::<u32>(max, &key_path(path, "maxExecutors"));
+        }
+        if let Some(min) = map.get("minExecutors") {
+            limits.min_executors = self.typed::<u32>(min, &key_path(path, "minExecutors"));
+            if let (Some(min), Some(max)) = (limits.min_executors, limits.max_executors)
+                && min > max
+            {
+                self.problem(
+                    key_path(path, "minExecutors"),
+                    format!("{min} is above maxExecutors {max}: no application could be admitted"),
+                );
+            }
         }
         if let Some(max) = map.get("maxApplications") {
             limits.max_applications = self.typed::<u32>(max, &key_path(path, "maxApplications"));
