@@ -14,6 +14,7 @@ pub mod certs;
 pub mod cli;
 pub mod cluster;
 pub mod engine;
+pub mod events;
 pub mod files;
 pub mod gang;
 pub mod lean;

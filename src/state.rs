@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use crate::cluster::{FactsSender, Learned};
 use crate::engine::ClusterFacts;
+use crate::events::DriverEvents;
 use crate::gang::GangReads;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
@@ -47,6 +48,8 @@ pub struct State {
     pub executor_templates: ExecutorTemplates,
     /// Reads namespaces for gang admission of cluster-mode submissions (SPEC §5b).
     pub gang_reads: GangReads,
+    /// Events on driver pods about their submission (SPEC §5b).
+    pub driver_events: DriverEvents,
     quota_watch_generation: AtomicU64,
     shutting_down: AtomicBool,
     cluster: FactsSender,
@@ -74,6 +77,7 @@ impl State {
             metrics: Metrics::new(),
             executor_templates: ExecutorTemplates::new(),
             gang_reads: GangReads::new(),
+            driver_events: DriverEvents::new(),
             quota_watch_generation: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
             cluster: FactsSender::new(Learned::default()),

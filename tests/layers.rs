@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 /// The layers, lowest first (the same order as README's library layout).
 const LAYERS: &[&[&str]] = &[
-    &["policy", "lean", "files", "certs", "metrics"],
+    &["policy", "lean", "files", "certs", "metrics", "events"],
     &["engine"],
     &["patch"],
     &["sparkconf"],

@@ -63,6 +63,8 @@ pub struct Candidate {
     pub name: String,
     /// `spark.app.id`: the application (`spark-app-selector` of its pods).
     pub app: String,
+    /// Whether the request is a dry run (nothing is stored, so nothing is recorded).
+    pub dry_run: bool,
     properties: Properties,
     /// The driver as the rules see it, read from the configuration.
     driver: SparkPod,
@@ -142,6 +144,7 @@ pub fn candidate(request: AdmissionRequest<ConfigMap>) -> Result<Candidate, Unch
         namespace,
         name,
         app: driver.app_id.clone().unwrap_or_default(),
+        dry_run: request.dry_run,
         has_annotations: config_map.metadata.annotations.is_some(),
         properties,
         driver,
@@ -201,6 +204,11 @@ impl Candidate {
     /// The driver pod's uid.
     pub fn driver_uid(&self) -> Option<&str> {
         self.owner.as_ref().map(|(_, uid)| uid.as_str())
+    }
+
+    /// The driver pod's name.
+    pub fn driver_name(&self) -> Option<&str> {
+        self.owner.as_ref().map(|(name, _)| name.as_str())
     }
 
     /// Gang admission decides on `view`, the namespace's consistent read (SPEC §5b).
@@ -322,14 +330,9 @@ pub fn answer(
         return (response.into_review(), answered);
     }
     if !answered.written.is_empty() {
-        let written: Vec<String> = answered
-            .written
-            .iter()
-            .map(|w| format!("{w} by rule {}", w.rule))
-            .collect();
         answered.warnings.push(format!(
             "spark-admission set {} in application {}",
-            written.join(", "),
+            written_record(&answered.written),
             candidate.app
         ));
     }
@@ -366,12 +369,7 @@ pub fn answer(
     response.warnings.clone_from(&answered.warnings);
     let mut annotations: Vec<(&str, String)> = Vec::new();
     if !answered.written.is_empty() {
-        let record: Vec<String> = answered
-            .written
-            .iter()
-            .map(|w| format!("{w} by rule {}", w.rule))
-            .collect();
-        annotations.push((SET_ANNOTATION, record.join(", ")));
+        annotations.push((SET_ANNOTATION, written_record(&answered.written)));
     }
     if let (false, Some(fit)) = (answered.fitted.changes.is_empty(), &answered.fitted.fit) {
         let changed: Vec<String> = answered
@@ -513,6 +511,16 @@ fn fit(
     }
     fitted.fit = Some(fit);
     fitted
+}
+
+/// What `sparkConf.set` wrote, as the annotation, the warning and the Event say it:
+/// `key=value (was ...) by rule r`, comma separated.
+pub fn written_record(written: &[Written]) -> String {
+    let parts: Vec<String> = written
+        .iter()
+        .map(|w| format!("{w} by rule {}", w.rule))
+        .collect();
+    parts.join(", ")
 }
 
 /// Gang admission (SPEC §5b): whether, after its driver, the quotas its executors match leave

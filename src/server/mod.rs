@@ -353,6 +353,13 @@ impl Background {
         state.quotas.set_client(client.clone());
         state.executor_templates.set_client(client.clone());
         state.gang_reads.set_client(client.clone());
+        if let Some(queue) = state.driver_events.take_queue() {
+            tasks.push(tokio::spawn(crate::events::send_with(
+                client.clone(),
+                queue,
+                stop.clone(),
+            )));
+        }
         tasks.push(tokio::spawn(crate::quota::watch::run(
             client.clone(),
             state.clone() as Arc<dyn crate::quota::watch::LedgerSink>,

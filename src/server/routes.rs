@@ -439,6 +439,8 @@ async fn mutate_spark_conf(AxumState(app): AxumState<WebhookApp>, body: Body) ->
                 candidate.app.clone(),
             );
             let driver_uid = candidate.driver_uid().map(str::to_owned);
+            let driver_name = candidate.driver_name().map(str::to_owned);
+            let dry_run = candidate.dry_run;
             let (review, answered) =
                 admission::spark_conf::answer(candidate, &policy, &totals, app_name.as_deref());
             let metrics = &app.state.metrics;
@@ -466,10 +468,69 @@ async fn mutate_spark_conf(AxumState(app): AxumState<WebhookApp>, body: Body) ->
             for warning in &answered.warnings {
                 tracing::info!(%namespace, configmap = %name, app = %spark_app, "{warning}");
             }
+            if let (false, Some(pod), Some(uid)) = (dry_run, &driver_name, &driver_uid) {
+                for (warning, reason, note) in driver_events(&review, &answered) {
+                    app.state.driver_events.record(crate::events::DriverEvent {
+                        namespace: namespace.clone(),
+                        pod: pod.clone(),
+                        uid: uid.clone(),
+                        warning,
+                        reason,
+                        note,
+                    });
+                }
+            }
             review
         }
     };
     review_body(&review)
+}
+
+/// The Events a driver ConfigMap's answer records on its driver pod (SPEC §5b): the refusal,
+/// or each kind of change made to the configuration.
+fn driver_events(
+    review: &ResponseReview,
+    answered: &admission::spark_conf::Answered,
+) -> Vec<(bool, &'static str, String)> {
+    if answered.refused() {
+        return review
+            .response
+            .status
+            .as_ref()
+            .map(|status| (true, "SubmissionRefused", status.message.clone()))
+            .into_iter()
+            .collect();
+    }
+    let mut events = Vec::new();
+    if !answered.written.is_empty() {
+        events.push((
+            false,
+            "SparkConfSet",
+            format!(
+                "spark-admission set {}",
+                admission::spark_conf::written_record(&answered.written)
+            ),
+        ));
+    }
+    if let (false, Some(fit)) = (answered.fitted.changes.is_empty(), &answered.fitted.fit) {
+        let changes: Vec<String> = answered
+            .fitted
+            .changes
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        events.push((
+            false,
+            "SparkConfLowered",
+            format!(
+                "spark-admission lowered {} to fit quota {} ({})",
+                changes.join(", "),
+                fit.quota,
+                fit.limit
+            ),
+        ));
+    }
+    events
 }
 
 /// The answer's bytes, or a 500 if it cannot be encoded.

@@ -12,7 +12,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::watcher;
 use kube::{Client, Resource};
 
@@ -20,23 +20,9 @@ use crate::metrics::Metrics;
 use crate::policy::{ConfigMapRef, Policy, policy_hash};
 use crate::source::{Installed, PolicySink};
 
-/// The longest Event note the apiserver accepts, in bytes (events.k8s.io/v1 refuses a note
-/// over 1 kB: the whole Event would be lost, not just its tail).
-const EVENT_NOTE_LIMIT: usize = 1024;
-
-/// What the InvalidPolicy Event says: why the version was ignored, cut at a character boundary
-/// (with "…") so the whole note stays within [`EVENT_NOTE_LIMIT`].
+/// What the InvalidPolicy Event says: why the version was ignored, cut to what an Event carries.
 fn event_note(message: &str) -> String {
-    const PREFIX: &str = "ignored, the previous policy stays in force: ";
-    const ELLIPSIS: &str = "…";
-    if PREFIX.len() + message.len() <= EVENT_NOTE_LIMIT {
-        return format!("{PREFIX}{message}");
-    }
-    let mut end = EVENT_NOTE_LIMIT - PREFIX.len() - ELLIPSIS.len();
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{PREFIX}{}{ELLIPSIS}", &message[..end])
+    crate::events::note("ignored, the previous policy stays in force: ", message)
 }
 
 /// Watches the ConfigMap until `stop` turns true.
@@ -48,13 +34,7 @@ pub async fn watch(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), &source.namespace);
-    let recorder = Recorder::new(
-        client,
-        Reporter {
-            controller: "spark-admission".to_owned(),
-            instance: std::env::var("POD_NAME").ok(),
-        },
-    );
+    let recorder = Recorder::new(client, crate::events::reporter());
     // Only this one object: RBAC grants list/watch on it by name, which the apiserver
     // authorizes when the request carries a metadata.name field selector (as watch_object's
     // requests do).
@@ -153,14 +133,14 @@ mod tests {
                 let message: String = filler.repeat(length);
                 let note = event_note(&message);
                 assert!(
-                    note.len() <= EVENT_NOTE_LIMIT,
+                    note.len() <= crate::events::NOTE_LIMIT,
                     "{filler} x{length}: {} bytes",
                     note.len()
                 );
                 let body = note
                     .strip_prefix("ignored, the previous policy stays in force: ")
                     .expect("prefix");
-                if prefix + message.len() <= EVENT_NOTE_LIMIT {
+                if prefix + message.len() <= crate::events::NOTE_LIMIT {
                     assert_eq!(body, message);
                 } else {
                     let kept = body
@@ -169,7 +149,7 @@ mod tests {
                     assert!(message.starts_with(kept));
                     // Cut as late as the limit allows: one more character would not fit.
                     let next = filler.len();
-                    assert!(prefix + kept.len() + next + "…".len() > EVENT_NOTE_LIMIT);
+                    assert!(prefix + kept.len() + next + "…".len() > crate::events::NOTE_LIMIT);
                 }
             }
         }

@@ -409,6 +409,45 @@ async fn an_executor_templates_sidecar_counts_in_the_fitted_count_and_every_exec
         )
     );
 
+    // The change is on the driver pod's Events too (sent with deploy/'s RBAC).
+    let driver_pod = stored.metadata.owner_references.as_ref().unwrap()[0]
+        .name
+        .clone();
+    let started = Instant::now();
+    let event = loop {
+        let events: Value = serde_json::from_str(&kubectl(&[
+            "get",
+            "events",
+            "-n",
+            &namespace.name,
+            "-o",
+            "json",
+        ]))
+        .unwrap();
+        let found = events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| {
+                e["involvedObject"]["name"] == driver_pod.as_str()
+                    && e["reason"] == "SparkConfLowered"
+            })
+            .cloned();
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no SparkConfLowered Event on {driver_pod}: {events}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(
+        event["message"],
+        "spark-admission lowered spark.executor.instances=3 (was 6) to fit quota five-and-a-half (maxCpu 5500m with 1 CPUs in use, 1.5 per executor)"
+    );
+    assert_eq!(event["type"], "Normal");
+
     // The driver's own command on that configuration, with the template where the driver pod
     // would mount it: 3 executors, each with the sidecar, every one admitted.
     let stored_template_path = "/opt/spark/pod-template/pod-spec-template.yml";
