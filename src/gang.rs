@@ -310,4 +310,132 @@ mod tests {
             Some("spark-drv-e4d384a24de54048-conf-map")
         );
     }
+
+    /// A stand-in apiserver: the namespace's pods are `pods`; ConfigMap `spark-drv-a` is not
+    /// found for the first `missing` GETs, then stored with `record`. Counts the LISTs.
+    fn apiserver(
+        pods: serde_json::Value,
+        missing: usize,
+        record: &'static str,
+        lists: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) -> kube::Client {
+        use std::sync::atomic::Ordering;
+        let gets = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let service = tower::service_fn(move |request: axum::http::Request<kube::client::Body>| {
+            let (pods, gets, lists) = (pods.clone(), gets.clone(), lists.clone());
+            async move {
+                let path = request.uri().path().to_owned();
+                let response = if path == "/api/v1/namespaces/ns/pods" {
+                    lists.fetch_add(1, Ordering::SeqCst);
+                    axum::http::Response::new(pods.to_string())
+                } else if path == "/api/v1/namespaces/ns/configmaps/spark-drv-a" {
+                    if gets.fetch_add(1, Ordering::SeqCst) < missing {
+                        let mut response = axum::http::Response::new(
+                            serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}).to_string(),
+                        );
+                        *response.status_mut() = axum::http::StatusCode::NOT_FOUND;
+                        response
+                    } else {
+                        axum::http::Response::new(
+                            serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+                                "name": "spark-drv-a", "annotations": {RESERVATION_ANNOTATION: record}}})
+                            .to_string(),
+                        )
+                    }
+                } else {
+                    let mut response = axum::http::Response::new(String::new());
+                    *response.status_mut() = axum::http::StatusCode::NOT_FOUND;
+                    response
+                };
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        });
+        kube::Client::new(service, "default")
+    }
+
+    fn driver(uid: &str, app: &str, created: &str, conf: &str) -> serde_json::Value {
+        serde_json::json!({
+            "metadata": {"name": uid, "namespace": "ns", "uid": uid, "creationTimestamp": created,
+                "labels": {"spark-role": "driver", "spark-app-selector": app}},
+            "spec": {"containers": [{"name": "spark-kubernetes-driver",
+                "resources": {"requests": {"cpu": "1"}}}],
+                "volumes": [{"name": "spark-conf-volume-driver", "configMap": {"name": conf}}]}
+        })
+    }
+
+    fn pods_now() -> serde_json::Value {
+        let now = unix_now();
+        let at = |seconds: i64| {
+            k8s_openapi::jiff::Timestamp::from_second(seconds)
+                .unwrap()
+                .to_string()
+        };
+        serde_json::json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "5"},
+            "items": [driver("a", "app-a", &at(now - 2), "spark-drv-a"), driver("b", "app-b", &at(now - 1), "spark-drv-b")]})
+    }
+
+    #[tokio::test]
+    async fn an_earlier_submission_being_decided_is_waited_for_then_its_grant_counts() {
+        let lists = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let reads = GangReads::new();
+        reads.set_client(apiserver(
+            pods_now(),
+            3,
+            "executors=2 cpu=1000m memory=0",
+            lists.clone(),
+        ));
+        let (view, waited) = reads
+            .read("ns", "b", Duration::from_secs(300))
+            .await
+            .unwrap();
+        // Not stored for 3 reads, then stored: read 4 times, settled.
+        assert_eq!(
+            waited,
+            Waited {
+                reads: 4,
+                unsettled: 0
+            }
+        );
+        assert_eq!(lists.load(std::sync::atomic::Ordering::SeqCst), 4);
+        assert_eq!(
+            view.drivers.get("a"),
+            Some(&Decided::Granted(Granted {
+                executors: 2,
+                charge: crate::quota::Charge {
+                    cpu: 1_000_000_000,
+                    memory: 0
+                }
+            }))
+        );
+        assert_eq!(view.pods.len(), 2);
+        // Remembered: read again, the ConfigMap is not asked for.
+        let (view, waited) = reads
+            .read("ns", "b", Duration::from_secs(300))
+            .await
+            .unwrap();
+        assert_eq!(waited.reads, 1);
+        assert!(matches!(view.drivers.get("a"), Some(Decided::Granted(_))));
+    }
+
+    #[tokio::test]
+    async fn an_earlier_submission_never_stored_is_left_unsettled_after_the_wait() {
+        let lists = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let reads = GangReads::new();
+        reads.set_client(apiserver(pods_now(), usize::MAX, "", lists.clone()));
+        let (view, waited) = reads
+            .read("ns", "b", Duration::from_secs(300))
+            .await
+            .unwrap();
+        // Read again every POLL until WAIT ran out.
+        assert_eq!(waited.unsettled, 1);
+        assert!(waited.reads >= 2, "{waited:?}");
+        assert_eq!(view.drivers.get("a"), Some(&Decided::Pending));
+        // The later driver (b, deciding after a) is never read: for a it is pending.
+        let (view, waited) = reads
+            .read("ns", "a", Duration::from_secs(300))
+            .await
+            .unwrap();
+        assert_eq!((waited.reads, waited.unsettled), (1, 0));
+        assert_eq!(view.drivers.get("b"), Some(&Decided::Pending));
+    }
 }
