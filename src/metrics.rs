@@ -137,6 +137,9 @@ pub struct Metrics {
     /// their driver configuration (`max`: over a `sparkConf.max`; `gang`: no room for its
     /// minimum executors).
     pub spark_conf_refused: Family<ReasonLabels, Counter>,
+    /// `spark_admission_gang_read_duration_seconds`: the namespace reads gang admission
+    /// decides on, waits for earlier submissions included.
+    pub gang_read_duration: Histogram,
     /// `spark_admission_connections{listener}`: connections open.
     pub connections: Family<ListenerLabels, Gauge>,
     /// `spark_admission_connections_refused_total{listener}`: closed at accept, listener full.
@@ -273,6 +276,12 @@ impl Metrics {
             "Cluster-mode submissions refused at their driver configuration, by reason (max: over a sparkConf.max; gang: no room for their minimum executors)",
             spark_conf_refused.clone(),
         );
+        let gang_read_duration = Histogram::new(exponential_buckets(0.001, 2.0, 12));
+        registry.register(
+            "spark_admission_gang_read_duration_seconds",
+            "Time gang admission spent reading a namespace (its LIST, the earlier submissions' ConfigMaps, and waiting for those still being decided)",
+            gang_read_duration.clone(),
+        );
         let connections = Family::<ListenerLabels, Gauge>::default();
         registry.register(
             "spark_admission_connections",
@@ -349,6 +358,7 @@ impl Metrics {
             spark_conf_lowered,
             spark_conf_set,
             spark_conf_refused,
+            gang_read_duration,
             connections,
             connections_refused,
             idle_connections_closed,

@@ -403,12 +403,17 @@ async fn mutate_spark_conf(AxumState(app): AxumState<WebhookApp>, body: Body) ->
                 && let Some(own) = candidate.driver_uid().map(str::to_owned)
             {
                 let expiry = app.state.quotas.options().gang_expiry;
-                match app
+                let reading = Instant::now();
+                let read = app
                     .state
                     .gang_reads
                     .read(&candidate.namespace, &own, expiry)
-                    .await
-                {
+                    .await;
+                app.state
+                    .metrics
+                    .gang_read_duration
+                    .observe(reading.elapsed().as_secs_f64());
+                match read {
                     Ok((view, waited)) => {
                         if waited.unsettled > 0 {
                             tracing::info!(namespace = %candidate.namespace, unsettled = waited.unsettled, reads = waited.reads, "earlier submissions were still undecided after the wait; each counted as asking what this one asks");

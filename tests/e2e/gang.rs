@@ -142,6 +142,20 @@ async fn of_four_concurrent_submissions_through_two_replicas_exactly_two_are_adm
         assert_eq!(granted, 2);
         eprintln!("run {run}: 4 submissions decided in {took:?}");
     }
+    // What deciding cost: the namespace reads, waits for earlier submissions included.
+    for (name, replica) in [("first", &first), ("second", &second)] {
+        let count = replica
+            .metric("spark_admission_gang_read_duration_seconds_count")
+            .await;
+        let sum = replica
+            .metric("spark_admission_gang_read_duration_seconds_sum")
+            .await;
+        assert!(count >= 1.0, "{name} replica decided some submissions");
+        eprintln!(
+            "{name} replica: {count} namespace reads, {:.1} ms each on average",
+            1000.0 * sum / count
+        );
+    }
 }
 
 async fn refused(webhook: &Webhook) -> f64 {
