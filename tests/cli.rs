@@ -572,17 +572,15 @@ fn mutate_allows_a_review_of_anything_but_a_pod_unchanged() {
         text(&out.stderr)
     );
 
-    let config_map = "tests/fixtures/spark-4.3/cluster-mode/executor-configmap-review.json";
-    let out = run(&["mutate", "-p", PLATFORM, "-o", "json", config_map]);
+    // A ConfigMap's review is answered as /mutate-spark-conf answers it (SPEC §5b); a policy
+    // without sparkConf rules or quotas allows every ConfigMap unread.
+    let out = run(&["mutate", "-p", PLATFORM, "-o", "json", EXECUTOR_CONF]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let review: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(config_map).expect("fixture")).expect("json");
     let echoed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(echoed, review["request"]["object"], "printed as sent");
-    assert!(
-        text(&out.stderr).contains("for a ConfigMap, not a pod: allowed unchanged"),
-        "{}",
-        text(&out.stderr)
+    assert_eq!(echoed, object_of(EXECUTOR_CONF), "printed as sent");
+    assert_eq!(
+        text(&out.stderr),
+        "the policy has no sparkConf rules and no quotas: the ConfigMap is allowed unchanged\n"
     );
 }
 
@@ -666,5 +664,391 @@ fn an_error_says_each_cause_once() {
             "error: failed to load the serving certificate: failed to read certificate files: {}: No such file or directory (os error 2)",
             cert.display()
         )
+    );
+}
+
+// A cluster-mode driver's ConfigMap (SPEC §5a, §5b: `mutate` takes one, or its review, and shows
+// the resulting properties and refusals offline). The captured one: application nightly-etl
+// (spark-b80cad1763024b8b848f4455477ea33a) in namespace capture-cm, 6 executors of 2 cores.
+
+const DRIVER_CONF: &str = "tests/fixtures/spark-4.3/cluster-mode/configmap-review.json";
+const EXECUTOR_CONF: &str = "tests/fixtures/spark-4.3/cluster-mode/executor-configmap-review.json";
+const OBSERVABILITY: &str = "tests/data/spark-conf/observability.policy.yaml";
+/// What the observability policy's rule writes, by hand from SPEC §5b and §5a's record: the
+/// settings in key order, each with its value before.
+const OBSERVABILITY_SET: &str = "spark.decommission.enabled=true (was unset) by rule observability, spark.eventLog.dir=s3a://spark-logs/capture-cm/ (was unset) by rule observability, spark.eventLog.enabled=true (was unset) by rule observability, spark.ui.prometheus.enabled=true (was unset) by rule observability";
+
+/// The object of a review file, as the apiserver sent it.
+fn object_of(review: &str) -> serde_json::Value {
+    let review: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(review).expect("fixture")).expect("json");
+    review["request"]["object"].clone()
+}
+
+/// The driver ConfigMap's `spark.properties` as the fixture has it.
+fn fixture_properties() -> String {
+    object_of(DRIVER_CONF)["data"]["spark.properties"]
+        .as_str()
+        .expect("properties")
+        .to_owned()
+}
+
+/// The settings of a properties text written as `key=value` lines (as all of these are).
+fn setting<'a>(properties: &'a str, key: &str) -> Option<&'a str> {
+    properties
+        .lines()
+        .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
+}
+
+#[test]
+fn mutate_prints_a_driver_configmap_with_the_spark_conf_rules_applied() {
+    let out = run(&["mutate", "-p", OBSERVABILITY, DRIVER_CONF]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stored: serde_json::Value =
+        spark_admission::policy::from_yaml(&text(&out.stdout)).expect("YAML ConfigMap");
+    let expected =
+        std::fs::read_to_string("tests/data/spark-conf/observability.expected.properties")
+            .expect("expected properties");
+    assert_eq!(stored["data"]["spark.properties"], expected.as_str());
+    assert_eq!(
+        stored["metadata"]["annotations"]["spark-admission.io/spark-conf-set"],
+        OBSERVABILITY_SET
+    );
+    // Everything else is kept as sent.
+    let mut rest = stored.clone();
+    rest["data"]["spark.properties"] = fixture_properties().into();
+    rest["metadata"]
+        .as_object_mut()
+        .expect("metadata")
+        .remove("annotations");
+    assert_eq!(rest, object_of(DRIVER_CONF));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "driver configuration of application spark-b80cad1763024b8b848f4455477ea33a (nightly-etl) in namespace capture-cm
+warning: spark-admission kept spark.executor.memory=2g as the application set it; rule observability would set 8g
+warning: spark-admission set {OBSERVABILITY_SET} in application spark-b80cad1763024b8b848f4455477ea33a
+"
+        )
+    );
+}
+
+#[test]
+fn mutate_patch_json_and_diff_of_a_driver_configmap_agree() {
+    let expected =
+        std::fs::read_to_string("tests/data/spark-conf/observability.expected.properties")
+            .expect("expected properties");
+    let out = run(&["mutate", "-p", OBSERVABILITY, "--patch", DRIVER_CONF]);
+    assert_eq!(
+        patch_of(&out),
+        serde_json::json!([
+            {"op": "add", "path": "/metadata/annotations",
+             "value": {"spark-admission.io/spark-conf-set": OBSERVABILITY_SET}},
+            {"op": "replace", "path": "/data/spark.properties", "value": expected},
+        ])
+    );
+
+    let out = run(&["mutate", "-p", OBSERVABILITY, "-o", "json", DRIVER_CONF]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let mut object = object_of(DRIVER_CONF);
+    object["data"]["spark.properties"] = expected.clone().into();
+    object["metadata"]["annotations"] =
+        serde_json::json!({"spark-admission.io/spark-conf-set": OBSERVABILITY_SET});
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json"),
+        object
+    );
+
+    // Each setting written is a line of the diff: spark.properties is a YAML block.
+    let out = run(&["mutate", "-p", OBSERVABILITY, "--diff", DRIVER_CONF]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let diff = text(&out.stdout);
+    for line in [
+        "+    spark.decommission.enabled=true\n",
+        "+    spark.eventLog.dir=s3a\\://spark-logs/capture-cm/\n",
+        "+    spark.eventLog.enabled=true\n",
+        "+    spark.ui.prometheus.enabled=true\n",
+        "+  annotations:\n",
+        "     spark.executor.instances=6\n",
+    ] {
+        assert!(diff.contains(line), "missing {line:?} in:\n{diff}");
+    }
+    assert!(
+        !diff.lines().any(|l| l.starts_with("-    ")),
+        "no setting removed:\n{diff}"
+    );
+}
+
+#[test]
+fn mutate_exits_3_for_a_driver_configmap_over_a_max_with_the_refusal_on_stderr() {
+    // A bare ConfigMap (as `kubectl get configmap -o json` prints it) is sent as its CREATE.
+    let mut config_map = object_of(DRIVER_CONF);
+    config_map["metadata"]
+        .as_object_mut()
+        .expect("metadata")
+        .remove("managedFields");
+    let caps = policy_file(
+        "rules: [{name: caps, sparkConf: {max: {spark.executor.memory: 1g, spark.executor.cores: 1, spark.driver.memory: 512m}}}]",
+    );
+    let out = run_with_stdin(
+        &["mutate", "-p", caps.path().to_str().expect("utf-8"), "-"],
+        &config_map.to_string(),
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+    // SPEC §5b: the setting, its value (Spark's default when unset) and the max, for each.
+    assert!(
+        text(&out.stderr).ends_with(
+            "denied: spark-admission refused Spark application nightly-etl (spark-b80cad1763024b8b848f4455477ea33a): \
+             spark.driver.memory=1g (Spark's default) is above the max 512m of rule caps; \
+             spark.executor.cores=2 is above the max 1 of rule caps; \
+             spark.executor.memory=2g is above the max 1g of rule caps; \
+             submit it again with these settings within the max\n"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn mutate_takes_a_bare_configmaps_namespace_from_the_flag_when_it_names_none() {
+    let mut config_map = object_of(DRIVER_CONF);
+    config_map["metadata"]
+        .as_object_mut()
+        .expect("metadata")
+        .remove("namespace");
+    let policy = policy_file(
+        "rules: [{name: logs, mode: enforce, match: {namespaces: [team-x]}, sparkConf: {set: {spark.eventLog.dir: 's3a://logs/{namespace}/{app_name}/'}}}]",
+    );
+    let out = run_with_stdin(
+        &[
+            "mutate",
+            "-p",
+            policy.path().to_str().expect("utf-8"),
+            "-n",
+            "team-x",
+            "-o",
+            "json",
+            "-",
+        ],
+        &config_map.to_string(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stored: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let properties = stored["data"]["spark.properties"].as_str().expect("text");
+    // Java properties escape ':' in what they write.
+    assert_eq!(
+        setting(properties, "spark.eventLog.dir"),
+        Some("s3a\\://logs/team-x/nightly-etl/")
+    );
+    assert!(
+        text(&out.stderr).contains("in namespace team-x"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn mutate_leaves_a_configmap_that_is_not_a_drivers_configuration_alone_and_says_why() {
+    let policy =
+        policy_file("rules: [{name: logs, sparkConf: {set: {spark.eventLog.enabled: 'true'}}}]");
+    let path = policy.path().to_str().expect("utf-8");
+    // The ConfigMap the driver makes for its executors.
+    let out = run(&["mutate", "-p", path, "-o", "json", EXECUTOR_CONF]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json"),
+        object_of(EXECUTOR_CONF)
+    );
+    assert_eq!(
+        text(&out.stderr),
+        "the ConfigMap is allowed unchanged: spark-exec-fa1739a213f959c0-conf-map is not named spark-drv-*-conf-map\n"
+    );
+    // Only CREATE is mutated.
+    let mut review: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(DRIVER_CONF).expect("fixture"))
+            .expect("json");
+    review["request"]["operation"] = "UPDATE".into();
+    let out = run_with_stdin(&["mutate", "-p", path, "--patch", "-"], &review.to_string());
+    assert_eq!(patch_of(&out), serde_json::json!([]));
+    assert!(
+        text(&out.stderr).contains("allowed unchanged: not a ConfigMap CREATE"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn mutate_fits_a_driver_configmap_to_its_quota_only_given_the_clusters_pods() {
+    // maxCpu 8 for the application, executors of 2 CPUs: 4 fit an application with no pods,
+    // (8 - 1) / 2 = 3 beside its 1-CPU driver (SPEC §5a); the 6 asked for are lowered.
+    let policy = policy_file("quotas: [{name: size, perApplication: {maxCpu: '8'}}]");
+    let path = policy.path().to_str().expect("utf-8");
+    let out = run(&["mutate", "-p", path, "--patch", DRIVER_CONF]);
+    assert_eq!(patch_of(&out), serde_json::json!([]));
+    assert!(
+        text(&out.stderr).starts_with(
+            "note: quotas (size) need the cluster's Spark pods and are not evaluated; give them with --pods\n"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let driver = dir.path().join("pods.yaml");
+    std::fs::write(
+        &driver,
+        "apiVersion: v1
+kind: List
+items:
+  - metadata:
+      name: nightly-etl-9bdd68a213f7ca52-driver
+      namespace: capture-cm
+      labels: {spark-role: driver, spark-app-selector: spark-b80cad1763024b8b848f4455477ea33a, spark-app-name: nightly-etl}
+    spec: {containers: [{name: spark-kubernetes-driver, resources: {requests: {cpu: '1', memory: 1433Mi}}}]}
+    status: {phase: Pending}
+",
+    )
+    .expect("write");
+    let empty = dir.path().join("empty.json");
+    std::fs::write(
+        &empty,
+        "{\"apiVersion\": \"v1\", \"kind\": \"List\", \"items\": []}",
+    )
+    .expect("write");
+    for (pods, executors) in [(&driver, "3"), (&empty, "4")] {
+        let out = run(&[
+            "mutate",
+            "-p",
+            path,
+            "--pods",
+            pods.to_str().expect("utf-8"),
+            "-o",
+            "json",
+            DRIVER_CONF,
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let stored: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        let properties = stored["data"]["spark.properties"].as_str().expect("text");
+        assert_eq!(
+            setting(properties, "spark.executor.instances"),
+            Some(executors)
+        );
+        // Every other line as spark-submit wrote it.
+        assert_eq!(
+            properties,
+            fixture_properties().replace(
+                "spark.executor.instances=6\n",
+                &format!("spark.executor.instances={executors}\n")
+            )
+        );
+        let lowered =
+            format!("spark.executor.instances={executors} (was 6) to fit quota size (maxCpu 8");
+        assert!(
+            stored["metadata"]["annotations"]["spark-admission.io/spark-conf-lowered"]
+                .as_str()
+                .is_some_and(|a| a.starts_with(&lowered)),
+            "{stored}"
+        );
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains(&format!("warning: spark-admission lowered spark.executor.instances of application spark-b80cad1763024b8b848f4455477ea33a: {lowered}")),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!(
+                "quotas: {executors} executors fit quota size (maxCpu 8"
+            )),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("not evaluated"), "{stderr}");
+    }
+}
+
+#[test]
+fn mutate_refuses_a_configmap_input_the_webhook_could_not_read() {
+    let policy =
+        policy_file("rules: [{name: logs, sparkConf: {set: {spark.eventLog.enabled: 'true'}}}]");
+    let path = policy.path().to_str().expect("utf-8");
+    let mut review: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(DRIVER_CONF).expect("fixture"))
+            .expect("json");
+    review["apiVersion"] = "admission.k8s.io/v1beta1".into();
+    let out = run_with_stdin(&["mutate", "-p", path, "-"], &review.to_string());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("the webhook would answer this review with HTTP 400"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+
+    let out = run_with_stdin(
+        &["mutate", "-p", path, "-"],
+        "{\"apiVersion\": \"v1\", \"kind\": \"ConfigMap\", \"metadata\": {\"name\": \"spark-drv-1-conf-map\"}, \"data\": [1, 2]}",
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).starts_with("error: input is not a valid ConfigMap: "),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = run_with_stdin(
+        &["mutate", "-p", path, "-"],
+        "{\"apiVersion\": \"v1\", \"kind\": \"Secret\", \"metadata\": {\"name\": \"s\"}}",
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr),
+        "error: input is a Secret; expected a Pod, a ConfigMap or an AdmissionReview\n"
+    );
+}
+
+#[test]
+fn mutate_refuses_a_driver_configmap_whose_quota_leaves_no_room_for_one_executor() {
+    // SPEC §5b, gang admission: without dynamic allocation the application needs 1 executor to
+    // start; maxCpu 2 leaves 1 CPU beside its 1-CPU driver, and an executor asks 2. The
+    // namespace limit needs a read of the namespace the offline answer does not make.
+    let policy = policy_file(
+        "quotas: [{name: tight, perNamespace: {maxCpu: '100'}, perApplication: {maxCpu: '2'}}]",
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pods = dir.path().join("pods.json");
+    std::fs::write(
+        &pods,
+        serde_json::json!({"items": [{
+            "metadata": {"name": "nightly-etl-9bdd68a213f7ca52-driver", "namespace": "capture-cm",
+                         "labels": {"spark-role": "driver", "spark-app-selector": "spark-b80cad1763024b8b848f4455477ea33a"}},
+            "spec": {"containers": [{"name": "spark-kubernetes-driver", "resources": {"requests": {"cpu": "1", "memory": "1433Mi"}}}]},
+            "status": {"phase": "Running"},
+        }]})
+        .to_string(),
+    )
+    .expect("write");
+    let out = run(&[
+        "mutate",
+        "-p",
+        policy.path().to_str().expect("utf-8"),
+        "--pods",
+        pods.to_str().expect("utf-8"),
+        DRIVER_CONF,
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("note: the room quotas leave in namespace capture-cm for the application's minimum executors (gang admission) needs a consistent read of the namespace and is not evaluated offline; per-application limits are\n"),
+        "{stderr}"
+    );
+    let denial = stderr
+        .lines()
+        .find(|line| line.starts_with("denied: "))
+        .unwrap_or_else(|| panic!("no denial in {stderr}"));
+    assert!(
+        denial.starts_with(
+            "denied: spark-admission refused Spark application nightly-etl (spark-b80cad1763024b8b848f4455477ea33a): quota tight ("
+        ) && denial.contains("leaves room for 0 of the 1 executors it needs to start"),
+        "{denial}"
     );
 }

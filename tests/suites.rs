@@ -351,3 +351,157 @@ cases:
     }
     assert!(stdout.contains("suite has 6 errors"), "{stdout}");
 }
+
+const WRONG_SPARK_CONF: &str = "tests/data/suites/wrong-spark-conf.test.yaml";
+
+/// SPEC §5b: a case may give a driver's ConfigMap; what its stored `spark.properties` holds, and
+/// its refusal, are checked, and a wrong expectation shows what came out.
+#[test]
+fn a_wrong_expectation_on_a_driver_configmap_fails_with_a_diff() {
+    let out = run(&["test", WRONG_SPARK_CONF]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    // The captured ConfigMap asks for 6 executors; maxExecutors 3 lowers them to 3. In
+    // namespace strict its 2 cores are over the max 1, so the submission is refused.
+    let refusal = "spark-admission refused Spark application nightly-etl (spark-b80cad1763024b8b848f4455477ea33a): spark.executor.cores=2 is above the max 1 of rule small-executors; submit it again with these settings within the max";
+    let expected = format!(
+        "\
+PASS {WRONG_SPARK_CONF}: right
+FAIL {WRONG_SPARK_CONF}: wrong executor count and a setting expected unset
+    expect.properties.spark.eventLog.enabled:
+      --- expected
+      +++ actual
+      @@ -1 +1 @@
+      -(absent)
+      +true
+    expect.properties.spark.executor.instances:
+      --- expected
+      +++ actual
+      @@ -1 +1 @@
+      -6
+      +3
+FAIL {WRONG_SPARK_CONF}: expects a refused submission to be admitted
+    expect.admitted:
+      --- expected
+      +++ actual
+      @@ -1 +1 @@
+      -admitted
+      +refused: {refusal}
+FAIL {WRONG_SPARK_CONF}: the wrong max in the refusal
+    expect.message:
+      --- expected
+      +++ actual
+      @@ -1 +1 @@
+      -a message containing: above the max 2
+      +{refusal}
+1 passed, 3 failed
+"
+    );
+    assert_eq!(stdout, expected);
+}
+
+/// The fields of a case must fit its input: a ConfigMap's answer holds no pod and names no
+/// rules, a pod has no `spark.properties`, and a refused submission stores nothing to check.
+#[test]
+fn expectations_that_do_not_fit_the_input_exit_2_with_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite = dir.path().join("misfits.test.yaml");
+    std::fs::write(
+        &suite,
+        r#"policy: {rules: [{name: logs, sparkConf: {set: {spark.eventLog.enabled: "true"}}}]}
+cases:
+  - name: pod fields on a ConfigMap
+    input: &conf
+      apiVersion: v1
+      kind: ConfigMap
+      metadata:
+        name: spark-drv-1-conf-map
+        ownerReferences: [{apiVersion: v1, kind: Pod, name: app-driver, uid: u1}]
+      data: {spark.properties: "spark.app.id=spark-1\n"}
+    kubernetesVersion: "1.29"
+    expect:
+      appliedRules: [logs]
+      labels: {team: a}
+      properties: {spark.eventLog.enabled: "true"}
+  - name: properties of a pod
+    input:
+      metadata: {name: exec-1, labels: {spark-role: executor}}
+      spec: {containers: [{name: spark-kubernetes-executor, image: spark}]}
+    expect: {properties: {spark.eventLog.enabled: "true"}}
+  - name: the stored ConfigMap of a refused submission
+    input: *conf
+    expect: {admitted: false, properties: {spark.eventLog.enabled: "true"}}
+  - name: a setting expected as a list
+    input: *conf
+    expect: {properties: {spark.jars: [a.jar]}}
+"#,
+    )
+    .unwrap();
+    let out = run(&["test", suite.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for expected in [
+        "suite has 6 errors:",
+        "  - cases[0].kubernetesVersion: is for pods: a driver ConfigMap is answered without the cluster's PriorityClasses or version; remove it\n",
+        "  - cases[0].expect.appliedRules: is for pods, and this case's input is a driver ConfigMap; check it with admitted, message, warnings, properties, annotations or patch\n",
+        "  - cases[0].expect.labels: is for pods, and this case's input is a driver ConfigMap;",
+        "  - cases[1].expect.properties: is for a driver ConfigMap's spark.properties, and this case's input is a pod;",
+        "  - cases[2].expect.properties: a refused submission's ConfigMap is not stored, so there is nothing of it to check; remove it or expect admitted: true\n",
+        "  - cases[3].expect.properties.spark.jars: [\"a.jar\"] is not an expected setting; allowed: a value (a string, number or boolean), or null for unset\n",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+}
+
+/// A ConfigMap's AdmissionReview, a bare ConfigMap inline, and the case's namespace (which
+/// replaces the request's, as for a pod) all take the ConfigMap's path.
+#[test]
+fn a_driver_configmap_is_taken_inline_or_as_a_review_in_the_cases_namespace() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite = dir.path().join("inline.test.yaml");
+    let root = std::env::current_dir().unwrap();
+    std::fs::write(
+        &suite,
+        format!(
+            r#"policy:
+  rules:
+    - name: logs
+      match: {{namespaces: [team-a]}}
+      sparkConf: {{set: {{spark.eventLog.dir: "s3a://logs/{{namespace}}/"}}}}
+cases:
+  - name: the review in another namespace
+    input: {root}/tests/fixtures/spark-4.3/cluster-mode/configmap-review.json
+    namespace: team-a
+    expect:
+      properties: {{spark.eventLog.dir: "s3a://logs/team-a/", spark.executor.instances: 6}}
+      annotations: {{spark-admission.io/spark-conf-set: "spark.eventLog.dir=s3a://logs/team-a/ (was unset) by rule logs"}}
+  - name: the review in its own namespace, which the rule does not match
+    input: {root}/tests/fixtures/spark-4.3/cluster-mode/configmap-review.json
+    expect: {{patch: [], properties: {{spark.eventLog.dir: null}}}}
+  - name: a bare ConfigMap inline, with the escapes Java writes
+    input:
+      kind: ConfigMap
+      metadata:
+        name: spark-drv-2-conf-map
+        namespace: team-a
+        ownerReferences: [{{apiVersion: v1, kind: Pod, name: app-driver, uid: u2}}]
+      data: {{spark.properties: "spark.app.id=spark-2\nspark.master=k8s\\://https\\://api\\:6443\n"}}
+    expect:
+      properties: {{spark.master: "k8s://https://api:6443", spark.eventLog.dir: "s3a://logs/team-a/"}}
+"#,
+            root = root.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["test", "--root", "/"])
+        .arg(&suite)
+        .output()
+        .expect("binary runs");
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.ends_with("\n3 passed, 0 failed\n"), "{stdout}");
+}

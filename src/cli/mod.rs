@@ -45,8 +45,8 @@ enum Command {
     /// from the cluster's Spark pods (through KUBECONFIG) or a pod list.
     Usage(UsageArgs),
     /// Run policy test suites (*.test.yaml): each case's pod or driver ConfigMap goes through
-    /// the webhook's review and its answer is checked. Exit 0 when every case passes, 1 when one fails, 2 when a
-    /// suite cannot be read or is invalid.
+    /// the webhook's review and its answer is checked. Exit 0 when every case passes, 1 when
+    /// one fails, 2 when a suite cannot be read or is invalid.
     Test(TestArgs),
 }
 

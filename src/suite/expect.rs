@@ -1,8 +1,10 @@
 //! A case's expectations, and checking an AdmissionReview answer against them.
 //!
 //! The answer is judged as a user would see it: admitted or refused (the message kubectl
-//! prints), and the pod the apiserver would store, which is the pod as sent with the answer's
-//! JSON Patch applied. A failure says where in the suite, what was expected and what came out.
+//! prints), and the object the apiserver would store, which is the object as sent with the
+//! answer's JSON Patch applied: a pod, or a driver's ConfigMap whose `spark.properties` is read
+//! as the driver reads it. A failure says where in the suite, what was expected and what came
+//! out.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -11,9 +13,11 @@ use k8s_openapi::api::core::v1::Pod;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Loader, Problem};
+use super::{Loader, Problem, Target};
 use crate::admission::Response;
+use crate::admission::spark_conf::PROPERTIES_KEY;
 use crate::policy::{Quantity, Role};
+use crate::sparkconf::Properties;
 
 const EXPECT_FIELDS: &[&str] = &[
     "admitted",
@@ -32,8 +36,31 @@ const EXPECT_FIELDS: &[&str] = &[
     "spec",
     "pod",
     "patch",
+    "properties",
 ];
 const RESOURCE_FIELDS: &[&str] = &["requests", "limits"];
+
+/// Fields only a driver ConfigMap's case has: its configuration as stored.
+const CONFIG_MAP_ONLY_FIELDS: &[&str] = &["properties"];
+
+/// Fields only a pod's case has: the answer to a driver ConfigMap names no rules and holds no
+/// pod.
+const POD_ONLY_FIELDS: &[&str] = &[
+    "appliedRules",
+    "container",
+    "labels",
+    "nodeSelector",
+    "tolerations",
+    "env",
+    "resources",
+    "priorityClassName",
+    "schedulerName",
+    "spec",
+    "pod",
+];
+
+/// Fields that check a driver ConfigMap as stored, so they mean nothing for a refused one.
+const CONFIG_MAP_FIELDS: &[&str] = &["properties", "annotations", "patch"];
 
 /// Fields that check the admitted pod, so they mean nothing for a refused one.
 const POD_FIELDS: &[&str] = &[
@@ -102,6 +129,8 @@ struct RawExpect {
     pod: Option<Value>,
     #[serde(default)]
     patch: Option<Value>,
+    #[serde(default)]
+    properties: Option<BTreeMap<String, Value>>,
 }
 
 #[derive(Deserialize)]
@@ -137,11 +166,19 @@ pub(super) struct Expect {
     spec: Option<Value>,
     pod: Option<Value>,
     patch: Option<Value>,
+    /// Settings of a driver ConfigMap's `spark.properties`, by key (`None`: unset).
+    properties: Option<Expected>,
 }
 
 impl Expect {
-    /// Reads an `expect` mapping; problems go to the loader.
-    pub(super) fn load(value: &Value, path: &str, loader: &mut Loader<'_>) -> Option<Self> {
+    /// Reads an `expect` mapping for a case whose input is reviewed as `target` (`None` when
+    /// the input could not be read); problems go to the loader.
+    pub(super) fn load(
+        value: &Value,
+        path: &str,
+        target: Option<Target>,
+        loader: &mut Loader<'_>,
+    ) -> Option<Self> {
         let raw: RawExpect = match serde_path_to_error::deserialize(value) {
             Ok(raw) => raw,
             Err(error) => {
@@ -163,13 +200,46 @@ impl Expect {
                 "a refusal message needs admitted: false (admitted is true by default)",
             );
         }
-        if !admitted && let Some(object) = value.as_object() {
-            for field in POD_FIELDS.iter().filter(|f| object.contains_key(**f)) {
-                loader.problem(
-                    format!("{path}.{field}"),
-                    "a refused pod is not stored, so there is no pod to check; remove it or expect admitted: true",
-                );
+        let given = |fields: &'static [&'static str]| {
+            let object = value.as_object();
+            fields
+                .iter()
+                .filter(move |f| object.is_some_and(|o| o.contains_key(**f)))
+        };
+        match target {
+            Some(Target::Pod) => {
+                for field in given(CONFIG_MAP_ONLY_FIELDS) {
+                    loader.problem(
+                        format!("{path}.{field}"),
+                        "is for a driver ConfigMap's spark.properties, and this case's input is a pod; give the ConfigMap (or its AdmissionReview) as input, or remove it",
+                    );
+                }
+                if !admitted {
+                    for field in given(POD_FIELDS) {
+                        loader.problem(
+                            format!("{path}.{field}"),
+                            "a refused pod is not stored, so there is no pod to check; remove it or expect admitted: true",
+                        );
+                    }
+                }
             }
+            Some(Target::ConfigMap) => {
+                for field in given(POD_ONLY_FIELDS) {
+                    loader.problem(
+                        format!("{path}.{field}"),
+                        "is for pods, and this case's input is a driver ConfigMap; check it with admitted, message, warnings, properties, annotations or patch",
+                    );
+                }
+                if !admitted {
+                    for field in given(CONFIG_MAP_FIELDS) {
+                        loader.problem(
+                            format!("{path}.{field}"),
+                            "a refused submission's ConfigMap is not stored, so there is nothing of it to check; remove it or expect admitted: true",
+                        );
+                    }
+                }
+            }
+            None => {}
         }
         let mut env = BTreeMap::new();
         for (name, expected) in raw.env.unwrap_or_default() {
@@ -205,6 +275,27 @@ impl Expect {
                 ),
             ),
         };
+        // A value as the policy's sparkConf takes one: a string, or a number or boolean as
+        // written (`5`, `true`).
+        let properties = raw.properties.map(|expected| {
+            let mut properties = Expected::new();
+            for (key, value) in expected {
+                let text = match value {
+                    Value::Null => None,
+                    Value::String(text) => Some(text),
+                    Value::Number(_) | Value::Bool(_) => Some(value.to_string()),
+                    other => {
+                        loader.problem(
+                            format!("{path}.properties.{key}"),
+                            format!("{other} is not an expected setting; allowed: a value (a string, number or boolean), or null for unset"),
+                        );
+                        continue;
+                    }
+                };
+                properties.insert(key, text);
+            }
+            properties
+        });
         let pod = raw
             .pod
             .as_ref()
@@ -244,6 +335,7 @@ impl Expect {
             spec: raw.spec,
             pod,
             patch,
+            properties,
         })
     }
 }
@@ -522,7 +614,48 @@ pub(super) fn check(
     if !expect.env.is_empty() || !expect.requests.is_empty() || !expect.limits.is_empty() {
         check_container(expect, &pod, &mut failures);
     }
+    if let Some(expected) = &expect.properties {
+        check_properties(expected, &pod, &mut failures);
+    }
     failures
+}
+
+/// The settings of the stored ConfigMap's `spark.properties`, read as the driver reads them
+/// (Java properties: escapes, separators, continuation lines).
+fn check_properties(expected: &Expected, config_map: &Value, failures: &mut Vec<Failure>) {
+    let text = config_map
+        .get("data")
+        .and_then(|data| data.get(PROPERTIES_KEY))
+        .and_then(Value::as_str);
+    let Some(text) = text else {
+        failures.push(Failure::new(
+            "expect.properties",
+            format!("a ConfigMap with data.{PROPERTIES_KEY}"),
+            format!("no data.{PROPERTIES_KEY}"),
+        ));
+        return;
+    };
+    let properties = match Properties::parse(text) {
+        Ok(properties) => properties,
+        Err(error) => {
+            failures.push(Failure::new(
+                "expect.properties",
+                format!("{PROPERTIES_KEY} as Java properties"),
+                error.to_string(),
+            ));
+            return;
+        }
+    };
+    for (key, value) in expected {
+        let actual = properties.get(key);
+        if actual != value.as_deref() {
+            failures.push(Failure::of_values(
+                format!("expect.properties.{key}"),
+                &show_option(value.as_deref()),
+                &show_option(actual),
+            ));
+        }
+    }
 }
 
 /// Whether `actual` holds what `expected` shows, for `expect.spec`: a mapping holds every key
@@ -654,6 +787,55 @@ mod tests {
 
     fn failure(expected: Value, actual: Value) -> Option<String> {
         includes(&expected, &actual, "expect.spec".into()).map(|(path, _, _)| path)
+    }
+
+    fn properties_failures(expected: &[(&str, Option<&str>)], config_map: Value) -> Vec<String> {
+        let expected: Expected = expected
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.map(str::to_owned)))
+            .collect();
+        let mut failures = Vec::new();
+        check_properties(&expected, &config_map, &mut failures);
+        failures.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn properties_are_compared_as_the_driver_reads_them() {
+        // Java properties: `\:` is `:`, `key value` and `key:value` separate too, a trailing
+        // backslash continues the line.
+        let config_map = json!({"data": {"spark.properties":
+            "#comment\nspark.master=k8s\\://https\\://api\\:6443\nspark.app.name nightly\nspark.jars:a.jar,\\\n    b.jar\n"}});
+        assert_eq!(
+            properties_failures(
+                &[
+                    ("spark.master", Some("k8s://https://api:6443")),
+                    ("spark.app.name", Some("nightly")),
+                    ("spark.jars", Some("a.jar,b.jar")),
+                    ("spark.eventLog.enabled", None),
+                ],
+                config_map.clone()
+            ),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            properties_failures(
+                &[
+                    ("spark.app.name", None),
+                    ("spark.eventLog.enabled", Some("true"))
+                ],
+                config_map
+            ),
+            [
+                "expect.properties.spark.app.name:\n  --- expected\n  +++ actual\n  @@ -1 +1 @@\n  -(absent)\n  +nightly\n",
+                "expect.properties.spark.eventLog.enabled:\n  --- expected\n  +++ actual\n  @@ -1 +1 @@\n  -true\n  +(absent)\n",
+            ]
+        );
+        assert_eq!(
+            properties_failures(&[("spark.a", None)], json!({"data": {}})),
+            [
+                "expect.properties:\n  --- expected\n  +++ actual\n  @@ -1 +1 @@\n  -a ConfigMap with data.spark.properties\n  +no data.spark.properties\n"
+            ]
+        );
     }
 
     #[test]

@@ -1,10 +1,12 @@
-//! Policy test suites (`spark-admission test`): YAML files that pair a policy with pods and say
-//! what the webhook must answer, so a platform team's CI catches a policy that regressed.
+//! Policy test suites (`spark-admission test`): YAML files that pair a policy with pods and
+//! cluster-mode drivers' ConfigMaps and say what the webhook must answer, so a platform team's
+//! CI catches a policy that regressed.
 //!
-//! A case goes through the server's own review path ([`crate::admission::parse_review`],
-//! [`crate::admission::review`], then the quota decision on a snapshot of cluster pods), never a
-//! copy of it: a suite that passes here describes what the deployed webhook answers. Loading
-//! reads files (the suite and what it refers to); running a case does no I/O.
+//! A case goes through the server's own review path, never a copy of it: a pod's through
+//! [`crate::admission::parse_review`], [`crate::admission::review`], then the quota decision on
+//! a snapshot of cluster pods; a driver ConfigMap's as `/mutate-spark-conf` answers it
+//! ([`spark_conf`]). A suite that passes here describes what the deployed webhook answers.
+//! Loading reads files (the suite and what it refers to); running a case does no I/O.
 //!
 //! Suite files are found by name: `*.test.yaml` or `*.test.yml` (a file given by path is read
 //! whatever its name). Unknown fields are errors, reported all at once with their path and the
@@ -18,9 +20,11 @@
 
 mod expect;
 pub mod junit;
+pub(crate) mod spark_conf;
 
 use std::path::{Path, PathBuf};
 
+use k8s_openapi::api::core::v1::ConfigMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -89,6 +93,25 @@ const CASE_FIELDS: &[&str] = &[
     "expect",
 ];
 const OPERATIONS: &[&str] = &["CREATE", "UPDATE", "DELETE", "CONNECT"];
+
+/// What a case's input is reviewed as: a pod (`/mutate`) or a driver's ConfigMap
+/// (`/mutate-spark-conf`, SPEC §5b).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Pod,
+    ConfigMap,
+}
+
+impl Target {
+    /// A Pod, a ConfigMap, or an AdmissionReview of either (by its request's kind).
+    fn of(document: &Value) -> Self {
+        if spark_conf::is_config_map(document) {
+            Self::ConfigMap
+        } else {
+            Self::Pod
+        }
+    }
+}
 
 /// The most a suite file, or a file it names, may hold: an AdmissionReview is at most 7 MiB.
 pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
@@ -193,8 +216,11 @@ pub struct Suite {
 #[derive(Debug)]
 struct Case {
     name: String,
+    /// Which webhook path answers it.
+    target: Target,
     body: Vec<u8>,
-    /// The pod as sent, to which the answer's patch is applied (as the apiserver does).
+    /// The object as sent (a pod or a ConfigMap), to which the answer's patch is applied (as
+    /// the apiserver does).
     object: Value,
     dry_run: bool,
     /// The cluster's pods for quotas; none by default, as on an empty cluster.
@@ -343,6 +369,38 @@ impl Suite {
 
 /// Answers the case as the server would, then checks the answer.
 fn run_case(case: &Case, policy: &Policy) -> Vec<Failure> {
+    match case.target {
+        Target::Pod => run_pod_case(case, policy),
+        Target::ConfigMap => run_config_map_case(case, policy),
+    }
+}
+
+/// A driver ConfigMap's case, answered as `/mutate-spark-conf` answers it, the application's
+/// totals read from the case's cluster pods.
+fn run_config_map_case(case: &Case, policy: &Policy) -> Vec<Failure> {
+    let request = match crate::admission::parse_review_of::<ConfigMap>(&case.body) {
+        Ok(request) => request,
+        Err(error) => {
+            return vec![Failure::new(
+                "input",
+                "an AdmissionReview",
+                error.to_string(),
+            )];
+        }
+    };
+    let cluster = crate::quota::watch::ledger_of(&case.cluster);
+    match spark_conf::answer(request, policy, Some(cluster)) {
+        Ok(offline) => expect::check(&case.expect, &offline.review.response, &[], &case.object),
+        Err(error) => vec![Failure::new(
+            "clusterPods",
+            "the application's pods read",
+            format!("failed to start the runtime that reads them: {error}"),
+        )],
+    }
+}
+
+/// A pod's case, answered as `/mutate` answers it, quotas decided on the case's cluster pods.
+fn run_pod_case(case: &Case, policy: &Policy) -> Vec<Failure> {
     let request = match crate::admission::parse_review(&case.body) {
         Ok(request) => request,
         Err(error) => {
@@ -504,7 +562,24 @@ impl Loader<'_> {
                 ),
             );
         }
-        let expect = Expect::load(&raw.expect, &format!("{path}.expect"), self);
+        let input = self.document(&raw.input, &format!("{path}.input"));
+        let target = input.as_ref().map(|(document, _)| Target::of(document));
+        if target == Some(Target::ConfigMap) {
+            let pod_facts = [
+                (
+                    "globalDefaultPriorityClass",
+                    raw.global_default_priority_class.is_some(),
+                ),
+                ("kubernetesVersion", raw.kubernetes_version.is_some()),
+            ];
+            for (field, _) in pod_facts.into_iter().filter(|(_, given)| *given) {
+                self.problem(
+                    format!("{path}.{field}"),
+                    "is for pods: a driver ConfigMap is answered without the cluster's PriorityClasses or version; remove it",
+                );
+            }
+        }
+        let expect = Expect::load(&raw.expect, &format!("{path}.expect"), target, self);
         let cluster = match &raw.cluster_pods {
             None => Some(Vec::new()),
             Some(value) => self
@@ -530,8 +605,7 @@ impl Loader<'_> {
                 }
             },
         };
-        let input = self.document(&raw.input, &format!("{path}.input"));
-        let (body, object, dry_run) =
+        let (body, object, dry_run, target) =
             input.and_then(|(document, _)| match review_body(document, &raw, index) {
                 Ok(built) => Some(built),
                 Err(message) => {
@@ -544,6 +618,7 @@ impl Loader<'_> {
         }
         Some(Case {
             name,
+            target,
             body,
             object,
             dry_run,
@@ -570,36 +645,37 @@ fn parse_document(text: &str) -> Result<Value, String> {
     }
 }
 
-/// The AdmissionReview the apiserver would send for the case's input: a pod is wrapped in a
-/// CREATE request; a review is used as it is. The case's namespace, user, groups, dry run and
-/// operation replace the input's. Returns the body, the pod as sent and the dry run flag.
+/// The AdmissionReview the apiserver would send for the case's input: a pod or a ConfigMap is
+/// wrapped in a CREATE request; a review is used as it is. The case's namespace, user, groups,
+/// dry run and operation replace the input's. Returns the body, the object as sent, the dry run
+/// flag and which webhook path answers it.
 fn review_body(
     document: Value,
     case: &RawCase,
     index: usize,
-) -> Result<(Vec<u8>, Value, bool), String> {
+) -> Result<(Vec<u8>, Value, bool, Target), String> {
     let kind = document
         .get("kind")
         .and_then(Value::as_str)
         .unwrap_or("Pod");
+    let target = Target::of(&document);
+    let uid = format!("spark-admission-test-{index}");
+    let namespace = document
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("default")
+        .to_owned();
     let mut review = match kind {
         "AdmissionReview" => document,
         "Pod" => {
-            let namespace = document
-                .pointer("/metadata/namespace")
-                .and_then(Value::as_str)
-                .unwrap_or("default")
-                .to_owned();
-            crate::admission::create_review(
-                document,
-                &namespace,
-                &format!("spark-admission-test-{index}"),
-                "spark-admission-test",
-            )
+            crate::admission::create_review(document, &namespace, &uid, "spark-admission-test")
+        }
+        "ConfigMap" => {
+            spark_conf::create_review(document, &namespace, &uid, "spark-admission-test")
         }
         other => {
             return Err(format!(
-                "is a {other}; expected a Pod or an AdmissionReview"
+                "is a {other}; expected a Pod, a ConfigMap or an AdmissionReview"
             ));
         }
     };
@@ -642,8 +718,12 @@ fn review_body(
     let body = serde_json::to_vec(&review).map_err(|e| e.to_string())?;
     // The server's parser decides what a valid review is; a bad one is a suite error here, not
     // a failed case.
-    crate::admission::parse_review(&body).map_err(|e| e.to_string())?;
-    Ok((body, object, dry_run))
+    let parsed = match target {
+        Target::Pod => crate::admission::parse_review(&body).map(drop),
+        Target::ConfigMap => crate::admission::parse_review_of::<ConfigMap>(&body).map(drop),
+    };
+    parsed.map_err(|e| e.to_string())?;
+    Ok((body, object, dry_run, target))
 }
 
 /// The pods of a pod list: a `List`/`PodList` with `items` (what `kubectl get pods -o json`
@@ -816,6 +896,54 @@ mod tests {
         assert!(text[2].starts_with(
             "cases[0].expect.lables: unknown field \"lables\" (did you mean \"labels\"?)"
         ));
+    }
+
+    fn raw_case(namespace: Option<&str>) -> RawCase {
+        RawCase {
+            name: None,
+            input: Value::Null,
+            namespace: namespace.map(str::to_owned),
+            user: None,
+            groups: None,
+            dry_run: None,
+            operation: None,
+            cluster_pods: None,
+            global_default_priority_class: None,
+            kubernetes_version: None,
+            expect: Value::Null,
+        }
+    }
+
+    #[test]
+    fn a_configmap_or_its_review_is_answered_as_a_configmap_and_anything_else_as_a_pod() {
+        let config_map = json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "spark-drv-1-conf-map", "namespace": "jobs"},
+            "data": {"spark.properties": "spark.app.id=spark-1\n"},
+        });
+        let (body, object, dry_run, target) =
+            review_body(config_map.clone(), &raw_case(Some("team-a")), 3).unwrap();
+        assert_eq!(target, Target::ConfigMap);
+        assert!(!dry_run);
+        // The case's namespace replaces the object's, as the apiserver fills it from the
+        // request's.
+        assert_eq!(object["metadata"]["namespace"], "team-a");
+        let review: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(review["request"]["uid"], "spark-admission-test-3");
+        assert_eq!(review["request"]["namespace"], "team-a");
+        assert_eq!(review["request"]["resource"]["resource"], "configmaps");
+        // Its review, as sent: a ConfigMap too.
+        let (_, _, _, target) = review_body(review, &raw_case(None), 0).unwrap();
+        assert_eq!(target, Target::ConfigMap);
+
+        let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": []}});
+        let (_, _, _, target) = review_body(pod, &raw_case(None), 0).unwrap();
+        assert_eq!(target, Target::Pod);
+        let secret = json!({"kind": "Secret", "metadata": {"name": "s"}});
+        assert_eq!(
+            review_body(secret, &raw_case(None), 0).unwrap_err(),
+            "is a Secret; expected a Pod, a ConfigMap or an AdmissionReview"
+        );
     }
 
     #[test]
