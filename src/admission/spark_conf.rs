@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 
 use base64::Engine;
+use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodSpec, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as KubeQuantity;
 use kube::core::admission::{AdmissionRequest, Operation};
@@ -239,6 +240,165 @@ pub fn parse_executor_template(text: &str) -> Result<Pod, String> {
     }
     serde_saphyr::from_str_with_options(text, crate::policy::policy_yaml_options())
         .map_err(|error| format!("the template is not a pod Spark can read: {error}"))
+}
+
+/// What answering a driver ConfigMap reads from the cluster (SPEC §5a, §5b). The server reads
+/// it through the API, within its bounds; `mutate` and the suites from what they were given.
+/// Each read that fails says why, and the answer goes on without it.
+pub trait ClusterReads: Sync {
+    /// Whether it knows the cluster's pods at all. Without them (`mutate` and a suite with no
+    /// pod snapshot) quotas are not evaluated: the configuration is answered as by the same
+    /// policy without its quotas.
+    fn knows_pods(&self) -> bool {
+        true
+    }
+
+    /// The application's totals (its pods so far: the driver, at submission) and its name as
+    /// its pods are labelled.
+    fn application<'a>(
+        &'a self,
+        namespace: &'a str,
+        app: &'a str,
+    ) -> BoxFuture<'a, (AppTotals, Option<String>)>;
+
+    /// The text of the executor pod template that driver pod (name, uid) mounts.
+    fn executor_template<'a>(
+        &'a self,
+        namespace: &'a str,
+        driver: &'a str,
+        uid: &'a str,
+    ) -> BoxFuture<'a, Result<String, String>>;
+
+    /// The namespace as gang admission decides on it, for the submission of driver `own`.
+    fn namespace<'a>(
+        &'a self,
+        namespace: &'a str,
+        own: &'a str,
+    ) -> BoxFuture<'a, Result<NamespaceView, String>>;
+}
+
+/// How a driver ConfigMap's review was answered.
+#[derive(Debug)]
+pub enum Reviewed {
+    /// The policy has neither `sparkConf` rules nor quotas: allowed unchanged, unread.
+    NothingToDo(Box<ResponseReview>),
+    /// Not a Spark driver's configuration the policy can act on: allowed unchanged.
+    Unchanged(Unchanged),
+    /// The policy applied to an application's configuration.
+    Applied(Box<AppliedTo>),
+}
+
+impl Reviewed {
+    /// The answer.
+    pub fn into_review(self) -> ResponseReview {
+        match self {
+            Reviewed::NothingToDo(review) => *review,
+            Reviewed::Unchanged(unchanged) => unchanged.review(),
+            Reviewed::Applied(applied) => applied.review,
+        }
+    }
+}
+
+/// A configuration the policy applied to, and what it did.
+#[derive(Debug)]
+pub struct AppliedTo {
+    /// The answer.
+    pub review: ResponseReview,
+    /// What the policy did.
+    pub answered: Answered,
+    /// The namespace (the request's).
+    pub namespace: String,
+    /// The ConfigMap's name.
+    pub name: String,
+    /// `spark.app.id`.
+    pub app: String,
+    /// Its name as its pods are labelled, when known.
+    pub app_name: Option<String>,
+    /// The driver pod that owns the ConfigMap: name and uid.
+    pub driver: Option<(String, String)>,
+    /// Whether the request is a dry run.
+    pub dry_run: bool,
+    /// Whether a quota with per-application limits selects the namespace, so the
+    /// application's totals were read.
+    pub limited: bool,
+    /// Why the namespace, which a quota limits, could not be read for gang admission (the
+    /// submission was then decided on per-application limits only).
+    pub namespace_unread: Option<String>,
+}
+
+/// Answers a driver ConfigMap's review (SPEC §5a, §5b): the one sequence the server, `mutate`
+/// and the suites run. A policy without `sparkConf` rules or quotas allows every ConfigMap
+/// unread; then the candidate; its executor template and the application's totals are read
+/// only where a quota limits applications, and the namespace only where a quota limits its CPU
+/// or memory, so a review for a namespace no quota limits costs the apiserver nothing, whoever
+/// sent it; then [`answer`].
+pub async fn review(
+    request: AdmissionRequest<ConfigMap>,
+    policy: &Policy,
+    reads: &dyn ClusterReads,
+) -> Reviewed {
+    if policy.quotas.is_empty() && !policy.has_spark_conf_rules() {
+        return Reviewed::NothingToDo(Box::new(ResponseReview::allowed(&request.uid)));
+    }
+    let mut candidate = match candidate(request) {
+        Ok(candidate) => candidate,
+        Err(unchanged) => return Reviewed::Unchanged(unchanged),
+    };
+    let without_quotas;
+    let policy = if reads.knows_pods() {
+        policy
+    } else {
+        without_quotas = Policy {
+            quotas: Vec::new(),
+            ..policy.clone()
+        };
+        &without_quotas
+    };
+    let limited = candidate.may_be_limited(policy);
+    if limited && let Some((driver, uid)) = candidate.executor_template_owner() {
+        let read = reads
+            .executor_template(&candidate.namespace, driver, uid)
+            .await
+            .and_then(|text| parse_executor_template(&text));
+        candidate = match read {
+            Ok(template) => candidate.with_executor_template(template),
+            Err(why) => candidate.without_executor_template(why),
+        };
+    }
+    let mut namespace_unread = None;
+    if candidate.needs_namespace_view(policy)
+        && let Some(own) = candidate.driver_uid()
+    {
+        match reads.namespace(&candidate.namespace, own).await {
+            Ok(view) => candidate = candidate.with_namespace_view(view),
+            Err(why) => namespace_unread = Some(why),
+        }
+    }
+    let (totals, app_name) = if limited {
+        reads
+            .application(&candidate.namespace, &candidate.app)
+            .await
+    } else {
+        (AppTotals::default(), None)
+    };
+    let mut applied = AppliedTo {
+        review: ResponseReview::allowed(&candidate.uid),
+        answered: Answered::default(),
+        namespace: candidate.namespace.clone(),
+        name: candidate.name.clone(),
+        app: candidate.app.clone(),
+        app_name: app_name
+            .clone()
+            .or_else(|| candidate.app_name().map(str::to_owned)),
+        driver: candidate.owner.clone(),
+        dry_run: candidate.dry_run,
+        limited,
+        namespace_unread,
+    };
+    let (review, answered) = answer(candidate, policy, &totals, app_name.as_deref());
+    applied.review = review;
+    applied.answered = answered;
+    Reviewed::Applied(Box::new(applied))
 }
 
 /// What fitting a configuration did.

@@ -15,15 +15,18 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures::future::BoxFuture;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::{Frame, SizeHint};
 use serde::Serialize;
 
 use super::limits::{BodyBytes, Limits, RequestBudget};
+use crate::admission::spark_conf::{AppliedTo, ClusterReads, Reviewed};
 use crate::admission::{self, Outcome, ResponseReview};
 use crate::metrics::{Metrics, RuleLabels};
 use crate::policy::ConfigMapRef;
 use crate::quota::Confirmation;
+use crate::quota::gang::NamespaceView;
 use crate::quota::ledger::AppTotals;
 use crate::state::State;
 
@@ -369,126 +372,141 @@ async fn mutate_spark_conf(AxumState(app): AxumState<WebhookApp>, body: Body) ->
             return json_error(StatusCode::BAD_REQUEST, error.to_string());
         }
     };
-    if policy.quotas.is_empty() && !policy.has_spark_conf_rules() {
-        // Nothing to set, cap or fit to: not even worth reading the ConfigMap.
-        return review_body(&ResponseReview::allowed(&request.uid));
-    }
-    let review = match admission::spark_conf::candidate(request) {
-        Err(unchanged) => {
+    let reads = ServerReads { state: &app.state };
+    let applied = match admission::spark_conf::review(request, &policy, &reads).await {
+        Reviewed::Applied(applied) => applied,
+        Reviewed::Unchanged(unchanged) => {
             tracing::debug!(reason = %unchanged.reason, "ConfigMap allowed unchanged");
-            unchanged.review()
+            return review_body(&unchanged.review());
         }
-        Ok(mut candidate) => {
-            // The application's totals are worth a consistent LIST, and its executors' pod
-            // template two GETs, only where a quota limits applications: a review for a
-            // namespace none limits costs the apiserver nothing, whoever sent it.
-            let limited = candidate.may_be_limited(&policy);
-            if limited && let Some((driver, uid)) = candidate.executor_template_owner() {
-                let read = app
-                    .state
-                    .executor_templates
-                    .fetch(&candidate.namespace, driver, uid)
-                    .await
-                    .map_err(|error| error.to_string())
-                    .and_then(|text| admission::spark_conf::parse_executor_template(&text));
-                candidate = match read {
-                    Ok(template) => candidate.with_executor_template(template),
-                    Err(why) => {
-                        tracing::warn!(namespace = %candidate.namespace, driver, why, "could not read the executor pod template; sizing executors from the Spark container alone");
-                        candidate.without_executor_template(why)
-                    }
-                };
-            }
-            if candidate.needs_namespace_view(&policy)
-                && let Some(own) = candidate.driver_uid().map(str::to_owned)
-            {
-                let expiry = app.state.quotas.options().gang_expiry;
-                let reading = Instant::now();
-                let read = app
-                    .state
-                    .gang_reads
-                    .read(&candidate.namespace, &own, expiry)
-                    .await;
-                app.state
-                    .metrics
-                    .gang_read_duration
-                    .observe(reading.elapsed().as_secs_f64());
-                match read {
-                    Ok((view, waited)) => {
-                        if waited.unsettled > 0 {
-                            tracing::info!(namespace = %candidate.namespace, unsettled = waited.unsettled, reads = waited.reads, "earlier submissions were still undecided after the wait; each counted as asking what this one asks");
-                        }
-                        candidate = candidate.with_namespace_view(view);
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, namespace = %candidate.namespace, "could not read the namespace for gang admission; deciding on per-application limits only");
-                    }
-                }
-            }
-            let (totals, app_name) = if limited {
-                let (totals, app_name, confirmation) = app
-                    .state
-                    .quotas
-                    .application(&candidate.namespace, &candidate.app)
-                    .await;
-                if let Confirmation::Failed(error) = &confirmation {
-                    tracing::warn!(%error, app = %candidate.app, "could not list the application's pods; fitting its configuration to this replica's view");
-                }
-                (totals, app_name)
-            } else {
-                (AppTotals::default(), None)
-            };
-            let (namespace, name, spark_app) = (
-                candidate.namespace.clone(),
-                candidate.name.clone(),
-                candidate.app.clone(),
-            );
-            let driver_uid = candidate.driver_uid().map(str::to_owned);
-            let driver_name = candidate.driver_name().map(str::to_owned);
-            let dry_run = candidate.dry_run;
-            let (review, answered) =
-                admission::spark_conf::answer(candidate, &policy, &totals, app_name.as_deref());
-            let metrics = &app.state.metrics;
-            for written in &answered.written {
-                metrics.count_spark_conf_set(&written.rule);
-            }
-            let fitted = &answered.fitted;
-            if let (Some(uid), Some(granted)) = (&driver_uid, answered.granted) {
-                app.state
-                    .gang_reads
-                    .remember(uid, crate::quota::gang::Decided::Granted(granted));
-            }
-            if let Some(why) = &answered.gang_refusal {
-                metrics.count_spark_conf_refused("gang");
-                tracing::info!(%namespace, configmap = %name, app = %spark_app, why = %why, "refused a Spark submission: no room for its minimum executors");
-            } else if answered.refused() {
-                metrics.count_spark_conf_refused("max");
-                let over: Vec<String> = answered.over.iter().map(ToString::to_string).collect();
-                tracing::info!(%namespace, configmap = %name, app = %spark_app, over = %over.join("; "), "refused a Spark submission over a sparkConf max");
-            } else if let (false, Some(fit)) = (fitted.changes.is_empty(), &fitted.fit) {
-                metrics.count_spark_conf_lowered(&fit.quota);
-                let changes: Vec<String> = fitted.changes.iter().map(ToString::to_string).collect();
-                tracing::info!(%namespace, configmap = %name, app = %spark_app, quota = %fit.quota, limit = %fit.limit, changes = %changes.join(", "), "lowered a Spark driver's executor counts to fit its quota");
-            }
-            for warning in &answered.warnings {
-                tracing::info!(%namespace, configmap = %name, app = %spark_app, "{warning}");
-            }
-            if let (false, Some(pod), Some(uid)) = (dry_run, &driver_name, &driver_uid) {
-                for (warning, reason, note) in driver_events(&review, &answered) {
-                    app.state.driver_events.record(crate::events::DriverEvent {
-                        namespace: namespace.clone(),
-                        pod: pod.clone(),
-                        uid: uid.clone(),
-                        warning,
-                        reason,
-                        note,
-                    });
-                }
-            }
-            review
-        }
+        Reviewed::NothingToDo(review) => return review_body(&review),
     };
+    let AppliedTo {
+        review,
+        answered,
+        namespace,
+        name,
+        app: spark_app,
+        driver,
+        dry_run,
+        namespace_unread,
+        ..
+    } = *applied;
+    if let Some(why) = &namespace_unread {
+        tracing::warn!(%namespace, why, "could not read the namespace for gang admission; decided on per-application limits only");
+    }
+    let metrics = &app.state.metrics;
+    for written in &answered.written {
+        metrics.count_spark_conf_set(&written.rule);
+    }
+    let fitted = &answered.fitted;
+    if let (Some((_, uid)), Some(granted)) = (&driver, answered.granted) {
+        app.state
+            .gang_reads
+            .remember(uid, crate::quota::gang::Decided::Granted(granted));
+    }
+    if let Some(why) = &answered.gang_refusal {
+        metrics.count_spark_conf_refused("gang");
+        tracing::info!(%namespace, configmap = %name, app = %spark_app, why = %why, "refused a Spark submission: no room for its minimum executors");
+    } else if answered.refused() {
+        metrics.count_spark_conf_refused("max");
+        let over: Vec<String> = answered.over.iter().map(ToString::to_string).collect();
+        tracing::info!(%namespace, configmap = %name, app = %spark_app, over = %over.join("; "), "refused a Spark submission over a sparkConf max");
+    } else if let (false, Some(fit)) = (fitted.changes.is_empty(), &fitted.fit) {
+        metrics.count_spark_conf_lowered(&fit.quota);
+        let changes: Vec<String> = fitted.changes.iter().map(ToString::to_string).collect();
+        tracing::info!(%namespace, configmap = %name, app = %spark_app, quota = %fit.quota, limit = %fit.limit, changes = %changes.join(", "), "lowered a Spark driver's executor counts to fit its quota");
+    }
+    for warning in &answered.warnings {
+        tracing::info!(%namespace, configmap = %name, app = %spark_app, "{warning}");
+    }
+    if let (false, Some((pod, uid))) = (dry_run, &driver) {
+        for (warning, reason, note) in driver_events(&review, &answered) {
+            app.state.driver_events.record(crate::events::DriverEvent {
+                namespace: namespace.clone(),
+                pod: pod.clone(),
+                uid: uid.clone(),
+                warning,
+                reason,
+                note,
+            });
+        }
+    }
     review_body(&review)
+}
+
+/// What the server reads from the cluster for a driver ConfigMap: through the API, within the
+/// bounds of each reader, logged and measured.
+struct ServerReads<'a> {
+    state: &'a State,
+}
+
+impl ClusterReads for ServerReads<'_> {
+    fn application<'a>(
+        &'a self,
+        namespace: &'a str,
+        app: &'a str,
+    ) -> BoxFuture<'a, (AppTotals, Option<String>)> {
+        Box::pin(async move {
+            let (totals, app_name, confirmation) =
+                self.state.quotas.application(namespace, app).await;
+            if let Confirmation::Failed(error) = &confirmation {
+                tracing::warn!(%error, app, "could not list the application's pods; fitting its configuration to this replica's view");
+            }
+            (totals, app_name)
+        })
+    }
+
+    fn executor_template<'a>(
+        &'a self,
+        namespace: &'a str,
+        driver: &'a str,
+        uid: &'a str,
+    ) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async move {
+            let read = self
+                .state
+                .executor_templates
+                .fetch(namespace, driver, uid)
+                .await
+                .map_err(|error| error.to_string());
+            if let Err(why) = &read {
+                tracing::warn!(
+                    namespace,
+                    driver,
+                    why,
+                    "could not read the executor pod template; sizing executors from the Spark container alone"
+                );
+            }
+            read
+        })
+    }
+
+    fn namespace<'a>(
+        &'a self,
+        namespace: &'a str,
+        own: &'a str,
+    ) -> BoxFuture<'a, Result<NamespaceView, String>> {
+        Box::pin(async move {
+            let expiry = self.state.quotas.options().gang_expiry;
+            let reading = Instant::now();
+            let read = self.state.gang_reads.read(namespace, own, expiry).await;
+            self.state
+                .metrics
+                .gang_read_duration
+                .observe(reading.elapsed().as_secs_f64());
+            let (view, waited) = read.map_err(|error| error.to_string())?;
+            if waited.unsettled > 0 {
+                tracing::info!(
+                    namespace,
+                    unsettled = waited.unsettled,
+                    reads = waited.reads,
+                    "earlier submissions were still undecided after the wait; each counted as asking what this one asks"
+                );
+            }
+            Ok(view)
+        })
+    }
 }
 
 /// The Events a driver ConfigMap's answer records on its driver pod (SPEC §5b): the refusal,

@@ -18,15 +18,20 @@
 //! earlier submissions, from their stored ConfigMaps), so the submission is decided on
 //! per-application limits only ([`Application::namespace_unread`] says when that mattered).
 
+use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::core::admission::AdmissionRequest;
 use serde_json::{Value, json};
 
 use crate::admission::ResponseReview;
-use crate::admission::spark_conf::{self, Answered};
+use crate::admission::spark_conf::{self, Answered, AppliedTo, ClusterReads, Reviewed};
 use crate::policy::Policy;
+use crate::quota::gang::NamespaceView;
 use crate::quota::ledger::AppTotals;
 use crate::quota::{Ledger, Tracker};
+
+/// Why the namespace is not read offline for gang admission.
+const OFFLINE_NAMESPACE: &str = "gang admission reads the namespace's pods and earlier submissions from the cluster, and this answer is offline";
 
 /// Why an executor pod template is not read offline.
 const OFFLINE_TEMPLATE: &str = "it is in a ConfigMap of the driver pod, which is read from the cluster, and this answer is offline";
@@ -126,72 +131,89 @@ pub(crate) fn answer(
     policy: &Policy,
     cluster: Option<Ledger>,
 ) -> std::io::Result<Offline> {
-    if policy.quotas.is_empty() && !policy.has_spark_conf_rules() {
-        return Ok(Offline {
-            review: ResponseReview::allowed(&request.uid),
-            outcome: Outcome::NothingToDo,
-        });
-    }
-    let mut candidate = match spark_conf::candidate(request) {
-        Ok(candidate) => candidate,
-        Err(unchanged) => {
-            return Ok(Offline {
-                review: unchanged.review(),
-                outcome: Outcome::Unchanged(unchanged.reason),
-            });
-        }
+    let reads = OfflineReads {
+        knows_pods: cluster.is_some(),
+        tracker: Tracker::offline(cluster.unwrap_or_default()),
     };
-    let without_quotas;
-    let (policy, cluster) = match cluster {
-        Some(ledger) => (policy, ledger),
-        None => {
-            let mut stripped = policy.clone();
-            stripped.quotas.clear();
-            without_quotas = stripped;
-            (&without_quotas, Ledger::new())
-        }
-    };
-    let limited = candidate.may_be_limited(policy);
-    if limited && candidate.executor_template_owner().is_some() {
-        candidate = candidate.without_executor_template(OFFLINE_TEMPLATE.to_owned());
-    }
-    let (totals, app_name) = if limited {
-        application(cluster, &candidate.namespace, &candidate.app)?
-    } else {
-        (AppTotals::default(), None)
-    };
-    let mut application = Application {
-        namespace: candidate.namespace.clone(),
-        app: candidate.app.clone(),
-        app_name: app_name
-            .clone()
-            .or_else(|| candidate.app_name().map(str::to_owned)),
-        limited,
-        namespace_unread: candidate.needs_namespace_view(policy)
-            && candidate.driver_uid().is_some(),
-        answered: Answered::default(),
-    };
-    let (review, answered) = spark_conf::answer(candidate, policy, &totals, app_name.as_deref());
-    application.answered = answered;
-    Ok(Offline {
-        review,
-        outcome: Outcome::Applied(Box::new(application)),
-    })
-}
-
-/// The application's totals and name among `cluster`'s pods, read as the server reads them.
-fn application(
-    cluster: Ledger,
-    namespace: &str,
-    app: &str,
-) -> std::io::Result<(AppTotals, Option<String>)> {
-    // An offline tracker has no client, so it reads its ledger and awaits nothing; the runtime
-    // only drives the one async function that reads an application's totals.
+    // An offline tracker has no client, so its reads await nothing; the runtime only drives
+    // the server's async sequence.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()?;
-    let (totals, name, _) = runtime.block_on(Tracker::offline(cluster).application(namespace, app));
-    Ok((totals, name))
+    let reviewed = runtime.block_on(spark_conf::review(request, policy, &reads));
+    Ok(match reviewed {
+        Reviewed::NothingToDo(review) => Offline {
+            review: *review,
+            outcome: Outcome::NothingToDo,
+        },
+        Reviewed::Unchanged(unchanged) => Offline {
+            review: unchanged.review(),
+            outcome: Outcome::Unchanged(unchanged.reason),
+        },
+        Reviewed::Applied(applied) => {
+            let AppliedTo {
+                review,
+                answered,
+                namespace,
+                app,
+                app_name,
+                limited,
+                namespace_unread,
+                ..
+            } = *applied;
+            Offline {
+                review,
+                outcome: Outcome::Applied(Box::new(Application {
+                    namespace,
+                    app,
+                    app_name,
+                    limited,
+                    namespace_unread: namespace_unread.is_some(),
+                    answered,
+                })),
+            }
+        }
+    })
+}
+
+/// What the offline answer has of the cluster: the given pods, and nothing else.
+struct OfflineReads {
+    knows_pods: bool,
+    tracker: Tracker,
+}
+
+impl ClusterReads for OfflineReads {
+    fn knows_pods(&self) -> bool {
+        self.knows_pods
+    }
+
+    fn application<'a>(
+        &'a self,
+        namespace: &'a str,
+        app: &'a str,
+    ) -> BoxFuture<'a, (AppTotals, Option<String>)> {
+        Box::pin(async move {
+            let (totals, name, _) = self.tracker.application(namespace, app).await;
+            (totals, name)
+        })
+    }
+
+    fn executor_template<'a>(
+        &'a self,
+        _namespace: &'a str,
+        _driver: &'a str,
+        _uid: &'a str,
+    ) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async { Err(OFFLINE_TEMPLATE.to_owned()) })
+    }
+
+    fn namespace<'a>(
+        &'a self,
+        _namespace: &'a str,
+        _own: &'a str,
+    ) -> BoxFuture<'a, Result<NamespaceView, String>> {
+        Box::pin(async { Err(OFFLINE_NAMESPACE.to_owned()) })
+    }
 }
 
 #[cfg(test)]
