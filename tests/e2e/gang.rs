@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 
 use super::quotas::LoadBalancer;
@@ -103,28 +103,10 @@ async fn of_four_concurrent_submissions_through_two_replicas_exactly_two_are_adm
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
         assert_eq!(drivers.len(), 2, "run {run}: 2 drivers left");
-        let maps = Api::<ConfigMap>::namespaced(client.clone(), &namespace.name)
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items;
         let mut granted = 0;
         for driver in &drivers {
-            let uid = driver.metadata.uid.clone().unwrap();
-            let conf = maps
-                .iter()
-                .find(|map| {
-                    map.metadata
-                        .name
-                        .as_deref()
-                        .is_some_and(|n| n.starts_with("spark-drv-"))
-                        && map
-                            .metadata
-                            .owner_references
-                            .iter()
-                            .flatten()
-                            .any(|owner| owner.uid == uid)
-                })
+            let conf = super::spark_conf::driver_configmap(&client, &namespace.name, driver)
+                .await
                 .unwrap_or_else(|| panic!("run {run}: the admitted driver's ConfigMap is stored"));
             let record = conf
                 .metadata

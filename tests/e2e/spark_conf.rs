@@ -96,13 +96,23 @@ async fn stored_driver_configmap(
         .await
         .unwrap();
     assert_eq!(drivers.items.len(), 1, "one driver for {app_name}");
-    let driver = &drivers.items[0];
+    driver_configmap(client, namespace, &drivers.items[0])
+        .await
+        .unwrap_or_else(|| panic!("no spark-drv ConfigMap owned by the driver of {app_name}"))
+}
+
+/// The `spark-drv-*-conf-map` ConfigMap stored in `namespace` and owned by `driver`, if any.
+pub(super) async fn driver_configmap(
+    client: &kube::Client,
+    namespace: &str,
+    driver: &Pod,
+) -> Option<ConfigMap> {
     let driver_uid = driver.metadata.uid.clone().unwrap();
-    let maps = Api::<ConfigMap>::namespaced(client.clone(), namespace)
+    Api::<ConfigMap>::namespaced(client.clone(), namespace)
         .list(&ListParams::default())
         .await
-        .unwrap();
-    maps.items
+        .unwrap()
+        .items
         .into_iter()
         .find(|map| {
             map.metadata
@@ -116,10 +126,9 @@ async fn stored_driver_configmap(
                     .flatten()
                     .any(|owner| owner.uid == driver_uid)
         })
-        .unwrap_or_else(|| panic!("no spark-drv ConfigMap owned by the driver of {app_name}"))
 }
 
-fn properties_of(map: &ConfigMap) -> String {
+pub(super) fn properties_of(map: &ConfigMap) -> String {
     map.data.as_ref().unwrap()["spark.properties"].clone()
 }
 

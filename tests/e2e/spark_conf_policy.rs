@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use kube::api::{Api, ListParams, WatchEvent, WatchParams};
 
+use super::spark_conf::properties_of;
 use super::{Registration, SparkSubmit, TestNamespace, Webhook, client, free_port, labels};
 
 const SET_ANNOTATION: &str = "spark-admission.io/spark-conf-set";
@@ -48,30 +49,9 @@ async fn stored_driver_configmap(
     namespace: &str,
     driver: &Pod,
 ) -> ConfigMap {
-    let driver_uid = driver.metadata.uid.clone().unwrap();
-    Api::<ConfigMap>::namespaced(client.clone(), namespace)
-        .list(&ListParams::default())
+    super::spark_conf::driver_configmap(client, namespace, driver)
         .await
-        .unwrap()
-        .items
-        .into_iter()
-        .find(|map| {
-            map.metadata
-                .name
-                .as_deref()
-                .is_some_and(|n| n.starts_with("spark-drv-"))
-                && map
-                    .metadata
-                    .owner_references
-                    .iter()
-                    .flatten()
-                    .any(|owner| owner.uid == driver_uid)
-        })
         .expect("a spark-drv ConfigMap owned by the driver pod")
-}
-
-fn properties_of(map: &ConfigMap) -> String {
-    map.data.as_ref().unwrap()["spark.properties"].clone()
 }
 
 /// The value of `key` in a `spark.properties` text (as `java.util.Properties.store` writes
