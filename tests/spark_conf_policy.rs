@@ -85,6 +85,10 @@ async fn settings_are_written_under_merge_and_recorded_as_the_spec_says() {
         metrics.contains("spark_admission_spark_conf_set_total{rule=\"observability\"} 4"),
         "{metrics}"
     );
+    let mut events = state.driver_events.take_queue().expect("the queue");
+    let event = events.try_recv().expect("an Event queued");
+    assert_eq!((event.warning, event.reason), (false, "SparkConfSet"));
+    assert_eq!(event.note, format!("spark-admission set {record}"));
 
     // The stored ConfigMap sent again (the configuration spark-submit would write had it set
     // these itself): nothing to change.
@@ -119,6 +123,25 @@ async fn a_submission_over_a_max_is_refused_naming_each_setting_its_value_and_th
         metrics.contains("spark_admission_spark_conf_refused_total{reason=\"max\"} 1"),
         "{metrics}"
     );
+    // The driver pod the ConfigMap's owner names gets a Warning Event with the refusal.
+    let mut events = state.driver_events.take_queue().expect("the queue");
+    let event = events.try_recv().expect("an Event queued");
+    assert_eq!(
+        (
+            event.namespace.as_str(),
+            event.pod.as_str(),
+            event.warning,
+            event.reason
+        ),
+        (
+            "capture-cm",
+            "nightly-etl-9bdd68a213f7ca52-driver",
+            true,
+            "SubmissionRefused"
+        )
+    );
+    assert_eq!(event.note, response["status"]["message"].as_str().unwrap());
+    assert!(events.try_recv().is_err(), "one Event");
     // Within every max: allowed unchanged.
     let state = state_with(
         "rules: [{name: caps, sparkConf: {max: {spark.executor.memory: 2048m, spark.executor.cores: 2, spark.driver.memory: 1g}}}]",
