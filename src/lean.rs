@@ -115,24 +115,32 @@ pub(crate) struct LeanStatus {
     pub(crate) phase: Option<String>,
 }
 
-impl k8s_openapi::Resource for LeanPod {
-    const API_VERSION: &'static str = "v1";
-    const GROUP: &'static str = "";
-    const KIND: &'static str = "Pod";
-    const VERSION: &'static str = "v1";
-    const URL_PATH_SEGMENT: &'static str = "pods";
-    type Scope = k8s_openapi::NamespaceResourceScope;
+/// A lean pod is a core/v1 Pod to the API: listed and watched at the pods' URL, with its
+/// metadata in `metadata`.
+macro_rules! lean_pod_resource {
+    ($lean:ty) => {
+        impl k8s_openapi::Resource for $lean {
+            const API_VERSION: &'static str = "v1";
+            const GROUP: &'static str = "";
+            const KIND: &'static str = "Pod";
+            const VERSION: &'static str = "v1";
+            const URL_PATH_SEGMENT: &'static str = "pods";
+            type Scope = k8s_openapi::NamespaceResourceScope;
+        }
+
+        impl k8s_openapi::Metadata for $lean {
+            type Ty = ObjectMeta;
+            fn metadata(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+            fn metadata_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
 }
 
-impl k8s_openapi::Metadata for LeanPod {
-    type Ty = ObjectMeta;
-    fn metadata(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn metadata_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+lean_pod_resource!(LeanPod);
 
 /// A pod with what quotas read and the names of the ConfigMaps its volumes mount: the shape
 /// of gang admission's consistent read of a namespace (a driver's volume names its
@@ -170,21 +178,4 @@ pub(crate) struct LeanConfigMapSource {
     pub(crate) name: String,
 }
 
-impl k8s_openapi::Resource for LeanPodWithVolumes {
-    const API_VERSION: &'static str = "v1";
-    const GROUP: &'static str = "";
-    const KIND: &'static str = "Pod";
-    const VERSION: &'static str = "v1";
-    const URL_PATH_SEGMENT: &'static str = "pods";
-    type Scope = k8s_openapi::NamespaceResourceScope;
-}
-
-impl k8s_openapi::Metadata for LeanPodWithVolumes {
-    type Ty = ObjectMeta;
-    fn metadata(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn metadata_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+lean_pod_resource!(LeanPodWithVolumes);
