@@ -400,7 +400,8 @@ async fn mutate_spark_conf(AxumState(app): AxumState<WebhookApp>, body: Body) ->
         metrics.count_spark_conf_set(&written.rule);
     }
     let fitted = &answered.fitted;
-    if let (Some((_, uid)), Some(granted)) = (&driver, answered.granted) {
+    // A dry run stores nothing, so it grants nothing to remember.
+    if let (false, Some((_, uid)), Some(granted)) = (dry_run, &driver, answered.granted) {
         app.state
             .gang_reads
             .remember(uid, crate::quota::gang::Decided::Granted(granted));
