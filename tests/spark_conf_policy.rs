@@ -197,7 +197,7 @@ quotas: [{name: nine, perApplication: {maxCpu: "9"}}]
     );
     assert_eq!(
         annotations["spark-admission.io/spark-conf-lowered"],
-        "spark.executor.instances=2 (was 6) to fit quota nine (maxCpu 9 with 1 CPUs in use, 4 per executor)"
+        "spark.executor.instances=2 (was 6) to fit quota nine (maxCpu 9 with 1 CPU in use, 4 CPU per executor)"
     );
 }
 

@@ -1029,7 +1029,7 @@ quotas: [{name: size, perApplication: {maxCpu: '8', maxMemory: 20Gi}}]
         assert_eq!(
             review.response.status.as_ref().unwrap().message,
             "spark-admission refused Spark application nightly-etl (spark-b80cad1763024b8b848f4455477ea33a): \
-             quota tiny (maxCpu 1 with 1 CPUs in use, 2 per executor) leaves room for 0 of the 1 executors it needs to start (2 CPU and 2867Mi each); \
+             quota tiny (maxCpu 1 with 1 CPU in use, 2 CPU per executor) leaves room for 0 of the 1 executors it needs to start (2 CPU and 2867Mi each); \
              lower spark.executor.cores or spark.executor.memory (or spark.dynamicAllocation.minExecutors), or submit it again once room frees up"
         );
         assert!(answered.refused() && answered.gang_refusal.is_some());
@@ -1243,7 +1243,7 @@ quotas: [{name: size, perApplication: {maxCpu: '8', maxMemory: 20Gi}}]
         assert!(text.ends_with("\nspark.executor.instances=1\n"), "{text}");
         assert_eq!(
             annotation,
-            "spark.executor.instances=1 (was unset) to fit quota cpu (maxCpu 3500m with 1 CPUs in use, 1.5 per executor)"
+            "spark.executor.instances=1 (was unset) to fit quota cpu (maxCpu 3.5 with 1 CPU in use, 1.5 CPU per executor)"
         );
     }
 

@@ -51,8 +51,8 @@ pub fn executors_that_fit(quotas: &[&Quota], totals: &AppTotals, executor: Charg
                 executors: room(max.nanos(), totals.charge.cpu, executor.cpu),
                 quota: quota.name.clone(),
                 limit: format!(
-                    "maxCpu {} with {} CPUs in use, {} per executor",
-                    max,
+                    "maxCpu {} with {} CPU in use, {} CPU per executor",
+                    format_cpu(max.nanos()),
                     format_cpu(totals.charge.cpu),
                     format_cpu(executor.cpu)
                 ),
@@ -128,7 +128,7 @@ quotas:
             Some(Fit {
                 executors: 4,
                 quota: "size".to_owned(),
-                limit: "maxCpu 9 with 1 CPUs in use, 2 per executor".to_owned(),
+                limit: "maxCpu 9 with 1 CPU in use, 2 CPU per executor".to_owned(),
             })
         );
         let only_namespace = [quotas[2]];

@@ -414,7 +414,7 @@ async fn an_executor_templates_sidecar_counts_in_the_fitted_count_and_every_exec
             .get(LOWERED_ANNOTATION)
             .map(String::as_str),
         Some(
-            "spark.executor.instances=3 (was 6) to fit quota five-and-a-half (maxCpu 5500m with 1 CPUs in use, 1.5 per executor)"
+            "spark.executor.instances=3 (was 6) to fit quota five-and-a-half (maxCpu 5.5 with 1 CPU in use, 1.5 CPU per executor)"
         )
     );
 
@@ -453,7 +453,7 @@ async fn an_executor_templates_sidecar_counts_in_the_fitted_count_and_every_exec
     };
     assert_eq!(
         event["message"],
-        "spark-admission lowered spark.executor.instances=3 (was 6) to fit quota five-and-a-half (maxCpu 5500m with 1 CPUs in use, 1.5 per executor)"
+        "spark-admission lowered spark.executor.instances=3 (was 6) to fit quota five-and-a-half (maxCpu 5.5 with 1 CPU in use, 1.5 CPU per executor)"
     );
     assert_eq!(event["type"], "Normal");
 
