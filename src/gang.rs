@@ -38,6 +38,10 @@ pub const WAIT: Duration = Duration::from_millis(1500);
 pub const POLL: Duration = Duration::from_millis(100);
 /// How long after its driver a submission's ConfigMap may still be on its way.
 pub const IN_FLIGHT: Duration = Duration::from_secs(10);
+/// Most earlier submissions' ConfigMaps read by one read of the namespace; the rest stay
+/// unsettled for that read. A tenant can make many young drivers in its namespace; what one
+/// review makes the apiserver do stays bounded whatever their number.
+pub const MAX_GETS_PER_READ: usize = 32;
 /// Most submissions remembered; past it the memory starts again (they are read again).
 const MAX_REMEMBERED: usize = 10_000;
 /// The volume of a cluster-mode driver that mounts its configuration's ConfigMap.
@@ -52,6 +56,12 @@ pub enum Error {
     /// [`MAX_IN_FLIGHT`] decisions were reading already.
     #[error("{MAX_IN_FLIGHT} submissions were being decided already")]
     Busy,
+    /// The namespace's LIST took longer than [`WAIT`].
+    #[error("listing the Spark pods of namespace {namespace} took longer than {WAIT:?}")]
+    Timeout {
+        /// The namespace.
+        namespace: String,
+    },
     /// The LIST failed.
     #[error("listing the Spark pods of namespace {namespace}: {source}")]
     List {
@@ -128,12 +138,16 @@ impl GangReads {
             .await
             .map_err(|_| Error::Busy)?
             .map_err(|_| Error::Busy)?;
-        let started = Instant::now();
+        // Every read, and every request in it, ends by this: a slow apiserver or a namespace
+        // of many drivers cannot hold the review past it.
+        let deadline = Instant::now() + WAIT;
         let mut reads = 0;
         loop {
             reads += 1;
-            let (view, unsettled) = self.read_once(client, namespace, own, expiry).await?;
-            if unsettled == 0 || started.elapsed() + POLL > WAIT {
+            let (view, unsettled) = self
+                .read_once(client, namespace, own, expiry, deadline)
+                .await?;
+            if unsettled == 0 || Instant::now() + POLL > deadline {
                 return Ok((view, Waited { reads, unsettled }));
             }
             tokio::time::sleep(POLL).await;
@@ -146,15 +160,22 @@ impl GangReads {
         namespace: &str,
         own: &str,
         expiry: Duration,
+        deadline: Instant,
     ) -> Result<(NamespaceView, usize), Error> {
         // No resourceVersion: a quorum read from etcd, the same on every replica.
-        let list = Api::<LeanPodWithVolumes>::namespaced(client.clone(), namespace)
-            .list(&ListParams::default().labels(SPARK_POD_SELECTOR))
-            .await
-            .map_err(|source| Error::List {
-                namespace: namespace.to_owned(),
-                source,
-            })?;
+        let pods = Api::<LeanPodWithVolumes>::namespaced(client.clone(), namespace);
+        let list = tokio::time::timeout_at(
+            deadline.into(),
+            pods.list(&ListParams::default().labels(SPARK_POD_SELECTOR)),
+        )
+        .await
+        .map_err(|_| Error::Timeout {
+            namespace: namespace.to_owned(),
+        })?
+        .map_err(|source| Error::List {
+            namespace: namespace.to_owned(),
+            source,
+        })?;
         let now = unix_now();
         let mut view = NamespaceView::default();
         let mut confs: Vec<(String, String, i64)> = Vec::new();
@@ -177,6 +198,7 @@ impl GangReads {
             .find(|p| p.uid == own)
             .map(|p| (p.created, p.uid.clone()));
         let mut unsettled = 0;
+        let mut gets = 0;
         for (uid, conf, created) in confs {
             if let Some(decided) = self.recalled(&uid) {
                 view.drivers.insert(uid, decided);
@@ -192,8 +214,17 @@ impl GangReads {
             }
             let decided = if conf.is_empty() {
                 Decided::Nothing
+            } else if gets >= MAX_GETS_PER_READ || Instant::now() >= deadline {
+                // Not read this time: unsettled, as if still being decided.
+                Decided::Pending
             } else {
-                self.stored(client, namespace, &conf, created, now).await
+                gets += 1;
+                tokio::time::timeout_at(
+                    deadline.into(),
+                    self.stored(client, namespace, &conf, created, now),
+                )
+                .await
+                .unwrap_or(Decided::Pending)
             };
             if decided == Decided::Pending {
                 unsettled += 1;
@@ -437,5 +468,71 @@ mod tests {
             .unwrap();
         assert_eq!((waited.reads, waited.unsettled), (1, 0));
         assert_eq!(view.drivers.get("b"), Some(&Decided::Pending));
+    }
+
+    #[tokio::test]
+    async fn many_earlier_drivers_cost_at_most_a_bounded_number_of_gets_per_read() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        // 100 young drivers, earlier than "own", none of whose ConfigMaps is stored: what a
+        // tenant can create in its own namespace.
+        let now = unix_now();
+        let at = |seconds: i64| {
+            k8s_openapi::jiff::Timestamp::from_second(seconds)
+                .unwrap()
+                .to_string()
+        };
+        let mut items: Vec<serde_json::Value> = (0..100)
+            .map(|i| {
+                driver(
+                    &format!("fake-{i:03}"),
+                    "fake",
+                    &at(now - 3),
+                    &format!("c-{i}"),
+                )
+            })
+            .collect();
+        items.push(driver("own", "app", &at(now - 1), "spark-drv-own"));
+        let pods = serde_json::json!({"apiVersion": "v1", "kind": "PodList",
+            "metadata": {"resourceVersion": "5"}, "items": items});
+        let (lists, gets) = (
+            std::sync::Arc::new(AtomicUsize::new(0)),
+            std::sync::Arc::new(AtomicUsize::new(0)),
+        );
+        let (list_count, get_count) = (lists.clone(), gets.clone());
+        let service = tower::service_fn(move |request: axum::http::Request<kube::client::Body>| {
+            let (pods, lists, gets) = (pods.clone(), list_count.clone(), get_count.clone());
+            async move {
+                let path = request.uri().path().to_owned();
+                let mut response = if path == "/api/v1/namespaces/ns/pods" {
+                    lists.fetch_add(1, Ordering::SeqCst);
+                    axum::http::Response::new(pods.to_string())
+                } else {
+                    gets.fetch_add(1, Ordering::SeqCst);
+                    axum::http::Response::new(
+                        serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}).to_string(),
+                    )
+                };
+                if path != "/api/v1/namespaces/ns/pods" {
+                    *response.status_mut() = axum::http::StatusCode::NOT_FOUND;
+                }
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        });
+        let reads = GangReads::new();
+        reads.set_client(kube::Client::new(service, "default"));
+        let (view, waited) = reads
+            .read("ns", "own", Duration::from_secs(300))
+            .await
+            .unwrap();
+        // Every fake driver stays unsettled; each read asked for at most 32 ConfigMaps.
+        assert_eq!(waited.unsettled, 100, "{waited:?}");
+        assert_eq!(lists.load(Ordering::SeqCst), waited.reads as usize);
+        let asked = gets.load(Ordering::SeqCst);
+        assert!(
+            asked <= MAX_GETS_PER_READ * waited.reads as usize,
+            "{asked} GETs in {} reads",
+            waited.reads
+        );
+        assert_eq!(view.pods.len(), 101);
     }
 }
