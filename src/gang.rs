@@ -1,53 +1,70 @@
-//! The consistent read of a namespace that gang admission decides on (SPEC §5b; the decision
-//! itself is [`crate::quota::gang`]): a quorum LIST of its Spark pods, and for each driver
-//! whose submission is earlier than the one being decided, where that submission stands,
-//! from its stored driver ConfigMap.
+//! The consistent read of a namespace that gang admission decides on, and the write that
+//! holds its room (SPEC §5b; the decision itself is [`crate::quota::gang`]).
 //!
-//! An admitted ConfigMap carries the room it was granted in an annotation, and Spark's
+//! The read: a quorum LIST of the namespace's Spark pods; for each young driver, where its
+//! submission stands, from its stored driver ConfigMap; then the namespace's reservations, a
+//! quorum GET of one Lease in the webhook's own namespace (`spark-admission-gang-<namespace>`,
+//! annotation [`RESERVATIONS_ANNOTATION`]). Tenants cannot write there; the webhook needs
+//! only get, create and update on Leases in its own namespace.
+//!
+//! The write: an admitted submission's reservation goes into that Lease with its
+//! `resourceVersion` as a precondition (create when there is none), before the answer. A
+//! conflict means another decision wrote first: the Lease is read again and the submission
+//! decided again, counting it.
+//!
+//! An admitted ConfigMap also carries the room it was granted in an annotation, and Spark's
 //! ConfigMaps are immutable, so a replica reads each one at most once (a GET, with the `get`
-//! on ConfigMaps the executor templates need) and remembers it; its own admissions it remembers
-//! as it makes them. An earlier submission whose ConfigMap is not stored yet is being decided
-//! (on this replica or another) or was refused, in which case spark-submit deletes its driver
-//! within about 0.1 s (measured): the read is repeated every [`POLL`] until every earlier one
-//! is settled, for at most [`WAIT`], well inside the ConfigMap webhook's 3 s timeout. A driver
-//! without a stored ConfigMap after [`IN_FLIGHT`] was not made by a live spark-submit and is
-//! counted as a pod only.
+//! on ConfigMaps the executor templates need) and remembers it; its own admissions it
+//! remembers as it makes them.
 //!
 //! Any client can send a review, so reads are bounded: [`MAX_IN_FLIGHT`] decisions read at
-//! once; past that the decision goes without the namespace read (and says so).
+//! once, past that the decision goes without the namespace read (and says so); at most
+//! [`MAX_GETS_PER_READ`] ConfigMaps per read; and one deadline, [`BUDGET`] from the review's
+//! start, bounds every request of its read and writes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 use tokio::sync::Semaphore;
 
 use crate::engine::{APP_ID_LABEL, ROLE_LABEL};
 use crate::lean::LeanPodWithVolumes;
 use crate::policy::Role;
-use crate::quota::gang::{Decided, Granted, NamespaceView, RESERVATION_ANNOTATION, ViewPod};
+use crate::quota::gang::{
+    Decided, Granted, NamespaceView, RESERVATION_ANNOTATION, Reservations, SETTLING, ViewPod,
+};
 use crate::quota::watch::{SPARK_POD_SELECTOR, charge_of};
 
 /// Most decisions reading their namespace at once.
 pub const MAX_IN_FLIGHT: usize = 4;
-/// Longest wait for earlier submissions to be settled.
-pub const WAIT: Duration = Duration::from_millis(1500);
-/// Between two reads while waiting.
-pub const POLL: Duration = Duration::from_millis(100);
-/// How long after its driver a submission's ConfigMap may still be on its way.
-pub const IN_FLIGHT: Duration = Duration::from_secs(10);
-/// Most earlier submissions' ConfigMaps read by one read of the namespace; the rest stay
-/// unsettled for that read. A tenant can make many young drivers in its namespace; what one
-/// review makes the apiserver do stays bounded whatever their number.
+/// Longest wait for a read slot.
+pub const SLOT_WAIT: Duration = Duration::from_millis(500);
+/// Longest time a review's reads and writes of the namespace take together, well inside the
+/// ConfigMap webhook's 3 s timeout.
+pub const BUDGET: Duration = Duration::from_millis(2000);
+/// Most earlier submissions' ConfigMaps read by one read of the namespace; the rest count as
+/// pods for that read. A tenant can make many young drivers in its namespace; what one review
+/// makes the apiserver do stays bounded whatever their number.
 pub const MAX_GETS_PER_READ: usize = 32;
+/// The annotation of a namespace's Lease that holds its reservations, as JSON by driver uid.
+pub const RESERVATIONS_ANNOTATION: &str = "spark-admission.io/gang-reservations";
+/// The annotation of a namespace's Lease that names the namespace.
+const NAMESPACE_ANNOTATION: &str = "spark-admission.io/namespace";
 /// Most submissions remembered; past it the memory starts again (they are read again).
 const MAX_REMEMBERED: usize = 10_000;
 /// The volume of a cluster-mode driver that mounts its configuration's ConfigMap.
 const CONF_VOLUME: &str = "spark-conf-volume-driver";
 
-/// Why a namespace could not be read.
+/// The Lease that holds `namespace`'s reservations.
+pub fn lease_name(namespace: &str) -> String {
+    format!("spark-admission-gang-{namespace}")
+}
+
+/// Why a namespace could not be read, or its reservation not written.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The server runs without a Kubernetes client.
@@ -56,35 +73,48 @@ pub enum Error {
     /// [`MAX_IN_FLIGHT`] decisions were reading already.
     #[error("{MAX_IN_FLIGHT} submissions were being decided already")]
     Busy,
-    /// The namespace's LIST took longer than [`WAIT`].
-    #[error("listing the Spark pods of namespace {namespace} took longer than {WAIT:?}")]
+    /// A request ran past the review's deadline.
+    #[error("{what} for namespace {namespace} took longer than the {BUDGET:?} a review has")]
     Timeout {
+        /// What was asked.
+        what: &'static str,
         /// The namespace.
         namespace: String,
     },
-    /// The LIST failed.
-    #[error("listing the Spark pods of namespace {namespace}: {source}")]
-    List {
+    /// A request failed.
+    #[error("{what} for namespace {namespace}: {source}")]
+    Api {
+        /// What was asked.
+        what: &'static str,
         /// The namespace.
         namespace: String,
         /// The error.
         #[source]
         source: kube::Error,
     },
+    /// The Lease's reservations could not be read.
+    #[error("the reservations in Lease {lease} are not what spark-admission writes: {why}")]
+    Unreadable {
+        /// The Lease.
+        lease: String,
+        /// Why.
+        why: String,
+    },
 }
 
-/// How the read went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Waited {
-    /// Reads made.
-    pub reads: u32,
-    /// Earlier submissions still unsettled when the wait ran out.
-    pub unsettled: usize,
+/// How writing a reservation went wrong.
+#[derive(Debug)]
+pub enum Reserve {
+    /// Another decision wrote first: the reservations as they are now.
+    Conflict(Reservations),
+    /// The write (or the read after a conflict) failed.
+    Failed(Error),
 }
 
-/// Reads namespaces for gang admission, with the server's client once it has one.
+/// Reads namespaces for gang admission and holds their room, with the server's client once
+/// it has one.
 pub struct GangReads {
-    client: OnceLock<kube::Client>,
+    client: OnceLock<(kube::Client, String)>,
     slots: Semaphore,
     remembered: Mutex<HashMap<String, Decided>>,
 }
@@ -105,9 +135,10 @@ impl GangReads {
         }
     }
 
-    /// Gives it the server's client (set once).
-    pub fn set_client(&self, client: kube::Client) {
-        let _ = self.client.set(client);
+    /// Gives it the server's client, and the webhook's own namespace, where the reservations'
+    /// Leases are (set once).
+    pub fn set_client(&self, client: kube::Client, home: String) {
+        let _ = self.client.set((client, home));
     }
 
     /// Remembers how the submission of driver `uid` was decided here.
@@ -124,61 +155,36 @@ impl GangReads {
         self.remembered.lock().ok()?.get(uid).copied()
     }
 
-    /// The namespace as the submission of driver `own` is decided on: its Spark pods, and
-    /// where every submission of a driver younger than `expiry` stands, earlier ones settled
-    /// if they settle within [`WAIT`].
+    /// The namespace as the submission of driver `own` is decided on: its Spark pods, where
+    /// the submission of every other driver younger than `expiry` stands, and the
+    /// reservations still holding room, all read by `deadline`.
     pub async fn read(
         &self,
         namespace: &str,
         own: &str,
         expiry: Duration,
-    ) -> Result<(NamespaceView, Waited), Error> {
-        let client = self.client.get().ok_or(Error::NoClient)?;
-        let _slot = tokio::time::timeout(POLL, self.slots.acquire())
+        deadline: Instant,
+    ) -> Result<NamespaceView, Error> {
+        let (client, home) = self.client.get().ok_or(Error::NoClient)?;
+        let _slot = tokio::time::timeout(SLOT_WAIT, self.slots.acquire())
             .await
             .map_err(|_| Error::Busy)?
             .map_err(|_| Error::Busy)?;
-        // Every read, and every request in it, ends by this: a slow apiserver or a namespace
-        // of many drivers cannot hold the review past it.
-        let deadline = Instant::now() + WAIT;
-        let mut reads = 0;
-        loop {
-            reads += 1;
-            let (view, unsettled) = self
-                .read_once(client, namespace, own, expiry, deadline)
-                .await?;
-            if unsettled == 0 || Instant::now() + POLL > deadline {
-                return Ok((view, Waited { reads, unsettled }));
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    async fn read_once(
-        &self,
-        client: &kube::Client,
-        namespace: &str,
-        own: &str,
-        expiry: Duration,
-        deadline: Instant,
-    ) -> Result<(NamespaceView, usize), Error> {
         // No resourceVersion: a quorum read from etcd, the same on every replica.
         let pods = Api::<LeanPodWithVolumes>::namespaced(client.clone(), namespace);
-        let list = tokio::time::timeout_at(
-            deadline.into(),
+        let list = within(
+            deadline,
+            "listing the Spark pods",
+            namespace,
             pods.list(&ListParams::default().labels(SPARK_POD_SELECTOR)),
         )
-        .await
-        .map_err(|_| Error::Timeout {
-            namespace: namespace.to_owned(),
-        })?
-        .map_err(|source| Error::List {
-            namespace: namespace.to_owned(),
-            source,
-        })?;
+        .await?;
         let now = unix_now();
-        let mut view = NamespaceView::default();
-        let mut confs: Vec<(String, String, i64)> = Vec::new();
+        let mut view = NamespaceView {
+            read_at: now,
+            ..NamespaceView::default()
+        };
+        let mut gets = 0;
         for pod in &list.items {
             let Some(found) = view_pod(pod) else {
                 continue;
@@ -187,56 +193,154 @@ impl GangReads {
                 && found.uid != own
                 && !crate::quota::gang::expired(found.created, now, expiry)
             {
-                let conf = conf_map_of(pod).unwrap_or_default();
-                confs.push((found.uid.clone(), conf, found.created));
+                let decided = match (self.recalled(&found.uid), conf_map_of(pod)) {
+                    (Some(decided), _) => decided,
+                    (None, None) => Decided::Nothing,
+                    // Not read this time: it counts as a pod.
+                    (None, Some(_)) if gets >= MAX_GETS_PER_READ => Decided::Nothing,
+                    (None, Some(conf)) => {
+                        gets += 1;
+                        let decided = tokio::time::timeout_at(
+                            deadline.into(),
+                            self.stored(client, namespace, &conf, found.created, now),
+                        )
+                        .await
+                        .unwrap_or(None);
+                        match decided {
+                            Some(decided) if decided != Decided::Pending => {
+                                self.remember(&found.uid, decided);
+                                decided
+                            }
+                            Some(decided) => decided,
+                            None => Decided::Nothing,
+                        }
+                    }
+                };
+                view.drivers.insert(found.uid.clone(), decided);
             }
             view.pods.push(found);
         }
-        let own_order = view
-            .pods
-            .iter()
-            .find(|p| p.uid == own)
-            .map(|p| (p.created, p.uid.clone()));
-        let mut unsettled = 0;
-        let mut gets = 0;
-        for (uid, conf, created) in confs {
-            if let Some(decided) = self.recalled(&uid) {
-                view.drivers.insert(uid, decided);
-                continue;
-            }
-            let earlier = own_order
-                .as_ref()
-                .is_none_or(|(at, own_uid)| (created, uid.as_str()) < (*at, own_uid.as_str()));
-            if !earlier {
-                // Decided after this one, counting it; nothing to read.
-                view.drivers.insert(uid, Decided::Pending);
-                continue;
-            }
-            let decided = if conf.is_empty() {
-                Decided::Nothing
-            } else if gets >= MAX_GETS_PER_READ || Instant::now() >= deadline {
-                // Not read this time: unsettled, as if still being decided.
-                Decided::Pending
-            } else {
-                gets += 1;
-                tokio::time::timeout_at(
-                    deadline.into(),
-                    self.stored(client, namespace, &conf, created, now),
-                )
-                .await
-                .unwrap_or(Decided::Pending)
-            };
-            if decided == Decided::Pending {
-                unsettled += 1;
-            } else {
-                self.remember(&uid, decided);
-            }
-            view.drivers.insert(uid, decided);
-        }
-        Ok((view, unsettled))
+        // Last: a reservation written since the LIST is still seen, and one written after
+        // this read makes this decision's own write fail.
+        let reservations = self.reservations(client, home, namespace, deadline).await?;
+        let listed: HashSet<&str> = view.pods.iter().map(|pod| pod.uid.as_str()).collect();
+        view.reservations = reservations.live(&listed, now, expiry);
+        Ok(view)
     }
 
-    /// Where the submission whose driver ConfigMap is `conf` stands, from the stored object.
+    /// Writes `write` as `namespace`'s reservations if they are still at its version; on a
+    /// conflict, the reservations as they are now, those still holding room for `view`.
+    pub async fn reserve(
+        &self,
+        namespace: &str,
+        view: &NamespaceView,
+        write: &Reservations,
+        expiry: Duration,
+        deadline: Instant,
+    ) -> Result<(), Reserve> {
+        let (client, home) = self.client.get().ok_or(Reserve::Failed(Error::NoClient))?;
+        let text = serde_json::to_string(&write.held).map_err(|error| {
+            Reserve::Failed(Error::Unreadable {
+                lease: lease_name(namespace),
+                why: error.to_string(),
+            })
+        })?;
+        let lease = Lease {
+            metadata: ObjectMeta {
+                name: Some(lease_name(namespace)),
+                namespace: Some(home.clone()),
+                resource_version: write.version.clone(),
+                labels: Some(BTreeMap::from([(
+                    "app.kubernetes.io/name".to_owned(),
+                    "spark-admission".to_owned(),
+                )])),
+                annotations: Some(BTreeMap::from([
+                    (NAMESPACE_ANNOTATION.to_owned(), namespace.to_owned()),
+                    (RESERVATIONS_ANNOTATION.to_owned(), text),
+                ])),
+                ..ObjectMeta::default()
+            },
+            spec: None,
+        };
+        let leases = Api::<Lease>::namespaced(client.clone(), home);
+        let written = match &write.version {
+            None => {
+                within(
+                    deadline,
+                    "creating the reservations",
+                    namespace,
+                    leases.create(&PostParams::default(), &lease),
+                )
+                .await
+            }
+            Some(_) => {
+                within(
+                    deadline,
+                    "writing the reservations",
+                    namespace,
+                    leases.replace(&lease_name(namespace), &PostParams::default(), &lease),
+                )
+                .await
+            }
+        };
+        match written {
+            Ok(_) => Ok(()),
+            Err(Error::Api {
+                source: kube::Error::Api(status),
+                ..
+            }) if status.is_conflict() || status.is_already_exists() || status.is_not_found() => {
+                // Written by another decision, or deleted: decided again on what is there now.
+                let now = self
+                    .reservations(client, home, namespace, deadline)
+                    .await
+                    .map_err(Reserve::Failed)?;
+                let listed: HashSet<&str> = view.pods.iter().map(|pod| pod.uid.as_str()).collect();
+                Err(Reserve::Conflict(now.live(&listed, unix_now(), expiry)))
+            }
+            Err(error) => Err(Reserve::Failed(error)),
+        }
+    }
+
+    /// `namespace`'s reservations as stored, with their version.
+    async fn reservations(
+        &self,
+        client: &kube::Client,
+        home: &str,
+        namespace: &str,
+        deadline: Instant,
+    ) -> Result<Reservations, Error> {
+        let leases = Api::<Lease>::namespaced(client.clone(), home);
+        let lease = lease_name(namespace);
+        let Some(stored) = within(
+            deadline,
+            "reading the reservations",
+            namespace,
+            leases.get_opt(&lease),
+        )
+        .await?
+        else {
+            return Ok(Reservations::default());
+        };
+        let held = match stored
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(RESERVATIONS_ANNOTATION))
+        {
+            Some(text) => serde_json::from_str(text).map_err(|error| Error::Unreadable {
+                lease: lease.clone(),
+                why: error.to_string(),
+            })?,
+            None => BTreeMap::new(),
+        };
+        Ok(Reservations {
+            version: stored.metadata.resource_version,
+            held,
+        })
+    }
+
+    /// Where the submission whose driver ConfigMap is `conf` stands, from the stored object;
+    /// `None` when it could not be read.
     async fn stored(
         &self,
         client: &kube::Client,
@@ -244,28 +348,49 @@ impl GangReads {
         conf: &str,
         created: i64,
         now: i64,
-    ) -> Decided {
+    ) -> Option<Decided> {
         match Api::<ConfigMap>::namespaced(client.clone(), namespace)
             .get_opt(conf)
             .await
         {
-            Ok(Some(map)) => map
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(RESERVATION_ANNOTATION))
-                .and_then(|record| Granted::parse(record))
-                .map_or(Decided::Nothing, Decided::Granted),
-            Ok(None) if now.saturating_sub(created) <= IN_FLIGHT.as_secs() as i64 => {
-                Decided::Pending
+            Ok(Some(map)) => Some(
+                map.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(RESERVATION_ANNOTATION))
+                    .and_then(|record| Granted::parse(record))
+                    .map_or(Decided::Nothing, Decided::Granted),
+            ),
+            Ok(None) if now.saturating_sub(created) <= SETTLING.as_secs() as i64 => {
+                Some(Decided::Pending)
             }
-            Ok(None) => Decided::Nothing,
+            Ok(None) => Some(Decided::Nothing),
             Err(error) => {
-                tracing::warn!(%error, namespace, configmap = conf, "could not read an earlier submission's ConfigMap; counting it as undecided");
-                Decided::Pending
+                tracing::warn!(%error, namespace, configmap = conf, "could not read another submission's ConfigMap; counting its driver as a pod");
+                None
             }
         }
     }
+}
+
+/// `request` by `deadline`.
+async fn within<T>(
+    deadline: Instant,
+    what: &'static str,
+    namespace: &str,
+    request: impl Future<Output = Result<T, kube::Error>>,
+) -> Result<T, Error> {
+    tokio::time::timeout_at(deadline.into(), request)
+        .await
+        .map_err(|_| Error::Timeout {
+            what,
+            namespace: namespace.to_owned(),
+        })?
+        .map_err(|source| Error::Api {
+            what,
+            namespace: namespace.to_owned(),
+            source,
+        })
 }
 
 /// The time now, in seconds since the epoch.
@@ -342,49 +467,100 @@ mod tests {
         );
     }
 
-    /// A stand-in apiserver: the namespace's pods are `pods`; ConfigMap `spark-drv-a` is not
-    /// found for the first `missing` GETs, then stored with `record`. Counts the LISTs.
-    fn apiserver(
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use crate::quota::gang::Reservation;
+
+    /// A stand-in apiserver: namespace `ns`'s pods are `pods`, none of its ConfigMaps is
+    /// stored, and Leases in namespace `home` are kept as the apiserver keeps them, a write
+    /// going through only at the stored `resourceVersion`. Counts ConfigMap GETs.
+    struct Apiserver {
         pods: serde_json::Value,
-        missing: usize,
-        record: &'static str,
-        lists: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    ) -> kube::Client {
-        use std::sync::atomic::Ordering;
-        let gets = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let service = tower::service_fn(move |request: axum::http::Request<kube::client::Body>| {
-            let (pods, gets, lists) = (pods.clone(), gets.clone(), lists.clone());
-            async move {
-                let path = request.uri().path().to_owned();
-                let response = if path == "/api/v1/namespaces/ns/pods" {
-                    lists.fetch_add(1, Ordering::SeqCst);
-                    axum::http::Response::new(pods.to_string())
-                } else if path == "/api/v1/namespaces/ns/configmaps/spark-drv-a" {
-                    if gets.fetch_add(1, Ordering::SeqCst) < missing {
-                        let mut response = axum::http::Response::new(
-                            serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}).to_string(),
-                        );
-                        *response.status_mut() = axum::http::StatusCode::NOT_FOUND;
-                        response
-                    } else {
-                        axum::http::Response::new(
-                            serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
-                                "name": "spark-drv-a", "annotations": {RESERVATION_ANNOTATION: record}}})
-                            .to_string(),
-                        )
-                    }
-                } else {
-                    let mut response = axum::http::Response::new(String::new());
-                    *response.status_mut() = axum::http::StatusCode::NOT_FOUND;
-                    response
-                };
-                Ok::<_, std::convert::Infallible>(response)
-            }
-        });
-        kube::Client::new(service, "default")
+        lease: Mutex<Option<(u64, serde_json::Value)>>,
+        configmap_gets: AtomicUsize,
     }
 
-    fn driver(uid: &str, app: &str, created: &str, conf: &str) -> serde_json::Value {
+    fn status(code: u16, reason: &str) -> axum::http::Response<String> {
+        let mut response = axum::http::Response::new(
+            serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                "reason": reason, "code": code})
+            .to_string(),
+        );
+        *response.status_mut() = axum::http::StatusCode::from_u16(code).unwrap();
+        response
+    }
+
+    impl Apiserver {
+        fn client(self: &Arc<Self>) -> kube::Client {
+            let server = self.clone();
+            let service =
+                tower::service_fn(move |request: axum::http::Request<kube::client::Body>| {
+                    let server = server.clone();
+                    async move {
+                        let response = server.answer(request).await;
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                });
+            kube::Client::new(service, "default")
+        }
+
+        async fn answer(
+            &self,
+            request: axum::http::Request<kube::client::Body>,
+        ) -> axum::http::Response<String> {
+            use http_body_util::BodyExt;
+            let method = request.method().clone();
+            let path = request.uri().path().to_owned();
+            let body = request.into_body().collect().await.unwrap().to_bytes();
+            let leases = "/apis/coordination.k8s.io/v1/namespaces/home/leases";
+            let name = format!("{leases}/spark-admission-gang-ns");
+            if path == "/api/v1/namespaces/ns/pods" {
+                return axum::http::Response::new(self.pods.to_string());
+            }
+            if path.starts_with("/api/v1/namespaces/ns/configmaps/") {
+                self.configmap_gets.fetch_add(1, Ordering::SeqCst);
+                return status(404, "NotFound");
+            }
+            let mut stored = self.lease.lock().unwrap();
+            match (method.as_str(), path.as_str()) {
+                ("GET", p) if p == name => match &*stored {
+                    Some((_, lease)) => axum::http::Response::new(lease.to_string()),
+                    None => status(404, "NotFound"),
+                },
+                ("POST", p) if p == leases => {
+                    if stored.is_some() {
+                        return status(409, "AlreadyExists");
+                    }
+                    let mut lease: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    lease["metadata"]["resourceVersion"] = serde_json::json!("1");
+                    *stored = Some((1, lease.clone()));
+                    axum::http::Response::new(lease.to_string())
+                }
+                ("PUT", p) if p == name => {
+                    let mut lease: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    let Some((version, _)) = &*stored else {
+                        return status(404, "NotFound");
+                    };
+                    if lease["metadata"]["resourceVersion"]
+                        != serde_json::json!(version.to_string())
+                    {
+                        return status(409, "Conflict");
+                    }
+                    let next = version + 1;
+                    lease["metadata"]["resourceVersion"] = serde_json::json!(next.to_string());
+                    *stored = Some((next, lease.clone()));
+                    axum::http::Response::new(lease.to_string())
+                }
+                _ => status(404, "NotFound"),
+            }
+        }
+    }
+
+    fn driver(uid: &str, app: &str, created: i64, conf: &str) -> serde_json::Value {
+        let created = k8s_openapi::jiff::Timestamp::from_second(created)
+            .unwrap()
+            .to_string();
         serde_json::json!({
             "metadata": {"name": uid, "namespace": "ns", "uid": uid, "creationTimestamp": created,
                 "labels": {"spark-role": "driver", "spark-app-selector": app}},
@@ -394,145 +570,176 @@ mod tests {
         })
     }
 
-    fn pods_now() -> serde_json::Value {
+    fn apiserver(items: Vec<serde_json::Value>) -> Arc<Apiserver> {
+        Arc::new(Apiserver {
+            pods: serde_json::json!({"apiVersion": "v1", "kind": "PodList",
+                "metadata": {"resourceVersion": "5"}, "items": items}),
+            lease: Mutex::new(None),
+            configmap_gets: AtomicUsize::new(0),
+        })
+    }
+
+    const EXPIRY: Duration = Duration::from_secs(300);
+
+    fn deadline() -> Instant {
+        Instant::now() + BUDGET
+    }
+
+    #[tokio::test]
+    async fn a_reservation_is_written_at_the_version_read_and_a_stale_write_conflicts() {
         let now = unix_now();
-        let at = |seconds: i64| {
-            k8s_openapi::jiff::Timestamp::from_second(seconds)
-                .unwrap()
-                .to_string()
-        };
-        serde_json::json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "5"},
-            "items": [driver("a", "app-a", &at(now - 2), "spark-drv-a"), driver("b", "app-b", &at(now - 1), "spark-drv-b")]})
-    }
-
-    #[tokio::test]
-    async fn an_earlier_submission_being_decided_is_waited_for_then_its_grant_counts() {
-        let lists = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let server = apiserver(vec![
+            driver("a", "app-a", now - 2, "spark-drv-a"),
+            driver("b", "app-b", now - 1, "spark-drv-b"),
+        ]);
         let reads = GangReads::new();
-        reads.set_client(apiserver(
-            pods_now(),
-            3,
-            "executors=2 cpu=1000m memory=0",
-            lists.clone(),
-        ));
-        let (view, waited) = reads
-            .read("ns", "b", Duration::from_secs(300))
-            .await
-            .unwrap();
-        // Not stored for 3 reads, then stored: read 4 times, settled.
-        assert_eq!(
-            waited,
-            Waited {
-                reads: 4,
-                unsettled: 0
-            }
-        );
-        assert_eq!(lists.load(std::sync::atomic::Ordering::SeqCst), 4);
-        assert_eq!(
-            view.drivers.get("a"),
-            Some(&Decided::Granted(Granted {
-                executors: 2,
-                charge: crate::quota::Charge {
-                    cpu: 1_000_000_000,
-                    memory: 0
-                }
-            }))
-        );
-        assert_eq!(view.pods.len(), 2);
-        // Remembered: read again, the ConfigMap is not asked for.
-        let (view, waited) = reads
-            .read("ns", "b", Duration::from_secs(300))
-            .await
-            .unwrap();
-        assert_eq!(waited.reads, 1);
-        assert!(matches!(view.drivers.get("a"), Some(Decided::Granted(_))));
-    }
-
-    #[tokio::test]
-    async fn an_earlier_submission_never_stored_is_left_unsettled_after_the_wait() {
-        let lists = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let reads = GangReads::new();
-        reads.set_client(apiserver(pods_now(), usize::MAX, "", lists.clone()));
-        let (view, waited) = reads
-            .read("ns", "b", Duration::from_secs(300))
-            .await
-            .unwrap();
-        // Read again every POLL until WAIT ran out.
-        assert_eq!(waited.unsettled, 1);
-        assert!(waited.reads >= 2, "{waited:?}");
+        reads.set_client(server.client(), "home".into());
+        let view = reads.read("ns", "b", EXPIRY, deadline()).await.unwrap();
+        // a's ConfigMap is not stored yet and it holds nothing: being decided.
         assert_eq!(view.drivers.get("a"), Some(&Decided::Pending));
-        // The later driver (b, deciding after a) is never read: for a it is pending.
-        let (view, waited) = reads
-            .read("ns", "a", Duration::from_secs(300))
+        assert_eq!(view.reservations, Reservations::default());
+        let granted = Granted {
+            executors: 1,
+            charge: crate::quota::Charge {
+                cpu: 1_000_000_000,
+                memory: 0,
+            },
+        };
+        let held = |app: &str| Reservation::new(app, &granted, granted.charge, now);
+        // Two decisions on the same (empty) read: the first creates the Lease ...
+        let first = crate::quota::gang::hold(&view, "b", held("app-b")).unwrap();
+        reads
+            .reserve("ns", &view, &first, EXPIRY, deadline())
             .await
             .unwrap();
-        assert_eq!((waited.reads, waited.unsettled), (1, 0));
-        assert_eq!(view.drivers.get("b"), Some(&Decided::Pending));
+        // ... the second's create conflicts, and it gets the reservations as they are now.
+        let second = crate::quota::gang::hold(&view, "a", held("app-a")).unwrap();
+        let Err(Reserve::Conflict(now_held)) = reads
+            .reserve("ns", &view, &second, EXPIRY, deadline())
+            .await
+        else {
+            panic!("a stale write must conflict");
+        };
+        assert_eq!(now_held.version.as_deref(), Some("1"));
+        assert_eq!(now_held.held.keys().collect::<Vec<_>>(), ["b"]);
+        // Decided again on them, its write goes through at that version.
+        let mut again = view.clone();
+        again.reservations = now_held;
+        let second = crate::quota::gang::hold(&again, "a", held("app-a")).unwrap();
+        reads
+            .reserve("ns", &again, &second, EXPIRY, deadline())
+            .await
+            .unwrap();
+        let view = reads.read("ns", "b", EXPIRY, deadline()).await.unwrap();
+        assert_eq!(view.reservations.version.as_deref(), Some("2"));
+        assert_eq!(
+            view.reservations.held.keys().collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        // A replace at the old version conflicts too.
+        assert!(matches!(
+            reads
+                .reserve("ns", &again, &second, EXPIRY, deadline())
+                .await,
+            Err(Reserve::Conflict(_))
+        ));
+        // The Lease names its namespace; tenants' namespaces hold nothing.
+        let stored = server.lease.lock().unwrap().clone().unwrap().1;
+        assert_eq!(
+            stored["metadata"]["annotations"][NAMESPACE_ANNOTATION],
+            serde_json::json!("ns")
+        );
+        let record: BTreeMap<String, Reservation> = serde_json::from_str(
+            stored["metadata"]["annotations"][RESERVATIONS_ANNOTATION]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(record["a"].app, "app-a");
     }
 
     #[tokio::test]
-    async fn many_earlier_drivers_cost_at_most_a_bounded_number_of_gets_per_read() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        // 100 young drivers, earlier than "own", none of whose ConfigMaps is stored: what a
-        // tenant can create in its own namespace.
+    async fn a_deleted_lease_is_created_again_and_unreadable_reservations_fail_the_read() {
         let now = unix_now();
-        let at = |seconds: i64| {
-            k8s_openapi::jiff::Timestamp::from_second(seconds)
-                .unwrap()
-                .to_string()
-        };
-        let mut items: Vec<serde_json::Value> = (0..100)
-            .map(|i| {
-                driver(
-                    &format!("fake-{i:03}"),
-                    "fake",
-                    &at(now - 3),
-                    &format!("c-{i}"),
-                )
-            })
-            .collect();
-        items.push(driver("own", "app", &at(now - 1), "spark-drv-own"));
-        let pods = serde_json::json!({"apiVersion": "v1", "kind": "PodList",
-            "metadata": {"resourceVersion": "5"}, "items": items});
-        let (lists, gets) = (
-            std::sync::Arc::new(AtomicUsize::new(0)),
-            std::sync::Arc::new(AtomicUsize::new(0)),
-        );
-        let (list_count, get_count) = (lists.clone(), gets.clone());
-        let service = tower::service_fn(move |request: axum::http::Request<kube::client::Body>| {
-            let (pods, lists, gets) = (pods.clone(), list_count.clone(), get_count.clone());
-            async move {
-                let path = request.uri().path().to_owned();
-                let mut response = if path == "/api/v1/namespaces/ns/pods" {
-                    lists.fetch_add(1, Ordering::SeqCst);
-                    axum::http::Response::new(pods.to_string())
-                } else {
-                    gets.fetch_add(1, Ordering::SeqCst);
-                    axum::http::Response::new(
-                        serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}).to_string(),
-                    )
-                };
-                if path != "/api/v1/namespaces/ns/pods" {
-                    *response.status_mut() = axum::http::StatusCode::NOT_FOUND;
-                }
-                Ok::<_, std::convert::Infallible>(response)
-            }
-        });
+        let server = apiserver(vec![driver("b", "app-b", now - 1, "spark-drv-b")]);
         let reads = GangReads::new();
-        reads.set_client(kube::Client::new(service, "default"));
-        let (view, waited) = reads
-            .read("ns", "own", Duration::from_secs(300))
+        reads.set_client(server.client(), "home".into());
+        let view = reads.read("ns", "b", EXPIRY, deadline()).await.unwrap();
+        let granted = Granted {
+            executors: 1,
+            charge: crate::quota::Charge::default(),
+        };
+        let write = crate::quota::gang::hold(
+            &view,
+            "b",
+            Reservation::new("app-b", &granted, granted.charge, now),
+        )
+        .unwrap();
+        reads
+            .reserve("ns", &view, &write, EXPIRY, deadline())
             .await
             .unwrap();
-        // Every fake driver stays unsettled; each read asked for at most 32 ConfigMaps.
-        assert_eq!(waited.unsettled, 100, "{waited:?}");
-        assert_eq!(lists.load(Ordering::SeqCst), waited.reads as usize);
-        let asked = gets.load(Ordering::SeqCst);
+        let view = reads.read("ns", "b", EXPIRY, deadline()).await.unwrap();
+        // Deleted between the read and the write (someone cleaning up): the replace is not
+        // found, and the reservations read again are empty, with no version: created again.
+        *server.lease.lock().unwrap() = None;
+        let write = crate::quota::gang::hold(
+            &view,
+            "b",
+            Reservation::new("app-b", &granted, granted.charge, now),
+        )
+        .unwrap();
+        let Err(Reserve::Conflict(now_held)) =
+            reads.reserve("ns", &view, &write, EXPIRY, deadline()).await
+        else {
+            panic!("a deleted Lease is decided again on");
+        };
+        assert_eq!(now_held, Reservations::default());
+        // Reservations that are not what spark-admission writes fail the read, saying so.
+        *server.lease.lock().unwrap() = Some((
+            9,
+            serde_json::json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": "spark-admission-gang-ns", "namespace": "home",
+                    "resourceVersion": "9", "annotations": {RESERVATIONS_ANNOTATION: "[1, 2]"}}}),
+        ));
+        let error = reads
+            .read("ns", "b", EXPIRY, deadline())
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(
-            asked <= MAX_GETS_PER_READ * waited.reads as usize,
-            "{asked} GETs in {} reads",
-            waited.reads
+            error.starts_with(
+                "the reservations in Lease spark-admission-gang-ns are not what spark-admission writes"
+            ),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn many_young_drivers_cost_at_most_a_bounded_number_of_gets_per_read() {
+        // 100 young drivers none of whose ConfigMaps is stored: what a tenant can create in
+        // its own namespace.
+        let now = unix_now();
+        let mut items: Vec<serde_json::Value> = (0..100)
+            .map(|i| driver(&format!("fake-{i:03}"), "fake", now - 3, &format!("c-{i}")))
+            .collect();
+        items.push(driver("own", "app", now - 1, "spark-drv-own"));
+        let server = apiserver(items);
+        let reads = GangReads::new();
+        reads.set_client(server.client(), "home".into());
+        let view = reads.read("ns", "own", EXPIRY, deadline()).await.unwrap();
+        assert_eq!(
+            server.configmap_gets.load(Ordering::SeqCst),
+            MAX_GETS_PER_READ
         );
         assert_eq!(view.pods.len(), 101);
+        // Those read are being decided; those not read count as pods.
+        let pending = view
+            .drivers
+            .values()
+            .filter(|d| **d == Decided::Pending)
+            .count();
+        assert_eq!(pending, MAX_GETS_PER_READ);
+        assert_eq!(view.drivers.len(), 100);
     }
 }

@@ -96,6 +96,13 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+/// Labels of `spark_admission_gang_reservations_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `held`, `conflict` (another decision wrote first: decided again) or `failed`.
+    pub outcome: &'static str,
+}
+
 /// Every metric the server exports.
 pub struct Metrics {
     registry: Registry,
@@ -138,8 +145,11 @@ pub struct Metrics {
     /// minimum executors).
     pub spark_conf_refused: Family<ReasonLabels, Counter>,
     /// `spark_admission_gang_read_duration_seconds`: the namespace reads gang admission
-    /// decides on, waits for earlier submissions included.
+    /// decides on.
     pub gang_read_duration: Histogram,
+    /// `spark_admission_gang_reservations_total{outcome}`: writes of a namespace's
+    /// reservations.
+    pub gang_reservations: Family<OutcomeLabels, Counter>,
     /// `spark_admission_connections{listener}`: connections open.
     pub connections: Family<ListenerLabels, Gauge>,
     /// `spark_admission_connections_refused_total{listener}`: closed at accept, listener full.
@@ -279,8 +289,14 @@ impl Metrics {
         let gang_read_duration = Histogram::new(exponential_buckets(0.001, 2.0, 12));
         registry.register(
             "spark_admission_gang_read_duration_seconds",
-            "Time gang admission spent reading a namespace (its LIST, the earlier submissions' ConfigMaps, and waiting for those still being decided)",
+            "Time gang admission spent reading a namespace (its LIST, other submissions' ConfigMaps, and its reservations)",
             gang_read_duration.clone(),
+        );
+        let gang_reservations = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "spark_admission_gang_reservations",
+            "Writes of a namespace's gang reservations, by outcome (held; conflict: another decision wrote first, so decided again; failed: the submission went unreserved)",
+            gang_reservations.clone(),
         );
         let connections = Family::<ListenerLabels, Gauge>::default();
         registry.register(
@@ -359,6 +375,7 @@ impl Metrics {
             spark_conf_set,
             spark_conf_refused,
             gang_read_duration,
+            gang_reservations,
             connections,
             connections_refused,
             idle_connections_closed,
@@ -433,6 +450,13 @@ impl Metrics {
     pub fn count_spark_conf_refused(&self, reason: &'static str) {
         self.spark_conf_refused
             .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Counts a write of a namespace's gang reservations.
+    pub fn count_gang_reservation(&self, outcome: &'static str) {
+        self.gang_reservations
+            .get_or_create(&OutcomeLabels { outcome })
             .inc();
     }
 

@@ -27,7 +27,8 @@ use crate::policy::{Policy, Quota};
 use crate::quota::check::{format_cpu, format_memory};
 use crate::quota::fit::{Fit, executors_that_fit};
 use crate::quota::gang::{
-    Ask, Granted, NamespaceView, RESERVATION_ANNOTATION, check as check_gang,
+    Ask, Granted, NamespaceView, RESERVATION_ANNOTATION, Reservation, Reservations,
+    check as check_gang, hold,
 };
 use crate::quota::ledger::AppTotals;
 use crate::quota::{Charge, Claim};
@@ -275,7 +276,31 @@ pub trait ClusterReads: Sync {
         namespace: &'a str,
         own: &'a str,
     ) -> BoxFuture<'a, Result<NamespaceView, String>>;
+
+    /// Writes `write` as the namespace's reservations if they are still at the version `view`
+    /// read them at.
+    fn reserve<'a>(
+        &'a self,
+        namespace: &'a str,
+        view: &'a NamespaceView,
+        write: &'a Reservations,
+    ) -> BoxFuture<'a, Reserved>;
 }
+
+/// How writing a submission's reservation went.
+#[derive(Debug)]
+pub enum Reserved {
+    /// Written: the room is held.
+    Held,
+    /// Another decision wrote first: the reservations now, to decide again on.
+    Conflict(Reservations),
+    /// Not written, why: the submission goes unreserved (its ConfigMap's record still
+    /// counts once it is stored).
+    Failed(String),
+}
+
+/// Most times one review decides again after another decision wrote the reservations first.
+pub const MAX_RESERVE_ATTEMPTS: usize = 8;
 
 /// How a driver ConfigMap's review was answered.
 #[derive(Debug)]
@@ -395,10 +420,82 @@ pub async fn review(
         limited,
         namespace_unread,
     };
-    let (review, answered) = answer(candidate, policy, &totals, app_name.as_deref());
+    let (review, answered) = if candidate.namespace_view.is_some() && !candidate.dry_run {
+        answer_reserved(
+            candidate,
+            policy,
+            &totals,
+            app_name.as_deref(),
+            reads,
+            &mut applied,
+        )
+        .await
+    } else {
+        answer(candidate, policy, &totals, app_name.as_deref())
+    };
     applied.review = review;
     applied.answered = answered;
     Reviewed::Applied(Box::new(applied))
+}
+
+/// [`answer`], with the room an admission grants written into the namespace's reservations
+/// before it is given (SPEC §5b): when another decision wrote first, decided again on the
+/// reservations as they are then, at most [`MAX_RESERVE_ATTEMPTS`] times. So two replicas
+/// deciding at once on the same room never both grant it.
+async fn answer_reserved(
+    mut candidate: Candidate,
+    policy: &Policy,
+    totals: &AppTotals,
+    app_name: Option<&str>,
+    reads: &dyn ClusterReads,
+    applied: &mut AppliedTo,
+) -> (ResponseReview, Answered) {
+    for _ in 0..MAX_RESERVE_ATTEMPTS {
+        let (review, answered) = answer(candidate.clone(), policy, totals, app_name);
+        let (Some(granted), Some(view), Some(own)) = (
+            &answered.granted,
+            &candidate.namespace_view,
+            candidate.driver_uid(),
+        ) else {
+            return (review, answered);
+        };
+        let Some(driver) = view.pods.iter().find(|pod| pod.uid == own) else {
+            let why = format!(
+                "its driver pod (uid {own}) is not among the live pods of namespace {}",
+                candidate.namespace
+            );
+            return refuse_gang(&candidate, answered, why);
+        };
+        let reservation = Reservation::new(&candidate.app, granted, driver.charge, view.read_at);
+        let write = match hold(view, own, reservation) {
+            Ok(write) => write,
+            Err(held) => {
+                let why = format!(
+                    "namespace {} holds room for {held} submissions already, the most it holds",
+                    candidate.namespace
+                );
+                return refuse_gang(&candidate, answered, why);
+            }
+        };
+        match reads.reserve(&candidate.namespace, view, &write).await {
+            Reserved::Held => return (review, answered),
+            Reserved::Failed(why) => {
+                applied.namespace_unread = Some(format!("its room was not reserved: {why}"));
+                return (review, answered);
+            }
+            Reserved::Conflict(now) => {
+                if let Some(view) = candidate.namespace_view.as_mut() {
+                    view.reservations = now;
+                }
+            }
+        }
+    }
+    let (_, answered) = answer(candidate.clone(), policy, totals, app_name);
+    let why = format!(
+        "{MAX_RESERVE_ATTEMPTS} other submissions reserved room in namespace {} while it was decided",
+        candidate.namespace
+    );
+    refuse_gang(&candidate, answered, why)
 }
 
 /// What fitting a configuration did.
@@ -504,24 +601,7 @@ pub fn answer(
     };
     match gang(&candidate, policy, &answered.fitted) {
         Ok(granted) => answered.granted = granted,
-        Err(why) => {
-            let name = candidate
-                .properties
-                .get(APP_NAME)
-                .unwrap_or(&candidate.app)
-                .to_owned();
-            response.deny(
-                format!(
-                    "spark-admission refused Spark application {name} ({}): {why}; lower spark.executor.cores or spark.executor.memory (or spark.dynamicAllocation.minExecutors), or submit it again once room frees up",
-                    candidate.app
-                ),
-                "Forbidden",
-                403,
-            );
-            response.warnings.clone_from(&answered.warnings);
-            answered.gang_refusal = Some(why);
-            return (response.into_review(), answered);
-        }
+        Err(why) => return refuse_gang(&candidate, answered, why),
     }
     answered
         .warnings
@@ -735,8 +815,8 @@ fn gang(
         Some(short) => {
             let held = match short.holding {
                 0 => String::new(),
-                1 => " and the executors held for 1 earlier application".to_owned(),
-                n => format!(" and the executors held for {n} earlier applications"),
+                1 => " and the executors held for 1 other application".to_owned(),
+                n => format!(" and the executors held for {n} other applications"),
             };
             Err(format!(
                 "quota {} ({} per namespace) leaves room in namespace {} for {} of the {minimum} executors it needs to start ({each}), after the pods there{held}",
@@ -744,6 +824,33 @@ fn gang(
             ))
         }
     }
+}
+
+/// The submission refused for want of room for its minimum executors (SPEC §5b), `why`,
+/// with the warnings `answered` gathered.
+fn refuse_gang(
+    candidate: &Candidate,
+    mut answered: Answered,
+    why: String,
+) -> (ResponseReview, Answered) {
+    let name = candidate
+        .properties
+        .get(APP_NAME)
+        .unwrap_or(&candidate.app)
+        .to_owned();
+    let mut response = Response::allow(&candidate.uid);
+    response.deny(
+        format!(
+            "spark-admission refused Spark application {name} ({}): {why}; lower spark.executor.cores or spark.executor.memory (or spark.dynamicAllocation.minExecutors), or submit it again once room frees up",
+            candidate.app
+        ),
+        "Forbidden",
+        403,
+    );
+    response.warnings.clone_from(&answered.warnings);
+    answered.granted = None;
+    answered.gang_refusal = Some(why);
+    (response.into_review(), answered)
 }
 
 /// A JSON Patch operation whose value is borrowed text.
@@ -1095,6 +1202,7 @@ quotas: [{name: size, perApplication: {maxCpu: '8', maxMemory: 20Gi}}]
                     },
                 }),
             )]),
+            ..NamespaceView::default()
         };
         let (review, answered) = answer(
             candidate.clone().with_namespace_view(view.clone()),
@@ -1134,7 +1242,7 @@ quotas: [{name: size, perApplication: {maxCpu: '8', maxMemory: 20Gi}}]
         );
         let message = &review.response.status.as_ref().unwrap().message;
         assert!(
-            message.contains("quota team (maxCpu 6 per namespace) leaves room in namespace capture-cm for 0 of the 1 executors it needs to start (2 CPU and 2867Mi each), after the pods there and the executors held for 2 earlier applications"),
+            message.contains("quota team (maxCpu 6 per namespace) leaves room in namespace capture-cm for 0 of the 1 executors it needs to start (2 CPU and 2867Mi each), after the pods there and the executors held for 2 other applications"),
             "{message}"
         );
     }
@@ -1271,5 +1379,146 @@ quotas: [{name: size, perApplication: {maxCpu: '8', maxMemory: 20Gi}}]
         );
         let huge = format!("metadata: {{name: {}}}", "x".repeat(MAX_TEMPLATE_BYTES));
         assert!(parse_executor_template(&huge).unwrap_err().contains("over"));
+    }
+
+    /// Reviews deciding at once on one namespace, as replicas do: each reads the pods and the
+    /// reservations, then (the worst interleaving) none writes before all have read. The
+    /// reservations are written with compare-and-swap as the apiserver does it.
+    struct ConcurrentNamespace {
+        pods: Vec<crate::quota::gang::ViewPod>,
+        stored: std::sync::Mutex<(u64, Reservations)>,
+        all_read: tokio::sync::Barrier,
+        conflicts: std::sync::atomic::AtomicUsize,
+    }
+
+    impl ClusterReads for ConcurrentNamespace {
+        fn application<'a>(
+            &'a self,
+            _namespace: &'a str,
+            _app: &'a str,
+        ) -> BoxFuture<'a, (AppTotals, Option<String>)> {
+            Box::pin(async { (driver_totals(), None) })
+        }
+
+        fn executor_template<'a>(
+            &'a self,
+            _namespace: &'a str,
+            _driver: &'a str,
+            _uid: &'a str,
+        ) -> BoxFuture<'a, Result<String, String>> {
+            Box::pin(async { Err("none".to_owned()) })
+        }
+
+        fn namespace<'a>(
+            &'a self,
+            _namespace: &'a str,
+            _own: &'a str,
+        ) -> BoxFuture<'a, Result<NamespaceView, String>> {
+            Box::pin(async move {
+                let reservations = self.stored.lock().unwrap().1.clone();
+                self.all_read.wait().await;
+                Ok(NamespaceView {
+                    pods: self.pods.clone(),
+                    // No ConfigMap stored yet: every other submission is being decided.
+                    drivers: self
+                        .pods
+                        .iter()
+                        .map(|p| (p.uid.clone(), crate::quota::gang::Decided::Pending))
+                        .collect(),
+                    reservations,
+                    read_at: 100,
+                })
+            })
+        }
+
+        fn reserve<'a>(
+            &'a self,
+            _namespace: &'a str,
+            _view: &'a NamespaceView,
+            write: &'a Reservations,
+        ) -> BoxFuture<'a, Reserved> {
+            Box::pin(async move {
+                let mut stored = self.stored.lock().unwrap();
+                if write.version != stored.1.version {
+                    self.conflicts
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    return Reserved::Conflict(stored.1.clone());
+                }
+                stored.0 += 1;
+                stored.1 = Reservations {
+                    version: Some(stored.0.to_string()),
+                    held: write.held.clone(),
+                };
+                Reserved::Held
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn of_four_submissions_decided_at_once_on_room_for_two_exactly_two_are_admitted() {
+        // Each application: a 1-CPU driver and 1 executor of 2 CPUs (the fixture's). 6 CPUs
+        // hold 2 of them.
+        let policy = Policy::parse("quotas: [{name: team, perNamespace: {maxCpu: '6'}}]").unwrap();
+        let text = std::str::from_utf8(STATIC).unwrap();
+        let drivers: Vec<String> = (0..4).map(|i| format!("driver-{i}")).collect();
+        let namespace = ConcurrentNamespace {
+            pods: drivers
+                .iter()
+                .map(|uid| crate::quota::gang::ViewPod {
+                    uid: uid.clone(),
+                    app: Some(format!("app-{uid}")),
+                    role: crate::policy::Role::Driver,
+                    charge: driver_totals().charge,
+                    created: 100,
+                })
+                .collect(),
+            stored: std::sync::Mutex::new((0, Reservations::default())),
+            all_read: tokio::sync::Barrier::new(4),
+            conflicts: std::sync::atomic::AtomicUsize::new(0),
+        };
+        let reviews = drivers.iter().map(|uid| {
+            let body = text
+                .replace("9e385e5d-9542-45fa-8eb5-91bdb67020b6", uid)
+                .replace(
+                    "spark-b80cad1763024b8b848f4455477ea33a",
+                    &format!("app-{uid}"),
+                );
+            let policy = &policy;
+            let namespace = &namespace;
+            async move {
+                review(request(body.as_bytes()), policy, namespace)
+                    .await
+                    .into_review()
+            }
+        });
+        let answers = futures::future::join_all(reviews).await;
+        let admitted: Vec<&ResponseReview> =
+            answers.iter().filter(|r| r.response.allowed).collect();
+        assert_eq!(admitted.len(), 2, "{answers:#?}");
+        for refused in answers.iter().filter(|r| !r.response.allowed) {
+            let message = &refused.response.status.as_ref().unwrap().message;
+            assert!(
+                message.contains("leaves room in namespace capture-cm for 0 of the 1 executors it needs to start (2 CPU and 2867Mi each), after the pods there and the executors held for 2 other applications"),
+                "{message}"
+            );
+        }
+        // The 2 admitted hold their room, at the version each write made.
+        let stored = namespace.stored.lock().unwrap();
+        assert_eq!(stored.0, 2);
+        assert_eq!(stored.1.held.len(), 2);
+        for held in stored.1.held.values() {
+            assert_eq!((held.executors, held.executor_milli_cpu), (1, 2000));
+            assert_eq!(held.driver_milli_cpu, 1000);
+        }
+        // All 4 decided on the same version: 3 writes failed, and the first retry of the
+        // other 2 did too.
+        assert!(
+            namespace
+                .conflicts
+                .load(std::sync::atomic::Ordering::SeqCst)
+                >= 3,
+            "{:?}",
+            namespace.conflicts
+        );
     }
 }

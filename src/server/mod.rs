@@ -352,7 +352,9 @@ impl Background {
         };
         state.quotas.set_client(client.clone());
         state.executor_templates.set_client(client.clone());
-        state.gang_reads.set_client(client.clone());
+        state
+            .gang_reads
+            .set_client(client.clone(), options.guarded_configmap.namespace.clone());
         if let Some(queue) = state.driver_events.take_queue() {
             tasks.push(tokio::spawn(crate::events::send_with(
                 client.clone(),

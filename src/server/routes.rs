@@ -21,12 +21,12 @@ use hyper::body::{Frame, SizeHint};
 use serde::Serialize;
 
 use super::limits::{BodyBytes, Limits, RequestBudget};
-use crate::admission::spark_conf::{AppliedTo, ClusterReads, Reviewed};
+use crate::admission::spark_conf::{AppliedTo, ClusterReads, Reserved, Reviewed};
 use crate::admission::{self, Outcome, ResponseReview};
 use crate::metrics::{Metrics, RuleLabels};
 use crate::policy::ConfigMapRef;
 use crate::quota::Confirmation;
-use crate::quota::gang::NamespaceView;
+use crate::quota::gang::{NamespaceView, Reservations};
 use crate::quota::ledger::AppTotals;
 use crate::state::State;
 
@@ -372,7 +372,10 @@ async fn mutate_spark_conf(AxumState(app): AxumState<WebhookApp>, body: Body) ->
             return json_error(StatusCode::BAD_REQUEST, error.to_string());
         }
     };
-    let reads = ServerReads { state: &app.state };
+    let reads = ServerReads {
+        state: &app.state,
+        gang_deadline: Instant::now() + crate::gang::BUDGET,
+    };
     let applied = match admission::spark_conf::review(request, &policy, &reads).await {
         Reviewed::Applied(applied) => applied,
         Reviewed::Unchanged(unchanged) => {
@@ -440,6 +443,8 @@ async fn mutate_spark_conf(AxumState(app): AxumState<WebhookApp>, body: Body) ->
 /// bounds of each reader, logged and measured.
 struct ServerReads<'a> {
     state: &'a State,
+    /// When the review's reads and writes of its namespace must be done by.
+    gang_deadline: Instant,
 }
 
 impl ClusterReads for ServerReads<'_> {
@@ -491,21 +496,42 @@ impl ClusterReads for ServerReads<'_> {
         Box::pin(async move {
             let expiry = self.state.quotas.options().gang_expiry;
             let reading = Instant::now();
-            let read = self.state.gang_reads.read(namespace, own, expiry).await;
+            let read = self
+                .state
+                .gang_reads
+                .read(namespace, own, expiry, self.gang_deadline)
+                .await;
             self.state
                 .metrics
                 .gang_read_duration
                 .observe(reading.elapsed().as_secs_f64());
-            let (view, waited) = read.map_err(|error| error.to_string())?;
-            if waited.unsettled > 0 {
-                tracing::info!(
-                    namespace,
-                    unsettled = waited.unsettled,
-                    reads = waited.reads,
-                    "earlier submissions were still undecided after the wait; each counted as asking what this one asks"
-                );
-            }
-            Ok(view)
+            read.map_err(|error| error.to_string())
+        })
+    }
+
+    fn reserve<'a>(
+        &'a self,
+        namespace: &'a str,
+        view: &'a NamespaceView,
+        write: &'a Reservations,
+    ) -> BoxFuture<'a, Reserved> {
+        Box::pin(async move {
+            let expiry = self.state.quotas.options().gang_expiry;
+            let written = self
+                .state
+                .gang_reads
+                .reserve(namespace, view, write, expiry, self.gang_deadline)
+                .await;
+            let (outcome, reserved) = match written {
+                Ok(()) => ("held", Reserved::Held),
+                Err(crate::gang::Reserve::Conflict(now)) => ("conflict", Reserved::Conflict(now)),
+                Err(crate::gang::Reserve::Failed(error)) => {
+                    tracing::warn!(%error, namespace, "could not write the namespace's gang reservations; the submission goes unreserved, counted by its ConfigMap's record once stored");
+                    ("failed", Reserved::Failed(error.to_string()))
+                }
+            };
+            self.state.metrics.count_gang_reservation(outcome);
+            reserved
         })
     }
 }

@@ -24,9 +24,9 @@ use kube::core::admission::AdmissionRequest;
 use serde_json::{Value, json};
 
 use crate::admission::ResponseReview;
-use crate::admission::spark_conf::{self, Answered, AppliedTo, ClusterReads, Reviewed};
+use crate::admission::spark_conf::{self, Answered, AppliedTo, ClusterReads, Reserved, Reviewed};
 use crate::policy::Policy;
-use crate::quota::gang::NamespaceView;
+use crate::quota::gang::{NamespaceView, Reservations};
 use crate::quota::ledger::AppTotals;
 use crate::quota::{Ledger, Tracker};
 
@@ -213,6 +213,16 @@ impl ClusterReads for OfflineReads {
         _own: &'a str,
     ) -> BoxFuture<'a, Result<NamespaceView, String>> {
         Box::pin(async { Err(OFFLINE_NAMESPACE.to_owned()) })
+    }
+
+    fn reserve<'a>(
+        &'a self,
+        _namespace: &'a str,
+        _view: &'a NamespaceView,
+        _write: &'a Reservations,
+    ) -> BoxFuture<'a, Reserved> {
+        // Never asked: the namespace is not read offline.
+        Box::pin(async { Reserved::Failed(OFFLINE_NAMESPACE.to_owned()) })
     }
 }
 

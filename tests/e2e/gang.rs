@@ -1,10 +1,12 @@
 //! Gang admission (SPEC §5b) with real `spark-submit --deploy-mode cluster` through two
 //! replicas behind a round-robin balancer: with room in the namespace for 2 applications with
 //! their minimum executors, 4 concurrent submissions end with exactly 2 admitted and 2 refused
-//! at their driver ConfigMap, whose spark-submit fails at once and deletes its driver.
+//! at their driver ConfigMap, whose spark-submit fails at once and deletes its driver; the 2
+//! admitted hold their room in the namespace's Lease.
 
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 
@@ -32,7 +34,7 @@ async fn of_four_concurrent_submissions_through_two_replicas_exactly_two_are_adm
     let first = Webhook::start_with(POLICY, &[], &env).await;
     let second = Webhook::start_in(POLICY, &[], &env, Some(&first.pki())).await;
     let balancer = LoadBalancer::start(&first.pki(), &[first.port, second.port]);
-    for run in 1..=2 {
+    for run in 1..=3 {
         let namespace = TestNamespace::create(&client, &format!("gang-{run}")).await;
         let _pods = Registration::through_balancer(
             &client,
@@ -122,6 +124,25 @@ async fn of_four_concurrent_submissions_through_two_replicas_exactly_two_are_adm
             granted += 1;
         }
         assert_eq!(granted, 2);
+        // What made it exact: the room of the 2 admitted, held in the Lease the replicas wrote
+        // with compare-and-swap, in the webhook's own namespace.
+        let leases = Api::<Lease>::namespaced(client.clone(), "spark-admission");
+        let lease = leases
+            .get(&format!("spark-admission-gang-{}", namespace.name))
+            .await
+            .unwrap_or_else(|e| panic!("run {run}: the namespace's reservations are stored: {e}"));
+        let held: serde_json::Map<String, serde_json::Value> = serde_json::from_str(
+            &lease.metadata.annotations.unwrap_or_default()["spark-admission.io/gang-reservations"],
+        )
+        .unwrap();
+        let mut held_uids: Vec<&String> = held.keys().collect();
+        let mut driver_uids: Vec<&String> = drivers
+            .iter()
+            .filter_map(|d| d.metadata.uid.as_ref())
+            .collect();
+        held_uids.sort();
+        driver_uids.sort();
+        assert_eq!(held_uids, driver_uids, "run {run}: {held:?}");
         eprintln!("run {run}: 4 submissions decided in {took:?}");
     }
     // What deciding cost: the namespace reads, waits for earlier submissions included.
@@ -133,8 +154,14 @@ async fn of_four_concurrent_submissions_through_two_replicas_exactly_two_are_adm
             .metric("spark_admission_gang_read_duration_seconds_sum")
             .await;
         assert!(count >= 1.0, "{name} replica decided some submissions");
+        let held = replica
+            .metric("spark_admission_gang_reservations_total{outcome=\"held\"}")
+            .await;
+        let conflicts = replica
+            .metric("spark_admission_gang_reservations_total{outcome=\"conflict\"}")
+            .await;
         eprintln!(
-            "{name} replica: {count} namespace reads, {:.1} ms each on average",
+            "{name} replica: {count} namespace reads, {:.1} ms each on average; {held} reservations held, {conflicts} writes decided again after a conflict",
             1000.0 * sum / count
         );
     }
