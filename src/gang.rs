@@ -288,7 +288,11 @@ impl GangReads {
             Err(Error::Api {
                 source: kube::Error::Api(status),
                 ..
-            }) if status.is_conflict() || status.is_already_exists() || status.is_not_found() => {
+            }) if status.is_conflict()
+                || status.is_already_exists()
+                // A replace of a deleted Lease; a create's NotFound is a missing namespace.
+                || (status.is_not_found() && write.version.is_some()) =>
+            {
                 // Written by another decision, or deleted: decided again on what is there now.
                 let now = self
                     .reservations(client, home, namespace, deadline)
@@ -479,6 +483,7 @@ mod tests {
         pods: serde_json::Value,
         lease: Mutex<Option<(u64, serde_json::Value)>>,
         configmap_gets: AtomicUsize,
+        missing_namespace: std::sync::atomic::AtomicBool,
     }
 
     fn status(code: u16, reason: &str) -> axum::http::Response<String> {
@@ -529,6 +534,9 @@ mod tests {
                     None => status(404, "NotFound"),
                 },
                 ("POST", p) if p == leases => {
+                    if self.missing_namespace.load(Ordering::SeqCst) {
+                        return status(404, "NotFound");
+                    }
                     if stored.is_some() {
                         return status(409, "AlreadyExists");
                     }
@@ -576,6 +584,7 @@ mod tests {
                 "metadata": {"resourceVersion": "5"}, "items": items}),
             lease: Mutex::new(None),
             configmap_gets: AtomicUsize::new(0),
+            missing_namespace: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -695,6 +704,25 @@ mod tests {
             panic!("a deleted Lease is decided again on");
         };
         assert_eq!(now_held, Reservations::default());
+        // A create that is not found (the webhook's namespace does not exist) fails, rather
+        // than being decided again and again.
+        server.missing_namespace.store(true, Ordering::SeqCst);
+        assert!(matches!(
+            reads
+                .reserve(
+                    "ns",
+                    &view,
+                    &Reservations {
+                        version: None,
+                        ..write
+                    },
+                    EXPIRY,
+                    deadline()
+                )
+                .await,
+            Err(Reserve::Failed(_))
+        ));
+        server.missing_namespace.store(false, Ordering::SeqCst);
         // Reservations that are not what spark-admission writes fail the read, saying so.
         *server.lease.lock().unwrap() = Some((
             9,
