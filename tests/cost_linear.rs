@@ -112,6 +112,29 @@ static CONF_POLICY: LazyLock<Policy> = LazyLock::new(|| {
     .unwrap()
 });
 
+/// [`CONF_POLICY`]'s quota with `sparkConf` rules (SPEC §5b) that set settings from
+/// templates under merge and under enforce, and caps read as Spark reads them.
+static SPARK_CONF_POLICY: LazyLock<Policy> = LazyLock::new(|| {
+    Policy::parse(
+        r#"
+rules:
+  - name: observability
+    sparkConf:
+      set:
+        spark.ui.prometheus.enabled: "true"
+        spark.eventLog.enabled: "true"
+        spark.eventLog.dir: "s3a://logs/{namespace}/{app_name}/"
+      max: {spark.executor.memory: 64g, spark.executor.cores: "16", spark.driver.memory: 32g}
+  - name: decommission
+    mode: enforce
+    sparkConf:
+      set: {spark.decommission.enabled: "true"}
+quotas: [{name: three, perApplication: {maxExecutors: 3}}]
+"#,
+    )
+    .unwrap()
+});
+
 fn k8s<T: DeserializeOwned>(value: Value) -> T {
     serde_json::from_value(value).unwrap()
 }
@@ -901,13 +924,14 @@ fn lowered(answer: &Answer) {
 
 /// [`linear`] for a ConfigMap dimension, and its peak heap per byte of the body bounded.
 fn conf_linear(name: &str, build: impl Fn(usize) -> Vec<u8>, n: usize) {
-    let Some((_, large, bytes)) = linear(
-        name,
-        &|body| conf_review(&CONF_POLICY, body),
-        build,
-        n,
-        lowered,
-    ) else {
+    conf_linear_under(&CONF_POLICY, name, build, n);
+}
+
+/// [`conf_linear`] under `policy`.
+fn conf_linear_under(policy: &Policy, name: &str, build: impl Fn(usize) -> Vec<u8>, n: usize) {
+    let Some((_, large, bytes)) =
+        linear(name, &|body| conf_review(policy, body), build, n, lowered)
+    else {
         return;
     };
     let per_byte = large.heap as f64 / bytes as f64;
@@ -1012,5 +1036,39 @@ fn conf_comment_and_blank_lines() {
         "ConfigMap comments",
         |n| conf_review_with(|text| text.push_str(&"#c\n\n".repeat(n))),
         70_000,
+    );
+}
+
+#[test]
+fn conf_lines_under_spark_conf_rules() {
+    conf_linear_under(
+        &SPARK_CONF_POLICY,
+        "ConfigMap lines, sparkConf rules",
+        |n| {
+            conf_review_with(|text| {
+                for i in 0..n {
+                    text.push_str(&format!("k{i}=v\n"));
+                }
+            })
+        },
+        36_000,
+    );
+}
+
+#[test]
+fn conf_duplicates_of_keys_the_rules_set_and_cap() {
+    // Each is a setting an enforce rule replaces, a merge rule keeps, or a max reads.
+    conf_linear_under(
+        &SPARK_CONF_POLICY,
+        "ConfigMap duplicates of set and capped keys, sparkConf rules",
+        |n| {
+            conf_review_with(|text| {
+                text.push_str(
+                    &"spark.decommission.enabled=false\nspark.eventLog.dir=x\nspark.executor.memory=2g\n"
+                        .repeat(n),
+                )
+            })
+        },
+        3_400,
     );
 }
