@@ -222,9 +222,9 @@ impl GangReads {
         }
         // Last: a reservation written since the LIST is still seen, and one written after
         // this read makes this decision's own write fail.
-        let reservations = self.reservations(client, home, namespace, deadline).await?;
-        let listed: HashSet<&str> = view.pods.iter().map(|pod| pod.uid.as_str()).collect();
-        view.reservations = reservations.live(&listed, now, expiry);
+        view.reservations = self
+            .live_reservations(client, home, namespace, &view, expiry, deadline)
+            .await?;
         Ok(view)
     }
 
@@ -239,15 +239,16 @@ impl GangReads {
         deadline: Instant,
     ) -> Result<(), Reserve> {
         let (client, home) = self.client.get().ok_or(Reserve::Failed(Error::NoClient))?;
+        let name = lease_name(namespace);
         let text = serde_json::to_string(&write.held).map_err(|error| {
             Reserve::Failed(Error::Unreadable {
-                lease: lease_name(namespace),
+                lease: name.clone(),
                 why: error.to_string(),
             })
         })?;
         let lease = Lease {
             metadata: ObjectMeta {
-                name: Some(lease_name(namespace)),
+                name: Some(name.clone()),
                 namespace: Some(home.clone()),
                 resource_version: write.version.clone(),
                 labels: Some(BTreeMap::from([(
@@ -278,7 +279,7 @@ impl GangReads {
                     deadline,
                     "writing the reservations",
                     namespace,
-                    leases.replace(&lease_name(namespace), &PostParams::default(), &lease),
+                    leases.replace(&name, &PostParams::default(), &lease),
                 )
                 .await
             }
@@ -295,14 +296,29 @@ impl GangReads {
             {
                 // Written by another decision, or deleted: decided again on what is there now.
                 let now = self
-                    .reservations(client, home, namespace, deadline)
+                    .live_reservations(client, home, namespace, view, expiry, deadline)
                     .await
                     .map_err(Reserve::Failed)?;
-                let listed: HashSet<&str> = view.pods.iter().map(|pod| pod.uid.as_str()).collect();
-                Err(Reserve::Conflict(now.live(&listed, unix_now(), expiry)))
+                Err(Reserve::Conflict(now))
             }
             Err(error) => Err(Reserve::Failed(error)),
         }
+    }
+
+    /// `namespace`'s reservations as stored, with their version, those still holding room
+    /// for the pods of `view` ([`Reservations::live`]).
+    async fn live_reservations(
+        &self,
+        client: &kube::Client,
+        home: &str,
+        namespace: &str,
+        view: &NamespaceView,
+        expiry: Duration,
+        deadline: Instant,
+    ) -> Result<Reservations, Error> {
+        let listed: HashSet<&str> = view.pods.iter().map(|pod| pod.uid.as_str()).collect();
+        let stored = self.reservations(client, home, namespace, deadline).await?;
+        Ok(stored.live(&listed, unix_now(), expiry))
     }
 
     /// `namespace`'s reservations as stored, with their version.

@@ -450,6 +450,7 @@ async fn answer_reserved(
     reads: &dyn ClusterReads,
     applied: &mut AppliedTo,
 ) -> (ResponseReview, Answered) {
+    let mut conflicted = Answered::default();
     for _ in 0..MAX_RESERVE_ATTEMPTS {
         let (review, answered) = answer(candidate.clone(), policy, totals, app_name);
         let (Some(granted), Some(view), Some(own)) = (
@@ -487,15 +488,15 @@ async fn answer_reserved(
                 if let Some(view) = candidate.namespace_view.as_mut() {
                     view.reservations = now;
                 }
+                conflicted = answered;
             }
         }
     }
-    let (_, answered) = answer(candidate.clone(), policy, totals, app_name);
     let why = format!(
         "{MAX_RESERVE_ATTEMPTS} other submissions reserved room in namespace {} while it was decided",
         candidate.namespace
     );
-    refuse_gang(&candidate, answered, why)
+    refuse_gang(&candidate, conflicted, why)
 }
 
 /// What fitting a configuration did.
@@ -1389,6 +1390,8 @@ quotas: [{name: size, perApplication: {maxCpu: '8', maxMemory: 20Gi}}]
         stored: std::sync::Mutex<(u64, Reservations)>,
         all_read: tokio::sync::Barrier,
         conflicts: std::sync::atomic::AtomicUsize,
+        /// Every write finds another written first (a namespace under constant contention).
+        always_conflict: bool,
     }
 
     impl ClusterReads for ConcurrentNamespace {
@@ -1439,7 +1442,7 @@ quotas: [{name: size, perApplication: {maxCpu: '8', maxMemory: 20Gi}}]
         ) -> BoxFuture<'a, Reserved> {
             Box::pin(async move {
                 let mut stored = self.stored.lock().unwrap();
-                if write.version != stored.1.version {
+                if self.always_conflict || write.version != stored.1.version {
                     self.conflicts
                         .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     return Reserved::Conflict(stored.1.clone());
@@ -1475,6 +1478,7 @@ quotas: [{name: size, perApplication: {maxCpu: '8', maxMemory: 20Gi}}]
             stored: std::sync::Mutex::new((0, Reservations::default())),
             all_read: tokio::sync::Barrier::new(4),
             conflicts: std::sync::atomic::AtomicUsize::new(0),
+            always_conflict: false,
         };
         let reviews = drivers.iter().map(|uid| {
             let body = text
@@ -1520,5 +1524,41 @@ quotas: [{name: size, perApplication: {maxCpu: '8', maxMemory: 20Gi}}]
             "{:?}",
             namespace.conflicts
         );
+    }
+
+    #[tokio::test]
+    async fn a_submission_whose_every_write_conflicts_is_refused_after_the_most_attempts() {
+        let policy = Policy::parse("quotas: [{name: team, perNamespace: {maxCpu: '6'}}]").unwrap();
+        let candidate = candidate(request(STATIC)).unwrap();
+        let own = candidate.driver_uid().unwrap().to_owned();
+        let namespace = ConcurrentNamespace {
+            pods: vec![crate::quota::gang::ViewPod {
+                uid: own,
+                app: Some("spark-b80cad1763024b8b848f4455477ea33a".into()),
+                role: crate::policy::Role::Driver,
+                charge: driver_totals().charge,
+                created: 100,
+            }],
+            stored: std::sync::Mutex::new((0, Reservations::default())),
+            all_read: tokio::sync::Barrier::new(1),
+            conflicts: std::sync::atomic::AtomicUsize::new(0),
+            always_conflict: true,
+        };
+        let answer = review(request(STATIC), &policy, &namespace)
+            .await
+            .into_review();
+        assert!(!answer.response.allowed);
+        let message = &answer.response.status.as_ref().unwrap().message;
+        assert!(
+            message.contains(": 8 other submissions reserved room in namespace capture-cm while it was decided; lower spark.executor.cores"),
+            "{message}"
+        );
+        assert_eq!(
+            namespace
+                .conflicts
+                .load(std::sync::atomic::Ordering::SeqCst),
+            MAX_RESERVE_ATTEMPTS
+        );
+        assert_eq!(namespace.stored.lock().unwrap().0, 0, "nothing was held");
     }
 }

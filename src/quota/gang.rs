@@ -62,12 +62,11 @@ impl Granted {
     pub fn record(&self) -> String {
         // Exact, so that it reads back as it was granted: CPU in thousandths (what pods are
         // charged in), memory in bytes (rounded up, as charges are).
-        let nanos = 1_000_000_000_i128;
         format!(
             "executors={} cpu={}m memory={}",
             self.executors,
-            (self.charge.cpu + 999_999).div_euclid(1_000_000),
-            (self.charge.memory + nanos - 1).div_euclid(nanos)
+            milli(self.charge.cpu),
+            units(self.charge.memory)
         )
     }
 
@@ -139,10 +138,12 @@ pub struct Reservation {
 
 const NANOS: i128 = 1_000_000_000;
 
+/// Thousandths of a charge in nano-units, rounded up.
 fn milli(nanos: i128) -> u64 {
     u64::try_from((nanos + 999_999).div_euclid(1_000_000)).unwrap_or(0)
 }
 
+/// Whole units of a charge in nano-units, rounded up.
 fn units(nanos: i128) -> u64 {
     u64::try_from((nanos + NANOS - 1).div_euclid(NANOS)).unwrap_or(0)
 }
