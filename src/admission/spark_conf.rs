@@ -467,7 +467,16 @@ async fn answer_reserved(
             );
             return refuse_gang(&candidate, answered, why);
         };
-        let reservation = Reservation::new(&candidate.app, granted, driver.charge, view.read_at);
+        // The application as its executors will be labelled, which releases the room: the
+        // driver pod's label, which the apiserver bounds to 63 characters, never
+        // `spark.app.id` from the text, which can be as long as the review.
+        let Some(app) = driver.app.as_deref() else {
+            applied.namespace_unread = Some(format!(
+                "its room was not reserved: its driver pod (uid {own}) has no {APP_ID_LABEL} label"
+            ));
+            return (review, answered);
+        };
+        let reservation = Reservation::new(app, granted, driver.charge, view.read_at);
         let write = match hold(view, own, reservation) {
             Ok(write) => write,
             Err(held) => {
@@ -1560,5 +1569,59 @@ quotas: [{name: size, perApplication: {maxCpu: '8', maxMemory: 20Gi}}]
             MAX_RESERVE_ATTEMPTS
         );
         assert_eq!(namespace.stored.lock().unwrap().0, 0, "nothing was held");
+    }
+
+    #[tokio::test]
+    async fn the_room_is_reserved_for_the_application_its_driver_pod_is_labelled_with() {
+        let policy = Policy::parse("quotas: [{name: team, perNamespace: {maxCpu: '6'}}]").unwrap();
+        let own = candidate(request(STATIC))
+            .unwrap()
+            .driver_uid()
+            .unwrap()
+            .to_owned();
+        let namespace = |app: Option<&str>| ConcurrentNamespace {
+            pods: vec![crate::quota::gang::ViewPod {
+                uid: own.clone(),
+                app: app.map(str::to_owned),
+                role: crate::policy::Role::Driver,
+                charge: driver_totals().charge,
+                created: 100,
+            }],
+            stored: std::sync::Mutex::new((0, Reservations::default())),
+            all_read: tokio::sync::Barrier::new(1),
+            conflicts: std::sync::atomic::AtomicUsize::new(0),
+            always_conflict: false,
+        };
+        // The configuration's spark.app.id is as long as a tenant likes; what is held is the
+        // label the apiserver stored on the driver pod.
+        let long_id = format!("spark-{}", "x".repeat(100_000));
+        let text = std::str::from_utf8(STATIC)
+            .unwrap()
+            .replace("spark-b80cad1763024b8b848f4455477ea33a", &long_id);
+        let labelled = namespace(Some("spark-b80cad1763024b8b848f4455477ea33a"));
+        let answer = review(request(text.as_bytes()), &policy, &labelled)
+            .await
+            .into_review();
+        assert!(answer.response.allowed);
+        let stored = labelled.stored.lock().unwrap().1.clone();
+        assert_eq!(
+            stored.held[&own].app,
+            "spark-b80cad1763024b8b848f4455477ea33a"
+        );
+        // A driver pod without the label: admitted unreserved, saying why.
+        let unlabelled = namespace(None);
+        let Reviewed::Applied(applied) = review(request(STATIC), &policy, &unlabelled).await else {
+            panic!("applied");
+        };
+        assert!(applied.review.response.allowed);
+        assert_eq!(unlabelled.stored.lock().unwrap().0, 0, "nothing was held");
+        assert!(
+            applied
+                .namespace_unread
+                .as_deref()
+                .is_some_and(|why| why.ends_with("has no spark-app-selector label")),
+            "{:?}",
+            applied.namespace_unread
+        );
     }
 }
