@@ -944,17 +944,16 @@ fn conf_linear_under(policy: &Policy, name: &str, build: impl Fn(usize) -> Vec<u
 
 #[test]
 fn conf_lines() {
-    conf_linear(
-        "ConfigMap lines",
-        |n| {
-            conf_review_with(|text| {
-                for i in 0..n {
-                    text.push_str(&format!("k{i}=v\n"));
-                }
-            })
-        },
-        36_000,
-    );
+    conf_linear("ConfigMap lines", with_lines, 36_000);
+}
+
+/// The driver ConfigMap review with `n` more lines, each a setting of its own.
+fn with_lines(n: usize) -> Vec<u8> {
+    conf_review_with(|text| {
+        for i in 0..n {
+            text.push_str(&format!("k{i}=v\n"));
+        }
+    })
 }
 
 #[test]
@@ -1044,13 +1043,7 @@ fn conf_lines_under_spark_conf_rules() {
     conf_linear_under(
         &SPARK_CONF_POLICY,
         "ConfigMap lines, sparkConf rules",
-        |n| {
-            conf_review_with(|text| {
-                for i in 0..n {
-                    text.push_str(&format!("k{i}=v\n"));
-                }
-            })
-        },
+        with_lines,
         36_000,
     );
 }
