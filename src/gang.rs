@@ -26,9 +26,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use kube::api::{Api, ListParams};
 use tokio::sync::Semaphore;
 
 use crate::engine::{APP_ID_LABEL, ROLE_LABEL};
@@ -37,6 +36,7 @@ use crate::policy::Role;
 use crate::quota::gang::{
     Decided, Granted, NamespaceView, RESERVATION_ANNOTATION, Reservations, SETTLING, ViewPod,
 };
+use crate::quota::lease::{self, LeaseRecords, Stored, Written, unix_now, within};
 use crate::quota::watch::{SPARK_POD_SELECTOR, charge_of};
 
 /// Most decisions reading their namespace at once.
@@ -52,16 +52,17 @@ pub const BUDGET: Duration = Duration::from_millis(2000);
 pub const MAX_GETS_PER_READ: usize = 32;
 /// The annotation of a namespace's Lease that holds its reservations, as JSON by driver uid.
 pub const RESERVATIONS_ANNOTATION: &str = "spark-admission.io/gang-reservations";
-/// The annotation of a namespace's Lease that names the namespace.
-const NAMESPACE_ANNOTATION: &str = "spark-admission.io/namespace";
 /// Most submissions remembered; past it the memory starts again (they are read again).
 const MAX_REMEMBERED: usize = 10_000;
 /// The volume of a cluster-mode driver that mounts its configuration's ConfigMap.
 const CONF_VOLUME: &str = "spark-conf-volume-driver";
 
+/// The name of the Lease that holds a namespace's reservations, before the namespace.
+pub const LEASE_PREFIX: &str = "spark-admission-gang-";
+
 /// The Lease that holds `namespace`'s reservations.
 pub fn lease_name(namespace: &str) -> String {
-    format!("spark-admission-gang-{namespace}")
+    format!("{LEASE_PREFIX}{namespace}")
 }
 
 /// Why a namespace could not be read, or its reservation not written.
@@ -73,33 +74,9 @@ pub enum Error {
     /// [`MAX_IN_FLIGHT`] decisions were reading already.
     #[error("{MAX_IN_FLIGHT} submissions were being decided already")]
     Busy,
-    /// A request ran past the review's deadline.
-    #[error("{what} for namespace {namespace} took longer than the {BUDGET:?} a review has")]
-    Timeout {
-        /// What was asked.
-        what: &'static str,
-        /// The namespace.
-        namespace: String,
-    },
-    /// A request failed.
-    #[error("{what} for namespace {namespace}: {source}")]
-    Api {
-        /// What was asked.
-        what: &'static str,
-        /// The namespace.
-        namespace: String,
-        /// The error.
-        #[source]
-        source: kube::Error,
-    },
-    /// The Lease's reservations could not be read.
-    #[error("the reservations in Lease {lease} are not what spark-admission writes: {why}")]
-    Unreadable {
-        /// The Lease.
-        lease: String,
-        /// Why.
-        why: String,
-    },
+    /// A request of the read or the write failed, or ran past the review's deadline.
+    #[error(transparent)]
+    Request(#[from] lease::Error),
 }
 
 /// How writing a reservation went wrong.
@@ -114,7 +91,7 @@ pub enum Reserve {
 /// Reads namespaces for gang admission and holds their room, with the server's client once
 /// it has one.
 pub struct GangReads {
-    client: OnceLock<(kube::Client, String)>,
+    client: OnceLock<(kube::Client, LeaseRecords)>,
     slots: Semaphore,
     remembered: Mutex<HashMap<String, Decided>>,
 }
@@ -138,7 +115,13 @@ impl GangReads {
     /// Gives it the server's client, and the webhook's own namespace, where the reservations'
     /// Leases are (set once).
     pub fn set_client(&self, client: kube::Client, home: String) {
-        let _ = self.client.set((client, home));
+        let records = LeaseRecords::new(
+            client.clone(),
+            home,
+            LEASE_PREFIX,
+            RESERVATIONS_ANNOTATION,
+        );
+        let _ = self.client.set((client, records));
     }
 
     /// Remembers how the submission of driver `uid` was decided here.
@@ -165,7 +148,7 @@ impl GangReads {
         expiry: Duration,
         deadline: Instant,
     ) -> Result<NamespaceView, Error> {
-        let (client, home) = self.client.get().ok_or(Error::NoClient)?;
+        let (client, records) = self.client.get().ok_or(Error::NoClient)?;
         let _slot = tokio::time::timeout(SLOT_WAIT, self.slots.acquire())
             .await
             .map_err(|_| Error::Busy)?
@@ -223,7 +206,7 @@ impl GangReads {
         // Last: a reservation written since the LIST is still seen, and one written after
         // this read makes this decision's own write fail.
         view.reservations = self
-            .live_reservations(client, home, namespace, &view, expiry, deadline)
+            .live_reservations(records, namespace, &view, expiry, deadline)
             .await?;
         Ok(view)
     }
@@ -238,70 +221,21 @@ impl GangReads {
         expiry: Duration,
         deadline: Instant,
     ) -> Result<(), Reserve> {
-        let (client, home) = self.client.get().ok_or(Reserve::Failed(Error::NoClient))?;
-        let name = lease_name(namespace);
-        let text = serde_json::to_string(&write.held).map_err(|error| {
-            Reserve::Failed(Error::Unreadable {
-                lease: name.clone(),
-                why: error.to_string(),
-            })
-        })?;
-        let lease = Lease {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                namespace: Some(home.clone()),
-                resource_version: write.version.clone(),
-                labels: Some(BTreeMap::from([(
-                    "app.kubernetes.io/name".to_owned(),
-                    "spark-admission".to_owned(),
-                )])),
-                annotations: Some(BTreeMap::from([
-                    (NAMESPACE_ANNOTATION.to_owned(), namespace.to_owned()),
-                    (RESERVATIONS_ANNOTATION.to_owned(), text),
-                ])),
-                ..ObjectMeta::default()
-            },
-            spec: None,
-        };
-        let leases = Api::<Lease>::namespaced(client.clone(), home);
-        let written = match &write.version {
-            None => {
-                within(
-                    deadline,
-                    "creating the reservations",
-                    namespace,
-                    leases.create(&PostParams::default(), &lease),
-                )
-                .await
-            }
-            Some(_) => {
-                within(
-                    deadline,
-                    "writing the reservations",
-                    namespace,
-                    leases.replace(&name, &PostParams::default(), &lease),
-                )
-                .await
-            }
-        };
+        let (_, records) = self.client.get().ok_or(Reserve::Failed(Error::NoClient))?;
+        let written = records
+            .write(namespace, write.version.as_deref(), &write.held, deadline)
+            .await
+            .map_err(|error| Reserve::Failed(error.into()))?;
         match written {
-            Ok(_) => Ok(()),
-            Err(Error::Api {
-                source: kube::Error::Api(status),
-                ..
-            }) if status.is_conflict()
-                || status.is_already_exists()
-                // A replace of a deleted Lease; a create's NotFound is a missing namespace.
-                || (status.is_not_found() && write.version.is_some()) =>
-            {
-                // Written by another decision, or deleted: decided again on what is there now.
+            Written::Stored => Ok(()),
+            // Written by another decision, or deleted: decided again on what is there now.
+            Written::Conflict => {
                 let now = self
-                    .live_reservations(client, home, namespace, view, expiry, deadline)
+                    .live_reservations(records, namespace, view, expiry, deadline)
                     .await
                     .map_err(Reserve::Failed)?;
                 Err(Reserve::Conflict(now))
             }
-            Err(error) => Err(Reserve::Failed(error)),
         }
     }
 
@@ -309,54 +243,19 @@ impl GangReads {
     /// for the pods of `view` ([`Reservations::live`]).
     async fn live_reservations(
         &self,
-        client: &kube::Client,
-        home: &str,
+        records: &LeaseRecords,
         namespace: &str,
         view: &NamespaceView,
         expiry: Duration,
         deadline: Instant,
     ) -> Result<Reservations, Error> {
         let listed: HashSet<&str> = view.pods.iter().map(|pod| pod.uid.as_str()).collect();
-        let stored = self.reservations(client, home, namespace, deadline).await?;
+        let stored: Stored<BTreeMap<_, _>> = records.read(namespace, deadline).await?;
+        let stored = Reservations {
+            version: stored.version,
+            held: stored.value,
+        };
         Ok(stored.live(&listed, unix_now(), expiry))
-    }
-
-    /// `namespace`'s reservations as stored, with their version.
-    async fn reservations(
-        &self,
-        client: &kube::Client,
-        home: &str,
-        namespace: &str,
-        deadline: Instant,
-    ) -> Result<Reservations, Error> {
-        let leases = Api::<Lease>::namespaced(client.clone(), home);
-        let lease = lease_name(namespace);
-        let Some(stored) = within(
-            deadline,
-            "reading the reservations",
-            namespace,
-            leases.get_opt(&lease),
-        )
-        .await?
-        else {
-            return Ok(Reservations::default());
-        };
-        let held = match stored
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(RESERVATIONS_ANNOTATION))
-        {
-            Some(text) => serde_json::from_str(text).map_err(|error| Error::Unreadable {
-                lease: lease.clone(),
-                why: error.to_string(),
-            })?,
-            None => BTreeMap::new(),
-        };
-        Ok(Reservations {
-            version: stored.metadata.resource_version,
-            held,
-        })
     }
 
     /// Where the submission whose driver ConfigMap is `conf` stands, from the stored object;
@@ -391,33 +290,6 @@ impl GangReads {
             }
         }
     }
-}
-
-/// `request` by `deadline`.
-async fn within<T>(
-    deadline: Instant,
-    what: &'static str,
-    namespace: &str,
-    request: impl Future<Output = Result<T, kube::Error>>,
-) -> Result<T, Error> {
-    tokio::time::timeout_at(deadline.into(), request)
-        .await
-        .map_err(|_| Error::Timeout {
-            what,
-            namespace: namespace.to_owned(),
-        })?
-        .map_err(|source| Error::Api {
-            what,
-            namespace: namespace.to_owned(),
-            source,
-        })
-}
-
-/// The time now, in seconds since the epoch.
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// What the decision keeps of a listed pod; `None` when it does not count (not a Spark pod,
@@ -671,7 +543,7 @@ mod tests {
         // The Lease names its namespace; tenants' namespaces hold nothing.
         let stored = server.lease.lock().unwrap().clone().unwrap().1;
         assert_eq!(
-            stored["metadata"]["annotations"][NAMESPACE_ANNOTATION],
+            stored["metadata"]["annotations"][crate::quota::lease::NAMESPACE_ANNOTATION],
             serde_json::json!("ns")
         );
         let record: BTreeMap<String, Reservation> = serde_json::from_str(

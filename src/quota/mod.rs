@@ -23,6 +23,7 @@ pub mod charge;
 pub mod check;
 pub mod fit;
 pub mod gang;
+pub mod lease;
 pub mod ledger;
 pub mod report;
 pub mod tracker;

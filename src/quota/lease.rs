@@ -1,0 +1,234 @@
+//! Records that several replicas must agree on, kept as JSON in one annotation of a Lease in
+//! the webhook's own namespace, and changed with compare-and-swap as ResourceQuota changes its
+//! status: every write carries the `resourceVersion` it was decided on (a create when there is
+//! no Lease yet), so of two decisions on the same read only one is stored and the other is
+//! decided again.
+//!
+//! Tenants cannot write in the webhook's namespace, and the webhook needs only get, create and
+//! update on Leases there. Gang admission's reservations (`crate::gang`) and the admissions in
+//! flight near a namespace limit ([`super::room`]) are such records.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::{Api, ObjectMeta, PostParams};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The annotation of each Lease that names the namespace its record is about.
+pub const NAMESPACE_ANNOTATION: &str = "spark-admission.io/namespace";
+
+/// Why a record could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request ran past its deadline.
+    #[error("{what} for namespace {namespace} took longer than the review's deadline")]
+    Timeout {
+        /// What was asked.
+        what: &'static str,
+        /// The namespace the record is about.
+        namespace: String,
+    },
+    /// The request failed.
+    #[error("{what} for namespace {namespace}: {source}")]
+    Api {
+        /// What was asked.
+        what: &'static str,
+        /// The namespace the record is about.
+        namespace: String,
+        /// The error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The annotation holds something else than the record.
+    #[error("the reservations in Lease {lease} are not what spark-admission writes: {why}")]
+    Unreadable {
+        /// The Lease.
+        lease: String,
+        /// Why.
+        why: String,
+    },
+}
+
+/// A record as stored, with the version a write must be decided on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stored<T> {
+    /// The Lease's `resourceVersion`; `None` when there is no Lease.
+    pub version: Option<String>,
+    /// The record; its default when there is no Lease or no annotation.
+    pub value: T,
+}
+
+/// How a write went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// Stored.
+    Stored,
+    /// Another decision wrote first (or the Lease was deleted): read again and decide again.
+    Conflict,
+}
+
+/// One kind of record: the Leases named `<prefix><namespace>` in the webhook's namespace,
+/// holding the record in `annotation`.
+#[derive(Clone)]
+pub struct LeaseRecords {
+    client: kube::Client,
+    home: String,
+    prefix: &'static str,
+    annotation: &'static str,
+}
+
+impl LeaseRecords {
+    /// Records under `prefix` and `annotation` in namespace `home`, through `client`.
+    pub fn new(
+        client: kube::Client,
+        home: String,
+        prefix: &'static str,
+        annotation: &'static str,
+    ) -> Self {
+        Self {
+            client,
+            home,
+            prefix,
+            annotation,
+        }
+    }
+
+    /// The Lease that holds `namespace`'s record.
+    pub fn lease_name(&self, namespace: &str) -> String {
+        format!("{}{namespace}", self.prefix)
+    }
+
+    /// `namespace`'s record as stored, by a quorum GET (no resourceVersion: read from etcd,
+    /// the same on every replica), by `deadline`.
+    pub async fn read<T: DeserializeOwned + Default>(
+        &self,
+        namespace: &str,
+        deadline: Instant,
+    ) -> Result<Stored<T>, Error> {
+        let leases = Api::<Lease>::namespaced(self.client.clone(), &self.home);
+        let lease = self.lease_name(namespace);
+        let Some(stored) = within(
+            deadline,
+            "reading the reservations",
+            namespace,
+            leases.get_opt(&lease),
+        )
+        .await?
+        else {
+            return Ok(Stored::default());
+        };
+        let value = match stored
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(self.annotation))
+        {
+            Some(text) => serde_json::from_str(text).map_err(|error| Error::Unreadable {
+                lease: lease.clone(),
+                why: error.to_string(),
+            })?,
+            None => T::default(),
+        };
+        Ok(Stored {
+            version: stored.metadata.resource_version,
+            value,
+        })
+    }
+
+    /// Writes `value` as `namespace`'s record if the Lease is still at `version` (creates it
+    /// when `version` is `None`), by `deadline`.
+    pub async fn write<T: Serialize>(
+        &self,
+        namespace: &str,
+        version: Option<&str>,
+        value: &T,
+        deadline: Instant,
+    ) -> Result<Written, Error> {
+        let name = self.lease_name(namespace);
+        let text = serde_json::to_string(value).map_err(|error| Error::Unreadable {
+            lease: name.clone(),
+            why: error.to_string(),
+        })?;
+        let lease = Lease {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(self.home.clone()),
+                resource_version: version.map(str::to_owned),
+                labels: Some(BTreeMap::from([(
+                    "app.kubernetes.io/name".to_owned(),
+                    "spark-admission".to_owned(),
+                )])),
+                annotations: Some(BTreeMap::from([
+                    (NAMESPACE_ANNOTATION.to_owned(), namespace.to_owned()),
+                    (self.annotation.to_owned(), text),
+                ])),
+                ..ObjectMeta::default()
+            },
+            spec: None,
+        };
+        let leases = Api::<Lease>::namespaced(self.client.clone(), &self.home);
+        let written = match version {
+            None => {
+                within(
+                    deadline,
+                    "creating the reservations",
+                    namespace,
+                    leases.create(&PostParams::default(), &lease),
+                )
+                .await
+            }
+            Some(_) => {
+                within(
+                    deadline,
+                    "writing the reservations",
+                    namespace,
+                    leases.replace(&name, &PostParams::default(), &lease),
+                )
+                .await
+            }
+        };
+        match written {
+            Ok(_) => Ok(Written::Stored),
+            Err(Error::Api {
+                source: kube::Error::Api(status),
+                ..
+            }) if status.is_conflict()
+                || status.is_already_exists()
+                // A replace of a deleted Lease; a create's NotFound is a missing namespace.
+                || (status.is_not_found() && version.is_some()) =>
+            {
+                Ok(Written::Conflict)
+            }
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// `request` by `deadline`.
+pub(crate) async fn within<T>(
+    deadline: Instant,
+    what: &'static str,
+    namespace: &str,
+    request: impl Future<Output = Result<T, kube::Error>>,
+) -> Result<T, Error> {
+    tokio::time::timeout_at(deadline.into(), request)
+        .await
+        .map_err(|_| Error::Timeout {
+            what,
+            namespace: namespace.to_owned(),
+        })?
+        .map_err(|source| Error::Api {
+            what,
+            namespace: namespace.to_owned(),
+            source,
+        })
+}
+
+/// The time now, in seconds since the epoch.
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
