@@ -115,12 +115,8 @@ impl GangReads {
     /// Gives it the server's client, and the webhook's own namespace, where the reservations'
     /// Leases are (set once).
     pub fn set_client(&self, client: kube::Client, home: String) {
-        let records = LeaseRecords::new(
-            client.clone(),
-            home,
-            LEASE_PREFIX,
-            RESERVATIONS_ANNOTATION,
-        );
+        let records =
+            LeaseRecords::new(client.clone(), home, LEASE_PREFIX, RESERVATIONS_ANNOTATION);
         let _ = self.client.set((client, records));
     }
 
@@ -364,24 +360,15 @@ mod tests {
 
     use crate::quota::gang::Reservation;
 
+    use crate::quota::lease::stand_in::{Leases, status};
+
     /// A stand-in apiserver: namespace `ns`'s pods are `pods`, none of its ConfigMaps is
-    /// stored, and Leases in namespace `home` are kept as the apiserver keeps them, a write
-    /// going through only at the stored `resourceVersion`. Counts ConfigMap GETs.
+    /// stored, and Leases in namespace `home` are kept as the apiserver keeps them
+    /// ([`Leases`]). Counts ConfigMap GETs.
     struct Apiserver {
         pods: serde_json::Value,
-        lease: Mutex<Option<(u64, serde_json::Value)>>,
+        leases: Leases,
         configmap_gets: AtomicUsize,
-        missing_namespace: std::sync::atomic::AtomicBool,
-    }
-
-    fn status(code: u16, reason: &str) -> axum::http::Response<String> {
-        let mut response = axum::http::Response::new(
-            serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                "reason": reason, "code": code})
-            .to_string(),
-        );
-        *response.status_mut() = axum::http::StatusCode::from_u16(code).unwrap();
-        response
     }
 
     impl Apiserver {
@@ -406,8 +393,6 @@ mod tests {
             let method = request.method().clone();
             let path = request.uri().path().to_owned();
             let body = request.into_body().collect().await.unwrap().to_bytes();
-            let leases = "/apis/coordination.k8s.io/v1/namespaces/home/leases";
-            let name = format!("{leases}/spark-admission-gang-ns");
             if path == "/api/v1/namespaces/ns/pods" {
                 return axum::http::Response::new(self.pods.to_string());
             }
@@ -415,41 +400,9 @@ mod tests {
                 self.configmap_gets.fetch_add(1, Ordering::SeqCst);
                 return status(404, "NotFound");
             }
-            let mut stored = self.lease.lock().unwrap();
-            match (method.as_str(), path.as_str()) {
-                ("GET", p) if p == name => match &*stored {
-                    Some((_, lease)) => axum::http::Response::new(lease.to_string()),
-                    None => status(404, "NotFound"),
-                },
-                ("POST", p) if p == leases => {
-                    if self.missing_namespace.load(Ordering::SeqCst) {
-                        return status(404, "NotFound");
-                    }
-                    if stored.is_some() {
-                        return status(409, "AlreadyExists");
-                    }
-                    let mut lease: serde_json::Value = serde_json::from_slice(&body).unwrap();
-                    lease["metadata"]["resourceVersion"] = serde_json::json!("1");
-                    *stored = Some((1, lease.clone()));
-                    axum::http::Response::new(lease.to_string())
-                }
-                ("PUT", p) if p == name => {
-                    let mut lease: serde_json::Value = serde_json::from_slice(&body).unwrap();
-                    let Some((version, _)) = &*stored else {
-                        return status(404, "NotFound");
-                    };
-                    if lease["metadata"]["resourceVersion"]
-                        != serde_json::json!(version.to_string())
-                    {
-                        return status(409, "Conflict");
-                    }
-                    let next = version + 1;
-                    lease["metadata"]["resourceVersion"] = serde_json::json!(next.to_string());
-                    *stored = Some((next, lease.clone()));
-                    axum::http::Response::new(lease.to_string())
-                }
-                _ => status(404, "NotFound"),
-            }
+            self.leases
+                .answer(method.as_str(), &path, &body)
+                .unwrap_or_else(|| status(404, "NotFound"))
         }
     }
 
@@ -470,9 +423,8 @@ mod tests {
         Arc::new(Apiserver {
             pods: serde_json::json!({"apiVersion": "v1", "kind": "PodList",
                 "metadata": {"resourceVersion": "5"}, "items": items}),
-            lease: Mutex::new(None),
+            leases: Leases::default(),
             configmap_gets: AtomicUsize::new(0),
-            missing_namespace: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -541,7 +493,7 @@ mod tests {
             Err(Reserve::Conflict(_))
         ));
         // The Lease names its namespace; tenants' namespaces hold nothing.
-        let stored = server.lease.lock().unwrap().clone().unwrap().1;
+        let stored = server.leases.get("spark-admission-gang-ns").unwrap();
         assert_eq!(
             stored["metadata"]["annotations"][crate::quota::lease::NAMESPACE_ANNOTATION],
             serde_json::json!("ns")
@@ -579,7 +531,7 @@ mod tests {
         let view = reads.read("ns", "b", EXPIRY, deadline()).await.unwrap();
         // Deleted between the read and the write (someone cleaning up): the replace is not
         // found, and the reservations read again are empty, with no version: created again.
-        *server.lease.lock().unwrap() = None;
+        server.leases.stored.lock().unwrap().clear();
         let write = crate::quota::gang::hold(
             &view,
             "b",
@@ -594,7 +546,10 @@ mod tests {
         assert_eq!(now_held, Reservations::default());
         // A create that is not found (the webhook's namespace does not exist) fails, rather
         // than being decided again and again.
-        server.missing_namespace.store(true, Ordering::SeqCst);
+        server
+            .leases
+            .missing_namespace
+            .store(true, Ordering::SeqCst);
         assert!(matches!(
             reads
                 .reserve(
@@ -610,14 +565,20 @@ mod tests {
                 .await,
             Err(Reserve::Failed(_))
         ));
-        server.missing_namespace.store(false, Ordering::SeqCst);
+        server
+            .leases
+            .missing_namespace
+            .store(false, Ordering::SeqCst);
         // Reservations that are not what spark-admission writes fail the read, saying so.
-        *server.lease.lock().unwrap() = Some((
-            9,
-            serde_json::json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        server.leases.stored.lock().unwrap().insert(
+            "spark-admission-gang-ns".to_owned(),
+            (
+                9,
+                serde_json::json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                 "metadata": {"name": "spark-admission-gang-ns", "namespace": "home",
                     "resourceVersion": "9", "annotations": {RESERVATIONS_ANNOTATION: "[1, 2]"}}}),
-        ));
+            ),
+        );
         let error = reads
             .read("ns", "b", EXPIRY, deadline())
             .await

@@ -96,10 +96,12 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
-/// Labels of `spark_admission_gang_reservations_total`.
+/// Labels of `spark_admission_gang_reservations_total` and
+/// `spark_admission_quota_room_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
-    /// `held`, `conflict` (another decision wrote first: decided again) or `failed`.
+    /// Gang: `held`, `conflict` (another decision wrote first: decided again) or `failed`.
+    /// Namespace room: `held`, `conflict`, `refused` or `fallback`.
     pub outcome: &'static str,
 }
 
@@ -150,6 +152,9 @@ pub struct Metrics {
     /// `spark_admission_gang_reservations_total{outcome}`: writes of a namespace's
     /// reservations.
     pub gang_reservations: Family<OutcomeLabels, Counter>,
+    /// `spark_admission_quota_room_total{outcome}`: decisions near a namespace limit made on
+    /// the admissions every replica has in flight there.
+    pub quota_room: Family<OutcomeLabels, Counter>,
     /// `spark_admission_connections{listener}`: connections open.
     pub connections: Family<ListenerLabels, Gauge>,
     /// `spark_admission_connections_refused_total{listener}`: closed at accept, listener full.
@@ -298,6 +303,12 @@ impl Metrics {
             "Writes of a namespace's gang reservations, by outcome (held; conflict: another decision wrote first, so decided again; failed: the submission went unreserved)",
             gang_reservations.clone(),
         );
+        let quota_room = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "spark_admission_quota_room",
+            "Decisions near a namespace limit made on the admissions in flight of every replica, by outcome (held: admitted and written; conflict: another decision was stored first, so decided again; refused; fallback: they could not be read or written in time, so this replica's view decided)",
+            quota_room.clone(),
+        );
         let connections = Family::<ListenerLabels, Gauge>::default();
         registry.register(
             "spark_admission_connections",
@@ -376,6 +387,7 @@ impl Metrics {
             spark_conf_refused,
             gang_read_duration,
             gang_reservations,
+            quota_room,
             connections,
             connections_refused,
             idle_connections_closed,
@@ -458,6 +470,13 @@ impl Metrics {
         self.gang_reservations
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
+    }
+
+    /// Counts a decision near a namespace limit made on the admissions in flight there.
+    pub fn count_quota_room(&self, outcome: &'static str, by: u64) {
+        self.quota_room
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc_by(by);
     }
 
     /// Counts a reload attempt in `family`.

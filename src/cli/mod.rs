@@ -192,7 +192,18 @@ struct ServeArgs {
         default_value_t = 10
     )]
     quota_confirm_margin: u32,
-    /// Quotas: longest wait for that LIST; past it, this replica's own count decides.
+    /// Quotas, with `--client-ca`: when a namespace is within this many pods like the one
+    /// admitted of a per-namespace limit, the decision is also made on the admissions every
+    /// replica has in flight there (a Lease in the webhook's namespace, written with
+    /// compare-and-swap), so namespace limits are exact across replicas.
+    #[arg(
+        long,
+        env = "SPARK_ADMISSION_QUOTA_NAMESPACE_MARGIN",
+        default_value_t = 20
+    )]
+    quota_namespace_margin: u32,
+    /// Quotas: longest wait for that LIST, and for the admissions in flight near a namespace
+    /// limit to be read and written; past it, this replica's own count decides.
     #[arg(long, env = "SPARK_ADMISSION_QUOTA_CONFIRM_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     quota_confirm_timeout: Duration,
     /// Gang admission: how long after its driver was created the room granted to a

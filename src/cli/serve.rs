@@ -23,6 +23,7 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         reservation_ttl: args.quota_reservation_ttl,
         confirm_margin: args.quota_confirm_margin,
         confirm_timeout: args.quota_confirm_timeout,
+        namespace_margin: args.quota_namespace_margin,
         gang_expiry: args.quota_gang_expiry,
         // A client certificate from the client CA is what makes a caller the apiserver.
         verified_callers: args.client_ca.is_some(),

@@ -176,6 +176,34 @@ pub fn near_application_limit(quota: &Quota, claim: &Claim, usage: &Usage, margi
     executors_near || cpu_near || memory_near
 }
 
+/// Whether admitting `claim` brings its namespace within `margin` pods like it of one of
+/// `quota`'s per-namespace limits: the point from which, with callers verified, the decision is
+/// also made on the admissions every replica has in flight there ([`super::room`]).
+pub fn near_namespace_limit(quota: &Quota, claim: &Claim, usage: &Usage, margin: u32) -> bool {
+    let Some(limits) = &quota.per_namespace else {
+        return false;
+    };
+    if claim.kind != ClaimKind::Create {
+        return false;
+    }
+    let margin = i128::from(margin);
+    let new_application =
+        claim.entry.app.is_some() && !usage.app.is_some_and(|totals| totals.present);
+    let applications_near = limits.max_applications.is_some_and(|max| {
+        new_application && i128::from(usage.applications) + 1 + margin > i128::from(max)
+    });
+    let reached = usage.namespace.plus(claim.entry.charge.times(1 + margin));
+    let cpu_near = limits
+        .max_cpu
+        .as_ref()
+        .is_some_and(|max| claim.entry.charge.cpu > 0 && reached.cpu > max.nanos());
+    let memory_near = limits
+        .max_memory
+        .as_ref()
+        .is_some_and(|max| claim.entry.charge.memory > 0 && reached.memory > max.nanos());
+    applications_near || cpu_near || memory_near
+}
+
 const EXECUTOR_COUNT_SETTINGS: &str =
     "ask for fewer with spark.executor.instances or spark.dynamicAllocation.maxExecutors";
 

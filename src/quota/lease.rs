@@ -232,3 +232,103 @@ pub(crate) fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
+
+/// A stand-in for the apiserver's Leases in one namespace, for tests: kept as the apiserver
+/// keeps them, a create refused when the Lease exists, a replace only at the stored
+/// `resourceVersion`, a replace of a missing Lease not found.
+#[cfg(test)]
+pub(crate) mod stand_in {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    /// An apiserver `Status` answer.
+    pub(crate) fn status(code: u16, reason: &str) -> axum::http::Response<String> {
+        let mut response = axum::http::Response::new(
+            serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                "reason": reason, "code": code})
+            .to_string(),
+        );
+        *response.status_mut() = axum::http::StatusCode::from_u16(code).unwrap();
+        response
+    }
+
+    /// The Leases of namespace `home`, by name, with their resource versions.
+    #[derive(Default)]
+    pub(crate) struct Leases {
+        pub(crate) stored: Mutex<BTreeMap<String, (u64, serde_json::Value)>>,
+        /// Creates fail as in a namespace that does not exist.
+        pub(crate) missing_namespace: AtomicBool,
+        versions: AtomicU64,
+        /// Writes stored, and writes refused for a stale version.
+        pub(crate) writes: AtomicU64,
+        pub(crate) conflicts: AtomicU64,
+    }
+
+    impl Leases {
+        /// The answer to a request of a Lease in namespace `home`; `None` for other paths.
+        pub(crate) fn answer(
+            &self,
+            method: &str,
+            path: &str,
+            body: &[u8],
+        ) -> Option<axum::http::Response<String>> {
+            let leases = "/apis/coordination.k8s.io/v1/namespaces/home/leases";
+            let rest = path.strip_prefix(leases)?;
+            let name = rest.strip_prefix('/').unwrap_or_default();
+            let mut stored = self.stored.lock().unwrap();
+            let next = || self.versions.fetch_add(1, Ordering::SeqCst) + 1;
+            Some(match (method, name) {
+                ("GET", name) if !name.is_empty() => match stored.get(name) {
+                    Some((_, lease)) => axum::http::Response::new(lease.to_string()),
+                    None => status(404, "NotFound"),
+                },
+                ("POST", "") => {
+                    if self.missing_namespace.load(Ordering::SeqCst) {
+                        return Some(status(404, "NotFound"));
+                    }
+                    let mut lease: serde_json::Value = serde_json::from_slice(body).unwrap();
+                    let name = lease["metadata"]["name"].as_str().unwrap().to_owned();
+                    if stored.contains_key(&name) {
+                        self.conflicts.fetch_add(1, Ordering::SeqCst);
+                        return Some(status(409, "AlreadyExists"));
+                    }
+                    let version = next();
+                    lease["metadata"]["resourceVersion"] = serde_json::json!(version.to_string());
+                    stored.insert(name, (version, lease.clone()));
+                    self.writes.fetch_add(1, Ordering::SeqCst);
+                    axum::http::Response::new(lease.to_string())
+                }
+                ("PUT", name) if !name.is_empty() => {
+                    let mut lease: serde_json::Value = serde_json::from_slice(body).unwrap();
+                    let Some((version, _)) = stored.get(name) else {
+                        return Some(status(404, "NotFound"));
+                    };
+                    if lease["metadata"]["resourceVersion"]
+                        != serde_json::json!(version.to_string())
+                    {
+                        self.conflicts.fetch_add(1, Ordering::SeqCst);
+                        return Some(status(409, "Conflict"));
+                    }
+                    let version = next();
+                    lease["metadata"]["resourceVersion"] = serde_json::json!(version.to_string());
+                    stored.insert(name.to_owned(), (version, lease.clone()));
+                    self.writes.fetch_add(1, Ordering::SeqCst);
+                    axum::http::Response::new(lease.to_string())
+                }
+                _ => status(404, "NotFound"),
+            })
+        }
+
+        /// The stored Lease `name`.
+        pub(crate) fn get(&self, name: &str) -> Option<serde_json::Value> {
+            self.stored
+                .lock()
+                .unwrap()
+                .get(name)
+                .map(|(_, l)| l.clone())
+        }
+    }
+}

@@ -448,6 +448,18 @@ impl Ledger {
         usage
     }
 
+    /// Whether the ledger holds a pod of that key, live or reserved.
+    pub fn holds(&self, key: &PodKey) -> bool {
+        self.pods.contains_key(key) || self.reservations.contains_key(key)
+    }
+
+    /// Whether application `app` has a live pod or a reservation in `namespace`.
+    pub fn has_application(&self, namespace: &str, app: &str) -> bool {
+        self.namespaces
+            .get(namespace)
+            .is_some_and(|ns| ns.apps.contains_key(app))
+    }
+
     /// The pods and reservations of one application, by name: what a consistent LIST is
     /// merged with. A name may appear twice, as a live pod and as a reservation.
     pub fn app_members(&self, namespace: &str, app: &str) -> Vec<Member<'_>> {

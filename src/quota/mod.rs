@@ -26,6 +26,7 @@ pub mod gang;
 pub mod lease;
 pub mod ledger;
 pub mod report;
+pub mod room;
 pub mod tracker;
 pub mod watch;
 
@@ -37,7 +38,7 @@ use crate::policy::{Policy, check_dns_label, check_dns_subdomain, check_label_va
 pub use charge::Charge;
 pub use check::{Scope, Violation};
 pub use ledger::{Entry, Ledger, Own, PodKey, TrackedPod};
-pub use tracker::{Confirmation, Decision, Options, Tracker};
+pub use tracker::{Confirmation, Decision, Options, Room, Tracker};
 
 /// Errors confirming an application's pods with the API.
 #[derive(Debug, thiserror::Error)]

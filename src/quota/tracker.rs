@@ -11,17 +11,19 @@
 //! per-application limits are exact. This LIST is the only I/O on the request path, and only
 //! near a limit.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use kube::api::{Api, ListParams};
 
 use crate::policy::{Quota, check_label_value};
 
-use super::check::{Violation, check, near_application_limit};
+use super::check::{Violation, check, near_application_limit, near_namespace_limit};
+use super::lease::{LeaseRecords, Stored, Written, unix_now};
 use super::ledger::{AppTotals, Entry, Ledger, Member, Own, PodKey, TrackedPod, Usage};
+use super::room::{self, Admissions};
 use super::watch::{LeanPod, SPARK_POD_SELECTOR, tracked};
 use super::{Claim, ClaimKind, Error};
 
@@ -34,8 +36,14 @@ pub struct Options {
     /// How many pods like the one admitted may separate an application from a limit before
     /// its count is confirmed with a consistent LIST.
     pub confirm_margin: u32,
-    /// Longest wait for that LIST; past it, the decision uses this replica's own view.
+    /// Longest wait for that LIST, and for the admissions in flight near a namespace limit
+    /// to be read and written; past it, the decision uses this replica's own view.
     pub confirm_timeout: Duration,
+    /// How many pods like the one admitted may separate a namespace from a limit before, with
+    /// callers verified, the decision is made on the admissions every replica has in flight
+    /// there ([`super::room`]). Namespace limits are exact while fewer creations than this,
+    /// admitted by other replicas, are not yet shown to a replica deciding there.
+    pub namespace_margin: u32,
     /// Whether every caller is known to be the kube-apiserver (`serve --client-ca`: the TLS
     /// handshake verified its client certificate). Only then may an admission the watch has
     /// not confirmed yet hold room against namespace limits (SPEC §5, "Untrusted callers").
@@ -51,6 +59,7 @@ impl Default for Options {
             reservation_ttl: Duration::from_secs(30),
             confirm_margin: 10,
             confirm_timeout: Duration::from_secs(2),
+            namespace_margin: 20,
             verified_callers: false,
             gang_expiry: Duration::from_secs(300),
         }
@@ -75,6 +84,24 @@ pub struct Decision {
     pub violations: Vec<Violation>,
     /// Whether a consistent LIST was part of it.
     pub confirmation: Confirmation,
+    /// Whether the admissions in flight near a namespace limit were.
+    pub room: Room,
+}
+
+/// What the admissions every replica has in flight near a namespace limit did for a decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Room {
+    /// Far from every namespace limit, or callers not verified: not read.
+    NotNeeded,
+    /// Decided on them, admitted, and written into them after `conflicts` conflicts.
+    Held {
+        /// Writes that found another decision stored first.
+        conflicts: u32,
+    },
+    /// Decided on them and refused, or a dry run: nothing written.
+    Read,
+    /// They could not be read or written in time: this replica's own view decided.
+    Fallback(String),
 }
 
 impl Decision {
@@ -98,6 +125,11 @@ pub struct Listed {
 /// LIST waits for a turn within the confirm timeout, then the replica's own view decides.
 pub const MAX_CONCURRENT_LISTS: usize = 8;
 
+/// Most writes one decision makes of a namespace's admissions in flight: each conflict means
+/// another replica's decision was stored first, and this replica's own decisions there take
+/// turns, so a few replicas contend at most this many times.
+pub const MAX_ROOM_ATTEMPTS: u32 = 16;
+
 /// The ledger, whether it is in step with the cluster, and how to confirm.
 pub struct Tracker {
     ledger: Mutex<Ledger>,
@@ -105,6 +137,10 @@ pub struct Tracker {
     in_step: AtomicBool,
     client: OnceLock<kube::Client>,
     lists: tokio::sync::Semaphore,
+    rooms: OnceLock<LeaseRecords>,
+    // One decision at a time per namespace on this replica takes part in its admissions in
+    // flight: the others wait their turn here rather than conflict in the apiserver.
+    room_turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     options: Options,
 }
 
@@ -117,6 +153,8 @@ impl Tracker {
             in_step: AtomicBool::new(false),
             client: OnceLock::new(),
             lists: tokio::sync::Semaphore::new(MAX_CONCURRENT_LISTS),
+            rooms: OnceLock::new(),
+            room_turns: Mutex::new(HashMap::new()),
             options,
         }
     }
@@ -139,6 +177,18 @@ impl Tracker {
     /// Gives the tracker a client for confirming LISTs (set once, by the server).
     pub fn set_client(&self, client: kube::Client) {
         let _ = self.client.set(client);
+    }
+
+    /// Gives the tracker a client and the webhook's own namespace, where the admissions in
+    /// flight near namespace limits are kept (set once, by the server). Without it (or without
+    /// verified callers) namespace limits count what this replica sees.
+    pub fn set_home(&self, client: kube::Client, home: String) {
+        let _ = self.rooms.set(LeaseRecords::new(
+            client,
+            home,
+            room::LEASE_PREFIX,
+            room::ANNOTATION,
+        ));
     }
 
     /// Runs `f` on the ledger under its lock.
@@ -196,41 +246,192 @@ impl Tracker {
     /// of those that match) and, when admitted and not a dry run, reserves the pod.
     pub async fn admit(&self, quotas: &[Quota], claim: &Claim, dry_run: bool) -> Decision {
         let matching: Vec<&Quota> = claim.quotas.iter().filter_map(|&i| quotas.get(i)).collect();
-        let confirm_with = {
+        let (confirm_with, coordinate) = {
             let mut ledger = self.lock();
             let usage = self.usage_now(&mut ledger, claim);
-            match self.confirmation_needed(&matching, claim, &usage) {
-                None => {
-                    return self.decide(
-                        &mut ledger,
-                        &matching,
-                        claim,
-                        usage,
-                        dry_run,
-                        Confirmation::NotNeeded,
-                    );
-                }
-                Some((client, app)) => (client, app),
+            let confirm_with = self.confirmation_needed(&matching, claim, &usage);
+            let coordinate = self.room_needed(&matching, claim, &usage);
+            if confirm_with.is_none() && coordinate.is_none() {
+                return self.decide(
+                    &mut ledger,
+                    &matching,
+                    claim,
+                    usage,
+                    dry_run,
+                    Confirmation::NotNeeded,
+                    Room::NotNeeded,
+                );
             }
+            (confirm_with, coordinate)
         };
-        let (client, app) = confirm_with;
-        let listed = self.list(client, &claim.key.namespace, &app).await;
+        let listed = match confirm_with {
+            Some((client, app)) => {
+                let listed = self.list(client, &claim.key.namespace, &app).await;
+                Some((app, listed))
+            }
+            None => None,
+        };
+        if let Some(records) = coordinate {
+            return self
+                .admit_in_room(records, &matching, claim, dry_run, listed.as_ref())
+                .await;
+        }
         let mut ledger = self.lock();
-        let mut usage = self.usage_now(&mut ledger, claim);
+        let (usage, confirmation) = self.confirmed_usage(&mut ledger, claim, listed.as_ref());
+        self.decide(
+            &mut ledger,
+            &matching,
+            claim,
+            usage,
+            dry_run,
+            confirmation,
+            Room::NotNeeded,
+        )
+    }
+
+    /// The decision near a namespace limit, with callers verified: made on this replica's view
+    /// plus the admissions in flight in the namespace's Lease that it does not hold, and, when
+    /// admitted, written there at the version it read before it is answered. A conflict (another
+    /// decision stored first) reads the record again and decides again. Within
+    /// `--quota-confirm-timeout` and [`MAX_ROOM_ATTEMPTS`] writes; past them, or when the
+    /// record cannot be read or written, this replica's own view decides
+    /// ([`Room::Fallback`]).
+    async fn admit_in_room(
+        &self,
+        records: &LeaseRecords,
+        quotas: &[&Quota],
+        claim: &Claim,
+        dry_run: bool,
+        listed: Option<&(String, Result<Listed, Error>)>,
+    ) -> Decision {
+        let namespace = claim.key.namespace.as_str();
+        let deadline = Instant::now() + self.options.confirm_timeout;
+        let turn = self.room_turn(namespace);
+        let decided = async {
+            let _turn = tokio::time::timeout_at(deadline.into(), turn.lock())
+                .await
+                .map_err(|_| {
+                    format!("this replica's earlier decisions in namespace {namespace} took longer than {:?}", self.options.confirm_timeout)
+                })?;
+            let mut stored: Stored<Admissions> = records
+                .read(namespace, deadline)
+                .await
+                .map_err(|error| error.to_string())?;
+            for conflicts in 0..MAX_ROOM_ATTEMPTS {
+                let now = unix_now();
+                let admissions = room::live(std::mem::take(&mut stored.value), now);
+                let confirmation = {
+                    let mut ledger = self.lock();
+                    let (mut usage, confirmation) = self.confirmed_usage(&mut ledger, claim, listed);
+                    let mut key = PodKey {
+                        namespace: namespace.to_owned(),
+                        name: String::new(),
+                    };
+                    room::add_unseen(
+                        &mut usage,
+                        &admissions,
+                        &claim.key.name,
+                        claim.entry.app.as_deref(),
+                        |name| {
+                            name.clone_into(&mut key.name);
+                            ledger.holds(&key)
+                        },
+                        |app| ledger.has_application(namespace, app),
+                    );
+                    let violations: Vec<Violation> =
+                        quotas.iter().flat_map(|q| check(q, claim, &usage)).collect();
+                    if !violations.is_empty() || dry_run {
+                        return Ok(Decision {
+                            violations,
+                            confirmation,
+                            room: Room::Read,
+                        });
+                    }
+                    confirmation
+                };
+                let write = room::hold(admissions, &claim.key.name, &claim.entry, now)
+                    .ok_or_else(|| {
+                        format!(
+                            "namespace {namespace} has {} admissions in flight already",
+                            room::MAX_ADMISSIONS
+                        )
+                    })?;
+                let written = records
+                    .write(namespace, stored.version.as_deref(), &write, deadline)
+                    .await
+                    .map_err(|error| error.to_string())?;
+                match written {
+                    Written::Stored => {
+                        self.reserve_admitted(&mut self.lock(), claim, false);
+                        return Ok(Decision {
+                            violations: Vec::new(),
+                            confirmation,
+                            room: Room::Held { conflicts },
+                        });
+                    }
+                    Written::Conflict => {
+                        stored = records
+                            .read(namespace, deadline)
+                            .await
+                            .map_err(|error| error.to_string())?;
+                    }
+                }
+            }
+            Err(format!(
+                "{MAX_ROOM_ATTEMPTS} writes of namespace {namespace}'s admissions in flight found another decision stored first"
+            ))
+        }
+        .await;
+        decided.unwrap_or_else(|why| {
+            let mut ledger = self.lock();
+            let (usage, confirmation) = self.confirmed_usage(&mut ledger, claim, listed);
+            self.decide(
+                &mut ledger,
+                quotas,
+                claim,
+                usage,
+                dry_run,
+                confirmation,
+                Room::Fallback(why),
+            )
+        })
+    }
+
+    /// The turn of decisions in `namespace`'s admissions in flight on this replica.
+    fn room_turn(&self, namespace: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut turns = match self.room_turns.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        // Only namespaces with a decision waiting or deciding stay.
+        turns.retain(|_, turn| Arc::strong_count(turn) > 1);
+        turns.entry(namespace.to_owned()).or_default().clone()
+    }
+
+    /// This replica's totals for `claim`, with the application's from a consistent LIST
+    /// (`listed`) merged in when there was one.
+    fn confirmed_usage(
+        &self,
+        ledger: &mut Ledger,
+        claim: &Claim,
+        listed: Option<&(String, Result<Listed, Error>)>,
+    ) -> (Usage, Confirmation) {
+        let mut usage = self.usage_now(ledger, claim);
         let confirmation = match listed {
-            Ok(listed) => {
-                let members = ledger.app_members(&claim.key.namespace, &app);
+            None => Confirmation::NotNeeded,
+            Some((app, Ok(listed))) => {
+                let members = ledger.app_members(&claim.key.namespace, app);
                 usage.app = Some(merge(
-                    &listed,
+                    listed,
                     &members,
                     claim.own(),
                     self.options.verified_callers,
                 ));
                 Confirmation::Listed
             }
-            Err(error) => Confirmation::Failed(error.to_string()),
+            Some((_, Err(error))) => Confirmation::Failed(error.to_string()),
         };
-        self.decide(&mut ledger, &matching, claim, usage, dry_run, confirmation)
+        (usage, confirmation)
     }
 
     /// The same decision without I/O: this replica's view only (`mutate --pods`, tests).
@@ -245,6 +446,7 @@ impl Tracker {
             usage,
             dry_run,
             Confirmation::NotNeeded,
+            Room::NotNeeded,
         )
     }
 
@@ -360,6 +562,26 @@ impl Tracker {
         (has_app_limits && (near || lagging)).then(|| (client, app.clone()))
     }
 
+    /// The records of `namespace`'s admissions in flight, when the decision must be made on
+    /// them: callers verified, a pod being created that the apiserver could store, and the
+    /// namespace near one of its limits.
+    fn room_needed(
+        &self,
+        quotas: &[&Quota],
+        claim: &Claim,
+        usage: &Usage,
+    ) -> Option<&LeaseRecords> {
+        if !self.options.verified_callers || claim.kind != ClaimKind::Create || !claim.storable {
+            return None;
+        }
+        let records = self.rooms.get()?;
+        quotas
+            .iter()
+            .any(|q| near_namespace_limit(q, claim, usage, self.options.namespace_margin))
+            .then_some(records)
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn decide(
         &self,
         ledger: &mut Ledger,
@@ -368,21 +590,30 @@ impl Tracker {
         usage: Usage,
         dry_run: bool,
         confirmation: Confirmation,
+        room: Room,
     ) -> Decision {
         let violations: Vec<Violation> = quotas
             .iter()
             .flat_map(|q| check(q, claim, &usage))
             .collect();
-        if violations.is_empty() && !dry_run && claim.kind == ClaimKind::Create && claim.storable {
+        if violations.is_empty() {
+            self.reserve_admitted(ledger, claim, dry_run);
+        }
+        Decision {
+            violations,
+            confirmation,
+            room,
+        }
+    }
+
+    /// Reserves an admitted pod being created, unless a dry run or not storable.
+    fn reserve_admitted(&self, ledger: &mut Ledger, claim: &Claim, dry_run: bool) {
+        if !dry_run && claim.kind == ClaimKind::Create && claim.storable {
             ledger.reserve(
                 &claim.key,
                 &claim.entry,
                 Instant::now() + self.options.reservation_ttl,
             );
-        }
-        Decision {
-            violations,
-            confirmation,
         }
     }
 }
@@ -826,6 +1057,221 @@ mod tests {
         PodKey {
             namespace: "analytics".to_owned(),
             name: name.to_owned(),
+        }
+    }
+
+    mod room {
+        //! Namespace limits across replicas, with callers verified: the admissions in flight
+        //! near a limit, in a Lease kept by a stand-in apiserver as the real one keeps it.
+
+        use std::sync::atomic::AtomicU64;
+
+        use super::*;
+        use crate::quota::lease::stand_in::{Leases, status};
+
+        /// The stand-in apiserver's Leases in namespace `home`, with every request counted and,
+        /// when `hang`, never answered.
+        struct Apiserver {
+            leases: Leases,
+            requests: AtomicU64,
+            hang: AtomicBool,
+        }
+
+        fn apiserver() -> (Arc<Apiserver>, kube::Client) {
+            let server = Arc::new(Apiserver {
+                leases: Leases::default(),
+                requests: AtomicU64::new(0),
+                hang: AtomicBool::new(false),
+            });
+            let shared = server.clone();
+            let service =
+                tower::service_fn(move |request: axum::http::Request<kube::client::Body>| {
+                    let server = shared.clone();
+                    async move {
+                        use http_body_util::BodyExt;
+                        server.requests.fetch_add(1, Ordering::SeqCst);
+                        if server.hang.load(Ordering::SeqCst) {
+                            futures::future::pending::<()>().await;
+                        }
+                        let method = request.method().clone();
+                        let path = request.uri().path().to_owned();
+                        let body = request.into_body().collect().await.unwrap().to_bytes();
+                        // A moment in the apiserver, so that decisions interleave.
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        let response = server
+                            .leases
+                            .answer(method.as_str(), &path, &body)
+                            .unwrap_or_else(|| status(404, "NotFound"));
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                });
+            (server, kube::Client::new(service, "default"))
+        }
+
+        fn replica(client: Option<&kube::Client>) -> Arc<Tracker> {
+            let tracker = Tracker::new(Options {
+                verified_callers: true,
+                confirm_timeout: Duration::from_millis(300),
+                ..Options::default()
+            });
+            tracker.synced_with(Default::default());
+            if let Some(client) = client {
+                tracker.set_home(client.clone(), "home".to_owned());
+            }
+            Arc::new(tracker)
+        }
+
+        /// Executor `i` of an application of its own, with 2 CPUs.
+        fn own_application(i: usize) -> Claim {
+            let mut claim = claim(&format!("exec-{i}"));
+            claim.entry.app = Some(format!("app-{i}"));
+            claim.entry.charge = Charge {
+                cpu: 2_000_000_000,
+                memory: 1 << 30,
+            };
+            claim
+        }
+
+        /// Creations `range` decided all at once, through the replicas in turn; how many
+        /// were admitted.
+        async fn create(
+            replicas: &[Arc<Tracker>],
+            quotas: &Arc<Vec<Quota>>,
+            range: std::ops::Range<usize>,
+        ) -> usize {
+            let tasks: Vec<_> = range
+                .map(|i| {
+                    let (tracker, quotas) = (replicas[i % replicas.len()].clone(), quotas.clone());
+                    tokio::spawn(async move {
+                        tracker
+                            .admit(&quotas, &own_application(i), false)
+                            .await
+                            .admitted()
+                    })
+                })
+                .collect();
+            let mut admitted = 0;
+            for task in tasks {
+                admitted += usize::from(task.await.unwrap());
+            }
+            admitted
+        }
+
+        fn quotas(limits: &str) -> Arc<Vec<Quota>> {
+            let policy =
+                Policy::parse(&format!("quotas: [{{name: q, perNamespace: {limits}}}]")).unwrap();
+            Arc::new(policy.quotas)
+        }
+
+        const LEASE: &str = "spark-admission-room-analytics";
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn forty_creations_of_forty_applications_through_two_replicas_into_room_for_twenty_admit_twenty()
+         {
+            for limits in ["{maxApplications: 20}", "{maxCpu: \"40\"}"] {
+                let quotas = quotas(limits);
+                let (server, client) = apiserver();
+                let replicas = [replica(Some(&client)), replica(Some(&client))];
+                let admitted = create(&replicas, &quotas, 0..40).await;
+                assert_eq!(admitted, 20, "{limits}");
+                let lease = server.leases.get(LEASE).unwrap();
+                let record: Admissions = serde_json::from_str(
+                    lease["metadata"]["annotations"][crate::quota::room::ANNOTATION]
+                        .as_str()
+                        .unwrap(),
+                )
+                .unwrap();
+                assert_eq!(
+                    record.len(),
+                    20,
+                    "{limits}: every admission is in the record"
+                );
+                // Without the record each replica counts only what it admitted itself.
+                let alone = [replica(None), replica(None)];
+                assert_eq!(create(&alone, &quotas, 0..40).await, 40, "{limits}");
+            }
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn a_record_deleted_mid_run_is_written_again_and_the_limit_still_holds() {
+            let quotas = quotas("{maxApplications: 20}");
+            let (server, client) = apiserver();
+            let replicas = [replica(Some(&client)), replica(Some(&client))];
+            assert_eq!(create(&replicas, &quotas, 0..10).await, 10);
+            // Those 10 pods are stored and both watches show them; then the record goes.
+            for tracker in &replicas {
+                for i in 0..10 {
+                    let claim = own_application(i);
+                    tracker.apply(
+                        claim.key.clone(),
+                        TrackedPod {
+                            entry: claim.entry.clone(),
+                            resource_version: Some(100),
+                        },
+                    );
+                }
+            }
+            server.leases.stored.lock().unwrap().clear();
+            assert_eq!(create(&replicas, &quotas, 10..40).await, 10, "20 in all");
+            assert!(server.leases.get(LEASE).is_some(), "written again");
+        }
+
+        #[tokio::test]
+        async fn far_from_the_limit_no_request_is_made_and_a_hung_apiserver_costs_the_timeout() {
+            let (server, client) = apiserver();
+            let tracker = replica(Some(&client));
+            // 1 application and 2 CPUs of 1000: 20 more like it are far from either limit.
+            let far = quotas("{maxApplications: 1000, maxCpu: \"1000\"}");
+            let decision = tracker.admit(&far, &own_application(0), false).await;
+            assert!(decision.admitted());
+            assert_eq!(decision.room, Room::NotNeeded);
+            assert_eq!(server.requests.load(Ordering::SeqCst), 0);
+
+            let near = quotas("{maxApplications: 3}");
+            server.hang.store(true, Ordering::SeqCst);
+            let started = Instant::now();
+            let decision = tracker.admit(&near, &own_application(1), false).await;
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "bounded by --quota-confirm-timeout (300 ms here)"
+            );
+            assert!(
+                matches!(&decision.room, Room::Fallback(why) if why.contains("took longer")),
+                "{:?}",
+                decision.room
+            );
+            assert!(
+                decision.admitted(),
+                "this replica's view has room: {decision:?}"
+            );
+        }
+
+        #[tokio::test]
+        async fn a_dry_run_or_a_refusal_writes_nothing_and_unverified_callers_never_read() {
+            let (server, client) = apiserver();
+            let quotas = quotas("{maxApplications: 1}");
+            let tracker = replica(Some(&client));
+            let decision = tracker.admit(&quotas, &own_application(0), true).await;
+            assert!(decision.admitted());
+            assert_eq!(decision.room, Room::Read);
+            assert!(
+                server.leases.get(LEASE).is_none(),
+                "a dry run holds nothing"
+            );
+            let held = tracker.admit(&quotas, &own_application(1), false).await;
+            assert_eq!(held.room, Room::Held { conflicts: 0 });
+            let refused = tracker.admit(&quotas, &own_application(2), false).await;
+            assert!(!refused.admitted());
+            assert_eq!(refused.room, Room::Read);
+            assert_eq!(server.leases.writes.load(Ordering::SeqCst), 1);
+
+            let unverified = Tracker::new(Options::default());
+            unverified.synced_with(Default::default());
+            unverified.set_home(client.clone(), "home".to_owned());
+            let requests = server.requests.load(Ordering::SeqCst);
+            let decision = unverified.admit(&quotas, &own_application(3), false).await;
+            assert_eq!(decision.room, Room::NotNeeded);
+            assert_eq!(server.requests.load(Ordering::SeqCst), requests);
         }
     }
 }

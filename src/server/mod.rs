@@ -351,6 +351,9 @@ impl Background {
             }
         };
         state.quotas.set_client(client.clone());
+        state
+            .quotas
+            .set_home(client.clone(), options.guarded_configmap.namespace.clone());
         state.executor_templates.set_client(client.clone());
         state
             .gang_reads

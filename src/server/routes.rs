@@ -25,9 +25,9 @@ use crate::admission::spark_conf::{AppliedTo, ClusterReads, Reserved, Reviewed};
 use crate::admission::{self, Outcome, ResponseReview};
 use crate::metrics::{Metrics, RuleLabels};
 use crate::policy::ConfigMapRef;
-use crate::quota::Confirmation;
 use crate::quota::gang::{NamespaceView, Reservations};
 use crate::quota::ledger::AppTotals;
+use crate::quota::{Confirmation, Room};
 use crate::state::State;
 
 /// The largest body accepted: the apiserver sends objects of up to 3 MiB, twice for UPDATE.
@@ -307,6 +307,20 @@ async fn mutate(AxumState(app): AxumState<WebhookApp>, body: Body) -> Response {
             Confirmation::Failed(error) => {
                 Metrics::count_result(&metrics.quota_confirm, false);
                 tracing::warn!(%uid, %error, "could not confirm the application's pods with a LIST; decided on this replica's view");
+            }
+        }
+        match &decision.room {
+            Room::NotNeeded => {}
+            Room::Held { conflicts } => {
+                metrics.count_quota_room("held", 1);
+                metrics.count_quota_room("conflict", u64::from(*conflicts));
+            }
+            Room::Read if !decision.admitted() => metrics.count_quota_room("refused", 1),
+            // A dry run: read, nothing written.
+            Room::Read => {}
+            Room::Fallback(error) => {
+                metrics.count_quota_room("fallback", 1);
+                tracing::warn!(%uid, %error, "could not decide on the namespace's admissions in flight; decided on this replica's view");
             }
         }
         for violation in &decision.violations {
