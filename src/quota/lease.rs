@@ -58,6 +58,8 @@ pub struct Stored<T> {
     pub version: Option<String>,
     /// The record; its default when there is no Lease or no annotation.
     pub value: T,
+    /// The Lease was deleted and stays, with its record, until its finalizer is released.
+    pub terminating: bool,
 }
 
 /// How a write went.
@@ -77,6 +79,7 @@ pub struct LeaseRecords {
     home: String,
     prefix: &'static str,
     annotation: &'static str,
+    finalizer: Option<&'static str>,
 }
 
 impl LeaseRecords {
@@ -92,7 +95,17 @@ impl LeaseRecords {
             home,
             prefix,
             annotation,
+            finalizer: None,
         }
+    }
+
+    /// Records whose Leases every write keeps with `finalizer`: deleting one (by hand, or
+    /// with the namespace) keeps it and its record in force until [`LeaseRecords::release`]
+    /// lets it go, which the record's user does only once nothing in it counts any more. A
+    /// record that vanished while it counted would lose what other replicas wrote there.
+    pub fn with_finalizer(mut self, finalizer: &'static str) -> Self {
+        self.finalizer = Some(finalizer);
+        self
     }
 
     /// The Lease that holds `namespace`'s record.
@@ -134,6 +147,7 @@ impl LeaseRecords {
         Ok(Stored {
             version: stored.metadata.resource_version,
             value,
+            terminating: stored.metadata.deletion_timestamp.is_some(),
         })
     }
 
@@ -144,6 +158,31 @@ impl LeaseRecords {
         namespace: &str,
         version: Option<&str>,
         value: &T,
+        deadline: Instant,
+    ) -> Result<Written, Error> {
+        self.write_with(namespace, version, value, self.finalizer, deadline)
+            .await
+    }
+
+    /// Writes `value` without the finalizer into a Lease at `version` that was deleted: the
+    /// apiserver then removes it (and the next write creates it again).
+    pub async fn release<T: Serialize>(
+        &self,
+        namespace: &str,
+        version: &str,
+        value: &T,
+        deadline: Instant,
+    ) -> Result<Written, Error> {
+        self.write_with(namespace, Some(version), value, None, deadline)
+            .await
+    }
+
+    async fn write_with<T: Serialize>(
+        &self,
+        namespace: &str,
+        version: Option<&str>,
+        value: &T,
+        finalizer: Option<&'static str>,
         deadline: Instant,
     ) -> Result<Written, Error> {
         let name = self.lease_name(namespace);
@@ -164,6 +203,7 @@ impl LeaseRecords {
                     (NAMESPACE_ANNOTATION.to_owned(), namespace.to_owned()),
                     (self.annotation.to_owned(), text),
                 ])),
+                finalizers: finalizer.map(|f| vec![f.to_owned()]),
                 ..ObjectMeta::default()
             },
             spec: None,
@@ -312,14 +352,41 @@ pub(crate) mod stand_in {
                         self.conflicts.fetch_add(1, Ordering::SeqCst);
                         return Some(status(409, "Conflict"));
                     }
+                    let deleted = stored[name].1["metadata"]["deletionTimestamp"].clone();
+                    let finalized = lease["metadata"]["finalizers"]
+                        .as_array()
+                        .is_some_and(|f| !f.is_empty());
+                    self.writes.fetch_add(1, Ordering::SeqCst);
+                    if !deleted.is_null() && !finalized {
+                        stored.remove(name);
+                        return Some(axum::http::Response::new(lease.to_string()));
+                    }
                     let version = next();
                     lease["metadata"]["resourceVersion"] = serde_json::json!(version.to_string());
+                    lease["metadata"]["deletionTimestamp"] = deleted;
                     stored.insert(name.to_owned(), (version, lease.clone()));
-                    self.writes.fetch_add(1, Ordering::SeqCst);
                     axum::http::Response::new(lease.to_string())
                 }
                 _ => status(404, "NotFound"),
             })
+        }
+
+        /// Deletes Lease `name` as the apiserver does: one with finalizers stays, marked.
+        pub(crate) fn delete(&self, name: &str) {
+            let mut stored = self.stored.lock().unwrap();
+            let Some((version, lease)) = stored.get_mut(name) else {
+                return;
+            };
+            if lease["metadata"]["finalizers"]
+                .as_array()
+                .is_some_and(|f| !f.is_empty())
+            {
+                *version = self.versions.fetch_add(1, Ordering::SeqCst) + 1;
+                lease["metadata"]["resourceVersion"] = serde_json::json!(version.to_string());
+                lease["metadata"]["deletionTimestamp"] = serde_json::json!("2026-12-07T00:00:00Z");
+            } else {
+                stored.remove(name);
+            }
         }
 
         /// The stored Lease `name`.

@@ -29,6 +29,9 @@ use super::ledger::{Entry, Usage};
 pub const LEASE_PREFIX: &str = "spark-admission-room-";
 /// Their annotation: JSON, by pod name.
 pub const ANNOTATION: &str = "spark-admission.io/admissions-in-flight";
+/// Their finalizer: a deleted record stays in force until nothing in it counts, and is only
+/// then let go (see [`super::lease::LeaseRecords::with_finalizer`]).
+pub const FINALIZER: &str = "spark-admission.io/admissions-in-flight";
 /// How long an admission counts from the record when no view shows its pod: longer than the
 /// apiserver takes to store an admitted pod (its admission chain is bounded by webhook
 /// timeouts of at most 30 s) and for every replica's watch to show it.

@@ -125,7 +125,8 @@ pub struct Listed {
 /// LIST waits for a turn within the confirm timeout, then the replica's own view decides.
 pub const MAX_CONCURRENT_LISTS: usize = 8;
 
-/// Most writes one decision makes of a namespace's admissions in flight: each conflict means
+/// Most writes one decision makes of a namespace's admissions in flight (a deleted record let go
+/// counts as one): each conflict means
 /// another replica's decision was stored first, and this replica's own decisions there take
 /// turns, so a few replicas contend at most this many times.
 pub const MAX_ROOM_ATTEMPTS: u32 = 16;
@@ -183,12 +184,10 @@ impl Tracker {
     /// flight near namespace limits are kept (set once, by the server). Without it (or without
     /// verified callers) namespace limits count what this replica sees.
     pub fn set_home(&self, client: kube::Client, home: String) {
-        let _ = self.rooms.set(LeaseRecords::new(
-            client,
-            home,
-            room::LEASE_PREFIX,
-            room::ANNOTATION,
-        ));
+        let _ = self.rooms.set(
+            LeaseRecords::new(client, home, room::LEASE_PREFIX, room::ANNOTATION)
+                .with_finalizer(room::FINALIZER),
+        );
     }
 
     /// Runs `f` on the ledger under its lock.
@@ -317,9 +316,27 @@ impl Tracker {
                 .read(namespace, deadline)
                 .await
                 .map_err(|error| error.to_string())?;
-            for conflicts in 0..MAX_ROOM_ATTEMPTS {
+            let mut conflicts = 0;
+            for _ in 0..MAX_ROOM_ATTEMPTS {
                 let now = unix_now();
                 let admissions = room::live(std::mem::take(&mut stored.value), now);
+                // A deleted record is let go once nothing in it counts; then written afresh.
+                if let (true, true, Some(version)) =
+                    (stored.terminating, admissions.is_empty(), stored.version.as_deref())
+                {
+                    let released = records
+                        .release(namespace, version, &admissions, deadline)
+                        .await
+                        .map_err(|error| error.to_string())?;
+                    stored = match released {
+                        Written::Stored => Stored::default(),
+                        Written::Conflict => records
+                            .read(namespace, deadline)
+                            .await
+                            .map_err(|error| error.to_string())?,
+                    };
+                    continue;
+                }
                 let confirmation = {
                     let mut ledger = self.lock();
                     let (mut usage, confirmation) = self.confirmed_usage(&mut ledger, claim, listed);
@@ -370,6 +387,7 @@ impl Tracker {
                         });
                     }
                     Written::Conflict => {
+                        conflicts += 1;
                         stored = records
                             .read(namespace, deadline)
                             .await
@@ -1068,6 +1086,7 @@ mod tests {
 
         use super::*;
         use crate::quota::lease::stand_in::{Leases, status};
+        use crate::quota::room;
 
         /// The stand-in apiserver's Leases in namespace `home`, with every request counted and,
         /// when `hang`, never answered.
@@ -1193,27 +1212,50 @@ mod tests {
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-        async fn a_record_deleted_mid_run_is_written_again_and_the_limit_still_holds() {
+        async fn a_record_deleted_mid_run_stays_in_force_until_nothing_in_it_counts() {
             let quotas = quotas("{maxApplications: 20}");
             let (server, client) = apiserver();
             let replicas = [replica(Some(&client)), replica(Some(&client))];
             assert_eq!(create(&replicas, &quotas, 0..10).await, 10);
-            // Those 10 pods are stored and both watches show them; then the record goes.
-            for tracker in &replicas {
-                for i in 0..10 {
-                    let claim = own_application(i);
-                    tracker.apply(
-                        claim.key.clone(),
-                        TrackedPod {
-                            entry: claim.entry.clone(),
-                            resource_version: Some(100),
-                        },
-                    );
-                }
-            }
-            server.leases.stored.lock().unwrap().clear();
+            // Deleted while its 10 admissions are in flight (no watch has shown their pods):
+            // its finalizer keeps it, and its record still counts.
+            server.leases.delete(LEASE);
             assert_eq!(create(&replicas, &quotas, 10..40).await, 10, "20 in all");
-            assert!(server.leases.get(LEASE).is_some(), "written again");
+            let lease = server.leases.get(LEASE).unwrap();
+            assert!(!lease["metadata"]["deletionTimestamp"].is_null());
+            assert_eq!(lease["metadata"]["finalizers"][0], room::FINALIZER);
+
+            // Once nothing in it counts (every admission 30 s old), the next decision lets it
+            // go and writes a new one.
+            let old = serde_json::json!({"p": {"app": "app-x", "cpu": 0, "memory": 0, "at": 0}});
+            let (server, client) = apiserver();
+            server.leases.stored.lock().unwrap().insert(
+                LEASE.to_owned(),
+                (
+                    7,
+                    serde_json::json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                        "metadata": {"name": LEASE, "namespace": "home", "resourceVersion": "7",
+                            "deletionTimestamp": "2026-12-07T00:00:00Z",
+                            "finalizers": [room::FINALIZER],
+                            "annotations": {room::ANNOTATION: old.to_string()}}}),
+                ),
+            );
+            let decision = replica(Some(&client))
+                .admit(&quotas, &own_application(0), false)
+                .await;
+            assert_eq!(decision.room, Room::Held { conflicts: 0 });
+            let lease = server.leases.get(LEASE).unwrap();
+            assert!(
+                lease["metadata"]["deletionTimestamp"].is_null(),
+                "a new Lease"
+            );
+            let record: Admissions = serde_json::from_str(
+                lease["metadata"]["annotations"][room::ANNOTATION]
+                    .as_str()
+                    .unwrap(),
+            )
+            .unwrap();
+            assert_eq!(record.keys().collect::<Vec<_>>(), ["exec-0"]);
         }
 
         #[tokio::test]

@@ -869,3 +869,214 @@ async fn create_executors_of_their_own_applications(
         .filter(|&ok| ok)
         .count()
 }
+
+/// haproxy in front of replicas when callers are verified: it asks the apiserver for its
+/// client certificate (signed by the webhook client CA) and presents one of its own, from the
+/// same CA, to each replica, so the replicas still know every caller is the apiserver.
+struct VerifiedBalancer;
+
+impl VerifiedBalancer {
+    fn start(pki: &Path, backends: &[u16]) -> super::Haproxy {
+        let client_ca = super::env("E2E_WEBHOOK_CLIENT_CA");
+        let mut client_pem = std::fs::read(super::env("E2E_WEBHOOK_CLIENT_CERT")).unwrap();
+        client_pem.extend(std::fs::read(super::env("E2E_WEBHOOK_CLIENT_KEY")).unwrap());
+        super::Haproxy::start(|dir, port| {
+            let front = dir.join("front.pem");
+            let mut combined = std::fs::read(pki.join("tls.crt")).unwrap();
+            combined.extend(std::fs::read(pki.join("tls.key")).unwrap());
+            std::fs::write(&front, combined).unwrap();
+            let client = dir.join("client.pem");
+            std::fs::write(&client, &client_pem).unwrap();
+            let servers: String = backends
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    format!(
+                        "  server replica{i} 127.0.0.1:{p} ssl verify none crt {}\n",
+                        client.display()
+                    )
+                })
+                .collect();
+            format!(
+                "global\n  maxconn 512\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 60s\n  timeout server 10s\n\
+                 frontend webhook\n  bind 127.0.0.1:{port} ssl crt {} ca-file {client_ca} verify required alpn http/1.1\n  default_backend replicas\n\
+                 backend replicas\n  balance roundrobin\n{servers}",
+                front.display()
+            )
+        })
+    }
+}
+
+/// SPEC §5 "Several replicas" with callers verified: two replicas behind a balancer, each with
+/// its own watch, keep a namespace limit exact under 40 concurrent creations of 40
+/// applications, for an application limit and a CPU limit, in every one of 5 runs; and a
+/// sixth run of each with the Lease holding the admissions in flight deleted again and again
+/// while the creations go on: still exact, and every creation answered.
+#[tokio::test]
+#[ignore = "needs the e2e cluster: tests/e2e/run.sh"]
+async fn with_verified_callers_two_replicas_keep_namespace_limits_exact_even_with_their_lease_deleted()
+ {
+    use k8s_openapi::api::coordination::v1::Lease;
+
+    let client = client().await;
+    super::ensure_namespace(&client, "spark-admission").await;
+    let policy = r#"
+quotas:
+  - name: twenty-applications
+    match: {namespaces: ["e2e-room-apps-*"]}
+    perNamespace: {maxApplications: 20}
+  - name: forty-cpus
+    match: {namespaces: ["e2e-room-cpu-*"]}
+    perNamespace: {maxCpu: "40"}
+  - name: far-from-its-limits
+    match: {namespaces: ["e2e-room-far-*"]}
+    perNamespace: {maxApplications: 1000, maxCpu: "2000"}
+"#;
+    let client_ca = super::env("E2E_WEBHOOK_CLIENT_CA");
+    let args = ["--client-ca", client_ca.as_str()];
+    let first = Webhook::start_with(policy, &args, &[]).await;
+    let second = Webhook::start_in(policy, &args, &[], Some(&first.pki())).await;
+    let replicas = [first, second];
+    let balancer =
+        VerifiedBalancer::start(&replicas[0].pki(), &[replicas[0].port, replicas[1].port]);
+    let leases = Api::<Lease>::namespaced(client.clone(), "spark-admission");
+    let room = |outcome: &str| format!("spark_admission_quota_room_total{{outcome=\"{outcome}\"}}");
+    let mut latencies: BTreeMap<&str, Vec<Duration>> = BTreeMap::new();
+    for kind in ["far", "apps", "cpu"] {
+        for run in 1..=6 {
+            if kind == "far" && run > 2 {
+                break;
+            }
+            let namespace = TestNamespace::create(&client, &format!("room-{kind}-{run}")).await;
+            let _registration = Registration::through_balancer(
+                &client,
+                &format!("e2e-room-{kind}-{run}"),
+                &balancer,
+                &replicas[0].ca_bundle,
+                &namespace,
+            )
+            .await;
+            let mut held_before = 0.0;
+            for replica in &replicas {
+                held_before += replica.metric(&room("held")).await;
+            }
+            let pods = Api::<Pod>::namespaced(client.clone(), &namespace.name);
+            // Run 6: the Lease is deleted every 25 ms while the creations go on.
+            let deletions = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let deleting = (run == 6).then(|| {
+                let (leases, lease, deletions) = (
+                    leases.clone(),
+                    format!("spark-admission-room-{}", namespace.name),
+                    deletions.clone(),
+                );
+                tokio::spawn(async move {
+                    loop {
+                        if leases
+                            .delete(&lease, &DeleteParams::default())
+                            .await
+                            .is_ok()
+                        {
+                            deletions.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        tokio::time::sleep(Duration::from_millis(25)).await;
+                    }
+                })
+            });
+            let started = Instant::now();
+            let outcomes = create_timed_executors_of_their_own_applications(&pods, 40, 16).await;
+            let elapsed = started.elapsed();
+            let deleted = match deleting {
+                Some(task) => {
+                    task.abort();
+                    let deleted = deletions.load(std::sync::atomic::Ordering::SeqCst);
+                    assert!(deleted > 0, "the Lease was deleted mid-run");
+                    format!("(Lease deleted {deleted} times)")
+                }
+                None => String::new(),
+            };
+            let stored = outcomes.iter().filter(|(ok, _, _)| *ok).count();
+            let listed = executor_count(&pods).await;
+            let mut held = 0.0;
+            for replica in &replicas {
+                held += replica.metric(&room("held")).await;
+            }
+            eprintln!(
+                "room {kind} run {run} {deleted}: {stored} of 40 stored in {elapsed:?}, {} held in the Lease's record",
+                held - held_before
+            );
+            assert_eq!(stored, listed, "every admitted pod was stored");
+            for (ok, message, _) in &outcomes {
+                assert!(
+                    *ok || message.contains("twenty-applications")
+                        || message.contains("forty-cpus"),
+                    "a creation refused by a quota, not by a timeout: {message}"
+                );
+            }
+            let expected = if kind == "far" { 40 } else { 20 };
+            assert_eq!(stored, expected, "room {kind} run {run}: exactly what fits");
+            if kind != "far" && run < 6 {
+                assert_eq!(held - held_before, 20.0, "decided on the record");
+            }
+            latencies
+                .entry(kind)
+                .or_default()
+                .extend(outcomes.iter().map(|(_, _, took)| *took));
+        }
+    }
+    for (kind, mut took) in latencies {
+        took.sort();
+        let at = |q: f64| took[((took.len() as f64 - 1.0) * q).round() as usize];
+        eprintln!(
+            "create latency {kind}: p50 {:?}, p99 {:?} over {} creations",
+            at(0.5),
+            at(0.99),
+            took.len()
+        );
+    }
+    let mut fallbacks = 0.0;
+    for replica in &replicas {
+        fallbacks += replica.metric(&room("fallback")).await;
+        assert!(
+            replica.metric(&room("held")).await > 0.0,
+            "both replicas decided on the record"
+        );
+    }
+    let conflicts =
+        replicas[0].metric(&room("conflict")).await + replicas[1].metric(&room("conflict")).await;
+    eprintln!(
+        "decisions that fell back on a replica's own view: {fallbacks}; writes that conflicted: {conflicts}"
+    );
+}
+
+/// Like [`create_executors_of_their_own_applications`]: each creation's outcome, the
+/// apiserver's message when refused, and how long it took.
+async fn create_timed_executors_of_their_own_applications(
+    pods: &Api<Pod>,
+    count: usize,
+    concurrency: usize,
+) -> Vec<(bool, String, Duration)> {
+    use futures::StreamExt;
+
+    let namespace = pods.namespace().unwrap_or("default").to_owned();
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let pods = pods.clone();
+            let namespace = namespace.clone();
+            async move {
+                let mut pod = super::fixture_pod(EXECUTOR_REVIEW, &namespace, &format!("exec-{i}"));
+                if let Some(labels) = pod.metadata.labels.as_mut() {
+                    labels.insert("spark-app-selector".to_owned(), format!("app-{i}"));
+                }
+                let started = Instant::now();
+                let created = pods.create(&kube::api::PostParams::default(), &pod).await;
+                let took = started.elapsed();
+                match created {
+                    Ok(_) => (true, String::new(), took),
+                    Err(error) => (false, error.to_string(), took),
+                }
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await
+}
