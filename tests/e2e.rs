@@ -44,6 +44,8 @@ mod quotas;
 mod spark_conf;
 #[path = "e2e/spark_conf_policy.rs"]
 mod spark_conf_policy;
+#[path = "e2e/spark_operator.rs"]
+mod spark_operator;
 const EXECUTOR_REVIEW: &str = include_str!("fixtures/spark-4.3/executor-review.json");
 const DRIVER_REVIEW: &str = include_str!("fixtures/spark-4.3/driver-review.json");
 
