@@ -164,16 +164,22 @@ pub fn near_application_limit(quota: &Quota, claim: &Claim, usage: &Usage, margi
             && claim.kind == ClaimKind::Create
             && i128::from(totals.executors) + 1 + margin > i128::from(max)
     });
-    let reached = totals.charge.plus(claim.entry.charge.times(1 + margin));
+    executors_near || charge_near(limits, totals.charge, claim.entry.charge, margin)
+}
+
+/// Whether `margin` + 1 more pods charging `pod` on top of `used` would pass the CPU or memory
+/// limit of `limits` (a resource the pod does not ask for is never near).
+fn charge_near(limits: &QuotaLimits, used: Charge, pod: Charge, margin: i128) -> bool {
+    let reached = used.plus(pod.times(1 + margin));
     let cpu_near = limits
         .max_cpu
         .as_ref()
-        .is_some_and(|max| claim.entry.charge.cpu > 0 && reached.cpu > max.nanos());
+        .is_some_and(|max| pod.cpu > 0 && reached.cpu > max.nanos());
     let memory_near = limits
         .max_memory
         .as_ref()
-        .is_some_and(|max| claim.entry.charge.memory > 0 && reached.memory > max.nanos());
-    executors_near || cpu_near || memory_near
+        .is_some_and(|max| pod.memory > 0 && reached.memory > max.nanos());
+    cpu_near || memory_near
 }
 
 /// Whether admitting `claim` brings its namespace within `margin` pods like it of one of
@@ -192,16 +198,7 @@ pub fn near_namespace_limit(quota: &Quota, claim: &Claim, usage: &Usage, margin:
     let applications_near = limits.max_applications.is_some_and(|max| {
         new_application && i128::from(usage.applications) + 1 + margin > i128::from(max)
     });
-    let reached = usage.namespace.plus(claim.entry.charge.times(1 + margin));
-    let cpu_near = limits
-        .max_cpu
-        .as_ref()
-        .is_some_and(|max| claim.entry.charge.cpu > 0 && reached.cpu > max.nanos());
-    let memory_near = limits
-        .max_memory
-        .as_ref()
-        .is_some_and(|max| claim.entry.charge.memory > 0 && reached.memory > max.nanos());
-    applications_near || cpu_near || memory_near
+    applications_near || charge_near(limits, usage.namespace, claim.entry.charge, margin)
 }
 
 const EXECUTOR_COUNT_SETTINGS: &str =

@@ -845,28 +845,10 @@ async fn create_executors_of_their_own_applications(
     count: usize,
     concurrency: usize,
 ) -> usize {
-    use futures::StreamExt;
-
-    let namespace = pods.namespace().unwrap_or("default").to_owned();
-    futures::stream::iter(0..count)
-        .map(|i| {
-            let pods = pods.clone();
-            let namespace = namespace.clone();
-            async move {
-                let mut pod = super::fixture_pod(EXECUTOR_REVIEW, &namespace, &format!("exec-{i}"));
-                if let Some(labels) = pod.metadata.labels.as_mut() {
-                    labels.insert("spark-app-selector".to_owned(), format!("app-{i}"));
-                }
-                pods.create(&kube::api::PostParams::default(), &pod)
-                    .await
-                    .is_ok()
-            }
-        })
-        .buffer_unordered(concurrency)
-        .collect::<Vec<bool>>()
+    create_timed_executors_of_their_own_applications(pods, count, concurrency)
         .await
-        .into_iter()
-        .filter(|&ok| ok)
+        .iter()
+        .filter(|(ok, _, _)| *ok)
         .count()
 }
 
@@ -1048,8 +1030,9 @@ quotas:
     );
 }
 
-/// Like [`create_executors_of_their_own_applications`]: each creation's outcome, the
-/// apiserver's message when refused, and how long it took.
+/// Creates `count` executor pods of the fixture (2 CPUs each) in `pods`' namespace, each of an
+/// application of its own, `concurrency` at a time: each creation's outcome, the apiserver's
+/// message when refused, and how long it took.
 async fn create_timed_executors_of_their_own_applications(
     pods: &Api<Pod>,
     count: usize,

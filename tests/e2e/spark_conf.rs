@@ -128,6 +128,34 @@ pub(super) async fn driver_configmap(
         })
 }
 
+/// The executor pods of application `app` once `driver` has created `count` of them and 15 s
+/// more have passed (long enough for Spark to ask again if it thought one missing).
+pub(super) async fn executors_settled(
+    pods: &Api<Pod>,
+    app: &str,
+    driver: &mut SparkSubmit,
+    count: usize,
+) -> Vec<Pod> {
+    let selector = format!("spark-role=executor,spark-app-selector={app}");
+    let executors = || async {
+        pods.list(&ListParams::default().labels(&selector))
+            .await
+            .unwrap()
+            .items
+    };
+    let started = Instant::now();
+    while executors().await.len() < count {
+        assert!(
+            started.elapsed() < Duration::from_secs(120) && driver.exit_code().is_none(),
+            "{count} executors not created: {}",
+            driver.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    executors().await
+}
+
 pub(super) fn properties_of(map: &ConfigMap) -> String {
     map.data.as_ref().unwrap()["spark.properties"].clone()
 }
@@ -483,29 +511,7 @@ async fn an_executor_templates_sidecar_counts_in_the_fitted_count_and_every_exec
     )["spark-app-selector"]
         .clone();
     let pods = Api::<Pod>::namespaced(client.clone(), &namespace.name);
-    let selector = format!("spark-role=executor,spark-app-selector={app}");
-    let executors = || {
-        let pods = pods.clone();
-        let selector = selector.clone();
-        async move {
-            pods.list(&ListParams::default().labels(&selector))
-                .await
-                .unwrap()
-                .items
-        }
-    };
-    let started = Instant::now();
-    while executors().await.len() < 3 {
-        assert!(
-            started.elapsed() < Duration::from_secs(120) && driver.exit_code().is_none(),
-            "3 executors not created: {}",
-            driver.log()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    // Long enough for Spark to ask again if it thought an executor missing.
-    tokio::time::sleep(Duration::from_secs(15)).await;
-    let created = executors().await;
+    let created = executors_settled(&pods, &app, &mut driver, 3).await;
     assert_eq!(created.len(), 3, "exactly 3 executor pods");
     for executor in &created {
         let names: Vec<&str> = executor

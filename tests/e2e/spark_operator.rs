@@ -8,12 +8,12 @@
 //! labels are kept.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 
-use super::spark_conf::{driver_configmap, properties_of};
+use super::spark_conf::{driver_configmap, executors_settled, properties_of};
 use super::{Registration, SparkSubmit, TestNamespace, Webhook, client, labels};
 
 /// The platform's policy: labels, the executor pool, a credential from a Secret, a Spark
@@ -170,6 +170,19 @@ fn secret_ref(container: &Container, name: &str) -> Option<String> {
     Some(format!("{}:{}", secret.name, secret.key))
 }
 
+/// The policy's credential and the operator's `secretKeyRef`, on the Spark container.
+fn assert_credentials(pod: &Pod) {
+    let container = spark_container(pod);
+    assert_eq!(
+        secret_ref(container, "DB_PASS").as_deref(),
+        Some("snowsec:db_pass")
+    );
+    assert_eq!(
+        secret_ref(container, "AWS_KEY").as_deref(),
+        Some("aws:access")
+    );
+}
+
 /// What the operator's labels and the policy's rules put on every pod of the application.
 fn assert_operator_and_policy_labels(pod: &Pod, namespace: &str, app: &str, submission: &str) {
     let found = labels(pod);
@@ -238,15 +251,7 @@ async fn an_operator_shaped_submission_is_stored_with_the_policy_and_its_executo
     let pods = Api::<Pod>::namespaced(client.clone(), &namespace.name);
     let driver = pods.get(&format!("{app}-driver")).await.unwrap();
     assert_operator_and_policy_labels(&driver, &namespace.name, app, submission);
-    let container = spark_container(&driver);
-    assert_eq!(
-        secret_ref(container, "DB_PASS").as_deref(),
-        Some("snowsec:db_pass")
-    );
-    assert_eq!(
-        secret_ref(container, "AWS_KEY").as_deref(),
-        Some("aws:access")
-    );
+    assert_credentials(&driver);
     let selector = driver
         .spec
         .as_ref()
@@ -299,28 +304,7 @@ async fn an_operator_shaped_submission_is_stored_with_the_policy_and_its_executo
     let mut driver_process =
         SparkSubmit::driver_from_properties(&format!("{}-driver", namespace.name), &file);
     let id = labels(&driver)["spark-app-selector"].clone();
-    let selector = format!("spark-role=executor,spark-app-selector={id}");
-    let executors = || {
-        let (pods, selector) = (pods.clone(), selector.clone());
-        async move {
-            pods.list(&ListParams::default().labels(&selector))
-                .await
-                .unwrap()
-                .items
-        }
-    };
-    let started = Instant::now();
-    while executors().await.len() < 3 {
-        assert!(
-            started.elapsed() < Duration::from_secs(120) && driver_process.exit_code().is_none(),
-            "3 executors not created:\n{}",
-            driver_process.log()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    // Long enough for Spark to ask again if it thought an executor missing.
-    tokio::time::sleep(Duration::from_secs(15)).await;
-    let created = executors().await;
+    let created = executors_settled(&pods, &id, &mut driver_process, 3).await;
     assert_eq!(created.len(), 3, "exactly 3 executor pods");
     for executor in &created {
         assert_operator_and_policy_labels(executor, &namespace.name, app, submission);
@@ -340,15 +324,7 @@ async fn an_operator_shaped_submission_is_stored_with_the_policy_and_its_executo
                     && t.value.as_deref() == Some("spark")),
             "{tolerations:?}"
         );
-        let container = spark_container(executor);
-        assert_eq!(
-            secret_ref(container, "DB_PASS").as_deref(),
-            Some("snowsec:db_pass")
-        );
-        assert_eq!(
-            secret_ref(container, "AWS_KEY").as_deref(),
-            Some("aws:access")
-        );
+        assert_credentials(executor);
     }
     assert_eq!(
         driver_process.exit_code(),
