@@ -1052,3 +1052,97 @@ fn mutate_refuses_a_driver_configmap_whose_quota_leaves_no_room_for_one_executor
         "{denial}"
     );
 }
+
+const PLATFORM_ALLOWLIST: &str =
+    "pods=[cost-center,spark-app,spark-app-name,spark-app-selector,spark-role,spark-role-name]";
+
+#[test]
+fn check_kube_state_metrics_prints_the_allowlist_alone_on_stdout_and_the_label_names_on_stderr() {
+    let out = run(&["check", "--kube-state-metrics", "deploy/base/policy.yaml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), format!("{PLATFORM_ALLOWLIST}\n"));
+    assert_eq!(
+        text(&out.stderr),
+        "kube-state-metrics exposes them on kube_pod_labels as:\n\
+         \x20 cost-center         label_cost_center\n\
+         \x20 spark-app           label_spark_app\n\
+         \x20 spark-app-name      label_spark_app_name\n\
+         \x20 spark-app-selector  label_spark_app_selector\n\
+         \x20 spark-role          label_spark_role\n\
+         \x20 spark-role-name     label_spark_role_name\n"
+    );
+
+    // What deploy/prometheus says to give kube-state-metrics, and the labels its recording
+    // rules read, are this policy's.
+    let rules = std::fs::read_to_string("deploy/prometheus/spark-usage.yaml").expect("rules");
+    let tests = std::fs::read_to_string("deploy/prometheus/spark-usage_test.yaml").expect("tests");
+    assert!(rules.contains(PLATFORM_ALLOWLIST) && tests.contains(PLATFORM_ALLOWLIST));
+    let exposed = text(&out.stderr);
+    for word in rules.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if word.starts_with("label_") && !matches!(word, "label_team" | "label_") {
+            assert!(
+                exposed.contains(&format!(" {word}\n")),
+                "spark-usage.yaml reads {word}, which the allowlist does not give"
+            );
+        }
+    }
+}
+
+#[test]
+fn check_kube_state_metrics_takes_a_policy_on_stdin_with_templated_labels() {
+    let policy = "rules:\n  - name: teams\n    labels: {team: \"{namespace}\", example.com/queue: \"root.{service_account}\"}\n";
+    let out = run_with_stdin(&["check", "--kube-state-metrics", "-"], policy);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "pods=[example.com/queue,spark-app-name,spark-app-selector,spark-role,team]\n"
+    );
+    assert!(
+        text(&out.stderr).contains("  example.com/queue   label_example_com_queue\n"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn check_kube_state_metrics_refuses_keys_that_become_one_prometheus_label_and_prints_no_allowlist()
+{
+    let file = policy_file(
+        "rules:\n  - name: a\n    labels: {team-name: x}\n  - name: b\n    labels: {team.name: y}\n",
+    );
+    let path = file.path().to_str().expect("utf-8");
+    let out = run(&["check", "--kube-state-metrics", path]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "", "no allowlist to paste");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!(
+            "{path}: labels have 2 errors:\n  - rules[0].labels.team-name: label \"team-name\" \
+             becomes label_team_name in kube-state-metrics, as \"team.name\" does; on a pod that \
+             carries more than one, kube-state-metrics names them label_team_name_conflict1, \
+             label_team_name_conflict2, which the recording rules and dashboards do not read; \
+             use label keys that differ in more than case and punctuation"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "\n  - rules[1].labels.team.name: label \"team.name\" becomes label_team_name"
+        ),
+        "{stderr}"
+    );
+
+    // An invalid policy: its problems, as without the flag.
+    let out = run(&[
+        "check",
+        "--kube-state-metrics",
+        "tests/data/policy-with-mistakes.yaml",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "");
+    assert!(
+        text(&out.stderr).contains("policy has 5 errors:"),
+        "{}",
+        text(&out.stderr)
+    );
+}

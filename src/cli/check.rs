@@ -7,15 +7,44 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use super::input::{load_policy, read_pod_list};
+use super::kube_state_metrics::Allowlist;
 use super::{CheckArgs, TestArgs, TestFormat, UsageArgs, UsageFormat};
 
-/// Prints a valid policy's summary, or every problem of an invalid one (exit 1).
+/// Prints a valid policy's summary, or every problem of an invalid one (exit 1); with
+/// `--kube-state-metrics`, the allowlist of its labels instead of the summary.
 pub(super) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let Some(policy) = load_policy(&args.policy)? else {
         return Ok(ExitCode::from(1));
     };
+    if args.kube_state_metrics {
+        return kube_state_metrics(args, &policy);
+    }
     println!("{}: ok, {}", args.policy.display(), policy.summary());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The allowlist alone on standard output, so that
+/// `--metric-labels-allowlist=$(spark-admission check --kube-state-metrics POLICY)` works; the
+/// Prometheus label names on standard error.
+fn kube_state_metrics(args: &CheckArgs, policy: &crate::Policy) -> anyhow::Result<ExitCode> {
+    match Allowlist::of(policy) {
+        Ok(allowlist) => {
+            println!("{}", allowlist.flag_value());
+            eprint!(
+                "kube-state-metrics exposes them on kube_pod_labels as:\n{}",
+                allowlist.mapping()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(problems) => {
+            let problems = crate::policy::Problems(problems);
+            let text = problems
+                .to_string()
+                .replacen("policy has", "labels have", 1);
+            eprintln!("{}: {text}", args.policy.display());
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 /// Prints each quota's usage per namespace and application, from a pod list or the cluster.

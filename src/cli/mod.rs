@@ -1,6 +1,7 @@
 //! The command line: clap structs (their doc comments are the help text), dispatch to the
-//! commands (one file each: [`serve`], [`mutate`], [`check`] with `usage` and `test`) and the
-//! log setup. Nothing here decides anything about a pod.
+//! commands (one file each: [`serve`], [`mutate`], [`check`] with `usage` and `test`, and
+//! [`kube_state_metrics`] for `check --kube-state-metrics`) and the log setup. Nothing here
+//! decides anything about a pod.
 //!
 //! Exit codes are part of the contract: 0 success (for `mutate`: admitted), 1 bad input or
 //! policy, 2 bad usage, 3 the pod would be denied. `test` has its own: 0 every case passed, 1
@@ -8,6 +9,7 @@
 
 mod check;
 mod input;
+mod kube_state_metrics;
 mod mutate;
 mod serve;
 
@@ -36,7 +38,8 @@ enum Command {
     /// --client, a client CA and the client certificate the kube-apiserver presents to a
     /// server run with --client-ca.
     Certs(CertsArgs),
-    /// Validate a policy file; prints every error with its path and exits 1, or a summary.
+    /// Validate a policy file; prints every error with its path and exits 1, or a summary (or,
+    /// with --kube-state-metrics, the pod labels for kube-state-metrics to expose).
     Check(CheckArgs),
     /// Apply a policy to one pod or driver ConfigMap (or its AdmissionReview) and print it
     /// mutated.
@@ -289,6 +292,13 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 struct CheckArgs {
     /// The policy file (YAML or JSON), or - for standard input.
     policy: PathBuf,
+    /// Instead of the summary, print the value of kube-state-metrics'
+    /// --metric-labels-allowlist for the pod labels the policy sets, plus spark-role,
+    /// spark-app-selector and spark-app-name (`pods=[...]`, sorted), and on standard error the
+    /// `label_...` name kube-state-metrics gives each on kube_pod_labels. Exits 1 if two keys
+    /// would become the same Prometheus label.
+    #[arg(long)]
+    kube_state_metrics: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
