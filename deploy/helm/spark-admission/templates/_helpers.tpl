@@ -1,0 +1,96 @@
+{{/*
+Names. With the release named spark-admission (or any name containing it) every object is
+called after the release, as deploy/base names them; otherwise <release>-spark-admission.
+*/}}
+{{- define "spark-admission.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "spark-admission.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Labels on every object: deploy/base's, plus Helm's own. */}}
+{{- define "spark-admission.labels" -}}
+app.kubernetes.io/name: {{ include "spark-admission.name" . }}
+app.kubernetes.io/part-of: spark-admission
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The webhook pods: what the Deployment, Service, PDB, NetworkPolicies and anti-affinity select. */}}
+{{- define "spark-admission.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "spark-admission.name" . }}
+app.kubernetes.io/component: webhook
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "spark-admission.serviceAccountName" -}}
+{{- default (include "spark-admission.fullname" .) .Values.serviceAccount.name }}
+{{- end }}
+
+{{/* The policy ConfigMap: the chart's own, or existingPolicyConfigMap. */}}
+{{- define "spark-admission.policyConfigMap" -}}
+{{- default (printf "%s-policy" (include "spark-admission.fullname" .)) .Values.existingPolicyConfigMap }}
+{{- end }}
+
+{{- define "spark-admission.tlsSecret" -}}
+{{- if eq .Values.certificates.mode "existingSecret" }}
+{{- required "certificates.existingSecret.name is required with certificates.mode existingSecret" .Values.certificates.existingSecret.name }}
+{{- else }}
+{{- printf "%s-tls" (include "spark-admission.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/* The DNS names the kube-apiserver calls (the Service), first the one in clientConfig. */}}
+{{- define "spark-admission.dnsNames" -}}
+{{- $svc := include "spark-admission.fullname" . }}
+{{- $names := list (printf "%s.%s.svc" $svc .Release.Namespace) (printf "%s.%s.svc.cluster.local" $svc .Release.Namespace) (printf "%s.%s" $svc .Release.Namespace) }}
+{{- concat $names .Values.certificates.generate.extraDNSNames | toJson }}
+{{- end }}
+
+{{/*
+matchConditions are in admissionregistration.k8s.io/v1 from Kubernetes 1.28 (feature gate,
+on by default from 1.28's beta) and GA in 1.30; older apiservers refuse the field. "auto"
+renders them on 1.30 and later, as deploy/README.md advises.
+*/}}
+{{- define "spark-admission.matchConditions" -}}
+{{- $mode := .Values.webhook.matchConditions }}
+{{- if eq $mode "enabled" }}true
+{{- else if eq $mode "disabled" }}
+{{- else if semverCompare ">=1.30.0-0" .Capabilities.KubeVersion.Version }}true
+{{- end }}
+{{- end }}
+
+{{/*
+The webhooks' clientConfig for PATH: the Service, or webhook.url (testing, out-of-cluster).
+caBundle from the certificate mode (cert-manager injects it).
+*/}}
+{{- define "spark-admission.clientConfig" -}}
+{{- $root := index . 0 }}
+{{- $path := index . 1 }}
+{{- $ca := index . 2 }}
+{{- if $root.Values.webhook.url }}
+url: {{ printf "%s%s" (trimSuffix "/" $root.Values.webhook.url) $path | quote }}
+{{- else }}
+service:
+  namespace: {{ $root.Release.Namespace }}
+  name: {{ include "spark-admission.fullname" $root }}
+  path: {{ $path }}
+  port: 443
+{{- end }}
+{{- with $ca }}
+caBundle: {{ . }}
+{{- end }}
+{{- end }}

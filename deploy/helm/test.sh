@@ -1,0 +1,338 @@
+#!/usr/bin/env bash
+# Tests the Helm chart with a real helm (install-helm.sh) and the test kube-apiserver
+# (tests/e2e/cluster.sh). Run from .ci/run, or by hand from anywhere:
+#
+#   deploy/helm/test.sh
+#
+#   1. helm lint, with each certificate mode;
+#   2. helm template with the default values against the Kustomize manifests
+#      (deploy/overlays/self-signed after its generate.sh, and deploy/prometheus), compared by
+#      ci/compare.py; the alerts copy; rendering by Kubernetes version and mode;
+#   3. helm install into the test apiserver in namespace platform, release sa, with a policy in
+#      values and the webhooks pointed (webhook.url) at a spark-admission server started here
+#      with the Deployment's own arguments and the chart's generated pair; a Spark pod created
+#      and checked against that policy; helm upgrade keeps the pair; a policy edit checked by
+#      validate-policy; a values typo refused by the schema; a first install with a bad policy,
+#      and its repair; helm uninstall.
+#
+# The binary: $SPARK_ADMISSION, else the newer of target/release and target/debug, else built
+# (cargo build, debug). Needs python3 with PyYAML, jq, kubectl, openssl, and tests/e2e/setup.sh's
+# kube-apiserver and etcd (run here; it is idempotent).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd -P)
+repo=$(cd "$here/../.." && pwd -P)
+chart=$here/spark-admission
+t0=$SECONDS
+
+log() { printf '[helm test %3ds] %s\n' "$((SECONDS - t0))" "$*" >&2; }
+die() { log "FAIL: $*"; exit 1; }
+# expect_fail OUT_FILE CMD...: CMD must fail; its output goes to OUT_FILE.
+expect_fail() { local out=$1; shift; if "$@" >"$out" 2>&1; then cat "$out" >&2; die "expected to fail: $*"; fi; }
+# expect_in FILE TEXT: FILE contains TEXT.
+expect_in() { grep -qF -- "$2" "$1" || { cat "$1" >&2; die "'$2' not in the output above"; }; }
+
+HELM=$("$here/install-helm.sh" | sed -n 1p)
+log "helm: $("$HELM" version --short)"
+helm() { "$HELM" "$@"; }
+
+bin=${SPARK_ADMISSION:-}
+if [[ -z $bin ]]; then
+  for candidate in "$repo/target/release/spark-admission" "$repo/target/debug/spark-admission"; do
+    if [[ -x $candidate && ( -z $bin || $candidate -nt $bin ) ]]; then bin=$candidate; fi
+  done
+fi
+if [[ -z $bin ]]; then
+  (cd "$repo" && cargo build --locked --quiet --bin spark-admission)
+  bin=$repo/target/debug/spark-admission
+fi
+log "binary: $bin"
+
+tmp=$(mktemp -d /tmp/spark-admission-helm.XXXXXX)
+server_pid=
+status=1
+cleanup() {
+  if [[ -n $server_pid ]]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+  "$repo/tests/e2e/cluster.sh" stop "$tmp/cluster" >/dev/null 2>&1 || true
+  if ((status == 0)); then rm -rf "$tmp"; else
+    echo "helm test failed; files kept in $tmp (server.log, cluster/logs)" >&2
+  fi
+}
+trap cleanup EXIT
+
+# ---------------------------------------------------------------------------------------------
+log "1. helm lint, each certificate mode"
+helm lint --strict "$chart" >/dev/null
+for values in "$here"/ci/values-*.yaml; do
+  helm lint --strict "$chart" -f "$values" >/dev/null || { helm lint --strict "$chart" -f "$values"; die "lint with $values"; }
+done
+
+# ---------------------------------------------------------------------------------------------
+log "2. helm template with the default values = the Kustomize manifests"
+cmp "$chart/files/alerts.yaml" "$repo/deploy/prometheus/alerts.yaml" ||
+  die "$chart/files/alerts.yaml is not a copy of deploy/prometheus/alerts.yaml: copy it again"
+cmp "$chart/files/platform-policy.yaml" "$repo/examples/policies/platform.yaml" ||
+  die "$chart/files/platform-policy.yaml is not a copy of examples/policies/platform.yaml: copy it again"
+# The self-signed overlay needs its generate.sh: run it in a copy, never in the work tree.
+mkdir -p "$tmp/deploy/overlays"
+cp -r "$repo/deploy/base" "$repo/deploy/prometheus" "$tmp/deploy/"
+cp -r "$repo/deploy/overlays/self-signed" "$tmp/deploy/overlays/"
+rm -rf "$tmp/deploy/overlays/self-signed/certs" "$tmp/deploy/overlays/self-signed/certs.previous"
+SPARK_ADMISSION=$bin DAYS=2 "$tmp/deploy/overlays/self-signed/generate.sh" 2>/dev/null
+kubectl kustomize "$tmp/deploy/overlays/self-signed" > "$tmp/kustomize.yaml"
+{ cat "$tmp/kustomize.yaml"; echo ---; kubectl kustomize "$tmp/deploy/prometheus"; } > "$tmp/kustomize-monitoring.yaml"
+helm template spark-admission "$chart" -n spark-admission > "$tmp/helm.yaml"
+helm template spark-admission "$chart" -n spark-admission -f "$here/ci/values-generate.yaml" > "$tmp/helm-monitoring.yaml"
+
+# What differs on purpose (the chart README says why):
+namespace='Namespace//spark-admission=helm install -n NS --create-namespace makes the namespace; the chart does not own it'
+secret_label='Secret/spark-admission/spark-admission-tls.metadata.labels.app.kubernetes.io/part-of=the base labels its own objects only, not the overlay Secret'
+spark_conf_ca='MutatingWebhookConfiguration//spark-admission.webhooks[1].clientConfig.caBundle=generate.sh patches caBundle into mutate.spark-admission.io only; without it the apiserver cannot verify spark-conf.spark-admission.io'
+python3 "$here/ci/compare.py" "$tmp/kustomize.yaml" "$tmp/helm.yaml" \
+  --by-design "$namespace" --known "$secret_label" --known "$spark_conf_ca"
+monitoring_label='deploy/prometheus sets no part-of label'
+python3 "$here/ci/compare.py" "$tmp/kustomize-monitoring.yaml" "$tmp/helm-monitoring.yaml" \
+  --by-design "$namespace" --known "$secret_label" --known "$spark_conf_ca" \
+  --known "NetworkPolicy/spark-admission/spark-admission-metrics.metadata.labels.app.kubernetes.io/part-of=$monitoring_label" \
+  --known "PrometheusRule/spark-admission/spark-admission.metadata.labels.app.kubernetes.io/part-of=$monitoring_label" \
+  --known "ServiceMonitor/spark-admission/spark-admission.metadata.labels.app.kubernetes.io/part-of=$monitoring_label"
+
+# By Kubernetes version, mode and release (independent answers: deploy/README.md's version notes).
+python3 - "$tmp" "$HELM" "$chart" "$here/ci" <<'PY'
+import subprocess, sys, yaml
+tmp, helm, chart, ci = sys.argv[1:]
+def render(*args, release="spark-admission", ns="spark-admission"):
+    out = subprocess.run([helm, "template", release, chart, "-n", ns, *args],
+                         check=True, capture_output=True, text=True).stdout
+    return {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(out) if d}
+def hooks(objs, kind):
+    return next(o for (k, _), o in objs.items() if k == kind)["webhooks"]
+for version, conditions, pdb in [("1.20.2", False, "policy/v1beta1"), ("1.29.0", False, "policy/v1"),
+                                 ("1.30.0", True, "policy/v1"), ("1.34.1", True, "policy/v1")]:
+    objs = render("--kube-version", version)
+    got = [("matchConditions" in w) for k in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
+           for w in hooks(objs, k) if w["name"] != "mutate.spark-admission.io"]
+    assert got == [conditions, conditions], (version, got)
+    assert objs[("PodDisruptionBudget", "spark-admission")]["apiVersion"] == pdb, version
+objs = render("--kube-version", "1.20.2", "--set", "webhook.matchConditions=enabled")
+assert all("matchConditions" in w for w in hooks(objs, "ValidatingWebhookConfiguration"))
+# Another release and namespace: every name, namespace and selector follows.
+objs = render(release="sa", ns="platform")
+deploy = objs[("Deployment", "sa-spark-admission")]
+args = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
+assert args[args.index("--guard-configmap") + 1] == "platform/sa-spark-admission-policy", args
+assert deploy["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"] == "sa-spark-admission-policy"
+role = objs[("Role", "sa-spark-admission")]
+assert role["metadata"]["namespace"] == "platform" and role["rules"][0]["resourceNames"] == ["sa-spark-admission-policy"]
+assert any(r["apiGroups"] == ["coordination.k8s.io"] for r in role["rules"])
+mutating = hooks(objs, "MutatingWebhookConfiguration")
+for w in mutating:
+    assert w["clientConfig"]["service"] == {"namespace": "platform", "name": "sa-spark-admission",
+                                            "path": w["clientConfig"]["service"]["path"], "port": 443}
+    assert w["namespaceSelector"]["matchExpressions"][0]["values"] == ["kube-system", "platform"]
+validating = hooks(objs, "ValidatingWebhookConfiguration")[0]
+assert validating["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "platform"}}
+assert validating["matchConditions"][0]["expression"] == "object.metadata.name == 'sa-spark-admission-policy'"
+# cert-manager: the chart's CA chain, the Certificate for the Service, the injection annotation.
+objs = render("-f", f"{ci}/values-cert-manager.yaml", release="sa", ns="platform")
+cert = objs[("Certificate", "sa-spark-admission-tls")]
+assert cert["spec"]["dnsNames"] == ["sa-spark-admission.platform.svc", "sa-spark-admission.platform.svc.cluster.local"]
+assert cert["spec"]["issuerRef"]["name"] == "sa-spark-admission-ca"
+assert {("Issuer", "sa-spark-admission-selfsigned"), ("Issuer", "sa-spark-admission-ca"), ("Certificate", "sa-spark-admission-ca")} <= set(objs)
+assert ("Secret", "sa-spark-admission-tls") not in objs
+for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+    o = next(o for (k, _), o in objs.items() if k == kind)
+    assert o["metadata"]["annotations"] == {"cert-manager.io/inject-ca-from": "platform/sa-spark-admission-tls"}
+    assert all("caBundle" not in w["clientConfig"] for w in o["webhooks"])
+objs = render("-f", f"{ci}/values-cert-manager-issuer.yaml")
+assert objs[("Certificate", "spark-admission-tls")]["spec"]["issuerRef"]["kind"] == "ClusterIssuer"
+assert not any(k == "Issuer" for k, _ in objs)
+# existingSecret: no Secret rendered, the Deployment mounts the named one, caBundle from values.
+objs = render("-f", f"{ci}/values-existing-secret.yaml")
+assert not any(k == "Secret" for k, _ in objs)
+assert objs[("Deployment", "spark-admission")]["spec"]["template"]["spec"]["volumes"][1]["secret"]["secretName"] == "my-webhook-tls"
+assert all(w["clientConfig"]["caBundle"] == "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg==" for w in hooks(objs, "MutatingWebhookConfiguration"))
+# existingPolicyConfigMap: no policy ConfigMap; volume, RBAC and guard name it.
+objs = render("--set", "existingPolicyConfigMap=team-policy")
+assert ("ConfigMap", "spark-admission-policy") not in objs
+assert objs[("Role", "spark-admission")]["rules"][0]["resourceNames"] == ["team-policy"]
+args = objs[("Deployment", "spark-admission")]["spec"]["template"]["spec"]["containers"][0]["args"]
+assert args[args.index("--guard-configmap") + 1] == "spark-admission/team-policy", args
+print("template checks: versions, release/namespace, certificate modes, existingPolicyConfigMap: ok")
+PY
+
+expect_fail "$tmp/out" helm template spark-admission "$chart" --set certificates.mode=existingSecret,certificates.existingSecret.name=x
+expect_in "$tmp/out" "certificates.existingSecret.caBundle (base64 PEM) is required"
+
+# ---------------------------------------------------------------------------------------------
+log "3. helm install into the test apiserver"
+"$repo/tests/e2e/setup.sh" >/dev/null
+"$repo/tests/e2e/cluster.sh" start "$tmp/cluster" >/dev/null 2>"$tmp/cluster-start.log" ||
+  { cat "$tmp/cluster-start.log" >&2; die "cluster start"; }
+# shellcheck disable=SC1091
+source "$tmp/cluster/env"
+# Kubernetes 1.20 does not label namespaces with kubernetes.io/metadata.name (1.21+ does).
+for ns in platform spark-jobs; do
+  kubectl create namespace "$ns" >/dev/null
+  kubectl label namespace "$ns" "kubernetes.io/metadata.name=$ns" --overwrite >/dev/null
+done
+read -r port admin_port < <(python3 -c 'import socket
+s=[socket.socket() for _ in range(2)]
+[x.bind(("127.0.0.1",0)) for x in s]
+print(*[x.getsockname()[1] for x in s])')
+
+# The policy the stored pod is checked against (the independent answer).
+cat > "$tmp/values.yaml" <<YAML
+policy:
+  rules:
+    - name: team-labels
+      labels:
+        cost-center: "{namespace}"
+        installed-by: helm
+    - name: executor-pool
+      match:
+        roles: [executor]
+      nodeSelector:
+        helm-pool: spark-helm
+      tolerations:
+        - {key: dedicated, operator: Equal, value: spark, effect: NoSchedule}
+certificates:
+  generate:
+    ipAddresses: [127.0.0.1]
+webhook:
+  url: https://127.0.0.1:$port
+YAML
+helm install sa "$chart" -n platform -f "$tmp/values.yaml" > "$tmp/install.log" || { cat "$tmp/install.log"; die "helm install"; }
+for object in deployment/sa-spark-admission service/sa-spark-admission serviceaccount/sa-spark-admission \
+  configmap/sa-spark-admission-policy secret/sa-spark-admission-tls role/sa-spark-admission \
+  rolebinding/sa-spark-admission poddisruptionbudget/sa-spark-admission networkpolicy/sa-spark-admission; do
+  kubectl -n platform get "$object" >/dev/null || die "$object not installed"
+done
+kubectl get clusterrole/sa-spark-admission clusterrolebinding/sa-spark-admission \
+  mutatingwebhookconfiguration/sa-spark-admission validatingwebhookconfiguration/sa-spark-admission-policy >/dev/null
+# Rendered for the cluster's version (1.20): no matchConditions, PDB policy/v1beta1.
+helm get manifest sa -n platform > "$tmp/manifest.yaml"
+grep -q matchConditions "$tmp/manifest.yaml" && die "matchConditions rendered for Kubernetes 1.20"
+[[ $(kubectl get mutatingwebhookconfiguration sa-spark-admission -o json | jq -r '[.webhooks[].name] | join(",")') == \
+  mutate.spark-admission.io,spark-conf.spark-admission.io ]] || die "the mutating webhooks as stored"
+[[ $(kubectl -n platform get pdb sa-spark-admission -o jsonpath='{.apiVersion}') == policy/v1beta1 ]] || die "PDB apiVersion on 1.20"
+
+# The server, run as the Deployment runs it: its args, the mounted files here, local ports.
+mkdir -p "$tmp/policy" "$tmp/tls"
+kubectl -n platform get configmap sa-spark-admission-policy -o json | jq -r '.data["policy.yaml"]' > "$tmp/policy/policy.yaml"
+for key in tls.crt tls.key ca.crt; do
+  kubectl -n platform get secret sa-spark-admission-tls -o json | jq -r --arg k "$key" '.data[$k]' | base64 -d > "$tmp/tls/$key"
+done
+mapfile -t args < <(kubectl -n platform get deployment sa-spark-admission -o json |
+  jq -r '.spec.template.spec.containers[0].args[]' |
+  sed -e "s#^/etc/spark-admission/policy/#$tmp/policy/#" -e "s#^/etc/spark-admission/tls/#$tmp/tls/#")
+printf '%s\n' "${args[@]}" | grep -qx -- --guard-configmap || die "no --guard-configmap in ${args[*]}"
+start_server() {
+  "$bin" "${args[@]}" --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin_port" >>"$tmp/server.log" 2>&1 &
+  server_pid=$!
+}
+wait_ready() { # wait_ready EXPECTED_STATUS
+  local i code
+  for i in $(seq 1 100); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$admin_port/readyz" || true)
+    [[ $code == "$1" ]] && return 0
+    kill -0 "$server_pid" 2>/dev/null || { cat "$tmp/server.log" >&2; die "server exited"; }
+    sleep 0.1
+  done
+  cat "$tmp/server.log" >&2; die "/readyz not $1 (last $code)"
+}
+start_server
+wait_ready 200
+log "server ready: ${args[*]}"
+
+# A real Spark executor pod (tests/fixtures), stored through the chart's webhook.
+jq '.request.object | del(.metadata.managedFields, .metadata.creationTimestamp, .spec.priority, .spec.preemptionPolicy)
+    | .metadata.namespace = "spark-jobs" | .metadata.name = "helm-exec-1"' \
+  "$repo/tests/fixtures/spark-4.3/executor-review.json" | kubectl create -f - >/dev/null
+kubectl -n spark-jobs get pod helm-exec-1 -o json > "$tmp/pod.json"
+python3 - "$tmp/pod.json" <<'PY'
+import json, sys
+pod = json.load(open(sys.argv[1]))
+labels, spec = pod["metadata"]["labels"], pod["spec"]
+assert labels.get("cost-center") == "spark-jobs" and labels.get("installed-by") == "helm", labels
+assert spec.get("nodeSelector", {}).get("helm-pool") == "spark-helm", spec.get("nodeSelector")
+assert {"key": "dedicated", "operator": "Equal", "value": "spark", "effect": "NoSchedule"} in spec.get("tolerations", []), spec.get("tolerations")
+assert "spark-admission.io/policy-hash" in pod["metadata"].get("annotations", {}), pod["metadata"].get("annotations")
+print("stored pod: labels, nodeSelector and toleration of the values' policy: ok")
+PY
+
+log "helm upgrade keeps the generated pair"
+secret_before=$(kubectl -n platform get secret sa-spark-admission-tls -o json | jq -cS .data)
+bundles() { for kind in mutatingwebhookconfiguration/sa-spark-admission validatingwebhookconfiguration/sa-spark-admission-policy; do
+  kubectl get "$kind" -o json | jq -r '.webhooks[].clientConfig.caBundle'; done | sort -u; }
+[[ $(bundles) == "$(jq -r '.["ca.crt"]' <<<"$secret_before")" ]] || die "caBundle is not the Secret's ca.crt"
+helm upgrade sa "$chart" -n platform -f "$tmp/values.yaml" --set replicaCount=3 > "$tmp/upgrade.log" || { cat "$tmp/upgrade.log"; die "helm upgrade"; }
+[[ $(kubectl -n platform get secret sa-spark-admission-tls -o json | jq -cS .data) == "$secret_before" ]] || die "the Secret's data changed on upgrade"
+[[ $(bundles) == "$(jq -r '.["ca.crt"]' <<<"$secret_before")" ]] || die "caBundle changed on upgrade"
+[[ $(kubectl -n platform get deployment sa-spark-admission -o jsonpath='{.spec.replicas}') == 3 ]] || die "replicas not 3"
+
+log "renewal: the Secret deleted, helm upgrade generates a new pair and caBundle"
+kubectl -n platform delete secret sa-spark-admission-tls >/dev/null
+helm upgrade sa "$chart" -n platform -f "$tmp/values.yaml" --set replicaCount=3 >/dev/null
+secret_after=$(kubectl -n platform get secret sa-spark-admission-tls -o json | jq -cS .data)
+[[ $secret_after != "$secret_before" ]] || die "no new pair after the Secret was deleted"
+[[ $(bundles) == "$(jq -r '.["ca.crt"]' <<<"$secret_after")" ]] || die "caBundle is not the new ca.crt"
+# The webhooks now trust only the new CA; the local server serves the first pair ...
+for key in tls.crt tls.key ca.crt; do jq -r --arg k "$key" '.[$k]' <<<"$secret_after" | base64 -d > "$tmp/tls/$key.new"; mv "$tmp/tls/$key.new" "$tmp/tls/$key"; done
+# ... until it re-reads the files (every second): then the new CA verifies it.
+for i in $(seq 1 50); do
+  curl -s -o /dev/null --cacert "$tmp/tls/ca.crt" "https://127.0.0.1:$port/" && break
+  ((i < 50)) || die "the server does not serve the new pair"
+  sleep 0.2
+done
+
+log "a policy edit goes through validate-policy: a valid one is stored, an invalid one refused"
+sed 's/installed-by: helm/installed-by: helm-v2/' "$tmp/values.yaml" > "$tmp/values-v2.yaml"
+helm upgrade sa "$chart" -n platform -f "$tmp/values-v2.yaml" >/dev/null
+kubectl -n platform get configmap sa-spark-admission-policy -o jsonpath='{.data.policy\.yaml}' | grep -q 'installed-by: helm-v2' || die "valid policy not stored"
+policy_v2=$(kubectl -n platform get configmap sa-spark-admission-policy -o jsonpath='{.data.policy\.yaml}')
+sed 's/roles: \[executor\]/roles: [executors]/' "$tmp/values-v2.yaml" > "$tmp/values-bad.yaml"
+expect_fail "$tmp/out" helm upgrade sa "$chart" -n platform -f "$tmp/values-bad.yaml"
+expect_in "$tmp/out" 'admission webhook "validate-policy.spark-admission.io" denied the request'
+expect_in "$tmp/out" 'executors'
+log "refused: $(grep -o 'denied the request.*' "$tmp/out" | head -n1 | cut -c1-200)"
+[[ $(kubectl -n platform get configmap sa-spark-admission-policy -o jsonpath='{.data.policy\.yaml}') == "$policy_v2" ]] ||
+  die "the stored policy changed"
+
+log "a values typo fails with the schema's message"
+expect_fail "$tmp/out" helm upgrade sa "$chart" -n platform -f "$tmp/values.yaml" --set replicaCont=2
+expect_in "$tmp/out" "values don't meet the specifications of the schema(s)"
+expect_in "$tmp/out" "additional properties 'replicaCont' not allowed"
+printf 'replicaCount: "2"\n' > "$tmp/typo.yaml"
+expect_fail "$tmp/out" helm install typo "$chart" -n platform -f "$tmp/typo.yaml"
+expect_in "$tmp/out" "at '/replicaCount': got string, want integer"
+
+log "a bad policy at first install: stored, never ready, repaired by break glass"
+kubectl create namespace platform2 >/dev/null
+kubectl label namespace platform2 kubernetes.io/metadata.name=platform2 >/dev/null
+read -r dead_port < <(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+sed -e "s#https://127.0.0.1:$port#https://127.0.0.1:$dead_port#" "$tmp/values-bad.yaml" > "$tmp/values-bad2.yaml"
+helm install sb "$chart" -n platform2 -f "$tmp/values-bad2.yaml" >/dev/null || die "first install with a bad policy"
+kubectl -n platform2 get configmap sb-spark-admission-policy -o jsonpath='{.data.policy\.yaml}' > "$tmp/policy/policy.yaml"
+grep -q executors "$tmp/policy/policy.yaml" || die "bad policy not stored"
+kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=
+start_server   # the same server on the bad policy: alive, never ready
+wait_ready 503
+# No replica ready, failurePolicy Fail: the fixed policy cannot be stored ...
+sed -e "s#https://127.0.0.1:$port#https://127.0.0.1:$dead_port#" "$tmp/values-v2.yaml" > "$tmp/values-fixed2.yaml"
+expect_fail "$tmp/out" helm upgrade sb "$chart" -n platform2 -f "$tmp/values-fixed2.yaml"
+expect_in "$tmp/out" 'failed calling webhook "validate-policy.spark-admission.io"'
+# ... until the policy webhook is deleted; the upgrade puts it back.
+kubectl delete validatingwebhookconfiguration sb-spark-admission-policy >/dev/null
+helm upgrade sb "$chart" -n platform2 -f "$tmp/values-fixed2.yaml" >/dev/null || die "upgrade after break glass"
+kubectl get validatingwebhookconfiguration sb-spark-admission-policy >/dev/null || die "policy webhook not restored"
+kubectl -n platform2 get configmap sb-spark-admission-policy -o jsonpath='{.data.policy\.yaml}' | grep -q 'installed-by: helm-v2' || die "fixed policy not stored"
+
+log "helm uninstall"
+helm uninstall sa -n platform >/dev/null
+helm uninstall sb -n platform2 >/dev/null
+left=$(kubectl get mutatingwebhookconfigurations,validatingwebhookconfigurations,clusterroles,clusterrolebindings -o name | grep -c 'spark-admission' || true)
+((left == 0)) || die "$left cluster-scoped objects left after uninstall"
+[[ -z $(kubectl -n platform get deploy,cm,secret,svc -o name 2>/dev/null | grep spark-admission) ]] || die "objects left in platform"
+
+status=0
+log "ok ($((SECONDS - t0)) s)"
