@@ -101,21 +101,33 @@ umask 022
 # One file per webhook configuration: kustomize before v5.1 (kubectl 1.27) reads one patch per file.
 from=certs/ca.crt
 if [[ -f $previous/ca.crt ]]; then from="certs/ca.crt and certs.previous/ca.crt"; fi
-write_patch() { # write_patch FILE KIND NAME WEBHOOK
-  cat > "$1.tmp" <<YAML
+write_patch() { # write_patch FILE KIND NAME WEBHOOK...: every webhook of the configuration
+  local file=$1 kind=$2 name=$3 webhook
+  shift 3
+  {
+    cat <<YAML
 # Written by generate.sh from the caBundle of $from. Do not edit; rerun generate.sh.
 apiVersion: admissionregistration.k8s.io/v1
-kind: $2
+kind: $kind
 metadata:
-  name: $3
+  name: $name
 webhooks:
-  - name: $4
+YAML
+    for webhook in "$@"; do
+      cat <<YAML
+  - name: $webhook
     clientConfig:
       caBundle: $bundle
 YAML
-  mv "$1.tmp" "$1"
+    done
+  } > "$file.tmp"
+  mv "$file.tmp" "$file"
 }
-write_patch "$patch_mutating" MutatingWebhookConfiguration spark-admission mutate.spark-admission.io
+# Both entries of the mutating configuration: the driver ConfigMaps' entry is called with the
+# same certificate, and without its caBundle the apiserver cannot verify it (with
+# failurePolicy Ignore, those ConfigMaps would pass unchanged).
+write_patch "$patch_mutating" MutatingWebhookConfiguration spark-admission \
+  mutate.spark-admission.io spark-conf.spark-admission.io
 write_patch "$patch_validating" ValidatingWebhookConfiguration spark-admission-policy validate-policy.spark-admission.io
 
 echo "generate.sh: wrote $patch_mutating and $patch_validating (pair in $certs)" >&2
