@@ -159,24 +159,20 @@ impl State {
         }
     }
 
-    /// The pod watch of `generation` listed every Spark pod (`pods`): the tracker holds them
+    /// The pod watch of `generation` listed every Spark pod (`listing`): the tracker holds them
     /// and is synced, and a staged policy goes into force. Returns false, changing nothing,
     /// when that watch is no longer wanted: a policy without quotas came in while it was
     /// listing and reset the tracker, and marking it synced now would let the next policy with
     /// quotas go into force at once, on a ledger no watch updates.
-    pub fn quota_watch_listed(
-        &self,
-        generation: u64,
-        pods: std::collections::HashMap<quota::PodKey, quota::TrackedPod>,
-    ) -> bool {
+    pub fn quota_watch_listed(&self, generation: u64, listing: quota::Listing) -> bool {
         // Under the lock `set_policy` holds while it resets the tracker, so the two never
         // interleave.
         let staged = self.lock_staged();
         if *self.quota_watch_wanted.borrow() != Some(generation) {
             return false;
         }
-        let count = pods.len();
-        self.quotas.synced_with(pods);
+        let count = listing.len();
+        self.quotas.synced_with(listing);
         drop(staged);
         self.update_tracked_pods();
         tracing::info!(pods = count, "the pod watch listed every live Spark pod");
@@ -279,12 +275,8 @@ impl LedgerSink for State {
         self.quota_watch_wanted()
     }
 
-    fn listed(
-        &self,
-        generation: u64,
-        pods: std::collections::HashMap<quota::PodKey, quota::TrackedPod>,
-    ) -> bool {
-        self.quota_watch_listed(generation, pods)
+    fn listed(&self, generation: u64, listing: quota::Listing) -> bool {
+        self.quota_watch_listed(generation, listing)
     }
 
     fn ledger_changed(&self) {

@@ -35,7 +35,7 @@ use crate::policy::{Policy, check_dns_label, check_dns_subdomain, check_label_va
 
 pub use charge::Charge;
 pub use check::{Scope, Violation};
-pub use ledger::{Entry, Ledger, Own, PodKey, TrackedPod};
+pub use ledger::{Entry, Ledger, Listing, Own, PodKey, TrackedPod};
 pub use tracker::{Confirmation, Decision, Options, Tracker};
 
 /// Errors confirming an application's pods with the API.

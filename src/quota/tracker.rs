@@ -21,7 +21,7 @@ use kube::api::{Api, ListParams};
 use crate::policy::{Quota, check_label_value};
 
 use super::check::{Violation, check, near_application_limit};
-use super::ledger::{AppTotals, Entry, Ledger, Member, Own, PodKey, TrackedPod, Usage};
+use super::ledger::{AppTotals, Entry, Ledger, Listing, Member, Own, PodKey, TrackedPod, Usage};
 use super::watch::{LeanPod, SPARK_POD_SELECTOR, tracked};
 use super::{Claim, ClaimKind, Error};
 
@@ -43,6 +43,8 @@ pub struct Options {
     /// How long after its driver was created the room granted to a cluster-mode submission's
     /// minimum executors is held (SPEC §5b gang admission).
     pub gang_expiry: Duration,
+    /// Pods per page of the pod watch's initial LIST (see [`super::watch::PAGE_SIZE`]).
+    pub watch_page_size: u32,
 }
 
 impl Default for Options {
@@ -53,6 +55,7 @@ impl Default for Options {
             confirm_timeout: Duration::from_secs(2),
             verified_callers: false,
             gang_expiry: Duration::from_secs(300),
+            watch_page_size: super::watch::PAGE_SIZE,
         }
     }
 }
@@ -160,9 +163,13 @@ impl Tracker {
         self.synced.load(Ordering::Acquire)
     }
 
-    /// The watch listed everything: the ledger holds exactly `pods` and the tracker is synced.
-    pub fn synced_with(&self, pods: std::collections::HashMap<PodKey, TrackedPod>) {
-        self.lock().replace_all(pods);
+    /// The watch listed everything: the ledger's live pods are exactly `listing`'s and the
+    /// tracker is synced.
+    pub fn synced_with(&self, listing: Listing) {
+        let replaced = self.lock().replace_live(listing);
+        // Freed once the lock is let go: with 100,000 live pods that takes milliseconds no
+        // decision should wait for.
+        drop(replaced);
         self.in_step.store(true, Ordering::Release);
         self.synced.store(true, Ordering::Release);
     }
@@ -429,17 +436,17 @@ pub fn merge(
         }
     }
     for member in members {
-        if let Member::Tracked(name, entry, version) = *member
+        if let Member::Tracked(name, entry, version) = member
             && !is_own(name)
             && !seen.contains(name)
         {
-            let newer = match (version, listed.resource_version) {
+            let newer = match (*version, listed.resource_version) {
                 (Some(seen_at), Some(listed_at)) => seen_at > listed_at,
                 // Versions that are not numbers cannot be ordered: count it, to be safe.
                 _ => true,
             };
             if newer {
-                seen.insert(name);
+                seen.insert(*name);
                 count(entry, true);
             }
         }
@@ -768,11 +775,11 @@ mod tests {
         };
         let members = [
             // Also in the list: counted once.
-            Member::Tracked("exec-1", &executor, Some(90)),
+            Member::Tracked("exec-1", executor.clone(), Some(90)),
             // Deleted before the list (the watch has not caught up): not counted.
-            Member::Tracked("exec-deleted", &executor, Some(95)),
+            Member::Tracked("exec-deleted", executor.clone(), Some(95)),
             // Created after the list: counted.
-            Member::Tracked("exec-new", &executor, Some(105)),
+            Member::Tracked("exec-new", executor.clone(), Some(105)),
             // Admitted here, not stored yet: counted.
             Member::Reserved("exec-in-flight", &executor),
             // Admitted here and stored: counted once.
@@ -799,7 +806,7 @@ mod tests {
             pods: vec![("exec-1".to_owned(), executor.clone())],
         };
         let members = [
-            Member::Tracked("exec-1", &executor, Some(90)),
+            Member::Tracked("exec-1", executor.clone(), Some(90)),
             Member::Reserved("exec-1", &executor),
         ];
         let name = key("exec-1");

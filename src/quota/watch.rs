@@ -8,8 +8,11 @@
 //! watch lists everything again, and the ledger is replaced atomically when that listing is
 //! complete; until then, and after any watch error until the next event, the ledger is
 //! treated as behind and per-application decisions are confirmed with a LIST.
+//!
+//! Sized for 100,000 live Spark pods (issue 24, BENCHMARKS.md "Scale: 100,000 tracked pods"):
+//! the listing is gathered in the ledger's compact form as its pages arrive ([`Listing`]),
+//! never as a second full copy, and it is read in pages of [`PAGE_SIZE`].
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -23,7 +26,7 @@ use crate::lean::LeanSpec;
 use crate::policy::Role;
 
 use super::charge::Charge;
-use super::ledger::{Entry, Ledger, PodKey, TrackedPod};
+use super::ledger::{Entry, Ledger, Listing, PodKey, TrackedPod};
 use super::tracker::Tracker;
 
 /// What the pod watch reports to: the server's state, which owns the tracker and puts a
@@ -34,15 +37,25 @@ pub trait LedgerSink: Send + Sync {
     /// Follows whether the watch should run (the policy in force or staged has quotas):
     /// `Some(generation)` while it should, a new generation each time it starts afresh.
     fn wanted(&self) -> tokio::sync::watch::Receiver<Option<u64>>;
-    /// The watch of `generation` listed every Spark pod (`pods`). False, changing nothing,
+    /// The watch of `generation` listed every Spark pod (`listing`). False, changing nothing,
     /// when that watch is no longer wanted: the listing is then dropped.
-    fn listed(&self, generation: u64, pods: HashMap<PodKey, TrackedPod>) -> bool;
+    fn listed(&self, generation: u64, listing: Listing) -> bool;
     /// A pod was applied or removed: the tracked-pods gauge follows the ledger.
     fn ledger_changed(&self);
 }
 
 /// The label selector of the watch and of confirming LISTs.
 pub const SPARK_POD_SELECTOR: &str = "spark-role in (driver,executor)";
+
+/// Pods per page of the watch's initial LIST (`--quota-watch-page-size`). kube-runtime's
+/// default is 500: one page of Spark executor pods as the apiserver sends them (managedFields
+/// included) is about 4.2 MB of JSON, and its body and parse sit on top of the ledger at the
+/// process's peak (VmHWM). Measured at 100,000 pods (BENCHMARKS.md, "Scale: 100,000 tracked
+/// pods"): with 100 the peak is 3 MB above the ledger instead of 8 to 12 MB, and stays near
+/// 1 MB of JSON however big the pods are; the price is time to ready, not CPU: five times as
+/// many LIST calls, each an etcd read by the apiserver, took 25 to 31 s instead of 15 to 21 s.
+/// A webhook every Spark pod creation waits on is better slow to start than killed for memory.
+pub const PAGE_SIZE: u32 = 100;
 
 impl LeanPod {
     fn key(&self) -> Option<PodKey> {
@@ -166,7 +179,10 @@ async fn watch_generation(
 ) -> bool {
     tracing::info!("the policy has quotas: watching Spark pods in every namespace");
     let api: Api<LeanPod> = Api::all(client.clone());
-    let config = watcher::Config::default().labels(SPARK_POD_SELECTOR);
+    let page_size = sink.tracker().options().watch_page_size.max(1);
+    let config = watcher::Config::default()
+        .labels(SPARK_POD_SELECTOR)
+        .page_size(page_size);
     let mut events = watcher(api, config).default_backoff().boxed();
     let mut index = LedgerIndex {
         sink,
@@ -200,9 +216,10 @@ async fn watch_generation(
 struct LedgerIndex<'a> {
     sink: &'a dyn LedgerSink,
     generation: u64,
-    // A listing in progress: it replaces the ledger whole once complete, so a half-listed
-    // cluster is never decided against.
-    listing: Option<HashMap<PodKey, TrackedPod>>,
+    // A listing in progress, gathered in the ledger's compact form as its pages arrive: it
+    // replaces the ledger's live pods whole once complete, so a half-listed cluster is never
+    // decided against.
+    listing: Option<Listing>,
 }
 
 impl LedgerIndex<'_> {
@@ -212,18 +229,18 @@ impl LedgerIndex<'_> {
     }
 
     fn reset(&mut self) {
-        self.listing = Some(HashMap::new());
+        self.listing = Some(Listing::new());
     }
 
     fn listed(&mut self, pod: &LeanPod) {
         if let (Some(listing), Some((key, pod))) = (self.listing.as_mut(), tracked(pod)) {
-            listing.insert(key, pod);
+            listing.apply(key, pod);
         }
     }
 
     fn listing_complete(&mut self) {
-        let pods = self.listing.take().unwrap_or_default();
-        if !self.sink.listed(self.generation, pods) {
+        let listing = self.listing.take().unwrap_or_default();
+        if !self.sink.listed(self.generation, listing) {
             tracing::info!("the policy has no quotas any more: this listing is dropped");
         }
     }
@@ -312,5 +329,84 @@ mod tests {
             json!({"metadata": {"name": "p", "namespace": "n", "labels": {"spark-role": "shuffle"}}}),
         );
         assert!(tracked(&other).is_none(), "only drivers and executors");
+    }
+
+    /// A sink that takes every listing, as the state does while its watch is wanted.
+    struct Sink {
+        tracker: Tracker,
+        wanted: tokio::sync::watch::Sender<Option<u64>>,
+        listings: std::sync::atomic::AtomicUsize,
+    }
+
+    impl LedgerSink for Sink {
+        fn tracker(&self) -> &Tracker {
+            &self.tracker
+        }
+        fn wanted(&self) -> tokio::sync::watch::Receiver<Option<u64>> {
+            self.wanted.subscribe()
+        }
+        fn listed(&self, _: u64, listing: Listing) -> bool {
+            self.listings
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.tracker.synced_with(listing);
+            true
+        }
+        fn ledger_changed(&self) {}
+    }
+
+    fn named(name: &str) -> LeanPod {
+        let mut pod = executor(json!({}), "Running");
+        pod.metadata.name = Some(name.to_owned());
+        pod
+    }
+
+    #[test]
+    fn a_listing_goes_into_the_ledger_only_once_complete_and_keeps_reservations() {
+        let sink = Sink {
+            tracker: Tracker::new(super::super::Options::default()),
+            wanted: tokio::sync::watch::channel(Some(1)).0,
+            listings: Default::default(),
+        };
+        let in_flight = PodKey {
+            namespace: "analytics".to_owned(),
+            name: "exec-in-flight".to_owned(),
+        };
+        let (_, pod) = tracked(&named("exec-in-flight")).unwrap();
+        let later = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        sink.tracker
+            .with_ledger(|l| l.reserve(&in_flight, &pod.entry, later));
+        let mut index = LedgerIndex {
+            sink: &sink,
+            generation: 1,
+            listing: None,
+        };
+        index.reset();
+        for name in ["exec-1", "exec-2", "exec-3"] {
+            index.listed(&named(name));
+        }
+        // Finished pods are not listed into the ledger.
+        let mut done = named("exec-done");
+        done.status.as_mut().unwrap().phase = Some("Succeeded".to_owned());
+        index.listed(&done);
+        // Half listed: nothing of it is in force yet, and the tracker is not synced.
+        assert!(!sink.tracker.is_synced());
+        assert_eq!(sink.tracker.with_ledger(|l| l.tracked_pods()), 0);
+        index.listing_complete();
+        assert!(sink.tracker.is_synced());
+        assert_eq!(sink.listings.load(std::sync::atomic::Ordering::Relaxed), 1);
+        let (pods, reservations, cpu) = sink.tracker.with_ledger(|l| {
+            let ns = &l.namespaces()["analytics"];
+            (l.tracked_pods(), l.reservations(), ns.all().charge.cpu)
+        });
+        assert_eq!(
+            (pods, reservations),
+            (3, 1),
+            "the reservation survives the relist"
+        );
+        assert_eq!(
+            cpu,
+            4 * 2_000_000_000,
+            "3 listed executors and 1 in flight, 2 cores each"
+        );
     }
 }
