@@ -130,7 +130,8 @@ fi
 record idle -
 
 # What the watch's initial LIST carries (the apiserver adds managedFields to every pod; the
-# watch reads it in pages of 500 and skips what it does not need).
+# watch reads it in pages of --quota-watch-page-size, 100 by default, and skips what it does
+# not need).
 list_bytes=$(kubectl get --raw "/api/v1/pods?labelSelector=spark-role" | wc -c)
 
 python3 - "$DIR/results.jsonl" "$list_bytes" <<'PY'

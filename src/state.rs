@@ -159,27 +159,28 @@ impl State {
         }
     }
 
-    /// The pod watch of `generation` listed every Spark pod (`pods`): the tracker holds them
-    /// and is synced, and a staged policy goes into force. Returns false, changing nothing,
-    /// when that watch is no longer wanted: a policy without quotas came in while it was
-    /// listing and reset the tracker, and marking it synced now would let the next policy with
-    /// quotas go into force at once, on a ledger no watch updates.
-    pub fn quota_watch_listed(
-        &self,
-        generation: u64,
-        pods: std::collections::HashMap<quota::PodKey, quota::TrackedPod>,
-    ) -> bool {
+    /// The pod watch of `generation` listed every Spark pod into the tracker: the pods it did
+    /// not show are dropped, the tracker is synced, and a staged policy goes into force.
+    /// Returns false, changing nothing, when that watch is no longer wanted: a policy without
+    /// quotas came in while it was listing and reset the tracker, and marking it synced now
+    /// would let the next policy with quotas go into force at once, on a ledger no watch
+    /// updates (what that watch applied after the reset is dropped by the next listing).
+    pub fn quota_watch_listed(&self, generation: u64) -> bool {
         // Under the lock `set_policy` holds while it resets the tracker, so the two never
         // interleave.
         let staged = self.lock_staged();
         if *self.quota_watch_wanted.borrow() != Some(generation) {
             return false;
         }
-        let count = pods.len();
-        self.quotas.synced_with(pods);
+        let gone = self.quotas.listing_complete();
         drop(staged);
+        let count = self.quotas.with_ledger(|ledger| ledger.tracked_pods());
         self.update_tracked_pods();
-        tracing::info!(pods = count, "the pod watch listed every live Spark pod");
+        tracing::info!(
+            pods = count,
+            not_listed_again = gone,
+            "the pod watch listed every live Spark pod"
+        );
         self.quota_watch_synced();
         true
     }
@@ -279,12 +280,8 @@ impl LedgerSink for State {
         self.quota_watch_wanted()
     }
 
-    fn listed(
-        &self,
-        generation: u64,
-        pods: std::collections::HashMap<quota::PodKey, quota::TrackedPod>,
-    ) -> bool {
-        self.quota_watch_listed(generation, pods)
+    fn listed(&self, generation: u64) -> bool {
+        self.quota_watch_listed(generation)
     }
 
     fn ledger_changed(&self) {
@@ -326,7 +323,7 @@ mod tests {
         assert_eq!(state.metrics.policy_staged.get(), 1);
         assert!(state.is_ready());
 
-        state.quotas.synced_with(Default::default());
+        state.quotas.synced_with([]);
         state.quota_watch_synced();
         assert_eq!(state.policy().unwrap().hash, second.hash);
         assert_eq!(state.staged_policy_hash(), None);
@@ -367,7 +364,7 @@ mod tests {
         // A policy without quotas arrives while that watch is listing...
         state.set_policy(Policy::parse(RULES_ONLY).unwrap());
         // ...then the old watch finishes its listing.
-        assert!(!state.quota_watch_listed(old, Default::default()));
+        assert!(!state.quota_watch_listed(old));
         assert!(!state.quotas.is_synced());
         // The next policy with quotas waits for its own watch.
         assert_eq!(
@@ -376,7 +373,7 @@ mod tests {
         );
         let new = state.quota_watch_wanted().borrow().unwrap();
         assert_ne!(new, old);
-        assert!(state.quota_watch_listed(new, Default::default()));
+        assert!(state.quota_watch_listed(new));
         assert_eq!(state.policy().unwrap().quotas.len(), 1, "in force now");
     }
 
@@ -418,7 +415,7 @@ mod tests {
             Installed::Staged
         );
         assert!(!state.is_ready());
-        state.quotas.synced_with(Default::default());
+        state.quotas.synced_with([]);
         state.quota_watch_synced();
         assert!(state.is_ready());
     }

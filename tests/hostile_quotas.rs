@@ -33,7 +33,7 @@ const CONFIGMAP_REVIEW: &[u8] =
 fn state_with(policy: &str, options: Options) -> Arc<State> {
     let state = Arc::new(State::with_quota_options(options));
     state.set_policy(Policy::parse(policy).unwrap());
-    state.quotas.synced_with(Default::default());
+    state.quotas.synced_with([]);
     state.quota_watch_synced();
     assert!(state.is_ready());
     state

@@ -17,7 +17,7 @@ use support::EXECUTOR_REVIEW;
 fn state_with(policy: &str) -> Arc<State> {
     let state = Arc::new(State::new());
     state.set_policy(Policy::parse(policy).unwrap());
-    state.quotas.synced_with(Default::default());
+    state.quotas.synced_with([]);
     state.quota_watch_synced();
     assert!(state.is_ready());
     state

@@ -502,7 +502,7 @@ async fn readyz_is_200_only_with_a_policy_in_force_and_until_shutdown() {
             "the policy has quotas: waiting for the pod watch to list every Spark pod\n".to_owned()
         )
     );
-    state.quotas.synced_with(Default::default());
+    state.quotas.synced_with([]);
     state.quota_watch_synced();
     assert_eq!(readyz(&state).await, (StatusCode::OK, "ready\n".to_owned()));
     state.begin_shutdown();

@@ -25,7 +25,7 @@ const OBSERVABILITY_EXPECTED: &str =
 fn state_with(policy: &str) -> Arc<State> {
     let state = Arc::new(State::with_quota_options(Options::default()));
     state.set_policy(Policy::parse(policy).unwrap());
-    state.quotas.synced_with(Default::default());
+    state.quotas.synced_with([]);
     state.quota_watch_synced();
     assert!(state.is_ready());
     state

@@ -214,6 +214,10 @@ struct ServeArgs {
     /// as they appear).
     #[arg(long, env = "SPARK_ADMISSION_QUOTA_GANG_EXPIRY", default_value = "5m", value_parser = parse_duration)]
     quota_gang_expiry: Duration,
+    /// Quotas: pods per page of the pod watch's initial LIST. Smaller pages lower the memory
+    /// peak of a (re)start for more LIST calls (BENCHMARKS.md, "Scale: 100,000 tracked pods").
+    #[arg(long, env = "SPARK_ADMISSION_QUOTA_WATCH_PAGE_SIZE", default_value_t = crate::quota::watch::PAGE_SIZE, value_parser = clap::value_parser!(u32).range(1..))]
+    quota_watch_page_size: u32,
 }
 
 #[derive(Debug, clap::Args)]

@@ -25,6 +25,7 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         confirm_timeout: args.quota_confirm_timeout,
         namespace_margin: args.quota_namespace_margin,
         gang_expiry: args.quota_gang_expiry,
+        watch_page_size: args.quota_watch_page_size,
         // A client certificate from the client CA is what makes a caller the apiserver.
         verified_callers: args.client_ca.is_some(),
     });

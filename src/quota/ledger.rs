@@ -13,10 +13,23 @@
 //! reservations where it may trust them (see [`Usage`]) and still reads only a handful of
 //! numbers, never scanning pods.
 //!
+//! Live pods are held compactly, since a cluster may run 100,000 of them (issue 24): each
+//! namespace holds its own pods by name, so no pod stores its namespace; an application's id
+//! is one allocation shared by the namespace's map of applications and each of its pods, and
+//! its name is kept once, with the application; a pod's name is one allocation shared by the
+//! namespace's map of pods and its application's member set; a charge is held as two `u64`
+//! (24 bytes with its tag, where [`Charge`] takes 32 and 16-byte alignment) when its memory is
+//! a whole number of bytes (every pod a real cluster runs), exactly as given otherwise, so the
+//! totals are the same either way. A live pod is 56 bytes beside its name (BENCHMARKS.md,
+//! "Scale: 100,000 tracked pods", has the whole count). Reservations keep their [`Entry`] as it
+//! came: there are at most [`MAX_RESERVATIONS`] of them.
+//!
 //! Pure data: no locks, no clock of its own (callers pass `now`), no I/O.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::num::NonZeroU64;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::policy::Role;
@@ -68,20 +81,20 @@ pub struct Count {
 }
 
 impl Count {
-    fn add(&mut self, entry: &Entry) {
+    fn add(&mut self, role: Role, charge: Charge) {
         self.pods += 1;
-        if entry.role == Role::Executor {
+        if role == Role::Executor {
             self.executors += 1;
         }
-        self.charge = self.charge.plus(entry.charge);
+        self.charge = self.charge.plus(charge);
     }
 
-    fn subtract(&mut self, entry: &Entry) {
+    fn subtract(&mut self, role: Role, charge: Charge) {
         self.pods = self.pods.saturating_sub(1);
-        if entry.role == Role::Executor {
+        if role == Role::Executor {
             self.executors = self.executors.saturating_sub(1);
         }
-        self.charge = self.charge.minus(entry.charge);
+        self.charge = self.charge.minus(charge);
     }
 
     fn plus(self, other: Count) -> Count {
@@ -91,6 +104,61 @@ impl Count {
             charge: self.charge.plus(other.charge),
         }
     }
+}
+
+/// Nano-units in one unit (one core, one byte).
+const NANOS: i128 = 1_000_000_000;
+
+/// A charge as a live pod keeps it. [`Charge`] is two `i128` nano-units (32 bytes, 16-aligned)
+/// so that any quantity the apiserver accepts adds up exactly; a pod's own charge is almost
+/// always far smaller (CPU under 18 billion cores in nano-cores, memory a whole number of
+/// bytes), and that is held in two `u64`. Anything else (a fraction of a byte, an unreadable
+/// quantity's [`super::charge::UNREADABLE`]) is held as it came, boxed, so the totals are the
+/// same either way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PackedCharge {
+    /// CPU in nano-cores, memory in bytes.
+    Small { cpu: u64, memory_bytes: u64 },
+    /// Anything that does not fit the above, exactly.
+    Exact(Box<Charge>),
+}
+
+impl PackedCharge {
+    fn new(charge: Charge) -> Self {
+        let cpu = u64::try_from(charge.cpu).ok();
+        let memory_bytes = (charge.memory % NANOS == 0)
+            .then(|| u64::try_from(charge.memory / NANOS).ok())
+            .flatten();
+        match (cpu, memory_bytes) {
+            (Some(cpu), Some(memory_bytes)) => Self::Small { cpu, memory_bytes },
+            _ => Self::Exact(Box::new(charge)),
+        }
+    }
+
+    fn charge(&self) -> Charge {
+        match self {
+            Self::Small { cpu, memory_bytes } => Charge {
+                cpu: i128::from(*cpu),
+                memory: i128::from(*memory_bytes) * NANOS,
+            },
+            Self::Exact(charge) => **charge,
+        }
+    }
+}
+
+/// A live pod as the ledger keeps it, under its name in its namespace's map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LivePod {
+    /// The application's id, shared with the namespace's key for the application.
+    app: Option<Arc<str>>,
+    charge: PackedCharge,
+    // Resource versions are etcd revisions, never 0; one that reads 0 is kept as `None`,
+    // which the merge with a LIST treats as "cannot be ordered": counted, the safe side.
+    resource_version: Option<NonZeroU64>,
+    /// The listing that last showed it (see [`Ledger::begin_listing`]); it fits in the
+    /// padding beside `role`, so it costs no byte.
+    listed_in: u32,
+    role: Role,
 }
 
 /// Which of the two maps an entry is in.
@@ -109,8 +177,8 @@ pub struct AppUsage {
     pub live: Count,
     /// Pods this replica admitted that the watch has not shown yet.
     pub reserved: Count,
-    /// Names of its live pods.
-    live_members: HashSet<String>,
+    /// Names of its live pods: the same allocations as the namespace's map of pods.
+    live_members: HashSet<Arc<str>>,
     /// Names of its reservations.
     reserved_members: HashSet<String>,
 }
@@ -121,10 +189,10 @@ impl AppUsage {
         self.live.plus(self.reserved)
     }
 
-    fn side(&mut self, side: Side) -> (&mut Count, &mut HashSet<String>) {
+    fn count(&mut self, side: Side) -> &mut Count {
         match side {
-            Side::Live => (&mut self.live, &mut self.live_members),
-            Side::Reserved => (&mut self.reserved, &mut self.reserved_members),
+            Side::Live => &mut self.live,
+            Side::Reserved => &mut self.reserved,
         }
     }
 }
@@ -136,10 +204,13 @@ pub struct NamespaceUsage {
     pub live: Count,
     /// Reservations and their charge.
     pub reserved: Count,
-    /// Applications with at least one live pod or reservation.
-    pub apps: HashMap<String, AppUsage>,
+    /// Applications with at least one live pod or reservation, by id (one allocation per
+    /// application, which its live pods share).
+    pub apps: HashMap<Arc<str>, AppUsage>,
     /// How many of `apps` have a live pod.
     live_apps: u32,
+    /// Its live pods, by name.
+    pods: HashMap<Arc<str>, LivePod>,
 }
 
 impl NamespaceUsage {
@@ -151,6 +222,44 @@ impl NamespaceUsage {
     /// Applications with at least one live pod.
     pub fn live_apps(&self) -> u32 {
         self.live_apps
+    }
+
+    /// Live pods held.
+    pub fn tracked_pods(&self) -> usize {
+        self.pods.len()
+    }
+
+    /// The application `app`, made if it is new, with the shared allocation of its id (found
+    /// without allocating when the application is already held).
+    fn app_mut(&mut self, app: &str) -> (Arc<str>, &mut AppUsage) {
+        let id = match self.apps.get_key_value(app) {
+            Some((id, _)) => id.clone(),
+            None => Arc::from(app),
+        };
+        (id.clone(), self.apps.entry(id).or_default())
+    }
+
+    /// Takes `side`'s count of one pod of `app` (if any) off the application and the
+    /// namespace, and forgets the application once it has nothing left.
+    fn subtract(&mut self, side: Side, app: Option<&str>, role: Role, charge: Charge) {
+        match side {
+            Side::Live => self.live.subtract(role, charge),
+            Side::Reserved => self.reserved.subtract(role, charge),
+        }
+        let Some(app) = app else {
+            return;
+        };
+        let Some(usage) = self.apps.get_mut(app) else {
+            return;
+        };
+        let had_live = usage.live.pods > 0;
+        usage.count(side).subtract(role, charge);
+        if side == Side::Live && had_live && usage.live.pods == 0 {
+            self.live_apps = self.live_apps.saturating_sub(1);
+        }
+        if usage.all().pods == 0 {
+            self.apps.remove(app);
+        }
     }
 }
 
@@ -219,26 +328,29 @@ pub const MAX_RESERVATIONS: usize = 10_000;
 /// Live pods, reservations and totals.
 #[derive(Debug)]
 pub struct Ledger {
-    pods: HashMap<PodKey, TrackedPod>,
+    // Live pods are held inside their namespace's totals (see the module documentation).
+    namespaces: HashMap<Arc<str>, NamespaceUsage>,
     reservations: HashMap<PodKey, Reservation>,
     max_reservations: usize,
     // When reservations expire, earliest first, one entry per reservation made. A reservation's
     // time never moves, so an entry that comes up and finds no reservation under its key, or
     // one made later (with an entry of its own), is simply dropped.
     expiry: BinaryHeap<Reverse<(Instant, PodKey)>>,
-    namespaces: HashMap<String, NamespaceUsage>,
     evicted: u64,
+    // The listing in progress or last complete: every live pod the watch shows is marked with
+    // it, so the pods a listing did not show again are known at its end without a second copy.
+    listing: u32,
 }
 
 impl Default for Ledger {
     fn default() -> Self {
         Self {
-            pods: HashMap::new(),
+            namespaces: HashMap::new(),
             reservations: HashMap::new(),
             max_reservations: MAX_RESERVATIONS,
             expiry: BinaryHeap::new(),
-            namespaces: HashMap::new(),
             evicted: 0,
+            listing: 0,
         }
     }
 }
@@ -251,7 +363,10 @@ impl Ledger {
 
     /// Live pods held.
     pub fn tracked_pods(&self) -> usize {
-        self.pods.len()
+        self.namespaces
+            .values()
+            .map(NamespaceUsage::tracked_pods)
+            .sum()
     }
 
     /// Reservations held.
@@ -266,7 +381,7 @@ impl Ledger {
     }
 
     /// The totals of every namespace with Spark pods or reservations.
-    pub fn namespaces(&self) -> &HashMap<String, NamespaceUsage> {
+    pub fn namespaces(&self) -> &HashMap<Arc<str>, NamespaceUsage> {
         &self.namespaces
     }
 
@@ -274,39 +389,109 @@ impl Ledger {
     /// the reservation under its key (the admission of this pod) is released.
     pub fn apply(&mut self, key: PodKey, pod: TrackedPod) {
         self.release(&key);
-        if let Some(old) = self.pods.remove(&key) {
-            self.subtract(&key, &old.entry, Side::Live);
-        }
-        self.add(&key, &pod.entry, Side::Live);
-        self.pods.insert(key, pod);
+        self.remove(&key);
+        let PodKey { namespace, name } = key;
+        let TrackedPod {
+            entry,
+            resource_version,
+        } = pod;
+        let listing = self.listing;
+        let ns = self.namespace_mut(&namespace);
+        let name: Arc<str> = Arc::from(name);
+        ns.live.add(entry.role, entry.charge);
+        let app = match &entry.app {
+            None => None,
+            Some(app) => {
+                let (id, usage) = ns.app_mut(app);
+                let starts = usage.live.pods == 0;
+                usage.live.add(entry.role, entry.charge);
+                usage.live_members.insert(name.clone());
+                if entry.app_name.is_some() {
+                    usage.name = entry.app_name;
+                }
+                if starts {
+                    ns.live_apps += 1;
+                }
+                Some(id)
+            }
+        };
+        ns.pods.insert(
+            name,
+            LivePod {
+                app,
+                charge: PackedCharge::new(entry.charge),
+                resource_version: resource_version.and_then(NonZeroU64::new),
+                listed_in: listing,
+                role: entry.role,
+            },
+        );
     }
 
     /// The watch shows `key` gone, terminal or deleting: it no longer counts. A reservation
     /// under the same key is another pod (created after this one was deleted) and stays.
     pub fn remove(&mut self, key: &PodKey) {
-        if let Some(old) = self.pods.remove(key) {
-            self.subtract(key, &old.entry, Side::Live);
+        let Some(ns) = self.namespaces.get_mut(key.namespace.as_str()) else {
+            return;
+        };
+        let Some((name, pod)) = ns.pods.remove_entry(key.name.as_str()) else {
+            return;
+        };
+        if let Some(usage) = pod.app.as_deref().and_then(|app| ns.apps.get_mut(app)) {
+            usage.live_members.remove(&name);
+        }
+        ns.subtract(
+            Side::Live,
+            pod.app.as_deref(),
+            pod.role,
+            pod.charge.charge(),
+        );
+        if ns.all().pods == 0 {
+            self.namespaces.remove(key.namespace.as_str());
         }
     }
 
-    /// Replaces every live pod at once (the watch listed them all again after a restart);
-    /// reservations for pods in the list are released, the others stay.
-    pub fn replace_all(&mut self, pods: HashMap<PodKey, TrackedPod>) {
-        self.pods.clear();
-        self.namespaces.clear();
-        self.reservations.retain(|key, _| !pods.contains_key(key));
-        let reserved: Vec<(PodKey, Entry)> = self
-            .reservations
-            .iter()
-            .map(|(key, r)| (key.clone(), r.entry.clone()))
-            .collect();
-        for (key, entry) in &reserved {
-            self.add(key, entry, Side::Reserved);
+    /// Replaces every live pod at once with `pods` (a listing of the whole cluster):
+    /// [`Ledger::begin_listing`], each pod applied, [`Ledger::end_listing`].
+    pub fn replace_all(&mut self, pods: impl IntoIterator<Item = (PodKey, TrackedPod)>) {
+        self.begin_listing();
+        for (key, pod) in pods {
+            self.apply(key, pod);
         }
-        for (key, pod) in &pods {
-            self.add(key, &pod.entry, Side::Live);
+        self.end_listing();
+    }
+
+    /// The watch starts listing every Spark pod again (after a restart, or when it fell too
+    /// far behind): each pod it shows from now on is marked as listed, and
+    /// [`Ledger::end_listing`] drops the live pods it did not show. Meanwhile the ledger holds
+    /// every pod of the earlier listing not yet shown again, as it last knew it, and the
+    /// listed ones as they are now: each pod counts once, in its older or its newer state, and
+    /// a pod deleted while the watch was down counts until the listing ends, as it did before
+    /// the listing began. The listing is never held as a second ledger beside this one, which
+    /// at 100,000 pods would double the memory a relist peaks at (BENCHMARKS.md, "Scale").
+    pub fn begin_listing(&mut self) {
+        self.listing = self.listing.wrapping_add(1);
+    }
+
+    /// The listing [`Ledger::begin_listing`] started is complete: the live pods it did not
+    /// show are gone and stop counting (their reservations were released when they were shown
+    /// live; reservations for pods not yet shown stay). Returns how many were dropped.
+    pub fn end_listing(&mut self) -> usize {
+        let listing = self.listing;
+        let mut gone = Vec::new();
+        for (namespace, ns) in &self.namespaces {
+            for (name, pod) in &ns.pods {
+                if pod.listed_in != listing {
+                    gone.push((namespace.clone(), name.clone()));
+                }
+            }
         }
-        self.pods = pods;
+        for (namespace, name) in &gone {
+            self.remove(&PodKey {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            });
+        }
+        gone.len()
     }
 
     /// Forgets everything (the policy no longer has quotas).
@@ -324,8 +509,8 @@ impl Ledger {
                 return;
             }
             let (old, expires) = (reservation.entry.clone(), reservation.expires);
-            self.subtract(key, &old, Side::Reserved);
-            self.add(key, entry, Side::Reserved);
+            self.subtract_reserved(key, &old);
+            self.add_reserved(key, entry);
             self.reservations.insert(
                 key.clone(),
                 Reservation {
@@ -336,7 +521,7 @@ impl Ledger {
             return;
         }
         while self.reservations.len() >= self.max_reservations.max(1) && self.evict_oldest() {}
-        self.add(key, entry, Side::Reserved);
+        self.add_reserved(key, entry);
         self.expiry.push(Reverse((expires, key.clone())));
         self.reservations.insert(
             key.clone(),
@@ -387,15 +572,15 @@ impl Ledger {
     ) -> Usage {
         let key = own.key();
         let own_reserved = self.reservations.get(key).map(|r| &r.entry);
-        let own_live = match own {
-            Own::Created(_) => None,
-            Own::Resized(key) => self.pods.get(key).map(|p| &p.entry),
-        };
-        let Some(ns) = self.namespaces.get(&key.namespace) else {
+        let Some(ns) = self.namespaces.get(key.namespace.as_str()) else {
             return Usage {
                 app: app.map(|_| AppTotals::default()),
                 ..Usage::default()
             };
+        };
+        let own_live = match own {
+            Own::Created(_) => None,
+            Own::Resized(key) => ns.pods.get(key.name.as_str()),
         };
         let with_reserved = reservations_count_in_namespace;
         let mut namespace = ns.live.charge;
@@ -405,7 +590,7 @@ impl Ledger {
             applications = u32::try_from(ns.apps.len()).unwrap_or(u32::MAX);
         }
         if let Some(own) = own_live {
-            namespace = namespace.minus(own.charge);
+            namespace = namespace.minus(own.charge.charge());
         }
         if let Some(own) = own_reserved.filter(|_| with_reserved) {
             namespace = namespace.minus(own.charge);
@@ -425,10 +610,10 @@ impl Ledger {
         let mut live = found.live;
         let mut reserved = found.reserved;
         if let Some(own) = own_live.filter(|own| own.app.as_deref() == Some(app)) {
-            live.subtract(own);
+            live.subtract(own.role, own.charge.charge());
         }
         if let Some(own) = own_reserved.filter(|own| own.app.as_deref() == Some(app)) {
-            reserved.subtract(own);
+            reserved.subtract(own.role, own.charge);
         }
         // As the namespace counts it: live pods, and reservations where they count there.
         let counted = |live: &Count, reserved: &Count| {
@@ -450,7 +635,11 @@ impl Ledger {
 
     /// Whether the ledger holds a pod of that key, live or reserved.
     pub fn holds(&self, key: &PodKey) -> bool {
-        self.pods.contains_key(key) || self.reservations.contains_key(key)
+        self.reservations.contains_key(key)
+            || self
+                .namespaces
+                .get(key.namespace.as_str())
+                .is_some_and(|ns| ns.pods.contains_key(key.name.as_str()))
     }
 
     /// Whether application `app` has a live pod or a reservation in `namespace`.
@@ -461,27 +650,39 @@ impl Ledger {
     }
 
     /// The pods and reservations of one application, by name: what a consistent LIST is
-    /// merged with. A name may appear twice, as a live pod and as a reservation.
+    /// merged with. A name may appear twice, as a live pod and as a reservation. A live pod's
+    /// entry is made from what the ledger keeps of it (its application's name is the
+    /// application's), only for this: a confirming LIST, near a limit.
     pub fn app_members(&self, namespace: &str, app: &str) -> Vec<Member<'_>> {
         let Some(found) = self
             .namespaces
             .get(namespace)
-            .and_then(|ns| ns.apps.get(app))
+            .and_then(|ns| Some((ns, ns.apps.get(app)?)))
         else {
             return Vec::new();
         };
-        let key = |name: &String| PodKey {
-            namespace: namespace.to_owned(),
-            name: name.clone(),
-        };
+        let (ns, found) = found;
         let live = found.live_members.iter().filter_map(|name| {
-            self.pods
-                .get(&key(name))
-                .map(|pod| Member::Tracked(name, &pod.entry, pod.resource_version))
+            let pod = ns.pods.get(name)?;
+            let entry = Entry {
+                app: Some(app.to_owned()),
+                app_name: found.name.clone(),
+                role: pod.role,
+                charge: pod.charge.charge(),
+            };
+            Some(Member::Tracked(
+                name,
+                entry,
+                pod.resource_version.map(NonZeroU64::get),
+            ))
         });
         let reserved = found.reserved_members.iter().filter_map(|name| {
+            let key = PodKey {
+                namespace: namespace.to_owned(),
+                name: name.clone(),
+            };
             self.reservations
-                .get(&key(name))
+                .get(&key)
                 .map(|r| Member::Reserved(name, &r.entry))
         });
         live.chain(reserved).collect()
@@ -508,64 +709,58 @@ impl Ledger {
     /// Releases the reservation under `key`, if any.
     fn release(&mut self, key: &PodKey) {
         if let Some(reservation) = self.reservations.remove(key) {
-            self.subtract(key, &reservation.entry, Side::Reserved);
+            self.subtract_reserved(key, &reservation.entry);
         }
     }
 
-    fn add(&mut self, key: &PodKey, entry: &Entry, side: Side) {
-        let ns = self.namespaces.entry(key.namespace.clone()).or_default();
-        match side {
-            Side::Live => ns.live.add(entry),
-            Side::Reserved => ns.reserved.add(entry),
-        }
+    /// The namespace's totals, made if it is new. A namespace already held is found without
+    /// allocating: this runs for every pod the watch shows.
+    fn namespace_mut(&mut self, namespace: &str) -> &mut NamespaceUsage {
+        let id = match self.namespaces.get_key_value(namespace) {
+            Some((id, _)) => id.clone(),
+            None => Arc::from(namespace),
+        };
+        self.namespaces.entry(id).or_default()
+    }
+
+    fn add_reserved(&mut self, key: &PodKey, entry: &Entry) {
+        let ns = self.namespace_mut(&key.namespace);
+        ns.reserved.add(entry.role, entry.charge);
         let Some(app) = &entry.app else {
             return;
         };
-        let usage = ns.apps.entry(app.clone()).or_default();
-        if side == Side::Live && usage.live.pods == 0 {
-            ns.live_apps += 1;
-        }
+        let (_, usage) = ns.app_mut(app);
         if entry.app_name.is_some() {
             usage.name.clone_from(&entry.app_name);
         }
-        let (count, members) = usage.side(side);
-        count.add(entry);
-        members.insert(key.name.clone());
+        usage.reserved.add(entry.role, entry.charge);
+        usage.reserved_members.insert(key.name.clone());
     }
 
-    fn subtract(&mut self, key: &PodKey, entry: &Entry, side: Side) {
-        let Some(ns) = self.namespaces.get_mut(&key.namespace) else {
+    fn subtract_reserved(&mut self, key: &PodKey, entry: &Entry) {
+        let Some(ns) = self.namespaces.get_mut(key.namespace.as_str()) else {
             return;
         };
-        match side {
-            Side::Live => ns.live.subtract(entry),
-            Side::Reserved => ns.reserved.subtract(entry),
+        if let Some(usage) = entry.app.as_deref().and_then(|app| ns.apps.get_mut(app)) {
+            usage.reserved_members.remove(&key.name);
         }
-        if let Some(app) = &entry.app
-            && let Some(usage) = ns.apps.get_mut(app)
-        {
-            let had_live = usage.live.pods > 0;
-            let (count, members) = usage.side(side);
-            count.subtract(entry);
-            members.remove(&key.name);
-            if side == Side::Live && had_live && usage.live.pods == 0 {
-                ns.live_apps = ns.live_apps.saturating_sub(1);
-            }
-            if usage.all().pods == 0 {
-                ns.apps.remove(app);
-            }
-        }
+        ns.subtract(
+            Side::Reserved,
+            entry.app.as_deref(),
+            entry.role,
+            entry.charge,
+        );
         if ns.all().pods == 0 {
-            self.namespaces.remove(&key.namespace);
+            self.namespaces.remove(key.namespace.as_str());
         }
     }
 }
 
 /// One pod of an application as the ledger holds it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Member<'a> {
-    /// Shown by the watch, at this resource version.
-    Tracked(&'a str, &'a Entry, Option<u64>),
+    /// Shown by the watch, at this resource version: its entry as the ledger keeps it.
+    Tracked(&'a str, Entry, Option<u64>),
     /// Admitted by this replica, not yet shown by the watch.
     Reserved(&'a str, &'a Entry),
 }
@@ -854,5 +1049,365 @@ mod tests {
             Some(true)
         );
         assert_eq!(ledger.namespaces()["ns"].live_apps(), 2);
+    }
+
+    /// 1 GiB in nano-bytes, 1 core in nano-cores.
+    const GIB: i128 = (1 << 30) * NANOS;
+    const CORE: i128 = NANOS;
+
+    fn pod_in(namespace: &str, name: &str) -> PodKey {
+        PodKey {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    fn live_with(app: Option<&str>, role: Role, charge: Charge) -> TrackedPod {
+        TrackedPod {
+            entry: Entry {
+                app: app.map(str::to_owned),
+                app_name: app.map(|_| "nightly-etl".to_owned()),
+                role,
+                charge,
+            },
+            resource_version: Some(7),
+        }
+    }
+
+    #[test]
+    fn a_live_pod_is_held_in_a_few_words() {
+        // What keeps 100,000 pods small (BENCHMARKS.md, "Scale: 100,000 tracked pods"): a
+        // regression here is a regression in bytes per pod.
+        assert_eq!(std::mem::size_of::<PackedCharge>(), 24);
+        assert_eq!(std::mem::size_of::<LivePod>(), 56);
+        assert_eq!(std::mem::size_of::<Charge>(), 32, "what a pod held before");
+    }
+
+    #[test]
+    fn an_applications_id_and_a_pods_name_are_one_allocation_each() {
+        let mut ledger = Ledger::new();
+        for name in ["d", "e1", "e2"] {
+            let role = if name == "d" {
+                Role::Driver
+            } else {
+                Role::Executor
+            };
+            ledger.apply(key(name), tracked(Some("spark-1"), role, 1));
+        }
+        ledger.apply(key("loose"), tracked(None, Role::Executor, 1));
+        assert_eq!(
+            ledger.namespaces().len(),
+            1,
+            "one namespace key for every pod"
+        );
+        let ns = &ledger.namespaces()["ns"];
+        let (id, app) = ns.apps.get_key_value("spark-1").unwrap();
+        // The key in the map of applications, and one reference per live pod: no copies.
+        assert_eq!(Arc::strong_count(id), 4);
+        for name in ["d", "e1", "e2"] {
+            let pod = &ns.pods[name];
+            assert!(Arc::ptr_eq(pod.app.as_ref().unwrap(), id), "{name}");
+        }
+        assert_eq!(ns.pods["loose"].app, None);
+        // A pod's name: the map of pods' key, shared by the application's member set.
+        for (name, _) in ns.pods.iter().filter(|(_, p)| p.app.is_some()) {
+            let member = app.live_members.get(name).unwrap();
+            assert!(Arc::ptr_eq(member, name));
+            assert_eq!(Arc::strong_count(name), 2);
+        }
+        // The application's name once, with the application.
+        assert_eq!(app.name.as_deref(), Some("spark-1-name"));
+        // Another namespace's application of the same id is another application.
+        ledger.apply(
+            pod_in("other", "d"),
+            tracked(Some("spark-1"), Role::Driver, 1),
+        );
+        let ns = &ledger.namespaces()["ns"];
+        assert_eq!(
+            Arc::strong_count(ns.apps.get_key_value("spark-1").unwrap().0),
+            4
+        );
+        // Once its last pod is gone, nothing of the application is left.
+        for name in ["d", "e1", "e2"] {
+            ledger.remove(&key(name));
+        }
+        assert!(!ledger.namespaces()["ns"].apps.contains_key("spark-1"));
+    }
+
+    #[test]
+    fn charges_are_held_exactly_whatever_their_size() {
+        let cases = [
+            // What real pods ask: whole bytes, milli-cores.
+            (
+                Charge {
+                    cpu: 2 * CORE,
+                    memory: 2432 * (1 << 20) * NANOS,
+                },
+                true,
+            ),
+            (
+                Charge {
+                    cpu: 1_500_000_000,
+                    memory: 0,
+                },
+                true,
+            ),
+            (
+                Charge {
+                    cpu: 1,
+                    memory: NANOS,
+                },
+                true,
+            ),
+            (Charge::default(), true),
+            (
+                Charge {
+                    cpu: i128::from(u64::MAX),
+                    memory: i128::from(u64::MAX) * NANOS,
+                },
+                true,
+            ),
+            // A fraction of a byte ("100m" of memory), too many cores, unreadable, negative.
+            (
+                Charge {
+                    cpu: CORE,
+                    memory: 100_000_000,
+                },
+                false,
+            ),
+            (
+                Charge {
+                    cpu: i128::from(u64::MAX) + 1,
+                    memory: 0,
+                },
+                false,
+            ),
+            (
+                Charge {
+                    cpu: super::super::charge::UNREADABLE,
+                    memory: super::super::charge::UNREADABLE,
+                },
+                false,
+            ),
+            (Charge { cpu: -1, memory: 0 }, false),
+            (
+                Charge {
+                    cpu: 0,
+                    memory: -NANOS,
+                },
+                false,
+            ),
+            (
+                Charge {
+                    cpu: 0,
+                    memory: (i128::from(u64::MAX) + 1) * NANOS,
+                },
+                false,
+            ),
+        ];
+        for (charge, small) in cases {
+            let packed = PackedCharge::new(charge);
+            assert_eq!(
+                matches!(packed, PackedCharge::Small { .. }),
+                small,
+                "{charge:?}"
+            );
+            assert_eq!(packed.charge(), charge);
+        }
+    }
+
+    #[test]
+    fn totals_after_apply_remove_and_relist_are_the_sums_by_hand() {
+        let executor = Charge {
+            cpu: 2 * CORE,
+            memory: 2432 * (1 << 20) * NANOS,
+        };
+        let driver = Charge {
+            cpu: 1_500_000_000,
+            memory: 4 * GIB,
+        };
+        // Not a whole number of bytes: held exactly, not packed.
+        let odd = Charge {
+            cpu: 250_000_000,
+            memory: 100_000_000,
+        };
+        let mut ledger = Ledger::new();
+        ledger.apply(key("d"), live_with(Some("a"), Role::Driver, driver));
+        for i in 0..4 {
+            ledger.apply(
+                key(&format!("e{i}")),
+                live_with(Some("a"), Role::Executor, executor),
+            );
+        }
+        ledger.apply(key("odd"), live_with(Some("b"), Role::Executor, odd));
+        ledger.apply(key("loose"), live_with(None, Role::Executor, executor));
+        // 1.5 + 4 x 2 + 0.25 + 2 cores; 4 GiB + 4 x 2432 MiB + 0.1 byte + 2432 MiB.
+        let ns = &ledger.namespaces()["ns"];
+        assert_eq!(ns.live.pods, 7);
+        assert_eq!(ns.live.executors, 6);
+        assert_eq!(ns.live.charge.cpu, 11_750_000_000);
+        assert_eq!(
+            ns.live.charge.memory,
+            (4 * 1024 + 5 * 2432) * (1 << 20) * NANOS + 100_000_000
+        );
+        assert_eq!(ns.live_apps(), 2);
+        let a = &ns.apps["a"];
+        assert_eq!((a.live.pods, a.live.executors), (5, 4));
+        assert_eq!(a.live.charge.cpu, 9_500_000_000);
+        assert_eq!(
+            a.live.charge.memory,
+            (4 * 1024 + 4 * 2432) * (1 << 20) * NANOS
+        );
+        assert_eq!(ns.apps["b"].live.charge, odd);
+
+        // An executor gone, the odd pod resized to the executor's size.
+        ledger.remove(&key("e3"));
+        ledger.apply(key("odd"), live_with(Some("b"), Role::Executor, executor));
+        // 1.5 + 3 x 2 + 2 + 2 cores; 4 GiB + 5 x 2432 MiB.
+        let ns = &ledger.namespaces()["ns"];
+        assert_eq!(ns.live.pods, 6);
+        assert_eq!(ns.live.charge.cpu, 11_500_000_000);
+        assert_eq!(
+            ns.live.charge.memory,
+            (4 * 1024 + 5 * 2432) * (1 << 20) * NANOS
+        );
+        assert_eq!(ns.apps["a"].live.executors, 3);
+
+        // A relist that shows the driver and one executor of a, and b's pod.
+        ledger.begin_listing();
+        ledger.apply(key("d"), live_with(Some("a"), Role::Driver, driver));
+        ledger.apply(key("e0"), live_with(Some("a"), Role::Executor, executor));
+        ledger.apply(key("odd"), live_with(Some("b"), Role::Executor, odd));
+        assert_eq!(ledger.end_listing(), 3, "e1, e2 and loose were not listed");
+        assert_eq!(ledger.tracked_pods(), 3);
+        let ns = &ledger.namespaces()["ns"];
+        assert_eq!((ns.live.pods, ns.live.executors), (3, 2));
+        assert_eq!(ns.live.charge.cpu, 3_750_000_000);
+        assert_eq!(
+            ns.live.charge.memory,
+            (4 * 1024 + 2432) * (1 << 20) * NANOS + 100_000_000
+        );
+        assert_eq!(ns.apps["a"].live.executors, 1);
+        assert_eq!(ns.live_apps(), 2);
+        assert!(!ns.pods.contains_key("loose"));
+    }
+
+    #[test]
+    fn a_relist_keeps_the_reservations_of_pods_it_does_not_show() {
+        let mut ledger = Ledger::new();
+        let later = Instant::now() + Duration::from_secs(30);
+        ledger.apply(key("d"), tracked(Some("a"), Role::Driver, 1));
+        ledger.reserve(&key("e1"), &entry(Some("a"), Role::Executor, 2), later);
+        ledger.reserve(&key("e2"), &entry(Some("a"), Role::Executor, 3), later);
+        // In flight in another application, and in another namespace.
+        ledger.reserve(&key("b-e1"), &entry(Some("b"), Role::Executor, 4), later);
+        ledger.reserve(
+            &pod_in("other", "c-d"),
+            &entry(Some("c"), Role::Driver, 5),
+            later,
+        );
+        ledger.replace_all([
+            (key("d"), tracked(Some("a"), Role::Driver, 1)),
+            (key("e1"), tracked(Some("a"), Role::Executor, 2)),
+        ]);
+        assert_eq!(ledger.tracked_pods(), 2);
+        assert_eq!(
+            ledger.reservations(),
+            3,
+            "e2, b-e1 and c-d are still in flight"
+        );
+        let ns = &ledger.namespaces()["ns"];
+        assert_eq!((ns.live.pods, ns.live.charge.cpu), (2, 3));
+        assert_eq!((ns.reserved.pods, ns.reserved.charge.cpu), (2, 7));
+        assert_eq!(ns.apps["a"].reserved.charge.cpu, 3);
+        assert_eq!(ns.apps["b"].reserved.executors, 1);
+        assert_eq!(ns.live_apps(), 1, "b has no live pod");
+        assert_eq!(ledger.namespaces()["other"].reserved.charge.cpu, 5);
+        let usage = created(&ledger, Some("a"), "new");
+        assert_eq!(usage.app.map(|a| (a.executors, a.charge.cpu)), Some((2, 6)));
+        assert_eq!(usage.namespace.cpu, 10);
+        assert_eq!(usage.applications, 2);
+        // They still expire at their time, and nothing is left of them after.
+        assert_eq!(ledger.expire(later), 3);
+        let ns = &ledger.namespaces()["ns"];
+        assert_eq!((ns.reserved.pods, ns.reserved.charge.cpu), (0, 0));
+        assert!(!ledger.namespaces().contains_key("other"));
+    }
+
+    #[test]
+    fn a_listing_counts_each_pod_once_whatever_it_repeats() {
+        let mut ledger = Ledger::new();
+        ledger.replace_all([
+            (key("e1"), tracked(Some("a"), Role::Executor, 2)),
+            (key("e1"), tracked(Some("a"), Role::Executor, 5)),
+            (key("e2"), tracked(Some("b"), Role::Executor, 1)),
+        ]);
+        let ns = &ledger.namespaces()["ns"];
+        assert_eq!((ns.live.pods, ns.live.charge.cpu), (2, 6));
+        assert_eq!(ns.apps["a"].live.charge.cpu, 5, "the later entry");
+    }
+
+    #[test]
+    fn while_a_relist_runs_each_pod_counts_once_in_its_older_or_newer_state() {
+        let mut ledger = Ledger::new();
+        ledger.replace_all([
+            (key("kept"), tracked(Some("a"), Role::Executor, 2)),
+            (key("resized"), tracked(Some("a"), Role::Executor, 2)),
+            (key("deleted"), tracked(Some("b"), Role::Executor, 4)),
+        ]);
+        ledger.begin_listing();
+        ledger.apply(key("resized"), tracked(Some("a"), Role::Executor, 3));
+        ledger.apply(key("created"), tracked(Some("c"), Role::Driver, 1));
+        // Half listed: "kept" and "deleted" as the last listing knew them, "resized" as it is
+        // now, "created" new: nothing undercounted, nothing twice.
+        let ns = &ledger.namespaces()["ns"];
+        assert_eq!((ns.live.pods, ns.live.charge.cpu), (4, 2 + 3 + 4 + 1));
+        assert_eq!(ns.apps["a"].live.charge.cpu, 5);
+        assert_eq!(ns.live_apps(), 3);
+        ledger.apply(key("kept"), tracked(Some("a"), Role::Executor, 2));
+        assert_eq!(
+            ledger.end_listing(),
+            1,
+            "deleted, which the listing did not show"
+        );
+        let ns = &ledger.namespaces()["ns"];
+        assert_eq!((ns.live.pods, ns.live.charge.cpu), (3, 2 + 3 + 1));
+        assert!(!ns.apps.contains_key("b"));
+        assert_eq!(ns.live_apps(), 2);
+        // A listing that shows nothing empties the ledger of live pods, namespaces included.
+        ledger.begin_listing();
+        assert_eq!(ledger.end_listing(), 3);
+        assert_eq!(ledger.tracked_pods(), 0);
+        assert!(ledger.namespaces().is_empty());
+    }
+
+    #[test]
+    fn a_live_pod_takes_no_more_room_for_its_listing_mark() {
+        assert_eq!(std::mem::size_of::<LivePod>(), 56);
+    }
+
+    #[test]
+    fn an_applications_members_carry_what_the_ledger_keeps_of_them() {
+        let mut ledger = Ledger::new();
+        let later = Instant::now() + Duration::from_secs(30);
+        ledger.apply(key("e1"), tracked(Some("a"), Role::Executor, 2));
+        let mut unversioned = tracked(Some("a"), Role::Driver, 1);
+        unversioned.resource_version = None;
+        ledger.apply(key("d"), unversioned);
+        ledger.reserve(&key("e2"), &entry(Some("a"), Role::Executor, 3), later);
+        let mut members = ledger.app_members("ns", "a");
+        members.sort_by_key(|m| match m {
+            Member::Tracked(name, ..) | Member::Reserved(name, _) => name.to_string(),
+        });
+        assert_eq!(
+            members,
+            [
+                Member::Tracked("d", entry(Some("a"), Role::Driver, 1), None),
+                Member::Tracked("e1", entry(Some("a"), Role::Executor, 2), Some(1)),
+                Member::Reserved("e2", &entry(Some("a"), Role::Executor, 3)),
+            ]
+        );
+        assert!(ledger.app_members("ns", "nobody").is_empty());
+        assert!(ledger.app_members("elsewhere", "a").is_empty());
     }
 }

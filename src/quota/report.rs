@@ -97,7 +97,7 @@ pub fn usage(policy: &Policy, ledger: &Ledger, applications: bool) -> Vec<ScopeU
                 push_charge(&mut measures, quota_charge_limits(limits), ns.all().charge);
                 rows.push(ScopeUsage {
                     quota: quota.name.clone(),
-                    namespace: (*namespace).clone(),
+                    namespace: namespace.to_string(),
                     application: None,
                     application_name: None,
                     measures,
@@ -125,8 +125,8 @@ pub fn usage(policy: &Policy, ledger: &Ledger, applications: bool) -> Vec<ScopeU
                 push_charge(&mut measures, quota_charge_limits(limits), all.charge);
                 rows.push(ScopeUsage {
                     quota: quota.name.clone(),
-                    namespace: (*namespace).clone(),
-                    application: Some(app.clone()),
+                    namespace: namespace.to_string(),
+                    application: Some(app.to_string()),
                     application_name: usage.name.clone(),
                     measures,
                 });

@@ -51,6 +51,8 @@ pub struct Options {
     /// How long after its driver was created the room granted to a cluster-mode submission's
     /// minimum executors is held (SPEC §5b gang admission).
     pub gang_expiry: Duration,
+    /// Pods per page of the pod watch's initial LIST (see [`super::watch::PAGE_SIZE`]).
+    pub watch_page_size: u32,
 }
 
 impl Default for Options {
@@ -62,6 +64,7 @@ impl Default for Options {
             namespace_margin: 20,
             verified_callers: false,
             gang_expiry: Duration::from_secs(300),
+            watch_page_size: super::watch::PAGE_SIZE,
         }
     }
 }
@@ -209,11 +212,44 @@ impl Tracker {
         self.synced.load(Ordering::Acquire)
     }
 
-    /// The watch listed everything: the ledger holds exactly `pods` and the tracker is synced.
-    pub fn synced_with(&self, pods: std::collections::HashMap<PodKey, TrackedPod>) {
+    /// Whether the ledger follows the watch's events as they come (false after a watch error
+    /// until its next event, and through a listing): if not, per-application decisions are
+    /// confirmed with a LIST.
+    pub fn is_in_step(&self) -> bool {
+        self.in_step.load(Ordering::Acquire)
+    }
+
+    /// The live pods are exactly `pods` and the tracker is synced: a whole listing at once
+    /// (the watch reports its pages as they come instead, [`Tracker::listing_started`]).
+    pub fn synced_with(&self, pods: impl IntoIterator<Item = (PodKey, TrackedPod)>) {
         self.lock().replace_all(pods);
         self.in_step.store(true, Ordering::Release);
         self.synced.store(true, Ordering::Release);
+    }
+
+    /// The watch starts listing every Spark pod ([`Ledger::begin_listing`]): the pods it lists
+    /// are applied as they come ([`Tracker::listed`]). A tracker that was synced stays synced
+    /// and decides meanwhile on the ledger as it is (each pod in its last known state, none
+    /// left out), and confirms per-application decisions with a LIST, as when behind. One
+    /// that was not synced stays unsynced, so no policy with quotas goes into force on a
+    /// half-listed cluster.
+    pub fn listing_started(&self) {
+        self.lock().begin_listing();
+        self.in_step.store(false, Ordering::Release);
+    }
+
+    /// The listing in progress shows `key` live.
+    pub fn listed(&self, key: PodKey, pod: TrackedPod) {
+        self.lock().apply(key, pod);
+    }
+
+    /// The listing in progress is complete: the pods it did not show are dropped, and the
+    /// tracker is synced and in step. Returns how many were dropped.
+    pub fn listing_complete(&self) -> usize {
+        let gone = self.lock().end_listing();
+        self.in_step.store(true, Ordering::Release);
+        self.synced.store(true, Ordering::Release);
+        gone
     }
 
     /// The watch showed `key` live.
@@ -678,17 +714,17 @@ pub fn merge(
         }
     }
     for member in members {
-        if let Member::Tracked(name, entry, version) = *member
+        if let Member::Tracked(name, entry, version) = member
             && !is_own(name)
             && !seen.contains(name)
         {
-            let newer = match (version, listed.resource_version) {
+            let newer = match (*version, listed.resource_version) {
                 (Some(seen_at), Some(listed_at)) => seen_at > listed_at,
                 // Versions that are not numbers cannot be ordered: count it, to be safe.
                 _ => true,
             };
             if newer {
-                seen.insert(name);
+                seen.insert(*name);
                 count(entry, true);
             }
         }
@@ -809,7 +845,7 @@ mod tests {
         let policy =
             Policy::parse("quotas: [{name: q, perApplication: {maxExecutors: 50}}]").unwrap();
         let tracker = Arc::new(Tracker::new(Options::default()));
-        tracker.synced_with(Default::default());
+        tracker.synced_with([]);
         let quotas = Arc::new(policy.quotas);
         let tasks: Vec<_> = (0..100)
             .map(|i| {
@@ -917,7 +953,7 @@ mod tests {
         let lists = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let tracker = Tracker::new(options);
         tracker.set_client(apiserver(answer, lists.clone()));
-        tracker.synced_with(Default::default());
+        tracker.synced_with([]);
         (tracker, lists)
     }
 
@@ -1017,11 +1053,11 @@ mod tests {
         };
         let members = [
             // Also in the list: counted once.
-            Member::Tracked("exec-1", &executor, Some(90)),
+            Member::Tracked("exec-1", executor.clone(), Some(90)),
             // Deleted before the list (the watch has not caught up): not counted.
-            Member::Tracked("exec-deleted", &executor, Some(95)),
+            Member::Tracked("exec-deleted", executor.clone(), Some(95)),
             // Created after the list: counted.
-            Member::Tracked("exec-new", &executor, Some(105)),
+            Member::Tracked("exec-new", executor.clone(), Some(105)),
             // Admitted here, not stored yet: counted.
             Member::Reserved("exec-in-flight", &executor),
             // Admitted here and stored: counted once.
@@ -1048,7 +1084,7 @@ mod tests {
             pods: vec![("exec-1".to_owned(), executor.clone())],
         };
         let members = [
-            Member::Tracked("exec-1", &executor, Some(90)),
+            Member::Tracked("exec-1", executor.clone(), Some(90)),
             Member::Reserved("exec-1", &executor),
         ];
         let name = key("exec-1");
@@ -1133,7 +1169,7 @@ mod tests {
                 confirm_timeout: Duration::from_millis(300),
                 ..Options::default()
             });
-            tracker.synced_with(Default::default());
+            tracker.synced_with([]);
             if let Some(client) = client {
                 tracker.set_home(client.clone(), "home".to_owned());
             }
@@ -1308,7 +1344,7 @@ mod tests {
             assert_eq!(server.leases.writes.load(Ordering::SeqCst), 1);
 
             let unverified = Tracker::new(Options::default());
-            unverified.synced_with(Default::default());
+            unverified.synced_with([]);
             unverified.set_home(client.clone(), "home".to_owned());
             let requests = server.requests.load(Ordering::SeqCst);
             let decision = unverified.admit(&quotas, &own_application(3), false).await;

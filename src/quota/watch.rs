@@ -4,12 +4,16 @@
 //! It runs only while the policy in force (or the one waiting to be put in force) has quotas.
 //! Its first complete listing marks the tracker synced, which is when a policy with quotas
 //! goes into force: the watch reports it to a [`LedgerSink`] (the server's state), the one
-//! handle it gets. A restarted
-//! watch lists everything again, and the ledger is replaced atomically when that listing is
-//! complete; until then, and after any watch error until the next event, the ledger is
-//! treated as behind and per-application decisions are confirmed with a LIST.
+//! handle it gets. A restarted watch lists everything again into the same ledger, each pod
+//! updated as its page arrives, and the pods it did not show again are dropped when the
+//! listing is complete ([`Ledger::begin_listing`]): meanwhile every pod counts once, in its
+//! last known state. Until then, and after any watch error until the next event, the ledger
+//! is treated as behind and per-application decisions are confirmed with a LIST.
+//!
+//! Sized for 100,000 live Spark pods (issue 24, BENCHMARKS.md "Scale: 100,000 tracked pods"):
+//! a listing never exists as a second copy of the ledger (which would double a relist's peak),
+//! and it is read in pages of [`PAGE_SIZE`].
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -34,15 +38,26 @@ pub trait LedgerSink: Send + Sync {
     /// Follows whether the watch should run (the policy in force or staged has quotas):
     /// `Some(generation)` while it should, a new generation each time it starts afresh.
     fn wanted(&self) -> tokio::sync::watch::Receiver<Option<u64>>;
-    /// The watch of `generation` listed every Spark pod (`pods`). False, changing nothing,
-    /// when that watch is no longer wanted: the listing is then dropped.
-    fn listed(&self, generation: u64, pods: HashMap<PodKey, TrackedPod>) -> bool;
+    /// The watch of `generation` listed every Spark pod into the tracker: the pods it did not
+    /// show go, the tracker is synced. False, changing nothing, when that watch is no longer
+    /// wanted.
+    fn listed(&self, generation: u64) -> bool;
     /// A pod was applied or removed: the tracked-pods gauge follows the ledger.
     fn ledger_changed(&self);
 }
 
 /// The label selector of the watch and of confirming LISTs.
 pub const SPARK_POD_SELECTOR: &str = "spark-role in (driver,executor)";
+
+/// Pods per page of the watch's initial LIST (`--quota-watch-page-size`). kube-runtime's
+/// default is 500: one page of Spark executor pods as the apiserver sends them (managedFields
+/// included) is about 4.2 MB of JSON, and its body and parse sit on top of the ledger at the
+/// process's peak (VmHWM). Measured at 100,000 pods (BENCHMARKS.md, "Scale: 100,000 tracked
+/// pods"): with 100 the peak is 3 MB above the ledger instead of 8 to 12 MB, and stays near
+/// 1 MB of JSON however big the pods are; the price is time to ready, not CPU: five times as
+/// many LIST calls, each an etcd read by the apiserver, took 25 to 31 s instead of 15 to 21 s.
+/// A webhook every Spark pod creation waits on is better slow to start than killed for memory.
+pub const PAGE_SIZE: u32 = 100;
 
 impl LeanPod {
     fn key(&self) -> Option<PodKey> {
@@ -166,13 +181,12 @@ async fn watch_generation(
 ) -> bool {
     tracing::info!("the policy has quotas: watching Spark pods in every namespace");
     let api: Api<LeanPod> = Api::all(client.clone());
-    let config = watcher::Config::default().labels(SPARK_POD_SELECTOR);
+    let page_size = sink.tracker().options().watch_page_size.max(1);
+    let config = watcher::Config::default()
+        .labels(SPARK_POD_SELECTOR)
+        .page_size(page_size);
     let mut events = watcher(api, config).default_backoff().boxed();
-    let mut index = LedgerIndex {
-        sink,
-        generation,
-        listing: None,
-    };
+    let mut index = LedgerIndex { sink, generation };
     loop {
         let event = tokio::select! {
             event = events.next() => event,
@@ -200,9 +214,6 @@ async fn watch_generation(
 struct LedgerIndex<'a> {
     sink: &'a dyn LedgerSink,
     generation: u64,
-    // A listing in progress: it replaces the ledger whole once complete, so a half-listed
-    // cluster is never decided against.
-    listing: Option<HashMap<PodKey, TrackedPod>>,
 }
 
 impl LedgerIndex<'_> {
@@ -212,19 +223,20 @@ impl LedgerIndex<'_> {
     }
 
     fn reset(&mut self) {
-        self.listing = Some(HashMap::new());
+        self.sink.tracker().listing_started();
     }
 
+    // A pod the listing shows that does not count (finished, being deleted) is not applied:
+    // its earlier entry, if any, is not marked as listed and goes when the listing ends.
     fn listed(&mut self, pod: &LeanPod) {
-        if let (Some(listing), Some((key, pod))) = (self.listing.as_mut(), tracked(pod)) {
-            listing.insert(key, pod);
+        if let Some((key, pod)) = tracked(pod) {
+            self.sink.tracker().listed(key, pod);
         }
     }
 
     fn listing_complete(&mut self) {
-        let pods = self.listing.take().unwrap_or_default();
-        if !self.sink.listed(self.generation, pods) {
-            tracing::info!("the policy has no quotas any more: this listing is dropped");
+        if !self.sink.listed(self.generation) {
+            tracing::info!("the policy has no quotas any more: this listing is not put in force");
         }
     }
 
@@ -254,6 +266,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::quota::ledger::Member;
     use serde_json::json;
 
     fn lean(value: serde_json::Value) -> LeanPod {
@@ -312,5 +325,142 @@ mod tests {
             json!({"metadata": {"name": "p", "namespace": "n", "labels": {"spark-role": "shuffle"}}}),
         );
         assert!(tracked(&other).is_none(), "only drivers and executors");
+    }
+
+    /// A sink that takes every listing, as the state does while its watch is wanted.
+    struct Sink {
+        tracker: Tracker,
+        wanted: tokio::sync::watch::Sender<Option<u64>>,
+        listings: std::sync::atomic::AtomicUsize,
+    }
+
+    impl LedgerSink for Sink {
+        fn tracker(&self) -> &Tracker {
+            &self.tracker
+        }
+        fn wanted(&self) -> tokio::sync::watch::Receiver<Option<u64>> {
+            self.wanted.subscribe()
+        }
+        fn listed(&self, _: u64) -> bool {
+            self.listings
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.tracker.listing_complete();
+            true
+        }
+        fn ledger_changed(&self) {}
+    }
+
+    fn named(name: &str) -> LeanPod {
+        let mut pod = executor(json!({}), "Running");
+        pod.metadata.name = Some(name.to_owned());
+        pod
+    }
+
+    fn sink() -> Sink {
+        Sink {
+            tracker: Tracker::new(super::super::Options::default()),
+            wanted: tokio::sync::watch::channel(Some(1)).0,
+            listings: Default::default(),
+        }
+    }
+
+    fn finished(name: &str) -> LeanPod {
+        let mut pod = named(name);
+        if let Some(status) = pod.status.as_mut() {
+            status.phase = Some("Succeeded".to_owned());
+        }
+        pod
+    }
+
+    fn live_names(tracker: &Tracker) -> Vec<String> {
+        tracker.with_ledger(|l| {
+            let mut names: Vec<String> = l
+                .app_members("analytics", "spark-1")
+                .iter()
+                .map(|member| match member {
+                    Member::Tracked(name, ..) | Member::Reserved(name, _) => (*name).to_owned(),
+                })
+                .collect();
+            names.sort();
+            names
+        })
+    }
+
+    #[test]
+    fn a_first_listing_syncs_the_tracker_only_once_complete_and_keeps_reservations() {
+        let sink = sink();
+        let in_flight = PodKey {
+            namespace: "analytics".to_owned(),
+            name: "exec-in-flight".to_owned(),
+        };
+        let (_, pod) = tracked(&named("exec-in-flight")).unwrap();
+        let later = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        sink.tracker
+            .with_ledger(|l| l.reserve(&in_flight, &pod.entry, later));
+        let mut index = LedgerIndex {
+            sink: &sink,
+            generation: 1,
+        };
+        index.reset();
+        for name in ["exec-1", "exec-2", "exec-3"] {
+            index.listed(&named(name));
+        }
+        // Finished pods are not listed into the ledger.
+        index.listed(&finished("exec-done"));
+        // Half listed: the tracker is not synced, so no policy with quotas decides on it.
+        assert!(!sink.tracker.is_synced());
+        index.listing_complete();
+        assert!(sink.tracker.is_synced());
+        assert_eq!(sink.listings.load(std::sync::atomic::Ordering::Relaxed), 1);
+        let (pods, reservations, cpu) = sink.tracker.with_ledger(|l| {
+            let ns = &l.namespaces()["analytics"];
+            (l.tracked_pods(), l.reservations(), ns.all().charge.cpu)
+        });
+        assert_eq!(
+            (pods, reservations),
+            (3, 1),
+            "the reservation survives the listing"
+        );
+        assert_eq!(
+            cpu,
+            4 * 2_000_000_000,
+            "3 listed executors and 1 in flight, 2 cores each"
+        );
+    }
+
+    #[test]
+    fn a_relist_updates_the_ledger_in_place_and_drops_what_it_did_not_show_at_its_end() {
+        let sink = sink();
+        let mut index = LedgerIndex {
+            sink: &sink,
+            generation: 1,
+        };
+        index.reset();
+        for name in ["exec-1", "exec-2", "exec-3"] {
+            index.listed(&named(name));
+        }
+        index.listing_complete();
+        // The watch failed (say the apiserver restarted) and lists everything again: exec-2
+        // finished meanwhile, exec-3 was deleted, exec-4 is new.
+        index.fell_behind(&watcher::Error::NoResourceVersion);
+        index.reset();
+        index.listed(&named("exec-1"));
+        index.listed(&finished("exec-2"));
+        index.listed(&named("exec-4"));
+        // Half listed: still synced, every pod counted once (exec-2 and exec-3 as last known,
+        // the conservative side), and per-application decisions confirm with a LIST.
+        assert!(sink.tracker.is_synced());
+        assert!(!sink.tracker.is_in_step());
+        assert_eq!(
+            live_names(&sink.tracker),
+            ["exec-1", "exec-2", "exec-3", "exec-4"]
+        );
+        index.listing_complete();
+        assert_eq!(live_names(&sink.tracker), ["exec-1", "exec-4"]);
+        assert!(sink.tracker.is_in_step());
+        let cpu = sink
+            .tracker
+            .with_ledger(|l| l.namespaces()["analytics"].live.charge.cpu);
+        assert_eq!(cpu, 2 * 2_000_000_000);
     }
 }
