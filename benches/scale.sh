@@ -27,9 +27,9 @@
 # PAGE, when given, is passed as --quota-watch-page-size (a binary without that flag takes an
 # empty PAGE). RELIST=1: after its reviews, each quota server sees the apiserver restarted
 # (tests/e2e/cluster.sh restart-apiserver); its watch resumes or, when the restarted apiserver
-# no longer has its resourceVersion, lists every pod again while the old ledger still decides:
-# the peak (VmHWM) through that is recorded, with the time the relist took (null when the watch
-# resumed without one within 120 s).
+# no longer has its resourceVersion, lists every pod again into its ledger (which decides on
+# throughout): the peak (VmHWM) through that is recorded, with the time the relist took (null
+# when the watch resumed without one within 120 s).
 #
 # Output: one JSON line per server and step in $OUT/results.jsonl, and a table. Everything runs
 # on 127.0.0.1; the servers and the cluster started here are stopped by pid on exit.
@@ -141,6 +141,11 @@ run() {
             sleep 0.1
         done
         relist_hwm=$(status_kb "$pid" VmHWM)
+        # The relist updated the ledger in place: each pod still counted once, none dropped.
+        tracked=$(metric "$admin" spark_admission_tracked_pods)
+        if [[ ${tracked:-0} != "$pods" ]]; then
+            echo "$label tracks ${tracked:-nothing} pods after the relist, expected $pods" >&2; exit 1
+        fi
     fi
     python3 - "$OUT/$label-$pods.load.json" "$label" "$pods" "$ready_ms" "$cpu_ms" "$rss" "$hwm" \
         "$rss_after" "$hwm_after" "${page:-default}" "${denied:-0}" \
