@@ -386,6 +386,14 @@ mod tests {
         })
     }
 
+    /// A listing begins and shows exec-1 to exec-3, live.
+    fn list_three(index: &mut LedgerIndex<'_>) {
+        index.reset();
+        for name in ["exec-1", "exec-2", "exec-3"] {
+            index.listed(&named(name));
+        }
+    }
+
     #[test]
     fn a_first_listing_syncs_the_tracker_only_once_complete_and_keeps_reservations() {
         let sink = sink();
@@ -401,10 +409,7 @@ mod tests {
             sink: &sink,
             generation: 1,
         };
-        index.reset();
-        for name in ["exec-1", "exec-2", "exec-3"] {
-            index.listed(&named(name));
-        }
+        list_three(&mut index);
         // Finished pods are not listed into the ledger.
         index.listed(&finished("exec-done"));
         // Half listed: the tracker is not synced, so no policy with quotas decides on it.
@@ -435,10 +440,7 @@ mod tests {
             sink: &sink,
             generation: 1,
         };
-        index.reset();
-        for name in ["exec-1", "exec-2", "exec-3"] {
-            index.listed(&named(name));
-        }
+        list_three(&mut index);
         index.listing_complete();
         // The watch failed (say the apiserver restarted) and lists everything again: exec-2
         // finished meanwhile, exec-3 was deleted, exec-4 is new.
