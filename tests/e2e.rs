@@ -371,6 +371,37 @@ impl Registration {
         .await
     }
 
+    /// Both entries deploy/ registers, named `<prefix>-pods` and `<prefix>-conf`: Spark pods on
+    /// `/mutate`, ConfigMaps on `/mutate-spark-conf`, the latter with `failurePolicy: Fail` so
+    /// that a webhook failure fails the submission loudly instead of storing the ConfigMap
+    /// untouched.
+    async fn pods_and_driver_configmaps(
+        client: &Client,
+        prefix: &str,
+        webhook: &Webhook,
+        namespace: &TestNamespace,
+    ) -> (Self, Self) {
+        let pods = Self::create(
+            client,
+            &format!("{prefix}-pods"),
+            webhook,
+            namespace,
+            "Fail",
+            "IfNeeded",
+        )
+        .await;
+        let configmaps = Self::create_for_configmaps(
+            client,
+            &format!("{prefix}-conf"),
+            &format!("https://127.0.0.1:{}/mutate-spark-conf", webhook.port),
+            &webhook.ca_bundle,
+            namespace,
+            "Fail",
+        )
+        .await;
+        (pods, configmaps)
+    }
+
     /// Like [`Registration::create_for`], for CREATE of ConfigMaps (which carry no labels to
     /// select them by) instead of Spark pods.
     async fn create_for_configmaps(

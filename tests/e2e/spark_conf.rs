@@ -397,22 +397,11 @@ async fn an_executor_templates_sidecar_counts_in_the_fitted_count_and_every_exec
     )
     .await;
     let namespace = TestNamespace::create(&client, "spark-conf-template").await;
-    let _pods = Registration::create(
-        &client,
-        "e2e-spark-conf-template-pods",
-        &webhook,
-        &namespace,
-        "Fail",
-        "IfNeeded",
-    )
-    .await;
-    let _conf = Registration::create_for_configmaps(
+    let _registrations = Registration::pods_and_driver_configmaps(
         &client,
         "e2e-spark-conf-template",
-        &format!("https://127.0.0.1:{}/mutate-spark-conf", webhook.port),
-        &webhook.ca_bundle,
+        &webhook,
         &namespace,
-        "Fail",
     )
     .await;
     let dir = tempfile::tempdir().unwrap();

@@ -13,36 +13,6 @@ use super::{Registration, SparkSubmit, TestNamespace, Webhook, client, free_port
 
 const SET_ANNOTATION: &str = "spark-admission.io/spark-conf-set";
 
-/// Both entries deploy/ registers: Spark pods on `/mutate`, ConfigMaps on
-/// `/mutate-spark-conf`, the latter with `failurePolicy: Fail` so that a webhook failure fails
-/// the submission loudly instead of storing the ConfigMap untouched.
-async fn register(
-    client: &kube::Client,
-    prefix: &str,
-    webhook: &Webhook,
-    namespace: &TestNamespace,
-) -> (Registration, Registration) {
-    let pods = Registration::create(
-        client,
-        &format!("{prefix}-pods"),
-        webhook,
-        namespace,
-        "Fail",
-        "IfNeeded",
-    )
-    .await;
-    let configmaps = Registration::create_for_configmaps(
-        client,
-        &format!("{prefix}-conf"),
-        &format!("https://127.0.0.1:{}/mutate-spark-conf", webhook.port),
-        &webhook.ca_bundle,
-        namespace,
-        "Fail",
-    )
-    .await;
-    (pods, configmaps)
-}
-
 /// The `spark-drv-*-conf-map` ConfigMap stored in `namespace` and owned by `driver`.
 async fn stored_driver_configmap(
     client: &kube::Client,
@@ -139,7 +109,9 @@ rules:
         dir = event_logs.path().display(),
     );
     let webhook = Webhook::start(&policy).await;
-    let _registrations = register(&client, "e2e-conf-set", &webhook, &namespace).await;
+    let _registrations =
+        Registration::pods_and_driver_configmaps(&client, "e2e-conf-set", &webhook, &namespace)
+            .await;
 
     // SparkSubmit::cluster_mode passes spark.ui.enabled=false first; a later --conf wins.
     let ui_port = free_port().to_string();
@@ -324,7 +296,9 @@ rules:
         namespace.name
     ))
     .await;
-    let _registrations = register(&client, "e2e-conf-max", &webhook, &namespace).await;
+    let _registrations =
+        Registration::pods_and_driver_configmaps(&client, "e2e-conf-max", &webhook, &namespace)
+            .await;
 
     // A timeline, from the start of spark-submit: the pods' events as a watch sees them, and
     // when the webhook counted the refusal.

@@ -210,22 +210,11 @@ async fn an_operator_shaped_submission_is_stored_with_the_policy_and_its_executo
     let client = client().await;
     let namespace = TestNamespace::create(&client, "spark-operator").await;
     let webhook = Webhook::start(POLICY).await;
-    let _pods = Registration::create(
+    let _registrations = Registration::pods_and_driver_configmaps(
         &client,
-        "e2e-spark-operator-pods",
+        "e2e-spark-operator",
         &webhook,
         &namespace,
-        "Fail",
-        "IfNeeded",
-    )
-    .await;
-    let _conf = Registration::create_for_configmaps(
-        &client,
-        "e2e-spark-operator-conf",
-        &format!("https://127.0.0.1:{}/mutate-spark-conf", webhook.port),
-        &webhook.ca_bundle,
-        &namespace,
-        "Fail",
     )
     .await;
     let (app, submission) = ("pyspark-pi", "3f1c9a52-7d0e-4b8e-9d65-0c8a7e5b2f10");
