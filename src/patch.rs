@@ -26,11 +26,13 @@ use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
 use k8s_openapi::api::core::v1::{
     Affinity, Container, NodeAffinity, NodeSelector, NodeSelectorTerm, Pod, PodAffinity,
-    PodAffinityTerm, PodAntiAffinity, PodSpec, WeightedPodAffinityTerm,
+    PodAffinityTerm, PodAntiAffinity, PodSpec, ResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 use serde_json::Value;
+
+use crate::engine::{Original, take_changeable_fields};
 
 /// Errors from building a patch.
 #[derive(Debug, thiserror::Error)]
@@ -68,8 +70,69 @@ impl Encoded {
 
 /// The JSON Patch that turns `original` into `desired`, as JSON text; empty when they are equal.
 pub fn encode(original: Pod, desired: Pod) -> Result<Encoded> {
-    let mut emitter = Emitter::default();
+    let mut emitter = Emitter::for_text();
     walk(original, desired, &mut emitter)?;
+    Ok(emitter.finish())
+}
+
+/// The JSON Patch that turns the pod as it arrived into `desired`, from what
+/// [`crate::engine::evaluate_owned`] kept of it: the whole pod, walked as [`encode`] walks it,
+/// or only the fields the policy may have changed, walked beside the same fields taken out of
+/// `desired`. Either way the operations are exactly those [`encode`] gives for the two whole
+/// pods: the fields left out are the same on both sides, and a walk gives nothing for them.
+pub fn encode_from(original: Original, mut desired: Pod) -> Result<Encoded> {
+    let changed = match original {
+        Original::Whole(original) => return encode(original, desired),
+        Original::Fields(changed) => changed,
+    };
+    let mut before = changed.before;
+    let mut after = take_changeable_fields(&mut desired);
+    // A container whose env the policy changed gets its env on both sides, so the walk finds
+    // the changes where it finds them in whole pods: the desired env moved over, and the env as
+    // it arrived rebuilt from it and the edits (the variables before the old length, with what
+    // was replaced put back).
+    for edit in changed.env {
+        let (Some(desired_spec), Some(before_spec), Some(after_spec)) = (
+            desired.spec.as_mut(),
+            before.spec.as_mut(),
+            after.spec.as_mut(),
+        ) else {
+            break;
+        };
+        let desired_container = edit.slot.of_mut(
+            &mut desired_spec.containers,
+            &mut desired_spec.init_containers,
+        );
+        let before_container = edit.slot.of_mut(
+            &mut before_spec.containers,
+            &mut before_spec.init_containers,
+        );
+        let after_container = edit
+            .slot
+            .of_mut(&mut after_spec.containers, &mut after_spec.init_containers);
+        let (Some(desired_container), Some(before_container), Some(after_container)) =
+            (desired_container, before_container, after_container)
+        else {
+            continue;
+        };
+        let env = desired_container.env.take();
+        before_container.env = edit.before_len.map(|length| {
+            let mut old = env
+                .as_deref()
+                .and_then(|env| env.get(..length))
+                .unwrap_or_default()
+                .to_vec();
+            for (position, var) in edit.replaced {
+                if let Some(slot) = old.get_mut(position) {
+                    *slot = var;
+                }
+            }
+            old
+        });
+        after_container.env = env;
+    }
+    let mut emitter = Emitter::for_text();
+    walk(before, after, &mut emitter)?;
     Ok(emitter.finish())
 }
 
@@ -112,6 +175,16 @@ struct Emitter {
 }
 
 impl Emitter {
+    /// An emitter of text with room for a usual patch and path, which would otherwise grow
+    /// (and be copied) several times on every review.
+    fn for_text() -> Self {
+        Self {
+            out: Vec::with_capacity(2048),
+            path: String::with_capacity(128),
+            ..Self::default()
+        }
+    }
+
     fn finish(mut self) -> Encoded {
         if self.operations == 0 {
             self.out.push(b'[');
@@ -275,12 +348,12 @@ impl Emitter {
         self.remove_tail(after_length, before_length)
     }
 
-    /// Two string maps key by key: only the keys whose values differ are visited, so a large
-    /// annotation the policy left alone is compared, never copied.
-    fn string_maps(
+    /// Two maps of strings (or quantities) key by key: only the keys whose values differ are
+    /// visited, so a large annotation the policy left alone is compared, never copied.
+    fn string_maps<V: Serialize + PartialEq>(
         &mut self,
-        before: &BTreeMap<String, String>,
-        after: &BTreeMap<String, String>,
+        before: &BTreeMap<String, V>,
+        after: &BTreeMap<String, V>,
     ) -> Result<()> {
         for (key, value) in after {
             let old = before.get(key);
@@ -331,11 +404,18 @@ impl Fields {
     fn emit(mut self, emitter: &mut Emitter) -> Result<()> {
         // Names are unique within an object: the order is the key order of a JSON object.
         self.fields.sort_by(|a, b| a.0.cmp(&b.0));
-        let (present, removed): (Vec<_>, Vec<_>) = self
-            .fields
-            .into_iter()
-            .partition(|(_, in_after, _)| *in_after);
-        for (name, _, emit) in present.into_iter().chain(removed) {
+        // Removed fields are rare: they wait in a list that allocates only when there is one.
+        let mut removed = Vec::new();
+        for (name, in_after, emit) in self.fields {
+            if !in_after {
+                removed.push((name, emit));
+                continue;
+            }
+            let back = emitter.enter(&name);
+            emit(emitter)?;
+            emitter.leave(back);
+        }
+        for (name, emit) in removed {
             let back = emitter.enter(&name);
             emit(emitter)?;
             emitter.leave(back);
@@ -393,11 +473,11 @@ impl Fields {
     }
 
     /// A string map (labels, annotations, nodeSelector), key by key when both sides have one.
-    fn map(
+    fn map<V: Serialize + PartialEq + 'static>(
         &mut self,
         name: &'static str,
-        before: Option<BTreeMap<String, String>>,
-        after: Option<BTreeMap<String, String>>,
+        before: Option<BTreeMap<String, V>>,
+        after: Option<BTreeMap<String, V>>,
     ) {
         match (before, after) {
             (Some(before), Some(after)) => {
@@ -528,11 +608,26 @@ fn container(emitter: &mut Emitter, mut before: Container, mut after: Container)
     let resources = (before.resources.take(), after.resources.take());
     let mut fields = Fields::default();
     fields.rest(&before, &after)?;
-    fields.value("resources", resources.0, resources.1);
+    fields.optional_object("resources", resources.0, resources.1, resources_fields)?;
     fields.list("env", env.0, env.1, plain);
     fields.list("envFrom", env_from.0, env_from.1, plain);
     fields.list("volumeMounts", mounts.0, mounts.1, plain);
     fields.emit(emitter)
+}
+
+/// A container's resources: requests and limits key by key (the policy fills and clamps
+/// single entries), without building either side as JSON values.
+fn resources_fields(
+    mut before: ResourceRequirements,
+    mut after: ResourceRequirements,
+) -> Result<Fields> {
+    let limits = (before.limits.take(), after.limits.take());
+    let requests = (before.requests.take(), after.requests.take());
+    let mut fields = Fields::default();
+    fields.rest(&before, &after)?;
+    fields.map("limits", limits.0, limits.1);
+    fields.map("requests", requests.0, requests.1);
+    Ok(fields)
 }
 
 /// Node affinity, pod affinity and pod anti-affinity, each with its terms element by element

@@ -68,6 +68,7 @@ fn policy(rules: Vec<Rule>) -> Policy {
 fn run(pod: &Pod, context: &RequestContext, rules: Vec<Rule>) -> Evaluation {
     let policy = policy(rules);
     let out = evaluate(pod, context, &policy).expect("a Spark pod");
+    super::tests::owned_path_agrees(pod, context, &policy, &out);
     assert_valid(&out.desired);
     let patch = crate::patch::diff(pod.clone(), out.desired.clone()).expect("diff");
     let mut applied = serde_json::to_value(pod).expect("json");

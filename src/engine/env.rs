@@ -20,7 +20,7 @@ pub(super) fn apply(
     rules: &[&Rule],
     native: &HashSet<String>,
     warnings: &mut Vec<String>,
-) {
+) -> Vec<EnvEdit> {
     // Per container (native sidecars the policy adds included, see `selected_slots`), the last rule setting each variable; containers and variables in order of
     // first mention, so new variables are appended in policy order.
     let settings = last_setters(rules, |rule| {
@@ -46,34 +46,70 @@ pub(super) fn apply(
             }
         }
     }
-    let (Some(original_spec), Some(spec)) = (original.spec.as_ref(), desired.spec.as_mut()) else {
-        return;
+    let Some(spec) = desired.spec.as_mut() else {
+        return Vec::new();
     };
+    let mut edits = Vec::new();
     for (index, vars) in plan {
-        let (Some(before), Some(container)) = (
-            index.of(original_spec),
-            index.of_mut(&mut spec.containers, &mut spec.init_containers),
-        ) else {
+        // The desired pod's env is still the one `original` has: no concern before this one
+        // changes env, and the containers the policy adds are in `original` by now (the pod
+        // after them, see `evaluate`). So it is read in place, and `original` need not carry
+        // env at all (`evaluate_owned` gives it none).
+        let Some(container) = index.of_mut(&mut spec.containers, &mut spec.init_containers) else {
             continue;
         };
-        let existing = before.env.as_deref().unwrap_or_default();
+        let existing = container.env.as_deref().unwrap_or_default();
         let positions = Positions::of(existing, vars.len());
+        // Decided against the env as it arrived, then applied.
+        let mut replace = Vec::new();
+        let mut append = Vec::new();
         for (var, rule) in vars {
             match positions.of_name(existing, &var.name) {
                 Some(position) if existing[position] == *var => {}
-                Some(position) if rule.mode == Mode::Enforce => {
-                    if let Some(slot) = container.env.as_mut().and_then(|e| e.get_mut(position)) {
-                        *slot = var.clone();
-                    }
-                }
+                Some(position) if rule.mode == Mode::Enforce => replace.push((position, var)),
                 Some(_) => warnings.push(format!(
                     "env {} in container {}: kept the pod's value; rule {}'s was not applied (mode merge)",
                     var.name, container.name, rule.name
                 )),
-                None => container.env.get_or_insert_with(Vec::new).push(var.clone()),
+                None => append.push(var),
             }
         }
+        if replace.is_empty() && append.is_empty() {
+            continue;
+        }
+        let before_len = container.env.as_ref().map(Vec::len);
+        let mut replaced = Vec::with_capacity(replace.len());
+        for (position, var) in replace {
+            if let Some(slot) = container.env.as_mut().and_then(|e| e.get_mut(position)) {
+                replaced.push((position, std::mem::replace(slot, var.clone())));
+            }
+        }
+        if !append.is_empty() {
+            container
+                .env
+                .get_or_insert_with(Vec::new)
+                .extend(append.into_iter().cloned());
+        }
+        edits.push(EnvEdit {
+            slot: index,
+            before_len,
+            replaced,
+        });
     }
+    edits
+}
+
+/// What the policy did to one container's env: the variables it replaced, with what they
+/// were, and the length the list had (`None`: no env), past which every variable is new. With
+/// the desired env, this is the env as it arrived, which the patch rebuilds from them for the
+/// containers whose env changed only, rather than every pod's env being copied up front.
+pub(crate) struct EnvEdit {
+    /// The container.
+    pub(crate) slot: Slot,
+    /// How many variables it had before, `None` when it had no env.
+    pub(crate) before_len: Option<usize>,
+    /// The positions replaced (under `enforce`) and the variables that were there.
+    pub(crate) replaced: Vec<(usize, EnvVar)>,
 }
 
 /// Where a variable name first appears in a container's env: a name the pod repeats is

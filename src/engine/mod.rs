@@ -46,7 +46,7 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 
 use crate::policy::{Policy, Role, Rule};
 
@@ -150,23 +150,153 @@ pub struct Evaluation {
 /// label of `driver` or `executor`): such a pod is admitted unchanged.
 pub fn evaluate(pod: &Pod, context: &RequestContext, policy: &Policy) -> Option<Evaluation> {
     let spark = SparkPod::from_pod(pod, &context.namespace)?;
-    let rules: Vec<&Rule> = policy
+    let rules = matching_rules(policy, &spark);
+    let (evaluation, _) = apply(pod, pod.clone(), spark, &rules, context, policy);
+    Some(evaluation)
+}
+
+/// The pod as it arrived, as much of it as the patch needs beside the desired pod (see
+/// [`evaluate_owned`]).
+pub enum Original {
+    /// The whole pod: a matching rule customises the pod (SPEC §4a), so any part of it may have
+    /// changed.
+    Whole(Pod),
+    /// Only what the policy may have changed: `changeable_fields` of the pod as it arrived,
+    /// and the env edits, which say what they replaced.
+    Fields(Changed),
+}
+
+/// What [`Original::Fields`] holds.
+pub struct Changed {
+    /// `changeable_fields` of the pod as it arrived.
+    pub(crate) before: Pod,
+    /// Each container whose env the policy changed, with what it replaced.
+    pub(crate) env: Vec<env::EnvEdit>,
+}
+
+/// [`evaluate`] of a pod the caller gives up, for the server: the desired pod is the pod
+/// itself, edited, and the original comes back only as far as the patch needs it. Without a
+/// matching rule that customises the pod, the policy changes few fields (labels, annotations,
+/// scheduling, env and resources); copying only those, rather than the whole pod (the Spark
+/// container's dozens of env vars above all), and never comparing or dropping a second whole
+/// pod, is most of what a review costs beyond parsing it.
+pub fn evaluate_owned(
+    pod: Pod,
+    context: &RequestContext,
+    policy: &Policy,
+) -> Option<(Evaluation, Original)> {
+    let spark = SparkPod::from_pod(&pod, &context.namespace)?;
+    let rules = matching_rules(policy, &spark);
+    if rules.iter().all(|rule| rule.pod.is_empty()) {
+        let before = changeable_fields(&pod);
+        let (evaluation, env) = apply(&before, pod, spark, &rules, context, policy);
+        Some((evaluation, Original::Fields(Changed { before, env })))
+    } else {
+        let (evaluation, _) = apply(&pod, pod.clone(), spark, &rules, context, policy);
+        Some((evaluation, Original::Whole(pod)))
+    }
+}
+
+fn matching_rules<'p>(policy: &'p Policy, spark: &SparkPod) -> Vec<&'p Rule> {
+    policy
         .rules
         .iter()
-        .filter(|rule| matching::matches(&rule.selector, &spark))
-        .collect();
+        .filter(|rule| matching::matches(&rule.selector, spark))
+        .collect()
+}
 
-    let mut desired = pod.clone();
+/// The fields of `pod` the policy may change when no matching rule customises the pod:
+/// labels, annotations, the scheduling fields, the pod-level resources, and each container's
+/// and init container's resources, with its name (rules select containers by it). Every other
+/// field is left empty. This is all the concerns read of the pod as it arrived on that path
+/// (env reads the desired pod's own env before changing it), so they can read it in place of
+/// the whole pod. [`take_changeable_fields`] takes the same fields out of the desired pod.
+fn changeable_fields(pod: &Pod) -> Pod {
+    let container = |c: &Container| Container {
+        name: c.name.clone(),
+        resources: c.resources.clone(),
+        ..Container::default()
+    };
+    Pod {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            labels: pod.metadata.labels.clone(),
+            annotations: pod.metadata.annotations.clone(),
+            ..Default::default()
+        },
+        spec: pod.spec.as_ref().map(|spec| PodSpec {
+            containers: spec.containers.iter().map(container).collect(),
+            init_containers: spec
+                .init_containers
+                .as_ref()
+                .map(|inits| inits.iter().map(container).collect()),
+            node_selector: spec.node_selector.clone(),
+            affinity: spec.affinity.clone(),
+            tolerations: spec.tolerations.clone(),
+            priority_class_name: spec.priority_class_name.clone(),
+            priority: spec.priority,
+            preemption_policy: spec.preemption_policy.clone(),
+            scheduler_name: spec.scheduler_name.clone(),
+            resources: spec.resources.clone(),
+            ..PodSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// The fields [`changeable_fields`] copies, moved out of `pod` (the desired pod, once nothing
+/// else reads it), for the patch to compare with those of the pod as it arrived.
+pub(crate) fn take_changeable_fields(pod: &mut Pod) -> Pod {
+    let container = |c: &mut Container| Container {
+        name: std::mem::take(&mut c.name),
+        resources: c.resources.take(),
+        ..Container::default()
+    };
+    Pod {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            labels: pod.metadata.labels.take(),
+            annotations: pod.metadata.annotations.take(),
+            ..Default::default()
+        },
+        spec: pod.spec.as_mut().map(|spec| PodSpec {
+            containers: spec.containers.iter_mut().map(container).collect(),
+            init_containers: spec
+                .init_containers
+                .as_mut()
+                .map(|inits| inits.iter_mut().map(container).collect()),
+            node_selector: spec.node_selector.take(),
+            affinity: spec.affinity.take(),
+            tolerations: spec.tolerations.take(),
+            priority_class_name: spec.priority_class_name.take(),
+            priority: spec.priority.take(),
+            preemption_policy: spec.preemption_policy.take(),
+            scheduler_name: spec.scheduler_name.take(),
+            resources: spec.resources.take(),
+            ..PodSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// The concerns, in order, reading `pod` as it arrived and editing `desired`; also returns
+/// the env edits.
+fn apply(
+    pod: &Pod,
+    mut desired: Pod,
+    spark: SparkPod,
+    rules: &[&Rule],
+    context: &RequestContext,
+    policy: &Policy,
+) -> (Evaluation, Vec<env::EnvEdit>) {
     let mut warnings = Vec::new();
     metadata::apply(
         pod,
         &mut desired,
         &spark,
-        &rules,
+        rules,
         &policy.hash,
         &mut warnings,
     );
-    scheduling::apply(pod, &mut desired, &rules, &context.cluster, &mut warnings);
+    scheduling::apply(pod, &mut desired, rules, &context.cluster, &mut warnings);
     // What the containers' concerns read as "what the pod has": the pod as it arrived, or, once
     // the policy has added containers, the pod with them, so that `containers: all` reaches the
     // sidecars the policy adds in the first pass exactly as in a second one (idempotence).
@@ -177,13 +307,13 @@ pub fn evaluate(pod: &Pod, context: &RequestContext, policy: &Policy) -> Option<
             pod,
             &mut desired,
             &spark,
-            &rules,
+            rules,
             &context.cluster,
             &mut warnings,
         )
     };
-    env::apply(&base, &mut desired, &spark, &rules, &native, &mut warnings);
-    let mut denial = resources::apply(&base, &mut desired, &spark, &rules, &native, &mut warnings);
+    let env_edits = env::apply(&base, &mut desired, &spark, rules, &native, &mut warnings);
+    let mut denial = resources::apply(&base, &mut desired, &spark, rules, &native, &mut warnings);
     if let Some(ambiguous) = &spark.ambiguous_container {
         denial = Some(match denial {
             Some(other) => format!("{ambiguous}; {other}"),
@@ -191,14 +321,15 @@ pub fn evaluate(pod: &Pod, context: &RequestContext, policy: &Policy) -> Option<
         });
     }
 
-    Some(Evaluation {
+    let evaluation = Evaluation {
         role: spark.role,
         desired,
         applied_rules: rules.iter().map(|r| r.name.clone()).collect(),
         warnings,
         denial,
         spark,
-    })
+    };
+    (evaluation, env_edits)
 }
 
 /// SPEC §4a's fields, for a pod some matching rule sets one of them on. Pod-wide fields first,
@@ -242,13 +373,13 @@ fn customize<'p>(
 /// A container of the pod: one of `spec.containers`, or one of `spec.initContainers` (a native
 /// sidecar the policy adds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-enum Slot {
+pub(crate) enum Slot {
     Main(usize),
     Init(usize),
 }
 
 impl Slot {
-    fn of(self, spec: &k8s_openapi::api::core::v1::PodSpec) -> Option<&Container> {
+    pub(crate) fn of(self, spec: &PodSpec) -> Option<&Container> {
         match self {
             Slot::Main(i) => spec.containers.get(i),
             Slot::Init(i) => spec.init_containers.as_ref()?.get(i),
@@ -256,7 +387,7 @@ impl Slot {
     }
 
     /// The container in the two lists, borrowed apart from the rest of the spec.
-    fn of_mut<'a>(
+    pub(crate) fn of_mut<'a>(
         self,
         containers: &'a mut [Container],
         init_containers: &'a mut Option<Vec<Container>>,

@@ -174,13 +174,17 @@ fn join(violations: Vec<String>) -> Option<String> {
     }
 }
 
-fn current(resources: Option<&ResourceRequirements>, kind: Kind, resource: &str) -> Option<String> {
+fn current<'a>(
+    resources: Option<&'a ResourceRequirements>,
+    kind: Kind,
+    resource: &str,
+) -> Option<&'a str> {
     let resources = resources?;
     let map = match kind {
         Kind::Requests => resources.requests.as_ref(),
         Kind::Limits => resources.limits.as_ref(),
     }?;
-    map.get(resource).map(|q| q.0.clone())
+    map.get(resource).map(|q| q.0.as_str())
 }
 
 fn set(resources: &mut Option<ResourceRequirements>, kind: Kind, resource: &str, value: &str) {
@@ -196,7 +200,7 @@ fn fill_defaults(container: &mut Container, effective: &Effective, warnings: &mu
             continue;
         }
         let limit = current(container.resources.as_ref(), Kind::Limits, resource)
-            .and_then(|l| Quantity::parse(&l).ok());
+            .and_then(|l| Quantity::parse(l).ok());
         match limit {
             Some(limit) if limit < **default => warnings.push(format!(
                 "container {}: default {resource} request {default} from rule {} not applied, it is above the container's limit {limit}",
@@ -210,7 +214,7 @@ fn fill_defaults(container: &mut Container, effective: &Effective, warnings: &mu
             continue;
         }
         let request = current(container.resources.as_ref(), Kind::Requests, resource)
-            .and_then(|r| Quantity::parse(&r).ok());
+            .and_then(|r| Quantity::parse(r).ok());
         match request {
             Some(request) if request > **default => warnings.push(format!(
                 "container {}: default {resource} limit {default} from rule {} not applied, it is below the container's request {request}",
@@ -234,7 +238,7 @@ fn check_max(
             let Some(text) = current(target.resources.as_ref(), kind, resource) else {
                 continue;
             };
-            let value = match Quantity::parse(&text) {
+            let value = match Quantity::parse(text) {
                 Ok(value) => value,
                 // Valid for Kubernetes, so it will be charged, but it cannot be compared: it
                 // must never pass as if it were small, whatever onExceed says.

@@ -41,6 +41,7 @@ fn policy(yaml: &str) -> Policy {
 
 fn run(pod: &Pod, context: &RequestContext, yaml: &str) -> Evaluation {
     let evaluation = evaluate(pod, context, &policy(yaml)).expect("a Spark pod");
+    owned_path_agrees(pod, context, &policy(yaml), &evaluation);
     // Every evaluation in these tests must also be idempotent and patch cleanly.
     let again = evaluate(&evaluation.desired, context, &policy(yaml)).expect("still a Spark pod");
     assert_eq!(
@@ -51,6 +52,34 @@ fn run(pod: &Pod, context: &RequestContext, yaml: &str) -> Evaluation {
         "second pass changed the pod"
     );
     evaluation
+}
+
+/// What the server does ([`evaluate_owned`], then `patch::encode_from`) gives the same
+/// evaluation as [`evaluate`] and the very patch of the two whole pods; the fields the fast
+/// path copies are those it takes out of the desired pod.
+pub(super) fn owned_path_agrees(
+    pod: &Pod,
+    context: &RequestContext,
+    policy: &Policy,
+    evaluation: &Evaluation,
+) {
+    assert_eq!(
+        take_changeable_fields(&mut pod.clone()),
+        changeable_fields(pod)
+    );
+    let (owned, original) = evaluate_owned(pod.clone(), context, policy).expect("a Spark pod");
+    assert_eq!(owned.desired, evaluation.desired);
+    assert_eq!(owned.warnings, evaluation.warnings);
+    assert_eq!(owned.denial, evaluation.denial);
+    assert_eq!(owned.applied_rules, evaluation.applied_rules);
+    let encoded = crate::patch::encode_from(original, owned.desired).expect("patch");
+    let whole = crate::patch::encode(pod.clone(), evaluation.desired.clone()).expect("patch");
+    assert_eq!(
+        String::from_utf8_lossy(&encoded.json),
+        String::from_utf8_lossy(&whole.json),
+        "the server's patch is the diff of the whole pods"
+    );
+    assert_eq!(encoded.operations, whole.operations);
 }
 
 fn label<'p>(pod: &'p Pod, key: &str) -> Option<&'p str> {
