@@ -24,18 +24,10 @@ BASELINE=target/release/examples/baseline_server
 CHURN=target/release/examples/pod_churn
 
 DIR=$(mktemp -d /tmp/spark-admission-apiserver-bench.XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
-    tests/e2e/cluster.sh stop "$DIR/cluster" >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
+# shellcheck source=benches/cluster_lib.sh
+source benches/cluster_lib.sh
+start_bench_cluster "$DIR"
 
-tests/e2e/cluster.sh start "$DIR/cluster" >/dev/null
-# shellcheck disable=SC1091
-source "$DIR/cluster/env"
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 CA_BUNDLE=$("$BIN" certs --dns 127.0.0.1 localhost --out "$DIR/pki" | tail -n 1 | tr -d '[:space:]')
 declare -A PORT ADMIN
 # serve NAME COMMAND...: starts a webhook on free ports and waits until it is ready.

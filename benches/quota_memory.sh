@@ -36,23 +36,12 @@ BIN=$TARGET/release/spark-admission
 CHURN=$TARGET/release/examples/pod_churn
 
 DIR=$(mktemp -d /tmp/spark-admission-quota-memory.XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
-    tests/e2e/cluster.sh stop "$DIR/cluster" >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
-
-tests/e2e/cluster.sh start "$DIR/cluster" >/dev/null
-# shellcheck disable=SC1091
-source "$DIR/cluster/env"
+# shellcheck source=benches/cluster_lib.sh
+source benches/cluster_lib.sh
+start_bench_cluster "$DIR"
 "$BIN" certs --dns localhost 127.0.0.1 --out "$DIR/pki" >/dev/null
 
-NS=()
-for i in $(seq "$NAMESPACES"); do
-    NS+=("spark-team-$i")
-    kubectl create namespace "spark-team-$i" >/dev/null
-done
+spark_team_namespaces "$NAMESPACES"
 cp examples/policies/platform.yaml "$DIR/rules.yaml"
 {
     cat examples/policies/platform.yaml
@@ -66,7 +55,6 @@ YAML
 } >"$DIR/quotas.yaml"
 "$BIN" check "$DIR/quotas.yaml" >/dev/null
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 status_kb() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
 tracked() {
     curl -s "http://127.0.0.1:$1/metrics" | awk '$1 == "spark_admission_tracked_pods" { print $2 }'

@@ -57,23 +57,12 @@ LOADGEN=$TARGET/release/examples/loadgen
 VARIANTS=${VARIANTS:-"quotas:$BIN:"}
 
 OUT=${OUT:-$(mktemp -d /tmp/spark-admission-scale.XXXXXX)}
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
-    tests/e2e/cluster.sh stop "$OUT/cluster" >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
-
-tests/e2e/cluster.sh start "$OUT/cluster" >/dev/null
-# shellcheck disable=SC1091
-source "$OUT/cluster/env"
+# shellcheck source=benches/cluster_lib.sh
+source benches/cluster_lib.sh
+start_bench_cluster "$OUT"
 "$BIN" certs --dns localhost 127.0.0.1 --out "$OUT/pki" >/dev/null
 
-NS=()
-for i in $(seq "$NAMESPACES"); do
-    NS+=("spark-team-$i")
-    kubectl create namespace "spark-team-$i" >/dev/null
-done
+spark_team_namespaces "$NAMESPACES"
 cp examples/policies/platform.yaml "$OUT/rules.yaml"
 {
     cat examples/policies/platform.yaml
@@ -87,7 +76,6 @@ YAML
 } >"$OUT/quotas.yaml"
 "$BIN" check "$OUT/quotas.yaml" >/dev/null
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 status_kb() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
 # The CPU time (user + system) a process has used, in ms: how much of the time to ready is the
 # server's own work (parsing the LIST, building the ledger) rather than the apiserver's.
