@@ -328,8 +328,9 @@ fn parse_review_of_within<K: kube::Resource + serde::de::DeserializeOwned>(
     // otherwise be answered as if it were valid.
     let text = std::str::from_utf8(body).map_err(Error::NotUtf8)?;
     // Every object starts with a `{`, so a body with few enough of them (every real one) needs
-    // no closer look; counting bytes is a loop the compiler vectorises.
-    let braces = body.iter().filter(|&&byte| byte == b'{').count();
+    // no closer look. memchr counts them many bytes at a time: the plain loop the compiler was
+    // trusted to vectorise took four instructions a byte, a tenth of parsing the whole review.
+    let braces = memchr::memchr_iter(b'{', body).count();
     let objects = if braces > max_objects {
         count_objects(body, max_objects)
     } else {
