@@ -17,6 +17,10 @@ use kube::core::admission::AdmissionResponse;
 use spark_admission::Policy;
 use spark_admission::admission;
 
+// The server's allocator, so allocations cost here what they cost in the server.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const EXECUTOR_REVIEW: &[u8] = include_bytes!("../tests/fixtures/spark-4.3/executor-review.json");
 const DRIVER_REVIEW: &[u8] = include_bytes!("../tests/fixtures/spark-4.3/driver-review.json");
 const PLATFORM: &str = include_str!("policies/platform.yaml");
@@ -52,7 +56,7 @@ fn main() -> ExitCode {
         let answer = match what.as_str() {
             "policy" => admission::parse_review(black_box(body)).map(|request| {
                 let (review, _) = admission::review(request, &policy, &cluster);
-                serde_json::to_vec(&review)
+                review.to_json()
             }),
             "kube-rs" => admission::parse_review_of::<Pod>(black_box(body)).map(|request| {
                 serde_json::to_vec(&AdmissionResponse::from(&request).into_review())

@@ -328,7 +328,7 @@ async fn mutate(AxumState(app): AxumState<WebhookApp>, body: Body) -> Response {
         }
         admission::apply_quota_decision(&mut review, &mut summary, &decision);
     }
-    let body = match serde_json::to_vec(&review) {
+    let body = match review.to_json() {
         Ok(body) => body,
         Err(error) => {
             metrics.count_request(summary.operation, "none", Outcome::Error.as_str());
@@ -599,7 +599,7 @@ fn driver_events(
 
 /// The answer's bytes, or a 500 if it cannot be encoded.
 fn review_body(review: &ResponseReview) -> Response {
-    match serde_json::to_vec(review) {
+    match review.to_json() {
         Ok(body) => json_body(body),
         Err(error) => json_error(
             StatusCode::INTERNAL_SERVER_ERROR,
