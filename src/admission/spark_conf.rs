@@ -15,7 +15,6 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine;
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodSpec, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as KubeQuantity;
@@ -681,7 +680,7 @@ pub fn answer(
         // Not reachable: strings and maps of strings always serialise.
         return (response.into_review(), Answered::default());
     };
-    response.patch = Some(base64::engine::general_purpose::STANDARD.encode(patch));
+    response.patch = Some(super::to_base64(&patch));
     response.patch_type = Some("JSONPatch".to_owned());
     (response.into_review(), answered)
 }
