@@ -137,23 +137,35 @@ impl ResponseReview {
     /// `serde_json` does with every string) was the largest single cost of answering a pod; a
     /// patch that does hold one (never one this crate encoded) is escaped as any string.
     pub fn to_json(&self) -> serde_json::Result<Vec<u8>> {
-        let response = &self.response;
-        let patch = response.patch.as_deref();
-        let mut out = Vec::with_capacity(
-            256 + response.uid.len() + patch.map_or(0, str::len) + approximate_size(response),
-        );
+        // Every field named, so a field added to either type cannot be left out of the text.
+        let Self {
+            api_version,
+            kind,
+            response,
+        } = self;
+        let Response {
+            uid,
+            allowed,
+            status,
+            patch,
+            patch_type,
+            audit_annotations,
+            warnings,
+        } = response;
+        // Room for the usual answer; a long denial or many warnings grow it once or twice.
+        let mut out = Vec::with_capacity(256 + uid.len() + patch.as_ref().map_or(0, String::len));
         out.extend_from_slice(b"{\"apiVersion\":");
-        serde_json::to_writer(&mut out, &self.api_version)?;
+        serde_json::to_writer(&mut out, api_version)?;
         out.extend_from_slice(b",\"kind\":");
-        serde_json::to_writer(&mut out, &self.kind)?;
+        serde_json::to_writer(&mut out, kind)?;
         out.extend_from_slice(b",\"response\":{\"uid\":");
-        serde_json::to_writer(&mut out, &response.uid)?;
-        out.extend_from_slice(if response.allowed {
+        serde_json::to_writer(&mut out, uid)?;
+        out.extend_from_slice(if *allowed {
             b",\"allowed\":true"
         } else {
             b",\"allowed\":false"
         });
-        if let Some(status) = &response.status {
+        if let Some(status) = status {
             out.extend_from_slice(b",\"status\":");
             serde_json::to_writer(&mut out, status)?;
         }
@@ -167,17 +179,17 @@ impl ResponseReview {
                 serde_json::to_writer(&mut out, patch)?;
             }
         }
-        if let Some(patch_type) = &response.patch_type {
+        if let Some(patch_type) = patch_type {
             out.extend_from_slice(b",\"patchType\":");
             serde_json::to_writer(&mut out, patch_type)?;
         }
-        if !response.audit_annotations.is_empty() {
+        if !audit_annotations.is_empty() {
             out.extend_from_slice(b",\"auditAnnotations\":");
-            serde_json::to_writer(&mut out, &response.audit_annotations)?;
+            serde_json::to_writer(&mut out, audit_annotations)?;
         }
-        if !response.warnings.is_empty() {
+        if !warnings.is_empty() {
             out.extend_from_slice(b",\"warnings\":");
-            serde_json::to_writer(&mut out, &response.warnings)?;
+            serde_json::to_writer(&mut out, warnings)?;
         }
         out.extend_from_slice(b"}}");
         Ok(out)
@@ -206,22 +218,6 @@ fn needs_no_escaping(text: &str) -> bool {
     !text.bytes().fold(false, |escaped, byte| {
         escaped | (byte < 0x20) | (byte == b'"') | (byte == b'\\')
     })
-}
-
-/// Room for the parts of an answer other than its uid and patch (a denial's message, warnings,
-/// audit annotations), so the buffer is not grown while they are written.
-fn approximate_size(response: &Response) -> usize {
-    let status = response
-        .status
-        .as_ref()
-        .map_or(0, |status| status.message.len() + status.reason.len());
-    let annotations: usize = response
-        .audit_annotations
-        .iter()
-        .map(|(key, value)| key.len() + value.len() + 6)
-        .sum();
-    let warnings: usize = response.warnings.iter().map(|w| w.len() + 3).sum();
-    status + annotations + warnings
 }
 
 /// The `response` of an AdmissionReview.
