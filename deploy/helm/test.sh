@@ -13,7 +13,8 @@
 #      with the Deployment's own arguments and the chart's generated pair; a Spark pod created
 #      and checked against that policy; helm upgrade keeps the pair; a policy edit checked by
 #      validate-policy; a values typo refused by the schema; a first install with a bad policy,
-#      and its repair; helm uninstall.
+#      and its repair through the policy-check Service by the replica that is not ready; helm
+#      uninstall.
 #
 # The binary: $SPARK_ADMISSION, else the newer of target/release and target/debug, else built
 # (cargo build, debug). Needs python3 with PyYAML, jq, kubectl, openssl, and tests/e2e/setup.sh's
@@ -31,6 +32,8 @@ expect_fail() { local out=$1; shift; if "$@" >"$out" 2>&1; then cat "$out" >&2; 
 # expect_in FILE TEXT: FILE contains TEXT.
 expect_in() { grep -qF -- "$2" "$1" || { cat "$1" >&2; die "'$2' not in the output above"; }; }
 
+# The test apiserver and etcd, and the tools (jq, openssl) the steps below use.
+"$repo/tests/e2e/setup.sh" >/dev/null
 HELM=$("$here/install-helm.sh" | sed -n 1p)
 log "helm: $("$HELM" version --short)"
 helm() { "$HELM" "$@"; }
@@ -81,6 +84,19 @@ cp -r "$repo/deploy/overlays/self-signed" "$tmp/deploy/overlays/"
 rm -rf "$tmp/deploy/overlays/self-signed/certs" "$tmp/deploy/overlays/self-signed/certs.previous"
 SPARK_ADMISSION=$bin DAYS=2 "$tmp/deploy/overlays/self-signed/generate.sh" 2>/dev/null
 kubectl kustomize "$tmp/deploy/overlays/self-signed" > "$tmp/kustomize.yaml"
+# generate.sh reuses a pair only when it names every name the apiserver calls: its own, yes;
+# one made before the policy-check Service, no (it says to rotate, and the rotation serves).
+SPARK_ADMISSION=$bin "$tmp/deploy/overlays/self-signed/generate.sh" 2>"$tmp/out" || { cat "$tmp/out" >&2; die "generate.sh refused its own pair"; }
+expect_in "$tmp/out" "reusing the pair"
+cp -r "$tmp/deploy" "$tmp/deploy-old"
+"$bin" certs --dns spark-admission.spark-admission.svc --dns spark-admission.spark-admission.svc.cluster.local \
+  --dns spark-admission.spark-admission --out "$tmp/old-pair" >/dev/null 2>&1
+cp "$tmp/old-pair/"{ca.crt,ca.key,tls.crt,tls.key} "$tmp/deploy-old/overlays/self-signed/certs/"
+expect_fail "$tmp/out" env SPARK_ADMISSION="$bin" "$tmp/deploy-old/overlays/self-signed/generate.sh"
+expect_in "$tmp/out" "does not name spark-admission-policy-check.spark-admission.svc"
+SPARK_ADMISSION=$bin DAYS=2 "$tmp/deploy-old/overlays/self-signed/generate.sh" --rotate 2>/dev/null
+SPARK_ADMISSION=$bin "$tmp/deploy-old/overlays/self-signed/generate.sh" 2>"$tmp/out" || { cat "$tmp/out" >&2; die "generate.sh refused the rotated pair"; }
+expect_in "$tmp/out" "caBundle trusts the new CA and the previous one"
 { cat "$tmp/kustomize.yaml"; echo ---; kubectl kustomize "$tmp/deploy/prometheus"; } > "$tmp/kustomize-monitoring.yaml"
 helm template spark-admission "$chart" -n spark-admission > "$tmp/helm.yaml"
 helm template spark-admission "$chart" -n spark-admission -f "$here/ci/values-generate.yaml" > "$tmp/helm-monitoring.yaml"
@@ -88,11 +104,12 @@ helm template spark-admission "$chart" -n spark-admission -f "$here/ci/values-ge
 # What differs on purpose (the chart README says why):
 namespace='Namespace//spark-admission=helm install -n NS --create-namespace makes the namespace; the chart does not own it'
 secret_label='Secret/spark-admission/spark-admission-tls.metadata.labels.app.kubernetes.io/part-of=the base labels its own objects only, not the overlay Secret'
+secret_names='Secret/spark-admission/spark-admission-tls.metadata.annotations=the names the chart generated the pair for, so an upgrade knows when they change (generate.sh reads the certificate instead)'
 python3 "$here/ci/compare.py" "$tmp/kustomize.yaml" "$tmp/helm.yaml" \
-  --by-design "$namespace" --known "$secret_label"
+  --by-design "$namespace" --known "$secret_label" --known "$secret_names"
 monitoring_label='deploy/prometheus sets no part-of label'
 python3 "$here/ci/compare.py" "$tmp/kustomize-monitoring.yaml" "$tmp/helm-monitoring.yaml" \
-  --by-design "$namespace" --known "$secret_label" \
+  --by-design "$namespace" --known "$secret_label" --known "$secret_names" \
   --known "NetworkPolicy/spark-admission/spark-admission-metrics.metadata.labels.app.kubernetes.io/part-of=$monitoring_label" \
   --known "PrometheusRule/spark-admission/spark-admission.metadata.labels.app.kubernetes.io/part-of=$monitoring_label" \
   --known "ServiceMonitor/spark-admission/spark-admission.metadata.labels.app.kubernetes.io/part-of=$monitoring_label" \
@@ -134,10 +151,22 @@ for w in mutating:
 validating = hooks(objs, "ValidatingWebhookConfiguration")[0]
 assert validating["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "platform"}}
 assert validating["matchConditions"][0]["expression"] == "object.metadata.name == 'sa-spark-admission-policy'"
+# The policy webhook calls its own Service, which lists every replica, ready or not.
+assert validating["clientConfig"]["service"] == {"namespace": "platform", "name": "sa-spark-admission-policy-check",
+                                                 "path": "/validate-policy", "port": 443}
+check = objs[("Service", "sa-spark-admission-policy-check")]
+assert check["spec"]["publishNotReadyAddresses"] is True
+assert check["spec"]["selector"] == objs[("Service", "sa-spark-admission")]["spec"]["selector"]
+assert "publishNotReadyAddresses" not in objs[("Service", "sa-spark-admission")]["spec"]
+# The longest release name (53): the fullname is cut to 63 characters, the Service name still fits a DNS label.
+long = render(release="r" * 53, ns="platform")
+assert any(k == "Service" and n.endswith("-policy-check") and len(n) <= 63 for k, n in long), sorted(long)
 # cert-manager: the chart's CA chain, the Certificate for the Service, the injection annotation.
 objs = render("-f", f"{ci}/values-cert-manager.yaml", release="sa", ns="platform")
 cert = objs[("Certificate", "sa-spark-admission-tls")]
-assert cert["spec"]["dnsNames"] == ["sa-spark-admission.platform.svc", "sa-spark-admission.platform.svc.cluster.local"]
+assert cert["spec"]["dnsNames"] == ["sa-spark-admission.platform.svc", "sa-spark-admission.platform.svc.cluster.local",
+                                   "sa-spark-admission-policy-check.platform.svc",
+                                   "sa-spark-admission-policy-check.platform.svc.cluster.local"]
 assert cert["spec"]["issuerRef"]["name"] == "sa-spark-admission-ca"
 assert {("Issuer", "sa-spark-admission-selfsigned"), ("Issuer", "sa-spark-admission-ca"), ("Certificate", "sa-spark-admission-ca")} <= set(objs)
 assert ("Secret", "sa-spark-admission-tls") not in objs
@@ -167,7 +196,6 @@ expect_in "$tmp/out" "certificates.existingSecret.caBundle (base64 PEM) is requi
 
 # ---------------------------------------------------------------------------------------------
 log "3. helm install into the test apiserver"
-"$repo/tests/e2e/setup.sh" >/dev/null
 "$repo/tests/e2e/cluster.sh" start "$tmp/cluster" >/dev/null 2>"$tmp/cluster-start.log" ||
   { cat "$tmp/cluster-start.log" >&2; die "cluster start"; }
 # shellcheck disable=SC1091
@@ -224,23 +252,27 @@ kubectl -n platform get configmap sa-spark-admission-policy -o json | jq -r '.da
 for key in tls.crt tls.key ca.crt; do
   kubectl -n platform get secret sa-spark-admission-tls -o json | jq -r --arg k "$key" '.data[$k]' | base64 -d > "$tmp/tls/$key"
 done
-mapfile -t args < <(kubectl -n platform get deployment sa-spark-admission -o json |
-  jq -r '.spec.template.spec.containers[0].args[]' |
-  sed -e "s#^/etc/spark-admission/policy/#$tmp/policy/#" -e "s#^/etc/spark-admission/tls/#$tmp/tls/#")
+# deployment_args NAMESPACE DEPLOYMENT POLICY_DIR TLS_DIR: the Deployment's server arguments,
+# one a line, with its mounted files' paths moved to the directories here.
+deployment_args() {
+  kubectl -n "$1" get deployment "$2" -o json | jq -r '.spec.template.spec.containers[0].args[]' |
+    sed -e "s#^/etc/spark-admission/policy/#$3/#" -e "s#^/etc/spark-admission/tls/#$4/#"
+}
+mapfile -t args < <(deployment_args platform sa-spark-admission "$tmp/policy" "$tmp/tls")
 printf '%s\n' "${args[@]}" | grep -qx -- --guard-configmap || die "no --guard-configmap in ${args[*]}"
 start_server() {
   "$bin" "${args[@]}" --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin_port" >>"$tmp/server.log" 2>&1 &
   server_pid=$!
 }
-wait_ready() { # wait_ready EXPECTED_STATUS
-  local i code
+wait_ready() { # wait_ready EXPECTED_STATUS [ADMIN_PORT PID LOG]
+  local i code admin=${2:-$admin_port} pid=${3:-$server_pid} log=${4:-$tmp/server.log}
   for i in $(seq 1 100); do
-    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$admin_port/readyz" || true)
+    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$admin/readyz" || true)
     [[ $code == "$1" ]] && return 0
-    kill -0 "$server_pid" 2>/dev/null || { cat "$tmp/server.log" >&2; die "server exited"; }
+    kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; die "server exited"; }
     sleep 0.1
   done
-  cat "$tmp/server.log" >&2; die "/readyz not $1 (last $code)"
+  cat "$log" >&2; die "/readyz not $1 (last $code)"
 }
 start_server
 wait_ready 200
@@ -287,6 +319,29 @@ for i in $(seq 1 50); do
   sleep 0.2
 done
 
+log "a pair made for other names (a chart from before the policy-check Service): replaced, both CAs trusted meanwhile"
+# Such a Secret carries no spark-admission.io/certificate-names (or other names in it).
+kubectl -n platform annotate secret sa-spark-admission-tls spark-admission.io/certificate-names- >/dev/null
+helm upgrade sa "$chart" -n platform -f "$tmp/values.yaml" --set replicaCount=3 >/dev/null
+secret_renamed=$(kubectl -n platform get secret sa-spark-admission-tls -o json | jq -cS .data)
+[[ $(jq -r '.["tls.crt"]' <<<"$secret_renamed") != $(jq -r '.["tls.crt"]' <<<"$secret_after") ]] || die "the pair was kept"
+jq -r '.["tls.crt"]' <<<"$secret_renamed" | base64 -d > "$tmp/renamed.crt"
+openssl x509 -noout -checkhost sa-spark-admission-policy-check.platform.svc -in "$tmp/renamed.crt" | grep -q 'does match' ||
+  die "the new pair does not name the policy-check Service"
+jq -r '.["ca.crt"]' <<<"$secret_renamed" | base64 -d > "$tmp/bundle.pem"
+[[ $(grep -c 'BEGIN CERTIFICATE' "$tmp/bundle.pem") == 2 ]] || die "caBundle does not hold the new and the old CA"
+grep -qF "$(sed -n 2p "$tmp/tls/ca.crt")" "$tmp/bundle.pem" || die "the old CA is not in the bundle"
+[[ $(bundles) == "$(jq -r '.["ca.crt"]' <<<"$secret_renamed")" ]] || die "caBundle is not the Secret's ca.crt"
+# The server still serves the old pair: the pod webhook, trusting both CAs, still reaches it.
+jq '.request.object | del(.metadata.managedFields, .metadata.creationTimestamp, .spec.priority, .spec.preemptionPolicy)
+    | .metadata.namespace = "spark-jobs" | .metadata.name = "helm-exec-2"' \
+  "$repo/tests/fixtures/spark-4.3/executor-review.json" | kubectl create -f - >/dev/null || die "pod refused during the switch"
+[[ $(kubectl -n spark-jobs get pod helm-exec-2 -o jsonpath='{.metadata.labels.installed-by}') == helm ]] || die "helm-exec-2 not mutated"
+# The next upgrade keeps the new pair and the bundle.
+helm upgrade sa "$chart" -n platform -f "$tmp/values.yaml" --set replicaCount=3 >/dev/null
+[[ $(kubectl -n platform get secret sa-spark-admission-tls -o json | jq -cS .data) == "$secret_renamed" ]] || die "the new pair was not kept"
+for key in tls.crt tls.key ca.crt; do jq -r --arg k "$key" '.[$k]' <<<"$secret_renamed" | base64 -d > "$tmp/tls/$key.new"; mv "$tmp/tls/$key.new" "$tmp/tls/$key"; done
+
 log "a policy edit goes through validate-policy: a valid one is stored, an invalid one refused"
 sed 's/installed-by: helm/installed-by: helm-v2/' "$tmp/values.yaml" > "$tmp/values-v2.yaml"
 helm upgrade sa "$chart" -n platform -f "$tmp/values-v2.yaml" >/dev/null
@@ -308,26 +363,75 @@ printf 'replicaCount: "2"\n' > "$tmp/typo.yaml"
 expect_fail "$tmp/out" helm install typo "$chart" -n platform -f "$tmp/typo.yaml"
 expect_in "$tmp/out" "at '/replicaCount': got string, want integer"
 
-log "a bad policy at first install: stored, never ready, repaired by break glass"
+log "a bad policy at first install: stored, never ready; the fix checked by that replica, through the policy-check Service"
+# Release sb calls its Services, not webhook.url. The apiserver here reaches a Service through
+# its Endpoints (tests/e2e/cluster.sh: --enable-aggregator-routing), written below as the
+# endpoints controller writes them for a Service with publishNotReadyAddresses (there is no
+# controller here): the replica that is not ready, in addresses. The replica is a server run
+# as sb's Deployment runs it, on an address of this machine that Endpoints accept (not loopback).
 kubectl create namespace platform2 >/dev/null
 kubectl label namespace platform2 kubernetes.io/metadata.name=platform2 >/dev/null
-read -r dead_port < <(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-sed -e "s#https://127.0.0.1:$port#https://127.0.0.1:$dead_port#" "$tmp/values-bad.yaml" > "$tmp/values-bad2.yaml"
-helm install sb "$chart" -n platform2 -f "$tmp/values-bad2.yaml" >/dev/null || die "first install with a bad policy"
-kubectl -n platform2 get configmap sb-spark-admission-policy -o jsonpath='{.data.policy\.yaml}' > "$tmp/policy/policy.yaml"
-grep -q executors "$tmp/policy/policy.yaml" || die "bad policy not stored"
-kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=
-start_server   # the same server on the bad policy: alive, never ready
-wait_ready 503
-# No replica ready, failurePolicy Fail: the fixed policy cannot be stored ...
-sed -e "s#https://127.0.0.1:$port#https://127.0.0.1:$dead_port#" "$tmp/values-v2.yaml" > "$tmp/values-fixed2.yaml"
-expect_fail "$tmp/out" helm upgrade sb "$chart" -n platform2 -f "$tmp/values-fixed2.yaml"
-expect_in "$tmp/out" 'failed calling webhook "validate-policy.spark-admission.io"'
-# ... until the policy webhook is deleted; the upgrade puts it back.
-kubectl delete validatingwebhookconfiguration sb-spark-admission-policy >/dev/null
-helm upgrade sb "$chart" -n platform2 -f "$tmp/values-fixed2.yaml" >/dev/null || die "upgrade after break glass"
-kubectl get validatingwebhookconfiguration sb-spark-admission-policy >/dev/null || die "policy webhook not restored"
-kubectl -n platform2 get configmap sb-spark-admission-policy -o jsonpath='{.data.policy\.yaml}' | grep -q 'installed-by: helm-v2' || die "fixed policy not stored"
+host_ip=$(hostname -I 2>/dev/null | tr ' ' '\n' | grep -E '^[0-9]+(\.[0-9]+){3}$' | grep -v '^127\.' | head -n1 || true)
+[[ -n $host_ip ]] || die "no IPv4 address besides loopback (hostname -I) for the replica's Endpoints"
+sed 's/roles: \[executors\]/roles: [drivers]/' "$tmp/values-bad.yaml" > "$tmp/values-bad2.yaml"
+grep -q drivers "$tmp/values-bad2.yaml" || die "values-bad2.yaml has no second mistake"
+python3 - "$tmp" <<'PY'
+import sys, yaml
+for source, target in (("values-bad", "values-bad-sb"), ("values-bad2", "values-bad2-sb"), ("values-v2", "values-fixed-sb")):
+    values = yaml.safe_load(open(f"{sys.argv[1]}/{source}.yaml"))
+    del values["webhook"]  # the Services, as an installation uses them
+    yaml.safe_dump(values, open(f"{sys.argv[1]}/{target}.yaml", "w"))
+PY
+helm install sb "$chart" -n platform2 -f "$tmp/values-bad-sb.yaml" >/dev/null || die "first install with a bad policy"
+[[ $(kubectl get validatingwebhookconfiguration sb-spark-admission-policy -o jsonpath='{.webhooks[0].clientConfig.service.name}') == \
+  sb-spark-admission-policy-check ]] || die "the policy webhook does not call the policy-check Service"
+[[ $(kubectl -n platform2 get service sb-spark-admission-policy-check -o jsonpath='{.spec.publishNotReadyAddresses}') == true ]] ||
+  die "the policy-check Service does not publish replicas that are not ready"
+mkdir -p "$tmp/policy-sb" "$tmp/tls-sb"
+kubectl -n platform2 get configmap sb-spark-admission-policy -o jsonpath='{.data.policy\.yaml}' > "$tmp/policy-sb/policy.yaml"
+grep -q executors "$tmp/policy-sb/policy.yaml" || die "bad policy not stored"
+for key in tls.crt tls.key; do
+  kubectl -n platform2 get secret sb-spark-admission-tls -o json | jq -r --arg k "$key" '.data[$k]' | base64 -d > "$tmp/tls-sb/$key"
+done
+mapfile -t sb_args < <(deployment_args platform2 sb-spark-admission "$tmp/policy-sb" "$tmp/tls-sb")
+read -r sb_port sb_admin < <(python3 -c 'import socket
+s=[socket.socket() for _ in range(2)]
+[x.bind(("127.0.0.1",0)) for x in s]
+print(*[x.getsockname()[1] for x in s])')
+"$bin" "${sb_args[@]}" --listen "$host_ip:$sb_port" --admin-listen "127.0.0.1:$sb_admin" >>"$tmp/server-sb.log" 2>&1 &
+sb_pid=$!
+trap 'kill "$sb_pid" 2>/dev/null || true; cleanup' EXIT
+wait_ready 503 "$sb_admin" "$sb_pid" "$tmp/server-sb.log"   # alive on the bad policy, never ready
+kubectl -n platform2 apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Endpoints
+metadata:
+  name: sb-spark-admission-policy-check
+subsets:
+  - addresses: [{ip: "$host_ip"}]
+    ports: [{name: https, port: $sb_port, protocol: TCP}]
+YAML
+# The replica that is not ready checks every edit: one still wrong is refused with its error ...
+for i in $(seq 1 20); do  # the apiserver sees the new Endpoints within its informer's delay
+  if ! helm upgrade sb "$chart" -n platform2 -f "$tmp/values-bad2-sb.yaml" >"$tmp/out" 2>&1; then
+    grep -qF 'denied the request' "$tmp/out" && break
+  fi
+  ((i < 20)) || { cat "$tmp/out" >&2; die "the second bad policy was not refused by the replica"; }
+  sleep 0.5
+done
+expect_in "$tmp/out" 'admission webhook "validate-policy.spark-admission.io" denied the request'
+expect_in "$tmp/out" 'drivers'
+log "refused by the replica that is not ready: $(grep -o 'denied the request.*' "$tmp/out" | head -n1 | cut -c1-160)"
+grep -q executors <(kubectl -n platform2 get configmap sb-spark-admission-policy -o jsonpath='{.data.policy\.yaml}') ||
+  die "the stored policy changed"
+# ... and the fixed one is stored, without break glass; loaded, it makes the replica ready.
+helm upgrade sb "$chart" -n platform2 -f "$tmp/values-fixed-sb.yaml" >"$tmp/out" 2>&1 || { cat "$tmp/out" >&2; die "the fixed policy was refused"; }
+kubectl -n platform2 get configmap sb-spark-admission-policy -o jsonpath='{.data.policy\.yaml}' > "$tmp/policy-sb/policy.yaml.new"
+grep -q 'installed-by: helm-v2' "$tmp/policy-sb/policy.yaml.new" || die "fixed policy not stored"
+mv "$tmp/policy-sb/policy.yaml.new" "$tmp/policy-sb/policy.yaml"   # the kubelet's volume update
+wait_ready 200 "$sb_admin" "$sb_pid" "$tmp/server-sb.log"
+kill "$sb_pid"; wait "$sb_pid" 2>/dev/null || true
+trap cleanup EXIT
 
 log "helm uninstall"
 helm uninstall sa -n platform >/dev/null

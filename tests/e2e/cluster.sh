@@ -166,6 +166,9 @@ start_apiserver() {
   for i in $(seq 1 50); do port_in_use "$APISERVER_PORT" || break; sleep 0.2; done
   port_in_use "$APISERVER_PORT" && die "apiserver port $APISERVER_PORT already in use"
   [[ -x $KUBE_APISERVER ]] || die "$KUBE_APISERVER not found: run tests/e2e/setup.sh"
+  # --enable-aggregator-routing: the apiserver reaches a webhook's Service through the Service's
+  # Endpoints (an address and port written by hand, as the endpoints controller would) instead of
+  # its cluster IP, which nothing routes here (no kube-proxy).
   # shellcheck disable=SC2086
   nohup "$KUBE_APISERVER" \
     --etcd-servers="http://127.0.0.1:$ETCD_CLIENT_PORT" \
@@ -181,6 +184,7 @@ start_apiserver() {
     --service-account-key-file="$d/pki/sa.pub" \
     --service-account-signing-key-file="$d/pki/sa.key" \
     --service-cluster-ip-range=10.0.0.0/24 \
+    --enable-aggregator-routing=true \
     --authorization-mode=RBAC \
     --token-auth-file="$d/tokens.csv" \
     --disable-admission-plugins=ServiceAccount \

@@ -27,12 +27,17 @@ previous=$here/certs.previous
 patch_mutating=$here/ca-bundle-mutating.yaml
 patch_validating=$here/ca-bundle-validating.yaml
 days=${DAYS:-365}
-# The kube-apiserver calls https://spark-admission.spark-admission.svc (the Service in
-# clientConfig); the other names are for anything calling it from inside the cluster.
+# The kube-apiserver calls https://spark-admission.spark-admission.svc (the pod webhooks'
+# Service) and https://spark-admission-policy-check.spark-admission.svc (the policy webhook's,
+# deploy/base/service.yaml); the other names are for anything calling them from inside the
+# cluster.
 dns=(
   spark-admission.spark-admission.svc
   spark-admission.spark-admission.svc.cluster.local
   spark-admission.spark-admission
+  spark-admission-policy-check.spark-admission.svc
+  spark-admission-policy-check.spark-admission.svc.cluster.local
+  spark-admission-policy-check.spark-admission
 )
 
 die() { echo "generate.sh: $*" >&2; exit 1; }
@@ -71,6 +76,13 @@ bundle=
 case $mode in
   keep)
     if have_certs; then
+      # A pair from before a name was added (the policy-check Service) would be refused by the
+      # apiserver for that name: say so rather than reuse it.
+      command -v openssl >/dev/null || die "openssl is needed to check the names of $certs/tls.crt"
+      for name in "${dns[@]}"; do
+        openssl x509 -noout -checkhost "$name" -in "$certs/tls.crt" | grep -q 'does match' ||
+          die "$certs/tls.crt does not name $name (made before it was added): run generate.sh --rotate, which keeps the old CA trusted while the replicas switch"
+      done
       echo "generate.sh: reusing the pair in $certs (use --rotate for a new one)" >&2
       bundle=$(base64 -w0 < "$certs/ca.crt")
     else

@@ -53,10 +53,33 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
-{{/* The DNS names the kube-apiserver calls (the Service), first the one in clientConfig. */}}
+{{/*
+The policy webhook's Service (every replica, ready or not: templates/service.yaml), as
+deploy/base names it: <fullname>-policy-check, the fullname cut to fit 63 characters.
+*/}}
+{{- define "spark-admission.policyCheckService" -}}
+{{- printf "%s-policy-check" (include "spark-admission.fullname" . | trunc 50 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
+The DNS names the kube-apiserver calls, first the one in the pod webhooks' clientConfig: for
+each Service <name>.<namespace>.svc, .svc.cluster.local (what cert-manager's Certificate
+lists, as deploy/overlays/cert-manager) and <name>.<namespace>.
+*/}}
+{{- define "spark-admission.serviceDNSNames" -}}
+{{- $names := list }}
+{{- range $svc := list (include "spark-admission.fullname" .) (include "spark-admission.policyCheckService" .) }}
+{{- $names = append $names (printf "%s.%s.svc" $svc $.Release.Namespace) }}
+{{- $names = append $names (printf "%s.%s.svc.cluster.local" $svc $.Release.Namespace) }}
+{{- end }}
+{{- $names | toJson }}
+{{- end }}
+
+{{/* Every name of the generated pair: the Services', short ones and extraDNSNames included. */}}
 {{- define "spark-admission.dnsNames" -}}
 {{- $svc := include "spark-admission.fullname" . }}
-{{- $names := list (printf "%s.%s.svc" $svc .Release.Namespace) (printf "%s.%s.svc.cluster.local" $svc .Release.Namespace) (printf "%s.%s" $svc .Release.Namespace) }}
+{{- $check := include "spark-admission.policyCheckService" . }}
+{{- $names := list (printf "%s.%s.svc" $svc .Release.Namespace) (printf "%s.%s.svc.cluster.local" $svc .Release.Namespace) (printf "%s.%s" $svc .Release.Namespace) (printf "%s.%s.svc" $check .Release.Namespace) (printf "%s.%s.svc.cluster.local" $check .Release.Namespace) (printf "%s.%s" $check .Release.Namespace) }}
 {{- concat $names .Values.certificates.generate.extraDNSNames | toJson }}
 {{- end }}
 
@@ -74,19 +97,20 @@ renders them on 1.30 and later, as deploy/README.md advises.
 {{- end }}
 
 {{/*
-The webhooks' clientConfig for PATH: the Service, or webhook.url (testing, out-of-cluster).
+The webhooks' clientConfig for PATH: SERVICE, or webhook.url (testing, out-of-cluster).
 caBundle from the certificate mode (cert-manager injects it).
 */}}
 {{- define "spark-admission.clientConfig" -}}
 {{- $root := index . 0 }}
 {{- $path := index . 1 }}
 {{- $ca := index . 2 }}
+{{- $service := index . 3 }}
 {{- if $root.Values.webhook.url }}
 url: {{ printf "%s%s" (trimSuffix "/" $root.Values.webhook.url) $path | quote }}
 {{- else }}
 service:
   namespace: {{ $root.Release.Namespace }}
-  name: {{ include "spark-admission.fullname" $root }}
+  name: {{ $service }}
   path: {{ $path }}
   port: 443
 {{- end }}
