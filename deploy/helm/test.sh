@@ -205,10 +205,14 @@ for ns in platform spark-jobs; do
   kubectl create namespace "$ns" >/dev/null
   kubectl label namespace "$ns" "kubernetes.io/metadata.name=$ns" --overwrite >/dev/null
 done
-read -r port admin_port < <(python3 -c 'import socket
+# two_free_ports: two ports free on this machine, on one line.
+two_free_ports() {
+  python3 -c 'import socket
 s=[socket.socket() for _ in range(2)]
 [x.bind(("127.0.0.1",0)) for x in s]
-print(*[x.getsockname()[1] for x in s])')
+print(*[x.getsockname()[1] for x in s])'
+}
+read -r port admin_port < <(two_free_ports)
 
 # The policy the stored pod is checked against (the independent answer).
 cat > "$tmp/values.yaml" <<YAML
@@ -394,10 +398,7 @@ for key in tls.crt tls.key; do
   kubectl -n platform2 get secret sb-spark-admission-tls -o json | jq -r --arg k "$key" '.data[$k]' | base64 -d > "$tmp/tls-sb/$key"
 done
 mapfile -t sb_args < <(deployment_args platform2 sb-spark-admission "$tmp/policy-sb" "$tmp/tls-sb")
-read -r sb_port sb_admin < <(python3 -c 'import socket
-s=[socket.socket() for _ in range(2)]
-[x.bind(("127.0.0.1",0)) for x in s]
-print(*[x.getsockname()[1] for x in s])')
+read -r sb_port sb_admin < <(two_free_ports)
 "$bin" "${sb_args[@]}" --listen "$host_ip:$sb_port" --admin-listen "127.0.0.1:$sb_admin" >>"$tmp/server-sb.log" 2>&1 &
 sb_pid=$!
 trap 'kill "$sb_pid" 2>/dev/null || true; cleanup' EXIT

@@ -62,24 +62,31 @@ deploy/base names it: <fullname>-policy-check, the fullname cut to fit 63 charac
 {{- end }}
 
 {{/*
-The DNS names the kube-apiserver calls, first the one in the pod webhooks' clientConfig: for
-each Service <name>.<namespace>.svc, .svc.cluster.local (what cert-manager's Certificate
-lists, as deploy/overlays/cert-manager) and <name>.<namespace>.
+The DNS names of both Services, first the one in the pod webhooks' clientConfig, for the
+suffixes given: (list ROOT SUFFIX...), each name <service>.<namespace><SUFFIX>.
 */}}
-{{- define "spark-admission.serviceDNSNames" -}}
+{{- define "spark-admission.serviceNames" -}}
+{{- $root := first . }}
 {{- $names := list }}
-{{- range $svc := list (include "spark-admission.fullname" .) (include "spark-admission.policyCheckService" .) }}
-{{- $names = append $names (printf "%s.%s.svc" $svc $.Release.Namespace) }}
-{{- $names = append $names (printf "%s.%s.svc.cluster.local" $svc $.Release.Namespace) }}
+{{- range $svc := list (include "spark-admission.fullname" $root) (include "spark-admission.policyCheckService" $root) }}
+{{- range $suffix := rest $ }}
+{{- $names = append $names (printf "%s.%s%s" $svc $root.Release.Namespace $suffix) }}
+{{- end }}
 {{- end }}
 {{- $names | toJson }}
 {{- end }}
 
+{{/*
+What cert-manager's Certificate lists, as deploy/overlays/cert-manager: .svc and
+.svc.cluster.local.
+*/}}
+{{- define "spark-admission.serviceDNSNames" -}}
+{{- include "spark-admission.serviceNames" (list . ".svc" ".svc.cluster.local") }}
+{{- end }}
+
 {{/* Every name of the generated pair: the Services', short ones and extraDNSNames included. */}}
 {{- define "spark-admission.dnsNames" -}}
-{{- $svc := include "spark-admission.fullname" . }}
-{{- $check := include "spark-admission.policyCheckService" . }}
-{{- $names := list (printf "%s.%s.svc" $svc .Release.Namespace) (printf "%s.%s.svc.cluster.local" $svc .Release.Namespace) (printf "%s.%s" $svc .Release.Namespace) (printf "%s.%s.svc" $check .Release.Namespace) (printf "%s.%s.svc.cluster.local" $check .Release.Namespace) (printf "%s.%s" $check .Release.Namespace) }}
+{{- $names := include "spark-admission.serviceNames" (list . ".svc" ".svc.cluster.local" "") | fromJsonArray }}
 {{- concat $names .Values.certificates.generate.extraDNSNames | toJson }}
 {{- end }}
 
