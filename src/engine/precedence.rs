@@ -11,6 +11,9 @@ use std::collections::BTreeMap;
 
 use crate::policy::Rule;
 
+/// How many fields [`last_setters`] finds by searching the ones it has, before it indexes them.
+const SEARCHED_UP_TO: usize = 16;
+
 /// For every field the matching `rules` (in policy order) set, the value and the rule of the
 /// last rule setting it, in the order the fields are first set: a field set again keeps its
 /// place, so new entries come out in policy order. `settings` lists the fields one rule sets,
@@ -23,14 +26,32 @@ where
     K: Ord + Clone,
     I: IntoIterator<Item = (K, V)>,
 {
-    let mut places: BTreeMap<K, usize> = BTreeMap::new();
+    // Where each field's winner is. A policy sets a handful of fields per concern, and
+    // searching that few is cheaper than a map that allocates for every field; past
+    // `SEARCHED_UP_TO` fields (a rule with `containers: all` on a pod of thousands), a map keeps
+    // every lookup logarithmic.
+    let mut places: Option<BTreeMap<K, usize>> = None;
     let mut winners: Vec<(K, (V, &'r Rule))> = Vec::new();
     for rule in rules {
         for (field, value) in settings(rule) {
-            match places.get(&field).and_then(|&place| winners.get_mut(place)) {
+            let place = match &places {
+                Some(places) => places.get(&field).copied(),
+                None => winners.iter().position(|(known, _)| *known == field),
+            };
+            match place.and_then(|place| winners.get_mut(place)) {
                 Some((_, winner)) => *winner = (value, *rule),
                 None => {
-                    places.insert(field.clone(), winners.len());
+                    if let Some(places) = places.as_mut() {
+                        places.insert(field.clone(), winners.len());
+                    } else if winners.len() == SEARCHED_UP_TO {
+                        let mut map: BTreeMap<K, usize> = winners
+                            .iter()
+                            .enumerate()
+                            .map(|(place, (known, _))| (known.clone(), place))
+                            .collect();
+                        map.insert(field.clone(), winners.len());
+                        places = Some(map);
+                    }
                     winners.push((field, (value, *rule)));
                 }
             }
@@ -92,6 +113,34 @@ mod tests {
             .collect();
         assert_eq!(winners, [("x", 3, "c"), ("y", 1, "a"), ("z", 2, "b")]);
         assert!(last_setters(&[], settings).is_empty());
+    }
+
+    #[test]
+    fn past_the_fields_searched_the_index_keeps_every_winner_and_its_place() {
+        // Rule a sets 40 fields, more than are found by search: the 17th is the one the index
+        // starts at. b sets most of them again, in reverse, and 5 new ones; c sets the 17th and
+        // one of b's new ones again.
+        let (a, b, c) = (rule("a"), rule("b"), rule("c"));
+        let settings = |r: &Rule| -> Vec<(u32, u8)> {
+            match r.name.as_str() {
+                "a" => (0..40).map(|field| (field, 1)).collect(),
+                "b" => (10..45).rev().map(|field| (field, 2)).collect(),
+                _ => vec![(16, 3), (42, 3)],
+            }
+        };
+        let winners: Vec<(u32, u8, &str)> = last_setters(&[&a, &b, &c], settings)
+            .into_iter()
+            .map(|(field, (value, rule))| (field, value, rule.name.as_str()))
+            .collect();
+        let by_last_setter = |field: u32| match field {
+            16 | 42 => (field, 3, "c"),
+            0..10 => (field, 1, "a"),
+            _ => (field, 2, "b"),
+        };
+        // a's fields in a's order, then b's new ones in b's order.
+        let expected: Vec<(u32, u8, &str)> =
+            (0..40).chain((40..45).rev()).map(by_last_setter).collect();
+        assert_eq!(winners, expected);
     }
 
     #[test]
