@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the spark-admission image without pulling anything: a statically linked release
-# binary in an image FROM scratch that holds only the binary, the CA certificates and an
+# Builds the spark-admission image without pulling anything: a statically linked binary
+# (profile dist) in an image FROM scratch that holds only the binary, the CA certificates and an
 # /etc/passwd entry for uid 65532. Needs cargo (the host target, x86_64-unknown-linux-gnu, with
 # glibc's static libraries from libc6-dev), buildah, and the CA bundle of Debian's
 # ca-certificates. deploy/Dockerfile builds the same layout for those who can pull images.
@@ -35,17 +35,19 @@ ca_bundle=/etc/ssl/certs/ca-certificates.crt
 command -v buildah >/dev/null || { echo "build-image.sh: buildah is missing; apt-get install buildah" >&2; exit 1; }
 
 # Static glibc: only the final link of the binary needs +crt-static (ring's and mimalloc's C
-# code are static archives either way), so `cargo rustc` passes it to that crate alone and the
-# dependencies are the ordinary release build's, shared with the benchmarks (a RUSTFLAGS
-# change would rebuild every crate). The musl target would be the usual choice but is not
-# installable offline. Symbols are stripped: the image is what ships.
-echo "== static release build (+crt-static on the final link)"
+# code are static archives either way), so `cargo rustc` passes it to that crate alone (a
+# RUSTFLAGS change would also reach build scripts and proc macros). The profile is `dist`, the
+# release build with whole-program optimisation (Cargo.toml; BENCHMARKS.md, "The shipped
+# build"): what ships takes less CPU per review than what the benchmarks build. The musl target
+# would be the usual choice but is not installable offline. Symbols are stripped: the image is
+# what ships.
+echo "== static dist build (+crt-static on the final link)"
 started=$SECONDS
-cargo rustc --release --locked --bin spark-admission -- \
+cargo rustc --profile dist --locked --bin spark-admission -- \
   -C target-feature=+crt-static -C strip=symbols
 echo "   built in $((SECONDS - started))s"
-built="${CARGO_TARGET_DIR:-target}/release/spark-admission"
-# The next ordinary `cargo build --release` links that path again, dynamically: keep this one.
+built="${CARGO_TARGET_DIR:-target}/dist/spark-admission"
+# A later `cargo build --profile dist` links that path again, dynamically: keep this one.
 binary_dir=$(mktemp -d)
 trap 'rm -rf "$binary_dir" "${rootfs:-}"' EXIT
 binary="$binary_dir/spark-admission"
