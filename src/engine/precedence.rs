@@ -43,16 +43,17 @@ where
                 None => {
                     if let Some(places) = places.as_mut() {
                         places.insert(field.clone(), winners.len());
-                    } else if winners.len() == SEARCHED_UP_TO {
-                        let mut map: BTreeMap<K, usize> = winners
-                            .iter()
-                            .enumerate()
-                            .map(|(place, (known, _))| (known.clone(), place))
-                            .collect();
-                        map.insert(field.clone(), winners.len());
-                        places = Some(map);
                     }
                     winners.push((field, (value, *rule)));
+                    if places.is_none() && winners.len() > SEARCHED_UP_TO {
+                        places = Some(
+                            winners
+                                .iter()
+                                .enumerate()
+                                .map(|(place, (known, _))| (known.clone(), place))
+                                .collect(),
+                        );
+                    }
                 }
             }
         }
