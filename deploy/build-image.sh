@@ -39,12 +39,11 @@ command -v buildah >/dev/null || { echo "build-image.sh: buildah is missing; apt
 # RUSTFLAGS change would also reach build scripts and proc macros). The profile is `dist`, the
 # release build with whole-program optimisation (Cargo.toml; BENCHMARKS.md, "The shipped
 # build"): what ships takes less CPU per review than what the benchmarks build. The musl target
-# would be the usual choice but is not installable offline. Symbols are stripped: the image is
-# what ships.
+# would be the usual choice but is not installable offline. Symbols are stripped by the
+# profile itself (`strip = "symbols"`), so `cargo install --profile dist` gives the same binary.
 echo "== static dist build (+crt-static on the final link)"
 started=$SECONDS
-cargo rustc --profile dist --locked --bin spark-admission -- \
-  -C target-feature=+crt-static -C strip=symbols
+cargo rustc --profile dist --locked --bin spark-admission -- -C target-feature=+crt-static
 echo "   built in $((SECONDS - started))s"
 built="${CARGO_TARGET_DIR:-target}/dist/spark-admission"
 # A later `cargo build --profile dist` links that path again, dynamically: keep this one.
