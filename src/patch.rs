@@ -254,13 +254,20 @@ impl Emitter {
     fn enter(&mut self, key: &str) -> usize {
         let back = self.path.len();
         self.path.push('/');
-        for c in key.chars() {
-            match c {
-                '~' => self.path.push_str("~0"),
-                '/' => self.path.push_str("~1"),
-                c => self.path.push(c),
-            }
+        // Most keys (field names, most labels) need no escape: copied whole, rather than a
+        // character at a time.
+        let mut rest = key;
+        while let Some(at) = rest.find(['~', '/']) {
+            self.path.push_str(&rest[..at]);
+            let escape = if rest.as_bytes()[at] == b'~' {
+                "~0"
+            } else {
+                "~1"
+            };
+            self.path.push_str(escape);
+            rest = &rest[at + 1..];
         }
+        self.path.push_str(rest);
         back
     }
 
@@ -1127,6 +1134,30 @@ mod tests {
             apply(&original, &patch),
             serde_json::to_value(&desired).expect("json")
         );
+    }
+
+    #[test]
+    fn every_key_is_escaped_as_rfc_6901_writes_it() {
+        // Written from RFC 6901 section 3: `~` is `~0`, `/` is `~1`, nothing else changes.
+        let cases = [
+            ("", "/"),
+            ("plain", "/plain"),
+            ("/", "/~1"),
+            ("~", "/~0"),
+            ("~1", "/~01"),
+            ("a//b~~", "/a~1~1b~0~0"),
+            ("/lead", "/~1lead"),
+            ("trail~", "/trail~0"),
+            ("café/ü~x", "/café~1ü~0x"),
+        ];
+        for (key, pointer) in cases {
+            let mut emitter = Emitter::for_text();
+            emitter.path.push_str("/metadata");
+            let back = emitter.enter(key);
+            assert_eq!(emitter.path, format!("/metadata{pointer}"), "key {key:?}");
+            emitter.leave(back);
+            assert_eq!(emitter.path, "/metadata", "key {key:?}");
+        }
     }
 
     #[test]
