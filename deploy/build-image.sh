@@ -40,7 +40,7 @@ command -v buildah >/dev/null || { echo "build-image.sh: buildah is missing; apt
 # release build with whole-program optimisation (Cargo.toml; BENCHMARKS.md, "The shipped
 # build"): what ships takes less CPU per review than what the benchmarks build. The musl target
 # would be the usual choice but is not installable offline. Symbols are stripped by the
-# profile itself (`strip = "symbols"`), so `cargo install --profile dist` gives the same binary.
+# profile itself (`strip = "symbols"`), so `cargo install --profile dist` strips them too.
 echo "== static dist build (+crt-static on the final link)"
 started=$SECONDS
 cargo rustc --profile dist --locked --bin spark-admission -- -C target-feature=+crt-static
