@@ -22,7 +22,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use json_patch::jsonptr::PointerBuf;
+use json_patch::jsonptr::{PointerBuf, Token};
 use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
 use k8s_openapi::api::core::v1::{
     Affinity, Container, NodeAffinity, NodeSelector, NodeSelectorTerm, Pod, PodAffinity,
@@ -254,20 +254,9 @@ impl Emitter {
     fn enter(&mut self, key: &str) -> usize {
         let back = self.path.len();
         self.path.push('/');
-        // Most keys (field names, most labels) need no escape: copied whole, rather than a
-        // character at a time.
-        let mut rest = key;
-        while let Some(at) = rest.find(['~', '/']) {
-            self.path.push_str(&rest[..at]);
-            let escape = if rest.as_bytes()[at] == b'~' {
-                "~0"
-            } else {
-                "~1"
-            };
-            self.path.push_str(escape);
-            rest = &rest[at + 1..];
-        }
-        self.path.push_str(rest);
+        // jsonptr borrows a key that needs no escape (field names, most labels) and copies
+        // only one that does.
+        self.path.push_str(Token::new(key).encoded());
         back
     }
 

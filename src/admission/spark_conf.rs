@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 
 use futures::future::BoxFuture;
+use json_patch::jsonptr::Token;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodSpec, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as KubeQuantity;
 use kube::core::admission::{AdmissionRequest, Operation};
@@ -656,7 +657,7 @@ pub fn answer(
             .map(|(key, record)| {
                 PatchOperation::Json(json!({
                     "op": "add",
-                    "path": format!("/metadata/annotations/{}", key.replace('~', "~0").replace('/', "~1")),
+                    "path": format!("/metadata/annotations/{}", Token::new(*key).encoded()),
                     "value": record,
                 }))
             })

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use json_patch::jsonptr::Token;
 use k8s_openapi::api::core::v1::Pod;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -750,7 +751,7 @@ fn check_container(expect: &Expect, pod: &Value, failures: &mut Vec<Failure>) {
             let actual = container
                 .pointer(&format!(
                     "/resources/{kind}/{}",
-                    resource.replace('~', "~0").replace('/', "~1")
+                    Token::new(resource.as_str()).encoded()
                 ))
                 .and_then(Value::as_str);
             let same = match (quantity, actual) {
